@@ -1,0 +1,13 @@
+"""``gradviz.engine``: PyTorch's autograd API on numpy. ``import gradviz.engine as torch`` runs the
+autograd tutorial unchanged, and every graph it builds can be watched by gradviz."""
+from . import autograd
+from ._dtype import bool, double, dtype, float, float32, float64, int32, int64, long  # noqa: A004
+from ._factory import (arange, as_tensor, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like,
+                       rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
+from ._random import manual_seed
+from ._tensor import Size, Tensor, matmul, maximum, minimum, where
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from ._functional import *  # noqa: F401,F403  (torch.exp, torch.cat, ...)
+from . import nn, optim, models  # noqa: E402
+
+__all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,0 +1,66 @@
+"""Module-level forms of tensor operations (``torch.exp(x)``, ``torch.cat([...])``)."""
+import numpy as np
+
+from ._tensor import Tensor, matmul  # noqa: F401
+from .ops import shape as _sh
+
+__all__ = ["cat", "stack", "flatten", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "sin", "cos",
+           "sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "softmax", "log_softmax", "clamp",
+           "pow", "reshape", "transpose", "permute", "unsqueeze", "squeeze", "mm", "bmm", "dot", "mv",
+           "allclose", "equal", "isnan", "isinf", "isfinite", "numel", "t", "neg", "add", "sub", "mul", "div",
+           "square", "is_tensor", "clone", "detach", "all", "any", "norm", "clip"]
+
+
+def _method(name):
+    def fn(input, *args, **kwargs):
+        return getattr(input, name)(*args, **kwargs)
+
+    fn.__name__ = name
+    fn.__doc__ = f"``torch.{name}(input, ...)``: the same as ``input.{name}(...)``."
+    return fn
+
+
+for _name in __all__[2:]:
+    if _name not in ("is_tensor",):
+        globals()[_name] = _method(_name)
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def _check_seq(tensors, op):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError(f"{op}(): expected a non-empty list of Tensors")
+    return tensors
+
+
+def cat(tensors, dim=0):
+    tensors = _check_seq(tensors, "torch.cat")
+    ref = tensors[0]
+    d = dim % max(ref.ndim, 1)
+    for i, t in enumerate(tensors[1:], 1):
+        if t.ndim != ref.ndim:
+            raise RuntimeError(f"Tensors must have same number of dimensions: got {ref.ndim} and {t.ndim}")
+        for j in range(ref.ndim):
+            if j != d and t.shape[j] != ref.shape[j]:
+                raise RuntimeError(f"Sizes of tensors must match except in dimension {d}. Expected size "
+                                   f"{ref.shape[j]} but got size {t.shape[j]} for tensor number {i} in the list.")
+    dt = np.result_type(*[t._np.dtype for t in tensors])
+    tensors = [t if t._np.dtype == dt else t.to(_dt(dt)) for t in tensors]
+    return _sh.CatBackward0.apply(*tensors, dim=dim)
+
+
+def stack(tensors, dim=0):
+    tensors = _check_seq(tensors, "stack")
+    for i, t in enumerate(tensors[1:], 1):
+        if t.shape != tensors[0].shape:
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(tensors[0].shape)} at "
+                               f"entry 0 and {list(t.shape)} at entry {i}")
+    return _sh.StackBackward0.apply(*tensors, dim=dim)
+
+
+def _dt(np_dtype):
+    from ._dtype import from_numpy_dtype
+    return from_numpy_dtype(np_dtype)

@@ -1,0 +1,173 @@
+"""The backward executor: an iterative loop over a ready queue, ordered as PyTorch's engine orders
+it. A node becomes ready once every consumer has sent its gradient; among ready nodes the one with
+the highest sequence number (created last) runs first; AccumulateGrad has the highest of all.
+
+PyTorch keeps ready nodes in a ``std::priority_queue``; ties (several AccumulateGrad nodes ready at
+once) then come out in the order libstdc++'s heap yields them, so the heap below follows libstdc++'s
+``push_heap``/``pop_heap`` step for step rather than using ``heapq``.
+"""
+from . import grad_mode
+from .function import AccumulateGrad, GraphRoot, listeners
+
+
+def _push(heap, node):
+    heap.append(node)
+    hole = len(heap) - 1
+    key = node.sequence_nr
+    parent = (hole - 1) // 2
+    while hole > 0 and heap[parent].sequence_nr < key:
+        heap[hole] = heap[parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    heap[hole] = node
+
+
+def _pop(heap):
+    top = heap[0]
+    last = heap.pop()
+    n = len(heap)
+    if n == 0:
+        return top
+    # libstdc++ __adjust_heap: move the hole at the root down to a leaf, then push `last` up.
+    hole, child = 0, 0
+    while child < (n - 1) // 2:
+        child = 2 * (child + 1)
+        if heap[child].sequence_nr < heap[child - 1].sequence_nr:
+            child -= 1
+        heap[hole] = heap[child]
+        hole = child
+    if n % 2 == 0 and child == (n - 2) // 2:
+        child = 2 * (child + 1)
+        heap[hole] = heap[child - 1]
+        hole = child - 1
+    key = last.sequence_nr
+    parent = (hole - 1) // 2
+    while hole > 0 and heap[parent].sequence_nr < key:
+        heap[hole] = heap[parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    heap[hole] = last
+    return top
+
+
+def _dependencies(root):
+    deps = {}
+    seen = {root}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for fn, _ in node.next_functions:
+            if fn is None:
+                continue
+            deps[fn] = deps.get(fn, 0) + 1
+            if fn not in seen:
+                seen.add(fn)
+                stack.append(fn)
+    return deps
+
+
+def _needed(root, targets):
+    """Nodes that must run so that gradients reach ``targets`` (for ``autograd.grad``)."""
+    needed = {}
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node in needed:
+            continue
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((fn, False) for fn, _ in node.next_functions if fn is not None and fn not in needed)
+        else:
+            needed[node] = any(fn is not None and (fn in targets or needed.get(fn, False))
+                               for fn, _ in node.next_functions)
+    return needed
+
+
+def _as_tensor(array):
+    from .._tensor import Tensor
+    return None if array is None else Tensor._wrap(array)
+
+
+def _call_pre_hooks(node, grad):
+    for hook in node._tensor_hooks():
+        out = hook(_as_tensor(grad))
+        if out is not None:
+            grad = out._np
+    if node._retained is not None:
+        tensor = node._retained()
+        if tensor is not None:
+            if tensor.grad is None:
+                tensor.grad = _as_tensor(grad.copy())
+            else:
+                tensor.grad = _as_tensor(tensor.grad._np + grad)
+    for hook in node.__dict__.get("_pre_hooks", ()):
+        out = hook((_as_tensor(grad),))
+        if out is not None:
+            grad = out[0]._np
+    return grad
+
+
+def execute(root_edges, root_grads, retain_graph=False, capture=None):
+    """Run one backward pass from ``root_edges`` ((node, output_nr) pairs) fed ``root_grads`` (numpy
+    arrays). With ``capture`` (a list of nodes), run only what reaches them, accumulate nothing, and
+    return the gradient arriving at each of them (``autograd.grad``)."""
+    if len(root_edges) == 1:
+        root, buffers = root_edges[0][0], {root_edges[0][0]: root_grads[0]}
+    else:
+        root, buffers = GraphRoot(root_edges, root_grads), {}
+    deps = _dependencies(root)
+    targets = set(capture) if capture is not None else ()
+    needed = _needed(root, targets) if capture is not None else None
+    captured = {}
+    observers = list(listeners.active)
+    for obs in observers:
+        obs.backward_started(root, root_edges, root_grads)
+    heap = [root]
+    with grad_mode.no_grad():
+        while heap:
+            node = _pop(heap)
+            grad = buffers.pop(node, None)
+            if grad is not None and not isinstance(node, GraphRoot):
+                grad = _call_pre_hooks(node, grad)
+            if needed is not None:
+                if node in targets:
+                    captured[node] = grad
+                if not needed.get(node, False):
+                    continue
+            for obs in observers:
+                obs.node_entered(node, grad)
+            if isinstance(node, AccumulateGrad):
+                if grad is not None:
+                    node.accumulate(grad)
+                grad_inputs = ()
+            elif grad is None and not isinstance(node, GraphRoot):
+                grad_inputs = (None,) * len(node.next_functions)
+            else:
+                grad_inputs = node.backward(grad)
+            post = node.__dict__.get("_post_hooks")
+            if post:
+                outs = tuple(_as_tensor(g) for g in grad_inputs)
+                for hook in post:
+                    res = hook(outs, (_as_tensor(grad),))
+                    if res is not None:
+                        outs = tuple(res)
+                grad_inputs = tuple(None if g is None else g._np for g in outs)
+            for obs in observers:
+                obs.node_exited(node, grad_inputs)
+            if not retain_graph:
+                node.release_variables()
+            for (fn, _), g in zip(node.next_functions, grad_inputs):
+                if fn is None:
+                    continue
+                if g is not None:
+                    prev = buffers.get(fn)
+                    buffers[fn] = g if prev is None else prev + g
+                left = deps[fn] - 1
+                deps[fn] = left
+                if left == 0:
+                    _push(heap, fn)
+    for obs in observers:
+        obs.backward_finished(root)
+    if capture is not None:
+        return [captured.get(c) for c in capture]
+    return None

@@ -1,0 +1,163 @@
+"""Backward nodes: ``Node`` (a tensor's ``grad_fn``), ``Function.apply`` (the one place a node is
+created and wired), ``AccumulateGrad`` (a leaf's sink) and ``GraphRoot``."""
+import itertools
+
+from . import grad_mode
+
+Tensor = None  # set by gradviz.engine._tensor once the class exists (the two modules need each other)
+
+# Like PyTorch's per-thread sequence number: the backward executor runs the ready node created last.
+_sequence = itertools.count()
+ACCUMULATE_GRAD_SEQUENCE_NR = 2**64 - 1  # PyTorch gives AccumulateGrad UINT64_MAX: it runs as soon as ready
+
+FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after they "
+    "have already been freed). Saved intermediate values of the graph are freed when you call "
+    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
+    "graph a second time or if you need to access saved tensors after calling backward."
+)
+
+
+class _Listeners:
+    """Who observes graph construction and backward execution. With nobody listening, the cost in
+    the hot paths is one truth test of ``active``."""
+
+    def __init__(self):
+        self.active = []
+
+    def add(self, listener):
+        self.active.append(listener)
+
+    def remove(self, listener):
+        self.active.remove(listener)
+
+
+listeners = _Listeners()
+
+
+class RemovableHandle:
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+class Node:
+    """A function of the backward graph. ``next_functions`` holds, in input order, one
+    ``(node, output_nr)`` pair per tensor input: that input's grad_fn, its AccumulateGrad when it is a
+    leaf that requires grad, or ``None``."""
+
+    next_functions = ()
+    sequence_nr = -1
+    _saved = ()
+    _released = False
+    _retained = None  # weak reference to the output tensor when it called retain_grad()
+
+    def name(self):
+        return type(self).__name__
+
+    def __repr__(self):
+        return f"<{self.name()} object at {id(self):#x}>"
+
+    # -- saved tensors -------------------------------------------------------------------------
+    def save_for_backward(self, *arrays):
+        self._saved = arrays
+
+    @property
+    def saved_tensors(self):
+        if self._released:
+            raise RuntimeError(FREED_MESSAGE)
+        return self._saved
+
+    def release_variables(self):
+        if self._saved:
+            self._saved = ()
+            self._released = True
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _hook_list(self, attr):
+        hooks = self.__dict__.get(attr)
+        if hooks is None:
+            hooks = self.__dict__[attr] = []
+        return hooks
+
+    def register_hook(self, fn):
+        """``fn(grad_inputs, grad_outputs)`` runs after this node; it may return new grad_inputs."""
+        hooks = self._hook_list("_post_hooks")
+        hooks.append(fn)
+        return RemovableHandle(hooks, fn)
+
+    def register_prehook(self, fn):
+        """``fn(grad_outputs)`` runs before this node; it may return new grad_outputs."""
+        hooks = self._hook_list("_pre_hooks")
+        hooks.append(fn)
+        return RemovableHandle(hooks, fn)
+
+    def _tensor_hooks(self):
+        return self.__dict__.get("_tensor_pre_hooks", ())
+
+    def backward(self, grad):
+        raise NotImplementedError(f"{self.name()} has no backward")
+
+
+class Function(Node):
+    """A differentiable primitive: ``forward`` computes on numpy arrays, ``backward`` returns one
+    gradient (numpy array or None) per tensor input. Tensor arguments get edges; any other argument
+    is passed to ``forward`` as it is."""
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        node = cls()
+        inputs = [a for a in args if isinstance(a, Tensor)]
+        requires_grad = grad_mode.is_grad_enabled() and any(t.requires_grad for t in inputs)
+        node.needs_input_grad = tuple(t.requires_grad for t in inputs) if requires_grad else None
+        out = node.forward(*[a._np if isinstance(a, Tensor) else a for a in args], **kwargs)
+        if not requires_grad:
+            return Tensor._wrap(out)
+        node.next_functions = tuple(t._edge() for t in inputs)
+        node.sequence_nr = next(_sequence)
+        result = Tensor._wrap(out, node)
+        if listeners.active:
+            for listener in listeners.active:
+                listener.node_created(node, inputs, result)
+        return result
+
+
+class AccumulateGrad(Node):
+    """The sink of a leaf tensor that requires grad: adds the incoming gradient into ``.grad``."""
+
+    sequence_nr = ACCUMULATE_GRAD_SEQUENCE_NR
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self):
+        return "torch::autograd::AccumulateGrad"
+
+    def _tensor_hooks(self):
+        return self.variable._leaf_hooks or ()
+
+    def accumulate(self, grad):
+        var = self.variable
+        if var.grad is None:
+            # Copy: the incoming array may be a broadcast view or shared with a sibling's gradient.
+            var.grad = Tensor._wrap(grad.astype(var._np.dtype, copy=True))
+        else:
+            var.grad._np += grad
+
+
+class GraphRoot(Node):
+    """Feeds the given gradients to several roots at once (PyTorch adds one for multi-root backward)."""
+
+    def __init__(self, edges, grads):
+        self.next_functions = tuple(edges)
+        self._grads = tuple(grads)
+        self.sequence_nr = next(_sequence)
+
+    def name(self):
+        return "torch::autograd::GraphRoot"
+
+    def backward(self, grad):
+        return self._grads

@@ -1,0 +1,2 @@
+"""``gradviz.engine.models``: the architectures the tutorials use, like ``torchvision.models``."""
+from .resnet import BasicBlock, ResNet, ResNet18_Weights, load_weights, resnet18, save_weights

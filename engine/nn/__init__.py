@@ -1,0 +1,7 @@
+"""``gradviz.engine.nn``: modules, layers, losses, ``functional`` and ``init``."""
+from . import functional, init
+from .layers import (AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, CrossEntropyLoss, Dropout, Flatten,
+                     Identity, Linear, LogSoftmax, MaxPool2d, ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid,
+                     Softmax, Tanh)
+from .module import Module
+from .parameter import Parameter

@@ -1,0 +1,137 @@
+"""``torch.nn.functional`` for the engine."""
+import numpy as np
+
+from .. import _random
+from .._tensor import Tensor
+from ..ops import nn as _nn
+from ..ops.linalg import AddmmBackward0
+
+
+def linear(input, weight, bias=None):
+    if input.ndim == 2 and bias is not None:
+        return _nn_addmm(bias, input, weight.t())
+    if input.ndim > 2 and bias is not None:
+        lead = tuple(input.shape[:-1])
+        out = _nn_addmm(bias, input.reshape(-1, input.shape[-1]), weight.t())
+        return out.view(lead + (weight.shape[0],))
+    out = input.matmul(weight.t())
+    return out if bias is None else out + bias
+
+
+def _nn_addmm(bias, a, b):
+    return AddmmBackward0.apply(bias, a, b)
+
+
+def relu(input, inplace=False):
+    return input.relu()
+
+
+def sigmoid(input):
+    return input.sigmoid()
+
+
+def tanh(input):
+    return input.tanh()
+
+
+def softmax(input, dim=None, dtype=None):
+    x = input if dtype is None else input.to(dtype)
+    return x.softmax(_default_dim(x, dim))
+
+
+def log_softmax(input, dim=None, dtype=None):
+    x = input if dtype is None else input.to(dtype)
+    return x.log_softmax(_default_dim(x, dim))
+
+
+def _default_dim(x, dim):
+    if dim is not None:
+        return dim
+    return 0 if x.ndim in (0, 1, 3) else 1
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    if dilation not in (1, (1, 1)) or groups != 1:
+        raise NotImplementedError("gradviz.engine's conv2d supports dilation=1 and groups=1 only")
+    if isinstance(padding, str):
+        raise NotImplementedError("gradviz.engine's conv2d takes integer padding")
+    unbatched = input.ndim == 3
+    x = input.unsqueeze(0) if unbatched else input
+    args = (x, weight) if bias is None else (x, weight, bias)
+    out = _nn.ConvolutionBackward0.apply(*args, stride=stride, padding=padding)
+    return out.squeeze(0) if unbatched else out
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    if dilation not in (1, (1, 1)) or ceil_mode or return_indices:
+        raise NotImplementedError("gradviz.engine's max_pool2d supports dilation=1, ceil_mode=False and no indices")
+    return _nn.MaxPool2DWithIndicesBackward0.apply(input, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if size == (1, 1):
+        # PyTorch computes a 1x1 adaptive pool as a mean over the spatial dimensions.
+        return input.mean(dim=(-1, -2), keepdim=True)
+    return _nn.AdaptiveAvgPool2DBackward0.apply(input, output_size=size)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
+    c = input.shape[1]
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise RuntimeError(f"batch_norm: expected {name} to have {c} elements (one per channel of input "
+                               f"{list(input.shape)}), got shape {list(t.shape)}")
+    args = [input] + [t for t in (weight, bias) if t is not None]
+    return _nn.NativeBatchNormBackward0.apply(
+        *args, running_mean=None if running_mean is None else running_mean._np,
+        running_var=None if running_var is None else running_var._np, training=training, momentum=momentum, eps=eps)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    return _nn.NllLossBackward0.apply(input, target=target._np, weight=None if weight is None else weight._np,
+                                      reduction=reduction, ignore_index=ignore_index)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    if label_smoothing:
+        raise NotImplementedError("gradviz.engine's cross_entropy has no label smoothing")
+    logp = log_softmax(input, 1 if input.ndim > 1 else 0)
+    if target.is_floating_point():
+        # Class probabilities as targets.
+        if target.shape != input.shape:
+            raise RuntimeError(f"Expected target size {list(input.shape)}, got {list(target.shape)}")
+        per = -(logp * target if weight is None else logp * target * weight).sum(1 if input.ndim > 1 else 0)
+        return per if reduction == "none" else per.sum() if reduction == "sum" else (
+            per.sum() / input.shape[0] if input.ndim > 1 else per)
+    return nll_loss(logp, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
+
+
+def mse_loss(input, target, reduction="mean"):
+    if input.shape != target.shape:
+        import warnings
+        warnings.warn(f"Using a target size ({target.shape}) that is different to the input size ({input.shape}). "
+                      "This will likely lead to incorrect results due to broadcasting. Please ensure they have "
+                      "the same size.", UserWarning, stacklevel=2)
+    return _nn.MseLossBackward0.apply(input, target, reduction=reduction)
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return input * Tensor._wrap(np.zeros(input._np.shape, input._np.dtype))
+    keep = _random.generator().random(input._np.shape) >= p
+    return input * Tensor._wrap((keep / (1 - p)).astype(input._np.dtype))
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    return input.flatten(start_dim, end_dim)
+
+
+__all__ = ["linear", "relu", "sigmoid", "tanh", "softmax", "log_softmax", "conv2d", "max_pool2d",
+           "adaptive_avg_pool2d", "batch_norm", "nll_loss", "cross_entropy", "mse_loss", "dropout", "flatten"]

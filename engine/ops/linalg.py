@@ -1,0 +1,89 @@
+"""Matrix products: mm, addmm, mv, dot, bmm. ``matmul`` composes these as PyTorch does."""
+import numpy as np
+
+from ..autograd.function import Function
+
+
+def _x(shape):
+    return "x".join(str(n) for n in shape)
+
+
+class MmBackward0(Function):
+    def forward(self, a, b):
+        if a.ndim != 2 or b.ndim != 2:
+            raise RuntimeError(f"{'self' if a.ndim != 2 else 'mat2'} must be a matrix")
+        if a.shape[1] != b.shape[0]:
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_x(a.shape)} and {_x(b.shape)})")
+        if a.dtype != b.dtype:
+            raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {a.dtype} != {b.dtype}")
+        self.save_for_backward(a, b)
+        return a @ b
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        need_a, need_b = self.needs_input_grad
+        return (grad @ b.T if need_a else None, a.T @ grad if need_b else None)
+
+
+class AddmmBackward0(Function):
+    """``bias + a @ b``, the node ``linear`` makes."""
+
+    def forward(self, bias, a, b):
+        if a.shape[1] != b.shape[0]:
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_x(a.shape)} and {_x(b.shape)})")
+        self.save_for_backward(a, b)
+        self.bias_meta = (bias.shape, bias.dtype)
+        out = a @ b
+        out += bias
+        return out
+
+    def backward(self, grad):
+        from .pointwise import unbroadcast
+        a, b = self.saved_tensors
+        need_bias, need_a, need_b = self.needs_input_grad
+        return (unbroadcast(grad, *self.bias_meta) if need_bias else None,
+                grad @ b.T if need_a else None,
+                a.T @ grad if need_b else None)
+
+
+class MvBackward0(Function):
+    def forward(self, m, v):
+        if m.shape[1] != v.shape[0]:
+            raise RuntimeError(f"size mismatch, got input ({m.shape[0]}), mat ({_x(m.shape)}), vec ({v.shape[0]})")
+        self.save_for_backward(m, v)
+        return m @ v
+
+    def backward(self, grad):
+        m, v = self.saved_tensors
+        return (np.outer(grad, v) if self.needs_input_grad[0] else None,
+                m.T @ grad if self.needs_input_grad[1] else None)
+
+
+class DotBackward0(Function):
+    def forward(self, a, b):
+        if a.shape != b.shape:
+            raise RuntimeError(f"inconsistent tensor size, expected tensor [{a.shape[0]}] and src [{b.shape[0]}] to "
+                               f"have the same number of elements, but got {a.shape[0]} and {b.shape[0]} elements "
+                               f"respectively")
+        self.save_for_backward(a, b)
+        return np.asarray(a @ b)
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        return (grad * b if self.needs_input_grad[0] else None, grad * a if self.needs_input_grad[1] else None)
+
+
+class BmmBackward0(Function):
+    def forward(self, a, b):
+        if a.ndim != 3 or b.ndim != 3:
+            raise RuntimeError(f"batch{1 if a.ndim != 3 else 2} must be a 3D tensor")
+        if b.shape[:2] != (a.shape[0], a.shape[2]):
+            raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
+                               f"[{a.shape[0]}, {a.shape[2]}] but got: [{b.shape[0]}, {b.shape[1]}].")
+        self.save_for_backward(a, b)
+        return np.matmul(a, b)
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        return (np.matmul(grad, b.transpose(0, 2, 1)) if self.needs_input_grad[0] else None,
+                np.matmul(a.transpose(0, 2, 1), grad) if self.needs_input_grad[1] else None)

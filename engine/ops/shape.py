@@ -1,0 +1,189 @@
+"""Views and shape changes, indexing, concatenation."""
+import numpy as np
+
+from ..autograd.function import Function
+
+
+def _size(shape):
+    return "[" + ", ".join(str(n) for n in shape) + "]"
+
+
+def infer_shape(shape, numel):
+    shape = list(shape)
+    if shape.count(-1) > 1:
+        raise RuntimeError("only one dimension can be inferred")
+    known = int(np.prod([n for n in shape if n != -1]))
+    if -1 in shape:
+        if known == 0 or numel % known:
+            raise RuntimeError(f"shape '{_size(shape)}' is invalid for input of size {numel}")
+        shape[shape.index(-1)] = numel // known
+    elif known != numel:
+        raise RuntimeError(f"shape '{_size(shape)}' is invalid for input of size {numel}")
+    return tuple(shape)
+
+
+class ViewBackward0(Function):
+    """``view`` (must not copy), ``reshape`` and ``flatten`` (may copy)."""
+
+    def forward(self, x, shape, copy_ok=True):
+        self.shape = x.shape
+        shape = infer_shape(shape, x.size)
+        if copy_ok:
+            return x.reshape(shape)
+        out = x.view()
+        try:
+            out.shape = shape
+        except AttributeError:
+            raise RuntimeError(
+                "view size is not compatible with input tensor's size and stride (at least one dimension "
+                "spans across two contiguous subspaces). Use .reshape(...) instead.") from None
+        return out
+
+    def backward(self, grad):
+        return (grad.reshape(self.shape),)
+
+
+class UnsafeViewBackward0(ViewBackward0):
+    pass
+
+
+class TransposeBackward0(Function):
+    def forward(self, x, dim0, dim1):
+        self.dims = (dim0, dim1)
+        return np.swapaxes(x, dim0, dim1)
+
+    def backward(self, grad):
+        return (np.swapaxes(grad, *self.dims),)
+
+
+class TBackward0(Function):
+    def forward(self, x):
+        if x.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D")
+        return x.T
+
+    def backward(self, grad):
+        return (grad.T,)
+
+
+class PermuteBackward0(Function):
+    def forward(self, x, dims):
+        if sorted(d % max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
+            raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match "
+                               f"the length of the desired ordering of dimensions i.e. input.dim() = {x.ndim} "
+                               f"is not equal to len(dims) = {len(dims)}" if len(dims) != x.ndim
+                               else "permute(): duplicate dims are not allowed.")
+        self.dims = tuple(d % x.ndim for d in dims)
+        return np.transpose(x, self.dims)
+
+    def backward(self, grad):
+        return (np.transpose(grad, np.argsort(self.dims)),)
+
+
+class UnsqueezeBackward0(Function):
+    def forward(self, x, dim):
+        self.dim = dim % (x.ndim + 1)
+        return np.expand_dims(x, self.dim)
+
+    def backward(self, grad):
+        return (np.squeeze(grad, self.dim),)
+
+
+class SqueezeBackward0(Function):
+    """squeeze() of every size-1 dimension."""
+
+    def forward(self, x):
+        self.shape = x.shape
+        return np.squeeze(x)
+
+    def backward(self, grad):
+        return (grad.reshape(self.shape),)
+
+
+class SqueezeBackward1(SqueezeBackward0):
+    """squeeze(dim): a no-op when that dimension is not 1."""
+
+    def forward(self, x, dim):
+        self.shape = x.shape
+        return np.squeeze(x, dim % x.ndim) if x.ndim and x.shape[dim] == 1 else x
+
+
+class SqueezeBackward4(SqueezeBackward1):
+    pass
+
+
+class ExpandBackward0(Function):
+    def forward(self, x, shape):
+        shape = tuple(shape)
+        lead = len(shape) - x.ndim
+        if lead < 0:
+            raise RuntimeError(f"expand(torch.FloatTensor{{{_size(x.shape)}}}, size={_size(shape)}): the number of "
+                               f"sizes provided ({len(shape)}) must be greater or equal to the number of "
+                               f"dimensions in the tensor ({x.ndim})")
+        shape = tuple(x.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+        try:
+            out = np.broadcast_to(x, shape)
+        except ValueError:
+            bad = next(i for i in range(x.ndim) if x.shape[i] not in (1, shape[i + lead]))
+            raise RuntimeError(
+                f"The expanded size of the tensor ({shape[bad + lead]}) must match the existing size "
+                f"({x.shape[bad]}) at non-singleton dimension {bad + lead}.  Target sizes: {_size(shape)}.  "
+                f"Tensor sizes: {_size(x.shape)}") from None
+        self.meta = (x.shape, x.dtype)
+        return out
+
+    def backward(self, grad):
+        from .pointwise import unbroadcast
+        return (unbroadcast(grad, *self.meta),)
+
+
+class _Scatter(Function):
+    """Indexing ops whose backward writes the gradient into zeros of the input's shape."""
+
+    def forward(self, x, key):
+        self.meta, self.key = (x.shape, x.dtype), key
+        return x[key]
+
+    def backward(self, grad):
+        out = np.zeros(*self.meta)
+        out[self.key] = grad
+        return (out,)
+
+
+class SelectBackward0(_Scatter):
+    pass
+
+
+class SliceBackward0(_Scatter):
+    pass
+
+
+class IndexBackward0(_Scatter):
+    """Advanced indexing (index arrays, boolean masks): repeated indices add up in backward."""
+
+    def backward(self, grad):
+        out = np.zeros(*self.meta)
+        np.add.at(out, self.key, grad)
+        return (out,)
+
+
+class CatBackward0(Function):
+    def forward(self, *arrays, dim=0):
+        self.dim = dim % arrays[0].ndim
+        self.sizes = [a.shape[self.dim] for a in arrays]
+        return np.concatenate(arrays, axis=self.dim)
+
+    def backward(self, grad):
+        bounds = np.cumsum(self.sizes)[:-1]
+        parts = np.split(grad, bounds, axis=self.dim)
+        return tuple(p if need else None for p, need in zip(parts, self.needs_input_grad))
+
+
+class StackBackward0(Function):
+    def forward(self, *arrays, dim=0):
+        self.dim = dim % (arrays[0].ndim + 1)
+        return np.stack(arrays, axis=self.dim)
+
+    def backward(self, grad):
+        return tuple(np.take(grad, i, axis=self.dim) if need else None
+                     for i, need in enumerate(self.needs_input_grad))
