@@ -1,4 +1,7 @@
-"""Module-level forms of tensor operations (``torch.exp(x)``, ``torch.cat([...])``)."""
+"""Module-level forms of tensor operations (``torch.exp(x)``, ``torch.cat([...])``). Their names
+shadow builtins (max, sum, abs, all, any) here, as in ``torch``: use ``builtins.`` for those."""
+import builtins
+
 import numpy as np
 
 from ._tensor import Tensor, matmul  # noqa: F401
@@ -39,7 +42,7 @@ def _check_seq(tensors, op):
 def cat(tensors, dim=0):
     tensors = _check_seq(tensors, "torch.cat")
     ref = tensors[0]
-    d = dim % max(ref.ndim, 1)
+    d = dim % builtins.max(ref.ndim, 1)
     for i, t in enumerate(tensors[1:], 1):
         if t.ndim != ref.ndim:
             raise RuntimeError(f"Tensors must have same number of dimensions: got {ref.ndim} and {t.ndim}")

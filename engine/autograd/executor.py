@@ -127,6 +127,8 @@ def execute(root_edges, root_grads, retain_graph=False, capture=None):
         while heap:
             node = _pop(heap)
             grad = buffers.pop(node, None)
+            if needed is not None and not needed.get(node, False) and node not in targets:
+                continue
             if grad is not None and not isinstance(node, GraphRoot):
                 grad = _call_pre_hooks(node, grad)
             if needed is not None:
