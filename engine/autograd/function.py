@@ -2,6 +2,8 @@
 created and wired), ``AccumulateGrad`` (a leaf's sink) and ``GraphRoot``."""
 import itertools
 
+import numpy as np
+
 from . import grad_mode
 
 Tensor = None  # set by gradviz.engine._tensor once the class exists (the two modules need each other)
@@ -143,7 +145,9 @@ class AccumulateGrad(Node):
         var = self.variable
         if var.grad is None:
             # Copy: the incoming array may be a broadcast view or shared with a sibling's gradient.
-            var.grad = Tensor._wrap(grad.astype(var._np.dtype, copy=True))
+            # Like PyTorch, lay .grad out as the variable is, so that optimisers stream both alike.
+            order = "C" if var._np.flags.c_contiguous else "K"
+            var.grad = Tensor._wrap(np.array(grad, dtype=var._np.dtype, order=order, copy=True))
         else:
             var.grad._np += grad
 

@@ -8,6 +8,14 @@ def _x(shape):
     return "x".join(str(n) for n in shape)
 
 
+def _grad_b(a, grad, b):
+    """``a.T @ grad``, laid out like ``b``: when ``b`` is a transposed view (``weight.t()`` in
+    ``linear``), computing the transposed product keeps the weight's gradient C-contiguous."""
+    if b.flags.f_contiguous and not b.flags.c_contiguous:
+        return (grad.T @ a).T
+    return a.T @ grad
+
+
 class MmBackward0(Function):
     def forward(self, a, b):
         if a.ndim != 2 or b.ndim != 2:
@@ -22,7 +30,7 @@ class MmBackward0(Function):
     def backward(self, grad):
         a, b = self.saved_tensors
         need_a, need_b = self.needs_input_grad
-        return (grad @ b.T if need_a else None, a.T @ grad if need_b else None)
+        return (grad @ b.T if need_a else None, _grad_b(a, grad, b) if need_b else None)
 
 
 class AddmmBackward0(Function):
@@ -43,7 +51,7 @@ class AddmmBackward0(Function):
         need_bias, need_a, need_b = self.needs_input_grad
         return (unbroadcast(grad, *self.bias_meta) if need_bias else None,
                 grad @ b.T if need_a else None,
-                a.T @ grad if need_b else None)
+                _grad_b(a, grad, b) if need_b else None)
 
 
 class MvBackward0(Function):

@@ -1,0 +1,124 @@
+"""Times gradviz.engine and PyTorch (CPU) side by side in one run and prints engine/torch ratios.
+
+(a) one MLP training step (784-1024-1024-10, batch 256, float32): forward, cross entropy, backward,
+    SGD step. Target: ratio <= 1.2.
+(b) resnet18 forward + backward on an 8x3x64x64 batch. Target: ratio <= 3.
+
+Run: python bench/bench_engine.py [--repeat N]. Needs torch==2.13.0 for the torch column.
+"""
+import argparse
+import os
+import platform
+import statistics
+import time
+
+
+def timeit(fn, repeat, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def mlp_step(lib, seed=0):
+    lib.manual_seed(seed)
+    nn = lib.nn
+    model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    opt = lib.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = lib.randn(256, 784)
+    y = lib.randint(0, 10, (256,))
+
+    def step():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def plain_torch_resnet18(torch):
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            idt = x if self.downsample is None else self.downsample(x)
+            return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + idt)
+
+    class ResNet18(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            chans, layers, cin = (64, 128, 256, 512), [], 64
+            for i, c in enumerate(chans):
+                layers.append(nn.Sequential(Block(cin, c, 1 if i == 0 else 2), Block(c, c, 1)))
+                cin = c
+            self.layer1, self.layer2, self.layer3, self.layer4 = layers
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(512, 1000)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return ResNet18()
+
+
+def resnet_step(lib, model):
+    x = lib.rand(8, 3, 64, 64)
+
+    def step():
+        model.zero_grad()
+        model(x).sum().backward()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    import numpy as np
+    import gradviz.engine as gt
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}, "
+          f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}, "
+          f"torch threads {torch.get_num_threads() if torch else '-'}")
+    from gradviz.engine.models import resnet18
+    cases = [
+        ("(a) MLP 784-1024-1024-10 train step, batch 256", 1.2,
+         lambda: mlp_step(gt), lambda: mlp_step(torch)),
+        ("(b) resnet18 fwd+bwd, 8x3x64x64", 3.0,
+         lambda: resnet_step(gt, resnet18()), lambda: resnet_step(torch, plain_torch_resnet18(torch))),
+    ]
+    print(f"{'case':<50} {'engine ms':>10} {'torch ms':>10} {'ratio':>7} {'target':>7}")
+    for name, target, make_engine, make_torch in cases:
+        te = timeit(make_engine(), args.repeat)
+        tt = timeit(make_torch(), args.repeat) if torch else float("nan")
+        ratio = te / tt if torch else float("nan")
+        flag = "ok" if ratio <= target else "MISS"
+        print(f"{name:<50} {te * 1e3:>10.1f} {tt * 1e3:>10.1f} {ratio:>7.2f} {'<= ' + str(target):>7} {flag}")
+
+
+if __name__ == "__main__":
+    main()
