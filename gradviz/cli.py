@@ -10,8 +10,10 @@ def _describe(node, names):
     return f"{label}({names[id(var)]})" if var is not None and id(var) in names else label
 
 
-def run_seed(out=sys.stdout):
+def run_seed(out=None):
     import gradviz.engine as torch
+
+    out = out or sys.stdout
 
     a = torch.tensor([2., 3.], requires_grad=True)
     b = torch.tensor([6., 4.], requires_grad=True)
