@@ -1,2 +1,12 @@
-"""gradviz: a visualiser and debugger for autograd."""
+"""gradviz: a visualiser and debugger for autograd.
+
+``with gradviz.record() as rec:`` records what gradviz's engine does; ``rec.trace`` holds the graph,
+the backward passes and the gradients; ``trace.save(path)`` and ``gradviz.load(path)`` keep it.
+"""
 __version__ = "0.1.0"
+
+from .recorder import Recorder, name, record  # noqa: E402
+from .trace import Trace  # noqa: E402
+from .tracefile import TraceFormatError, load  # noqa: E402
+
+__all__ = ["record", "Recorder", "Trace", "load", "TraceFormatError", "name", "__version__"]

@@ -141,6 +141,8 @@ def execute(root_edges, root_grads, retain_graph=False, capture=None):
             if isinstance(node, AccumulateGrad):
                 if grad is not None:
                     node.accumulate(grad)
+                    for obs in observers:
+                        obs.grad_accumulated(node, grad)
                 grad_inputs = ()
             elif grad is None and not isinstance(node, GraphRoot):
                 grad_inputs = (None,) * len(node.next_functions)

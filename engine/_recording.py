@@ -1,0 +1,110 @@
+"""The engine's side of recording: it hears the engine's hooks (node creation in
+``Function.apply``, the backward executor's loop, module calls, optimizer steps) and tells a
+``gradviz.producer.Producer`` in the engine's terms."""
+import os
+
+import numpy as np
+
+from .autograd import function as _function
+from .autograd.function import AccumulateGrad
+from .nn import module as _module
+from .nn.parameter import Parameter
+from .optim import optimizer as _optimizer
+
+_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class EngineAdapter:
+    """What the producer asks of a framework, answered for gradviz.engine."""
+
+    source_dirs = (_ENGINE_DIR,)
+
+    @staticmethod
+    def get_tag(obj):
+        return obj.__dict__.get("_gv_tag")
+
+    @staticmethod
+    def set_tag(obj, tag):
+        obj.__dict__["_gv_tag"] = tag
+
+    @staticmethod
+    def op_name(node):
+        return type(node).__name__
+
+    @staticmethod
+    def next_nodes(node):
+        return [fn for fn, _ in node.next_functions]
+
+    @staticmethod
+    def accumulate_variable(node):
+        return node.variable if isinstance(node, AccumulateGrad) else None
+
+    @staticmethod
+    def has_grad_fn(tensor):
+        return tensor.grad_fn is not None
+
+    @staticmethod
+    def tensor_meta(tensor):
+        a = tensor._np
+        return tuple(a.shape), a.dtype.str, tensor._requires_grad
+
+    @staticmethod
+    def array(tensor):
+        return tensor._np
+
+    @staticmethod
+    def is_parameter(tensor):
+        return isinstance(tensor, Parameter)
+
+    @staticmethod
+    def given_name(tensor):
+        return tensor.__dict__.get("_gv_name")
+
+
+class EngineListener:
+    """Registered with the engine's hooks while a recording runs."""
+
+    def __init__(self, producer):
+        self.p = producer
+
+    def attach(self):
+        _function.listeners.add(self)
+        _module.call_listeners.append(self)
+        _optimizer.step_listeners.append(self)
+
+    def detach(self):
+        for registry in (_function.listeners.active, _module.call_listeners, _optimizer.step_listeners):
+            if self in registry:
+                registry.remove(self)
+
+    # Function.apply
+    def node_created(self, node, inputs, output):
+        self.p.node_created(node, inputs, output)
+
+    # the backward executor
+    def backward_started(self, root, root_edges, root_grads):
+        self.p.backward_started([root], root_grads)
+
+    def node_entered(self, node, grad):
+        self.p.node_entered(node, (grad,))
+
+    def node_exited(self, node, grad_inputs):
+        self.p.node_exited(node, grad_inputs)
+
+    def grad_accumulated(self, node, grad):
+        self.p.grad_accumulated(node, node.variable, grad, node.variable._grad._np)
+
+    def backward_finished(self, root):
+        self.p.backward_finished()
+
+    # nn.Module.__call__
+    def module_entered(self, module):
+        self.p.module_entered(module)
+
+    def module_exited(self, module):
+        self.p.module_exited(module)
+
+    # Optimizer.step
+    def optimizer_step(self, optimizer, updated):
+        updates = [(p, float(np.linalg.norm((p._np - before).ravel()))) for p, before in updated]
+        self.p.optimizer_step(type(optimizer).__name__, updates, optimizer.param_groups[0].get("lr"))

@@ -1,0 +1,157 @@
+"""The event vocabulary: what producers (gradviz's engine, the PyTorch adapter) say about a graph as
+they build it and run its backward pass, and what consumers (recorder, debugger, app) hear. Every
+event is a small frozen dataclass; a trace is a list of them, and a trace file is their stream.
+
+Ids: node ids and tensor ids are integers given by the producer, unique within one program run. A
+grad_fn node lives for one iteration; a leaf's AccumulateGrad node and a parameter keep their ids
+for as long as the tensor lives, so a parameter can be followed across iterations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import numpy as np
+
+from .summary import Summary
+
+EVENT_TYPES: dict[str, type] = {}
+
+
+def event(cls):
+    """Register an event class by name; the name is its tag in trace files."""
+    cls = dataclass(frozen=True, slots=True, eq=False)(cls)
+    EVENT_TYPES[cls.__name__] = cls
+    return cls
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the user's code made something: the innermost frame outside gradviz."""
+
+    file: str
+    line: int
+    function: str
+
+    def __str__(self):
+        return f"{self.file}:{self.line} in {self.function}"
+
+
+@dataclass(slots=True, eq=False)
+class Value:
+    """A tensor's or gradient's value: its summary always, the full array while it is kept (a
+    recorder drops arrays, oldest first, to stay within its memory budget; summaries stay)."""
+
+    summary: Summary
+    array: Optional[np.ndarray] = None
+
+    @property
+    def shape(self):
+        return self.summary.shape
+
+
+# -- forward -------------------------------------------------------------------------------------
+@event
+class IterationStarted:
+    """A training iteration begins: the first graph node made after a backward pass or an
+    optimizer step (or the first one recorded)."""
+
+    index: int
+
+
+@event
+class TensorDescribed:
+    """A tensor the graph reads that no graph node made: a leaf. ``kind`` is ``parameter`` (a
+    module's, requiring grad), ``frozen`` (a module's, not requiring grad), ``leaf`` (any other
+    tensor requiring grad) or ``input`` (data: requires no grad)."""
+
+    id: int
+    name: Optional[str]
+    shape: tuple
+    dtype: str
+    requires_grad: bool
+    kind: str
+    value: Optional[Value] = None
+
+
+@event
+class NodeCreated:
+    """A backward node made by the forward pass. ``op`` is its name as PyTorch names it
+    (``MulBackward0``, ``AccumulateGrad``); ``next_nodes`` holds, in input order, the node each
+    input's gradient goes to (None for inputs that need none); ``inputs`` are the tensor ids of
+    the op's inputs and ``output`` the tensor it made (for AccumulateGrad: the leaf it feeds)."""
+
+    id: int
+    op: str
+    kind: str  # "grad_fn" or "accumulate_grad"
+    iteration: int
+    inputs: tuple
+    output: Optional[int]
+    next_nodes: tuple
+    output_shape: tuple = ()
+    output_dtype: str = ""
+    scope: str = ""
+    source: Optional[Source] = None
+    value: Optional[Value] = None  # the forward output's value
+
+
+# -- backward ------------------------------------------------------------------------------------
+@event
+class BackwardStarted:
+    """A backward pass from ``roots`` (node ids), fed ``grads`` (the incoming gradients)."""
+
+    pass_index: int
+    iteration: int
+    roots: tuple
+    grads: tuple = ()
+
+
+@event
+class NodeEntered:
+    """A backward node is about to run with these ``grad_outputs`` (gradients of its output)."""
+
+    pass_index: int
+    node: int
+    grad_outputs: tuple = ()
+
+
+@event
+class NodeExited:
+    """A backward node ran and produced ``grad_inputs`` (one per next node, None where none)."""
+
+    pass_index: int
+    node: int
+    grad_inputs: tuple = ()
+
+
+@event
+class GradAccumulated:
+    """A leaf's AccumulateGrad added ``contribution`` into its ``.grad``, which is now ``grad``."""
+
+    pass_index: int
+    node: int
+    tensor: int
+    contribution: Optional[Value] = None
+    grad: Optional[Value] = None
+
+
+@event
+class BackwardFinished:
+    pass_index: int
+
+
+@event
+class OptimizerStep:
+    """An optimizer updated ``params`` (tensor ids); ``update_norms[i]`` is the L2 norm of the
+    change of ``params[i]``."""
+
+    index: int
+    optimizer: str
+    params: tuple
+    update_norms: tuple
+    lr: Optional[float] = None
+
+
+def event_fields(cls):
+    return [f.name for f in fields(cls)]
+

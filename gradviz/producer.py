@@ -1,0 +1,203 @@
+"""Turning a framework's raw graph callbacks into events. An adapter (gradviz's engine, later the
+PyTorch adapter) tells the producer what happened in its own terms; the producer gives ids, finds
+the user's source line, the module scope and the leaves' names, counts iterations and passes, and
+sends events to its sink. Everything framework-specific goes through the adapter's few methods."""
+from __future__ import annotations
+
+import os
+import sys
+
+from . import events as ev
+from .summary import summarize
+
+_GRADVIZ_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class Producer:
+    def __init__(self, adapter, sink, keep_arrays=True):
+        self.adapter = adapter
+        self.sink = sink
+        self.keep_arrays = keep_arrays
+        self._token = object()
+        self._next_id = 0
+        self.iteration = -1
+        self._new_iteration = True
+        self.pass_index = -1
+        self.step_index = -1
+        self._described = {}  # tensor id -> iteration last described in
+        self._values = {}  # id(array) -> (array, Value): one summary per array within a pass
+        self._module_stack = []
+        self._module_names = {}
+        self._param_names = {}
+        self._roots = []
+        self._skip = tuple(os.path.join(p, "") for p in (_GRADVIZ_DIR,) + tuple(adapter.source_dirs))
+
+    # -- ids -----------------------------------------------------------------------------------
+    def _new_id(self):
+        self._next_id += 1
+        return self._next_id
+
+    def _lookup(self, obj):
+        tag = self.adapter.get_tag(obj)
+        return tag[1] if tag is not None and tag[0] is self._token else None
+
+    def _assign(self, obj):
+        i = self._new_id()
+        self.adapter.set_tag(obj, (self._token, i))
+        return i
+
+    # -- values --------------------------------------------------------------------------------
+    def value(self, array, copy=False):
+        if array is None:
+            return None
+        hit = self._values.get(id(array))
+        if hit is not None and hit[0] is array:
+            return hit[1]
+        keep = (array.copy() if copy else array) if self.keep_arrays else None
+        v = ev.Value(summarize(array), keep)
+        if not copy:
+            self._values[id(array)] = (array, v)
+        return v
+
+    # -- where the user is ---------------------------------------------------------------------
+    def _user_frame(self):
+        f = sys._getframe(2)
+        skip = self._skip
+        while f is not None and f.f_code.co_filename.startswith(skip):
+            f = f.f_back
+        return f
+
+    @staticmethod
+    def _source(frame):
+        if frame is None:
+            return None
+        return ev.Source(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+
+    def module_entered(self, module):
+        names = self._module_names
+        if module not in names:
+            root = self._module_stack[0] if self._module_stack else module
+            if root not in self._roots:
+                self._roots.append(root)
+            for name, m in root.named_modules():
+                names.setdefault(m, name)
+            for name, p in root.named_parameters():
+                self._param_names.setdefault(id(p), (p, name))
+            names.setdefault(module, "")
+        self._module_stack.append(module)
+
+    def module_exited(self, module):
+        if self._module_stack:
+            self._module_stack.pop()
+
+    def _scope(self):
+        return self._module_names.get(self._module_stack[-1], "") if self._module_stack else ""
+
+    # -- forward -------------------------------------------------------------------------------
+    def _start_iteration_if_due(self):
+        if self._new_iteration:
+            self._new_iteration = False
+            self.iteration += 1
+            self._values.clear()
+            self.sink(ev.IterationStarted(self.iteration))
+
+    def _tensor_id(self, tensor, frame):
+        """The id of an input tensor, describing it first if it is a leaf not yet described in
+        this iteration."""
+        tid = self._lookup(tensor)
+        if tid is None:
+            tid = self._assign(tensor)
+        if not self.adapter.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
+            self._described[tid] = self.iteration
+            self.sink(self._describe(tensor, tid, frame))
+        return tid
+
+    def _describe(self, tensor, tid, frame):
+        a = self.adapter
+        shape, dtype, requires_grad = a.tensor_meta(tensor)
+        named = self._param_names.get(id(tensor))
+        name = named[1] if named is not None and named[0] is tensor else a.given_name(tensor)
+        is_param = a.is_parameter(tensor)
+        if name is None and frame is not None:
+            name = next((k for k, v in frame.f_locals.items() if v is tensor), None)
+        kind = ("parameter" if requires_grad else "frozen") if is_param else "leaf" if requires_grad else "input"
+        return ev.TensorDescribed(tid, name, shape, dtype, requires_grad, kind,
+                                  self.value(a.array(tensor), copy=True))
+
+    def node_created(self, node, inputs, output):
+        a = self.adapter
+        self._start_iteration_if_due()
+        frame = self._user_frame()
+        input_ids = tuple(self._tensor_id(t, frame) for t in inputs)
+        next_ids = tuple(None if n is None else self._node_id(n) for n in a.next_nodes(node))
+        nid = self._assign(node)
+        out_id = self._assign(output)
+        shape, dtype, _ = a.tensor_meta(output)
+        self.sink(ev.NodeCreated(nid, a.op_name(node), "grad_fn", self.iteration, input_ids, out_id, next_ids,
+                                 shape, dtype, self._scope(), self._source(frame), self.value(a.array(output))))
+
+    def _node_id(self, node):
+        """The id of a node met as a next node or in backward; nodes made before recording began,
+        and AccumulateGrad nodes (made lazily, once per leaf), are announced on first sight."""
+        nid = self._lookup(node)
+        if nid is not None:
+            return nid
+        a = self.adapter
+        # Iterative post-order: announce a node only after the nodes it sends gradients to.
+        stack, order = [(node, False)], []
+        pending = set()
+        while stack:
+            n, expanded = stack.pop()
+            if self._lookup(n) is not None or (not expanded and id(n) in pending):
+                continue
+            if expanded:
+                order.append(n)
+                self._assign(n)
+                continue
+            pending.add(id(n))
+            stack.append((n, True))
+            stack.extend((m, False) for m in a.next_nodes(n) if m is not None and self._lookup(m) is None)
+        for n in order:
+            var = a.accumulate_variable(n)
+            if var is not None:
+                tid = self._tensor_id(var, None)
+                self.sink(ev.NodeCreated(self._lookup(n), "AccumulateGrad", "accumulate_grad", self.iteration, (tid,),
+                                         tid, (), *a.tensor_meta(var)[:2], self._param_scope(var)))
+            else:
+                nexts = tuple(None if m is None else self._lookup(m) for m in a.next_nodes(n))
+                self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None, nexts))
+        return self._lookup(node)
+
+    def _param_scope(self, tensor):
+        named = self._param_names.get(id(tensor))
+        return named[1].rpartition(".")[0] if named is not None and named[0] is tensor else ""
+
+    # -- backward ------------------------------------------------------------------------------
+    def backward_started(self, roots, grads):
+        self._start_iteration_if_due()
+        self.pass_index += 1
+        self._values.clear()
+        root_ids = tuple(self._node_id(r) for r in roots)
+        self.sink(ev.BackwardStarted(self.pass_index, self.iteration, root_ids, tuple(self.value(g) for g in grads)))
+
+    def node_entered(self, node, grad_outputs):
+        self.sink(ev.NodeEntered(self.pass_index, self._node_id(node), tuple(self.value(g) for g in grad_outputs)))
+
+    def node_exited(self, node, grad_inputs):
+        self.sink(ev.NodeExited(self.pass_index, self._node_id(node), tuple(self.value(g) for g in grad_inputs)))
+
+    def grad_accumulated(self, node, tensor, contribution, grad):
+        self.sink(ev.GradAccumulated(self.pass_index, self._node_id(node), self._tensor_id(tensor, None),
+                                     self.value(contribution), self.value(grad, copy=True)))
+
+    def backward_finished(self):
+        self._values.clear()
+        self._new_iteration = True
+        self.sink(ev.BackwardFinished(self.pass_index))
+
+    def optimizer_step(self, name, updates, lr=None):
+        """``updates``: (tensor, L2 norm of its change) pairs."""
+        self.step_index += 1
+        self._new_iteration = True
+        ids = tuple(self._tensor_id(t, None) for t, _ in updates)
+        self.sink(ev.OptimizerStep(self.step_index, name, ids, tuple(float(n) for _, n in updates), lr))

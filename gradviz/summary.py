@@ -1,0 +1,101 @@
+"""Summaries of tensor values: what gradviz always keeps of every tensor and gradient, whatever
+the memory budget.
+
+Count, min, max, L2 norm and the NaN and Inf counts are exact. Mean, std and the 64-bin histogram
+(over [min, max] of the finite values) are exact for tensors of up to ``EXACT_LIMIT`` elements; for
+larger ones they come from an evenly strided sample of about ``SAMPLE_SIZE`` elements
+(``sampled`` is then True), which keeps recording cheap beside the work the tensor took to make.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HIST_BINS = 64
+EXACT_LIMIT = 16384
+SAMPLE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Summary:
+    shape: tuple
+    dtype: str
+    numel: int
+    min: float
+    max: float
+    mean: float
+    std: float
+    norm: float
+    nan: int
+    inf: int
+    hist: tuple  # HIST_BINS counts over [hist_lo, hist_hi]
+    hist_lo: float
+    hist_hi: float
+    sampled: bool = False
+
+    @property
+    def finite(self):
+        return self.nan == 0 and self.inf == 0
+
+    def hist_edges(self):
+        return np.linspace(self.hist_lo, self.hist_hi, HIST_BINS + 1)
+
+    def to_dict(self):
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+_EMPTY_HIST = (0,) * HIST_BINS
+
+
+def _flat_view(a):
+    """A 1-d view of ``a`` without copying when its memory allows, else None."""
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return a.ravel(order="K")
+    return None
+
+
+def summarize(array) -> Summary:
+    a = np.asarray(array)
+    shape, dtype, n = tuple(a.shape), a.dtype.str, int(a.size)
+    if n == 0:
+        nan = float("nan")
+        return Summary(shape, dtype, 0, nan, nan, nan, nan, 0.0, 0, 0, _EMPTY_HIST, 0.0, 0.0)
+    if a.dtype.kind not in "f":
+        a = a.astype(np.float64)
+    flat = _flat_view(a)
+    lo, hi = float(a.min()), float(a.max())
+    nan_count = inf_count = 0
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        # min/max propagate NaN and show Inf: only then pay for counting them.
+        nan_count = int(np.count_nonzero(np.isnan(a)))
+        inf_count = int(np.count_nonzero(np.isinf(a)))
+        finite = a[np.isfinite(a)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
+    if flat is not None and nan_count == 0 and inf_count == 0:
+        norm = float(np.sqrt(np.dot(flat, flat))) if a.dtype != np.float16 else float(np.linalg.norm(flat))
+        if not np.isfinite(norm):  # float32 overflow of the sum of squares
+            norm = float(np.linalg.norm(flat.astype(np.float64)))
+    else:
+        norm = float(np.linalg.norm(np.where(np.isfinite(a), a, 0).astype(np.float64)))
+    sampled = n > EXACT_LIMIT
+    if sampled:
+        src = flat if flat is not None else a.reshape(-1)
+        s = src[:: n // SAMPLE_SIZE].astype(np.float64)
+    else:
+        s = (flat if flat is not None else a.reshape(-1)).astype(np.float64)
+    if nan_count or inf_count:
+        s = s[np.isfinite(s)]
+    if s.size:
+        mean, std = float(s.mean()), float(s.std())
+        if hi > lo:
+            idx = ((s - lo) * (HIST_BINS / (hi - lo))).astype(np.intp)
+            np.clip(idx, 0, HIST_BINS - 1, out=idx)
+            hist = tuple(np.bincount(idx, minlength=HIST_BINS).tolist())
+        else:
+            hist = (int(s.size),) + (0,) * (HIST_BINS - 1)
+    else:
+        mean = std = float("nan")
+        hist = _EMPTY_HIST
+    return Summary(shape, dtype, n, lo, hi, mean, std, norm, nan_count, inf_count, hist,
+                   lo if np.isfinite(lo) else 0.0, hi if np.isfinite(hi) else 0.0, sampled)

@@ -1,0 +1,435 @@
+"""Trace files (``.gvz``): the event stream itself, framed, so that one format carries a live stream
+from a running program and a file on disk, and a file still being written can be followed.
+
+Layout (all integers little-endian):
+
+    file header   b"GRADVIZ\\0"  u16 format version  u16 flags (0)
+    frame         b"GVEV"  u32 meta length  u32 array count  u32 CRC-32 of everything after it
+                  meta: UTF-8 JSON {"type": event name, "fields": {...}}
+                  per array: u8 dtype code  u8 ndim  ndim x u64 dims  raw C-order bytes
+
+Arrays are plain numbers of a fixed list of dtypes, and the metadata is JSON checked field by field:
+nothing in a file can run code. Every way a file can be wrong raises ``TraceFormatError`` (a
+``ValueError``) naming what is wrong and where; no length field is trusted beyond the bytes that
+actually arrived.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from . import events as ev
+from .summary import HIST_BINS, Summary
+
+MAGIC = b"GRADVIZ\x00"
+FORMAT_VERSION = 1
+FRAME_MAGIC = b"GVEV"
+_FILE_HEADER = struct.Struct("<8sHH")
+_FRAME_HEADER = struct.Struct("<4sIII")
+MAX_META_BYTES = 64 * 2**20
+MAX_ARRAYS = 4096
+MAX_NDIM = 32
+
+_DTYPES = {1: "<f4", 2: "<f8", 3: "<f2", 4: "<i8", 5: "<i4", 6: "<i2", 7: "|i1", 8: "|u1", 9: "|b1"}
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+class TraceFormatError(ValueError):
+    """A trace file or stream that is not a valid gradviz trace: says what and at which offset."""
+
+    def __init__(self, message, offset=None):
+        self.offset = offset
+        super().__init__(message if offset is None else f"{message} (at byte offset {offset})")
+
+
+# -- encoding ------------------------------------------------------------------------------------
+def file_header():
+    return _FILE_HEADER.pack(MAGIC, FORMAT_VERSION, 0)
+
+
+def _encode_value(v, arrays):
+    if v is None:
+        return None
+    index = None
+    if v.array is not None:
+        index = len(arrays)
+        arrays.append(v.array)
+    return {"summary": v.summary.to_dict(), "array": index}
+
+
+_VALUE_FIELDS = {"value", "contribution", "grad"}
+_VALUE_TUPLES = {"grads", "grad_outputs", "grad_inputs"}
+
+
+def encode_event(e):
+    arrays = []
+    out = {}
+    for name in ev.event_fields(type(e)):
+        x = getattr(e, name)
+        if name in _VALUE_FIELDS:
+            x = _encode_value(x, arrays)
+        elif name in _VALUE_TUPLES:
+            x = [_encode_value(v, arrays) for v in x]
+        elif name == "source":
+            x = None if x is None else [x.file, x.line, x.function]
+        out[name] = x
+    meta = json.dumps({"type": type(e).__name__, "fields": out}, separators=(",", ":")).encode()
+    parts = [meta]
+    for a in arrays:
+        a = np.asarray(a)
+        code = _CODES.get(a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype)
+        if code is None:
+            raise TypeError(f"cannot store an array of dtype {a.dtype} in a trace file")
+        parts.append(struct.pack("<BB", code, a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape))
+        parts.append(np.ascontiguousarray(a, dtype=_DTYPES[code]).tobytes())
+    body = b"".join(parts)
+    return _FRAME_HEADER.pack(FRAME_MAGIC, len(meta), len(arrays), zlib.crc32(body)) + body
+
+
+class TraceWriter:
+    """Writes events to a path or binary file object as they come, flushed frame by frame."""
+
+    def __init__(self, target):
+        self._own = isinstance(target, (str, os.PathLike))
+        self._f = open(target, "wb") if self._own else target
+        self._f.write(file_header())
+        self._f.flush()
+
+    def write(self, e):
+        self._f.write(encode_event(e))
+        self._f.flush()
+
+    def close(self):
+        if self._own and not self._f.closed:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_trace(path, events):
+    with TraceWriter(path) as w:
+        for e in events:
+            w.write(e)
+
+
+# -- decoding ------------------------------------------------------------------------------------
+def _fail(msg, offset):
+    raise TraceFormatError(msg, offset)
+
+
+def _int(x, what, off):
+    if type(x) is not int:
+        _fail(f"{what} should be an integer, got {type(x).__name__}", off)
+    return x
+
+
+def _opt_int(x, what, off):
+    return None if x is None else _int(x, what, off)
+
+
+def _float(x, what, off):
+    if type(x) not in (int, float):
+        _fail(f"{what} should be a number, got {type(x).__name__}", off)
+    return float(x)
+
+
+def _str(x, what, off):
+    if type(x) is not str:
+        _fail(f"{what} should be a string, got {type(x).__name__}", off)
+    return x
+
+
+def _list(x, what, off, limit=1 << 20):
+    if type(x) is not list:
+        _fail(f"{what} should be a list, got {type(x).__name__}", off)
+    if len(x) > limit:
+        _fail(f"{what} has {len(x)} items, more than {limit}", off)
+    return x
+
+
+def _shape(x, what, off):
+    dims = tuple(_int(n, what, off) for n in _list(x, what, off, MAX_NDIM))
+    if any(n < 0 for n in dims):
+        _fail(f"{what} has a negative dimension", off)
+    return dims
+
+
+_SUMMARY_FLOATS = ("min", "max", "mean", "std", "norm", "hist_lo", "hist_hi")
+
+
+def _summary(d, off):
+    if type(d) is not dict or set(d) != set(Summary.__dataclass_fields__):
+        _fail("a value summary has missing or unknown fields", off)
+    hist = tuple(_int(n, "summary histogram count", off) for n in _list(d["hist"], "summary histogram", off))
+    if len(hist) != HIST_BINS:
+        _fail(f"a summary histogram has {len(hist)} bins, not {HIST_BINS}", off)
+    if type(d["sampled"]) is not bool:
+        _fail("summary 'sampled' should be true or false", off)
+    return Summary(_shape(d["shape"], "summary shape", off), _str(d["dtype"], "summary dtype", off),
+                   _int(d["numel"], "summary numel", off), *(_float(d[k], f"summary {k}", off) for k in
+                                                            ("min", "max", "mean", "std", "norm")),
+                   _int(d["nan"], "summary nan", off), _int(d["inf"], "summary inf", off), hist,
+                   _float(d["hist_lo"], "summary hist_lo", off), _float(d["hist_hi"], "summary hist_hi", off),
+                   d["sampled"])
+
+
+def _value(d, arrays, used, off):
+    if d is None:
+        return None
+    if type(d) is not dict or set(d) != {"summary", "array"}:
+        _fail("a value should have exactly 'summary' and 'array'", off)
+    s = _summary(d["summary"], off)
+    k = _opt_int(d["array"], "array index", off)
+    arr = None
+    if k is not None:
+        if not 0 <= k < len(arrays) or k in used:
+            _fail(f"array index {k} does not name an unused array of this frame ({len(arrays)} arrays)", off)
+        used.add(k)
+        arr = arrays[k]
+        if tuple(arr.shape) != s.shape:
+            _fail(f"array {k} has shape {tuple(arr.shape)} but its summary says {s.shape}", off)
+    return ev.Value(s, arr)
+
+
+def _source(x, off):
+    if x is None:
+        return None
+    items = _list(x, "source", off, 3)
+    if len(items) != 3:
+        _fail("source should be [file, line, function]", off)
+    return ev.Source(_str(items[0], "source file", off), _int(items[1], "source line", off),
+                     _str(items[2], "source function", off))
+
+
+def _bool(x, what, off):
+    if type(x) is not bool:
+        _fail(f"{what} should be true or false", off)
+    return x
+
+
+# How each field name is read back, whatever event it is in.
+_INT_FIELDS = {"id", "index", "pass_index", "iteration", "node", "tensor"}
+_STR_FIELDS = {"op", "kind", "dtype", "output_dtype", "scope", "optimizer"}
+_INT_TUPLES = {"inputs", "params", "roots"}
+
+
+def _field(name, x, arrays, used, off):
+    what = f"field '{name}'"
+    if name in _INT_FIELDS:
+        return _int(x, what, off)
+    if name in _STR_FIELDS:
+        return _str(x, what, off)
+    if name == "name":
+        return None if x is None else _str(x, what, off)
+    if name in ("shape", "output_shape"):
+        return _shape(x, what, off)
+    if name == "requires_grad":
+        return _bool(x, what, off)
+    if name in _INT_TUPLES:
+        return tuple(_int(v, what, off) for v in _list(x, what, off))
+    if name == "next_nodes":
+        return tuple(_opt_int(v, what, off) for v in _list(x, what, off))
+    if name == "output":
+        return _opt_int(x, what, off)
+    if name == "source":
+        return _source(x, off)
+    if name in _VALUE_FIELDS:
+        return _value(x, arrays, used, off)
+    if name in _VALUE_TUPLES:
+        return tuple(_value(v, arrays, used, off) for v in _list(x, what, off))
+    if name == "update_norms":
+        return tuple(_float(v, what, off) for v in _list(x, what, off))
+    if name == "lr":
+        return None if x is None else _float(x, what, off)
+    _fail(f"unknown field {name!r}", off)
+
+
+def decode_event(meta, arrays, off):
+    try:
+        doc = json.loads(meta.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        _fail(f"event metadata is not valid JSON: {exc}", off)
+    if type(doc) is not dict or set(doc) != {"type", "fields"} or type(doc["fields"]) is not dict:
+        _fail("event metadata should be {\"type\": ..., \"fields\": {...}}", off)
+    cls = ev.EVENT_TYPES.get(doc["type"]) if type(doc["type"]) is str else None
+    if cls is None:
+        _fail(f"unknown event type {doc['type']!r}", off)
+    names = ev.event_fields(cls)
+    given = doc["fields"]
+    if set(given) != set(names):
+        missing, extra = sorted(set(names) - set(given)), sorted(set(given) - set(names))
+        _fail(f"{doc['type']} event has missing fields {missing} or unknown fields {extra}", off)
+    used = set()
+    values = [_field(n, given[n], arrays, used, off) for n in names]
+    if len(used) != len(arrays):
+        _fail(f"{len(arrays) - len(used)} arrays of this frame belong to no value", off)
+    return cls(*values)
+
+
+class StreamDecoder:
+    """Incremental decoder: ``feed`` bytes as they arrive (from a file being written, or a socket),
+    get back the events completed so far. Memory grows only with bytes actually received."""
+
+    def __init__(self, total_size=None):
+        self._buf = bytearray()
+        self._pos = 0  # absolute offset of _buf[0]
+        self._header = False
+        self.total_size = total_size  # when known (a whole file), claims beyond it fail at once
+        self.events_read = 0
+
+    @property
+    def offset(self):
+        return self._pos
+
+    def pending_bytes(self):
+        return len(self._buf)
+
+    def _check_header(self):
+        if len(self._buf) < _FILE_HEADER.size:
+            if not MAGIC.startswith(bytes(self._buf[:8])):
+                _fail("not a gradviz trace file (bad magic bytes)", 0)
+            return False
+        magic, version, flags = _FILE_HEADER.unpack_from(self._buf)
+        if magic != MAGIC:
+            _fail("not a gradviz trace file (bad magic bytes)", 0)
+        if version != FORMAT_VERSION:
+            _fail(f"trace format version {version} is not supported: this gradviz reads version "
+                  f"{FORMAT_VERSION}", 8)
+        if flags != 0:
+            _fail(f"unknown trace header flags {flags:#x}", 10)
+        del self._buf[:_FILE_HEADER.size]
+        self._pos += _FILE_HEADER.size
+        self._header = True
+        return True
+
+    def _claim(self, nbytes, what, at):
+        """Refuse a length that cannot fit what is left of a file, before reading it."""
+        if self.total_size is not None and self._pos + at + nbytes > self.total_size:
+            _fail(f"{what} claims {nbytes} bytes but only {max(self.total_size - self._pos - at, 0)} remain "
+                  "in the file", self._pos)
+
+    def _try_frame(self):
+        buf, off = self._buf, self._pos
+        if len(buf) < 4:
+            if not FRAME_MAGIC.startswith(bytes(buf)):
+                _fail("bad frame magic: not the start of an event", off)
+            return None
+        if bytes(buf[:4]) != FRAME_MAGIC:
+            _fail("bad frame magic: not the start of an event", off)
+        if len(buf) < _FRAME_HEADER.size:
+            return None
+        _, meta_len, n_arrays, crc = _FRAME_HEADER.unpack_from(buf)
+        if meta_len > MAX_META_BYTES:
+            _fail(f"event metadata claims {meta_len} bytes, more than the limit of {MAX_META_BYTES}", off)
+        if n_arrays > MAX_ARRAYS:
+            _fail(f"event claims {n_arrays} arrays, more than the limit of {MAX_ARRAYS}", off)
+        at = _FRAME_HEADER.size
+        self._claim(meta_len, "event metadata", at)
+        at += meta_len
+        specs = []
+        for _ in range(n_arrays):
+            if len(buf) < at + 2:
+                return None
+            code, ndim = buf[at], buf[at + 1]
+            if code not in _DTYPES:
+                _fail(f"array of unknown dtype code {code}", off + at)
+            if ndim > MAX_NDIM:
+                _fail(f"array claims {ndim} dimensions, more than {MAX_NDIM}", off + at)
+            if len(buf) < at + 2 + 8 * ndim:
+                return None
+            shape = struct.unpack_from(f"<{ndim}Q", buf, at + 2)
+            nbytes = np.dtype(_DTYPES[code]).itemsize * math.prod(shape)
+            at += 2 + 8 * ndim
+            self._claim(nbytes, f"an array of shape {list(shape)}", at)
+            specs.append((code, shape, at, nbytes))
+            at += nbytes
+        if len(buf) < at:
+            return None
+        body = bytes(buf[_FRAME_HEADER.size:at])
+        if zlib.crc32(body) != crc:
+            _fail("event checksum mismatch: the frame is corrupted", off)
+        arrays = [np.frombuffer(body, dtype=_DTYPES[code], count=math.prod(shape),
+                                offset=start - _FRAME_HEADER.size).reshape(shape).copy()
+                  if nbytes else np.zeros(shape, _DTYPES[code]) for code, shape, start, nbytes in specs]
+        event = decode_event(body[:meta_len], arrays, off)
+        del buf[:at]
+        self._pos += at
+        return event
+
+    def feed(self, data):
+        self._buf += data
+        out = []
+        if not self._header and not self._check_header():
+            return out
+        while self._buf:
+            e = self._try_frame()
+            if e is None:
+                break
+            out.append(e)
+            self.events_read += 1
+        return out
+
+    def finish(self):
+        """Call at the end of the input: leftover bytes are a cut-off event."""
+        if not self._header:
+            _fail("file too short for a gradviz trace header", 0)
+        if self._buf:
+            _fail(f"truncated event: the input ends {len(self._buf)} bytes into an incomplete frame", self._pos)
+
+
+def read_events(path, partial=False):
+    """All events of a trace file. With ``partial``, every complete event before a cut or a
+    corruption is returned instead of raising."""
+    size = os.path.getsize(path)
+    dec = StreamDecoder(total_size=size)
+    events = []
+    with open(path, "rb") as f:
+        try:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                events.extend(dec.feed(chunk))
+            dec.finish()
+        except TraceFormatError:
+            if not partial:
+                raise
+    return events
+
+
+def load(path, partial=False, budget_bytes=None):
+    """Open a trace file as a ``Trace``."""
+    from .trace import DEFAULT_BUDGET, Trace
+    events = read_events(path, partial=partial)
+    trace = Trace(DEFAULT_BUDGET if budget_bytes is None else budget_bytes)
+    try:
+        trace.extend(events)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if not partial:
+            raise TraceFormatError(f"events do not form a consistent trace: {exc!r}") from None
+    return trace
+
+
+class TraceFollower:
+    """Follows a trace file that is still being written: ``poll()`` returns the events completed
+    since the last call."""
+
+    def __init__(self, path):
+        self._f = open(path, "rb")
+        self._dec = StreamDecoder()
+
+    def poll(self):
+        data = self._f.read()
+        return self._dec.feed(data) if data else []
+
+    def close(self):
+        self._f.close()
