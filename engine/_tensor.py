@@ -709,6 +709,18 @@ class Tensor:
     def sub_(self, other, alpha=1):
         return self.add_(other, alpha=-alpha)
 
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
+
     def mul_(self, other):
         return self._set(self._np * (other._np if isinstance(other, Tensor) else other))
 

@@ -1,7 +1,17 @@
-"""The ``gradviz`` command. Until the desktop app lands, ``gradviz`` with no arguments runs the
-tutorial's seed example in the terminal: the graph, the backward pass step by step, the gradients."""
+"""The ``gradviz`` command.
+
+    gradviz                          the seed example in the terminal (until the app lands)
+    gradviz demos                    list the built-in demos
+    gradviz record SCRIPT [ARGS...] -o TRACE.gvz     run a program under the recorder, no window
+    gradviz record --demo NAME -o TRACE.gvz
+    gradviz info TRACE.gvz [--json]  nodes, edges, passes with their backward order, tensors
+    gradviz export TRACE.gvz -o OUT.dot
+"""
 import argparse
+import os
+import runpy
 import sys
+import traceback
 
 
 def _describe(node, names):
@@ -14,7 +24,6 @@ def run_seed(out=None):
     import gradviz.engine as torch
 
     out = out or sys.stdout
-
     a = torch.tensor([2., 3.], requires_grad=True)
     b = torch.tensor([6., 4.], requires_grad=True)
     Q = 3 * a ** 3 - b ** 2
@@ -42,15 +51,128 @@ def run_seed(out=None):
     return a, b
 
 
-def main(argv=None):
+def _split_output(argv):
+    """``record SCRIPT ARGS... -o OUT``: a trailing ``-o OUT`` belongs to gradviz, the rest to the
+    script (``--`` before SCRIPT passes everything through untouched)."""
+    if len(argv) >= 2 and argv[-2] in ("-o", "--output"):
+        return argv[:-2], argv[-1]
+    return argv, None
+
+
+def cmd_record(args):
+    from gradviz.recorder import record
+    script_args, trailing_out = _split_output(args.args)
+    output = args.output or trailing_out
+    if not output:
+        print("gradviz record: give the trace file with -o TRACE.gvz", file=sys.stderr)
+        return 2
+    if args.demo:
+        from gradviz import demos
+        try:
+            path = demos.demo_path(args.demo)
+        except ValueError as exc:
+            print(f"gradviz record: {exc}", file=sys.stderr)
+            return 2
+        argv = [path] + script_args
+    else:
+        if not script_args:
+            print("gradviz record: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
+            return 2
+        path = script_args[0]
+        if not os.path.isfile(path):
+            print(f"gradviz record: no such script: {path}", file=sys.stderr)
+            return 2
+        argv = script_args
+    status = 0
+    saved_argv = sys.argv[:]
+    sys.argv = argv
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    rec = record(path=output)
+    try:
+        with rec:
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # the program's own failure: report it, keep the trace
+        traceback.print_exc()
+        status = 1
+    finally:
+        sys.argv = saved_argv
+        sys.path.pop(0)
+    t = rec.trace
+    print(f"gradviz: recorded {len(t.events)} events ({t.graph.number_of_nodes()} graph nodes, "
+          f"{len(t.passes)} backward passes) to {output}", file=sys.stderr)
+    return status
+
+
+def _load(path):
+    from gradviz.tracefile import TraceFormatError, load
+    try:
+        return load(path)
+    except FileNotFoundError:
+        print(f"gradviz: no such trace file: {path}", file=sys.stderr)
+    except TraceFormatError as exc:
+        print(f"gradviz: {path} is not a valid trace: {exc}", file=sys.stderr)
+    return None
+
+
+def cmd_info(args):
+    from gradviz import report
+    trace = _load(args.trace)
+    if trace is None:
+        return 1
+    print(report.info_json(trace) if args.json else report.info_text(trace))
+    return 0
+
+
+def cmd_export(args):
+    from gradviz.dot import to_dot
+    ext = os.path.splitext(args.output)[1].lower()
+    if ext != ".dot":
+        print(f"gradviz export: cannot write {ext or 'that'} files yet; use OUT.dot", file=sys.stderr)
+        return 2
+    trace = _load(args.trace)
+    if trace is None:
+        return 1
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(to_dot(trace.graph))
+    print(f"gradviz: wrote {trace.graph.number_of_nodes()} nodes to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_demos(args):
+    from gradviz import demos
+    for name, text in demos.describe():
+        print(f"{name:<14} {text}")
+    return 0
+
+
+def build_parser():
     parser = argparse.ArgumentParser(prog="gradviz", description="See and step through autograd's backward pass.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("seed", help="run the tutorial's seed example in the terminal")
-    args = parser.parse_args(argv)
+    sub.add_parser("demos", help="list the built-in demos")
+    p = sub.add_parser("record", help="run a program under the recorder and save its trace",
+                       usage="gradviz record [--demo NAME] [-o TRACE.gvz] [SCRIPT [ARGS...]] [-o TRACE.gvz]")
+    p.add_argument("--demo", help="record a built-in demo instead of a script")
+    p.add_argument("-o", "--output", help="the trace file to write (.gvz)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
+    p = sub.add_parser("info", help="describe a trace file")
+    p.add_argument("trace")
+    p.add_argument("--json", action="store_true", help="print the stable JSON form")
+    p = sub.add_parser("export", help="write a trace's graph as Graphviz DOT")
+    p.add_argument("trace")
+    p.add_argument("-o", "--output", required=True)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.command in (None, "seed"):
         run_seed()
-    return 0
+        return 0
+    return {"record": cmd_record, "info": cmd_info, "export": cmd_export, "demos": cmd_demos}[args.command](args)
 
 
 def _version():

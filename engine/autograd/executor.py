@@ -6,6 +6,8 @@ PyTorch keeps ready nodes in a ``std::priority_queue``; ties (several Accumulate
 once) then come out in the order libstdc++'s heap yields them, so the heap below follows libstdc++'s
 ``push_heap``/``pop_heap`` step for step rather than using ``heapq``.
 """
+import numpy as np
+
 from . import grad_mode
 from .function import AccumulateGrad, GraphRoot, listeners
 
@@ -123,7 +125,7 @@ def execute(root_edges, root_grads, retain_graph=False, capture=None):
     for obs in observers:
         obs.backward_started(root, root_edges, root_grads)
     heap = [root]
-    with grad_mode.no_grad():
+    with grad_mode.no_grad(), np.errstate(all="ignore"):
         while heap:
             node = _pop(heap)
             grad = buffers.pop(node, None)

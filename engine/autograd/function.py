@@ -115,7 +115,8 @@ class Function(Node):
         inputs = [a for a in args if isinstance(a, Tensor)]
         requires_grad = grad_mode.is_grad_enabled() and any(t.requires_grad for t in inputs)
         node.needs_input_grad = tuple(t.requires_grad for t in inputs) if requires_grad else None
-        out = node.forward(*[a._np if isinstance(a, Tensor) else a for a in args], **kwargs)
+        with np.errstate(all="ignore"):  # like PyTorch: inf and nan are values, not warnings
+            out = node.forward(*[a._np if isinstance(a, Tensor) else a for a in args], **kwargs)
         if not requires_grad:
             return Tensor._wrap(out)
         node.next_functions = tuple(t._edge() for t in inputs)

@@ -1,0 +1,97 @@
+"""What ``gradviz info`` prints: a trace's graph, passes and tensors, as text or as stable JSON.
+
+The JSON form (``gradviz info TRACE --json``)::
+
+    {"format": 1,
+     "nodes":  [{"id": "n3", "op": "PowBackward0", "kind": "grad_fn", "label": ..., "scope": "layer1.0.conv1",
+                 "source": "train.py:12 in main", "shape": [2, 3], "dtype": "<f4", "iteration": 0}, ...],
+     "edges":  [["n5", "n3"], ...],                      # the direction gradients flow
+     "passes": [{"index": 0, "iteration": 0, "order": ["n11", "n9", ...]}, ...],
+     "tensors": [{"id": "t1", "name": "a", "kind": "leaf", "shape": [2], "dtype": "<f4",
+                  "requires_grad": true, "value": SUMMARY, "grad": SUMMARY or null}, ...],
+     "steps":  [{"index": 0, "optimizer": "SGD", "params": ["t1", ...], "update_norms": [...]}, ...]}
+
+Node kinds: ``grad_fn``, ``accumulate_grad``, and for leaf tensors ``parameter``, ``frozen``, ``leaf``.
+SUMMARY is ``{"numel", "min", "max", "mean", "std", "norm", "nan", "inf", "sampled"}``; ``grad`` is
+the tensor's ``.grad`` after the last pass that reached it.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from .trace import node_key, tensor_key
+
+_SUMMARY_KEYS = ("numel", "min", "max", "mean", "std", "norm", "nan", "inf", "sampled")
+
+
+def _finite(x):
+    return x if not isinstance(x, float) or math.isfinite(x) else str(x)
+
+
+def _summary(v):
+    if v is None:
+        return None
+    return {k: _finite(getattr(v.summary, k)) for k in _SUMMARY_KEYS}
+
+
+def to_json(trace):
+    g = trace.graph
+    nodes = []
+    for key, d in g.nodes(data=True):
+        nodes.append({"id": key, "op": d.get("op", ""), "kind": d.get("kind", ""), "label": d.get("label", key),
+                      "scope": d.get("scope", ""), "source": d.get("source", ""), "shape": list(d.get("shape", ())),
+                      "dtype": d.get("dtype", ""), "iteration": d.get("iteration")})
+    last_grad = {}
+    for p in trace.passes:
+        for tid, (_, grad) in p.accumulated.items():
+            last_grad[tid] = grad
+    tensors = [{"id": tensor_key(t.id), "name": t.name, "kind": t.kind, "shape": list(t.shape), "dtype": t.dtype,
+                "requires_grad": t.requires_grad, "value": _summary(t.value), "grad": _summary(last_grad.get(t.id))}
+               for t in trace.tensors.values()]
+    return {
+        "format": 1,
+        "nodes": nodes,
+        "edges": [[u, v] for u, v in g.edges()],
+        "passes": [{"index": p.index, "iteration": p.iteration, "order": [node_key(n) for n in p.order]}
+                   for p in trace.passes],
+        "tensors": tensors,
+        "steps": [{"index": s.index, "optimizer": s.optimizer, "params": [tensor_key(t) for t in s.params],
+                   "update_norms": [_finite(n) for n in s.update_norms]} for s in trace.steps],
+    }
+
+
+def info_json(trace):
+    return json.dumps(to_json(trace), indent=1)
+
+
+def _fmt(x):
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def info_text(trace, max_order=40):
+    g = trace.graph
+    kinds = {}
+    for _, d in g.nodes(data=True):
+        kinds[d.get("kind")] = kinds.get(d.get("kind"), 0) + 1
+    lines = [f"{g.number_of_nodes()} nodes ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), "
+             f"{g.number_of_edges()} edges, {trace.iterations} iterations, {len(trace.passes)} backward passes, "
+             f"{len(trace.steps)} optimizer steps", ""]
+    for p in trace.passes:
+        ops = [trace.nodes[n].op if n in trace.nodes else f"n{n}" for n in p.order]
+        shown = ", ".join(ops[:max_order]) + (f", ... ({len(ops) - max_order} more)" if len(ops) > max_order else "")
+        lines.append(f"pass {p.index} (iteration {p.iteration}), {len(ops)} nodes: {shown}")
+    lines += ["", f"{'tensor':<28} {'kind':<10} {'shape':<18} {'value norm':>11} {'grad norm':>11} {'nan/inf':>8}"]
+    last_grad = {}
+    for p in trace.passes:
+        for tid, (_, grad) in p.accumulated.items():
+            last_grad[tid] = grad
+    for t in trace.tensors.values():
+        if t.kind == "input":
+            continue
+        grad = last_grad.get(t.id)
+        gs = grad.summary if grad is not None else None
+        bad = f"{gs.nan}/{gs.inf}" if gs is not None else "-"
+        lines.append(f"{(t.name or tensor_key(t.id)):<28} {t.kind:<10} {str(list(t.shape)):<18} "
+                     f"{_fmt(t.value.summary.norm) if t.value else '-':>11} {_fmt(gs.norm) if gs else '-':>11} {bad:>8}")
+    return "\n".join(lines)
