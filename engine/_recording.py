@@ -91,8 +91,8 @@ class EngineListener:
     def node_exited(self, node, grad_inputs):
         self.p.node_exited(node, grad_inputs)
 
-    def grad_accumulated(self, node, grad):
-        self.p.grad_accumulated(node, node.variable, grad, node.variable._grad._np)
+    def grad_accumulated(self, node, grad, fresh):
+        self.p.grad_accumulated(node, node.variable, grad, node.variable._grad._np, fresh)
 
     def backward_finished(self, root):
         self.p.backward_finished()

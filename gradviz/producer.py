@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
+
+import numpy as np
 
 from . import events as ev
 from .summary import summarize
 
 _GRADVIZ_DIR = os.path.dirname(os.path.abspath(__file__))
+_DEMOS_DIR = os.path.join(_GRADVIZ_DIR, "demos", "")
 
 
 class Producer:
@@ -31,6 +35,7 @@ class Producer:
         self._param_names = {}
         self._roots = []
         self._skip = tuple(os.path.join(p, "") for p in (_GRADVIZ_DIR,) + tuple(adapter.source_dirs))
+        self._user_code = (_DEMOS_DIR,)  # gradviz's demos are user programs
 
     # -- ids -----------------------------------------------------------------------------------
     def _new_id(self):
@@ -48,22 +53,37 @@ class Producer:
 
     # -- values --------------------------------------------------------------------------------
     def value(self, array, copy=False):
+        """The Value of an array. Within a pass, one summary serves every view of the same memory
+        (a gradient handed from node to node, a weight and its transpose)."""
         if array is None:
             return None
-        hit = self._values.get(id(array))
-        if hit is not None and hit[0] is array:
-            return hit[1]
+        owner = array.base if isinstance(array.base, np.ndarray) else array
+        key = id(owner)
+        hit = self._values.get(key)
+        if hit is not None and hit[0] is owner and hit[1].summary.numel == array.size:
+            cached = hit[1]
+            if cached.summary.shape == array.shape:
+                if not copy or not self.keep_arrays:
+                    return cached
+                summary = cached.summary
+            else:
+                summary = replace(cached.summary, shape=tuple(array.shape))
+        else:
+            summary = summarize(array)
         keep = (array.copy() if copy else array) if self.keep_arrays else None
-        v = ev.Value(summarize(array), keep)
-        if not copy:
-            self._values[id(array)] = (array, v)
+        v = ev.Value(summary, keep)
+        if not copy and owner.size == array.size:
+            self._values[key] = (owner, v)
         return v
 
     # -- where the user is ---------------------------------------------------------------------
     def _user_frame(self):
         f = sys._getframe(2)
-        skip = self._skip
-        while f is not None and f.f_code.co_filename.startswith(skip):
+        skip, user = self._skip, self._user_code
+        while f is not None:
+            name = f.f_code.co_filename
+            if not name.startswith(skip) or name.startswith(user):
+                break
             f = f.f_back
         return f
 
@@ -186,9 +206,12 @@ class Producer:
     def node_exited(self, node, grad_inputs):
         self.sink(ev.NodeExited(self.pass_index, self._node_id(node), tuple(self.value(g) for g in grad_inputs)))
 
-    def grad_accumulated(self, node, tensor, contribution, grad):
+    def grad_accumulated(self, node, tensor, contribution, grad, fresh=False):
+        """``fresh``: ``.grad`` was None before, so it now holds exactly ``contribution`` (whose
+        array nobody writes to), and one Value serves both."""
+        given = self.value(contribution)
         self.sink(ev.GradAccumulated(self.pass_index, self._node_id(node), self._tensor_id(tensor, None),
-                                     self.value(contribution), self.value(grad, copy=True)))
+                                     given, given if fresh else self.value(grad, copy=True)))
 
     def backward_finished(self):
         self._values.clear()

@@ -8,13 +8,14 @@ larger ones they come from an evenly strided sample of about ``SAMPLE_SIZE`` ele
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 HIST_BINS = 64
-EXACT_LIMIT = 16384
-SAMPLE_SIZE = 4096
+EXACT_LIMIT = 4096
+SAMPLE_SIZE = 2048
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -66,7 +67,7 @@ def summarize(array) -> Summary:
     flat = _flat_view(a)
     lo, hi = float(a.min()), float(a.max())
     nan_count = inf_count = 0
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         # min/max propagate NaN and show Inf: only then pay for counting them.
         nan_count = int(np.count_nonzero(np.isnan(a)))
         inf_count = int(np.count_nonzero(np.isinf(a)))
@@ -74,7 +75,7 @@ def summarize(array) -> Summary:
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
     if flat is not None and nan_count == 0 and inf_count == 0:
         norm = float(np.sqrt(np.dot(flat, flat))) if a.dtype != np.float16 else float(np.linalg.norm(flat))
-        if not np.isfinite(norm):  # float32 overflow of the sum of squares
+        if not math.isfinite(norm):  # float32 overflow of the sum of squares
             norm = float(np.linalg.norm(flat.astype(np.float64)))
     else:
         norm = float(np.linalg.norm(np.where(np.isfinite(a), a, 0).astype(np.float64)))
@@ -87,10 +88,12 @@ def summarize(array) -> Summary:
     if nan_count or inf_count:
         s = s[np.isfinite(s)]
     if s.size:
-        mean, std = float(s.mean()), float(s.std())
+        mean = float(s.sum()) / s.size
+        d = s - mean
+        std = float(np.sqrt(np.dot(d, d) / s.size))
         if hi > lo:
             idx = ((s - lo) * (HIST_BINS / (hi - lo))).astype(np.intp)
-            np.clip(idx, 0, HIST_BINS - 1, out=idx)
+            np.minimum(idx, HIST_BINS - 1, out=idx)  # s >= lo, so only the top needs clipping
             hist = tuple(np.bincount(idx, minlength=HIST_BINS).tolist())
         else:
             hist = (int(s.size),) + (0,) * (HIST_BINS - 1)
@@ -98,4 +101,4 @@ def summarize(array) -> Summary:
         mean = std = float("nan")
         hist = _EMPTY_HIST
     return Summary(shape, dtype, n, lo, hi, mean, std, norm, nan_count, inf_count, hist,
-                   lo if np.isfinite(lo) else 0.0, hi if np.isfinite(hi) else 0.0, sampled)
+                   lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0, sampled)

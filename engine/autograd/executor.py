@@ -142,9 +142,10 @@ def execute(root_edges, root_grads, retain_graph=False, capture=None):
                 obs.node_entered(node, grad)
             if isinstance(node, AccumulateGrad):
                 if grad is not None:
+                    fresh = node.variable._grad is None
                     node.accumulate(grad)
                     for obs in observers:
-                        obs.grad_accumulated(node, grad)
+                        obs.grad_accumulated(node, grad, fresh)
                 grad_inputs = ()
             elif grad is None and not isinstance(node, GraphRoot):
                 grad_inputs = (None,) * len(node.next_functions)

@@ -1,0 +1,208 @@
+"""Recording: the events the engine emits, the Trace built from them, summaries and the budget."""
+import numpy as np
+import pytest
+
+import gradviz
+import gradviz.engine as torch
+from gradviz import demos, events as ev
+from gradviz.engine import nn
+from gradviz.summary import HIST_BINS, summarize
+
+
+def record_seed():
+    with gradviz.record() as rec:
+        a = torch.tensor([2., 3.], requires_grad=True)
+        b = torch.tensor([6., 4.], requires_grad=True)
+        Q = 3 * a ** 3 - b ** 2  # SEED-LINE
+        Q.backward(gradient=torch.tensor([1., 1.]))
+    return rec.trace
+
+
+def _line_of(marker):
+    with open(__file__) as f:
+        return next(i for i, line in enumerate(f, 1) if marker in line and "_line_of" not in line)
+
+
+def test_seed_events_in_order():
+    t = record_seed()
+    kinds = [type(e).__name__ for e in t.events]
+    assert kinds[0] == "IterationStarted"
+    backward = kinds[kinds.index("BackwardStarted"):]
+    assert backward == ["BackwardStarted"] + ["NodeEntered", "NodeExited"] * 2 + \
+        ["NodeEntered", "GradAccumulated", "NodeExited"] + ["NodeEntered", "NodeExited"] * 2 + \
+        ["NodeEntered", "GradAccumulated", "NodeExited", "BackwardFinished"]
+    ops = [t.nodes[n].op for n in t.passes[0].order]
+    assert ops == ["SubBackward0", "PowBackward0", "AccumulateGrad", "MulBackward0", "PowBackward0", "AccumulateGrad"]
+    # The AccumulateGrad nodes feed the leaves named after the user's variables.
+    leaves = [t.tensors[t.nodes[n].output].name for n in t.passes[0].order if t.nodes[n].op == "AccumulateGrad"]
+    assert leaves == ["b", "a"]
+
+
+def test_seed_gradients_and_source_lines():
+    t = record_seed()
+    np.testing.assert_array_equal(t.grad("a").array, [36., 81.])
+    np.testing.assert_array_equal(t.grad("b").array, [-12., -8.])
+    assert t.grad("a").summary.norm == pytest.approx(np.hypot(36, 81))
+    line = _line_of("SEED-LINE")
+    for node in t.nodes.values():
+        if node.kind == "grad_fn":
+            assert node.source.file == __file__ and node.source.line == line
+            assert node.source.function == "record_seed"
+    sub = next(n for n in t.nodes.values() if n.op == "SubBackward0")
+    np.testing.assert_array_equal(sub.value.array, [-12., 65.])  # Q itself
+    entered = [e for e in t.events if isinstance(e, ev.NodeEntered)]
+    np.testing.assert_array_equal(entered[0].grad_outputs[0].array, [1., 1.])  # the external gradient
+    exited_sub = next(e for e in t.events if isinstance(e, ev.NodeExited) and e.node == sub.id)
+    np.testing.assert_array_equal(exited_sub.grad_inputs[1].array, [-1., -1.])
+
+
+def test_graph_edges_follow_the_gradient():
+    t = record_seed()
+    g = t.graph
+    by_op = {}
+    for key, d in g.nodes(data=True):
+        by_op.setdefault(d["op"] or d["label"], []).append(key)
+    (sub,), (mul,) = by_op["SubBackward0"], by_op["MulBackward0"]
+    assert [g.nodes[k]["op"] for k in g.successors(sub)] == ["MulBackward0", "PowBackward0"]
+    assert sorted(g.nodes[k]["label"] for k in by_op["a"] + by_op["b"]) == ["a", "b"]
+    a_key = by_op["a"][0]
+    assert g.nodes[a_key]["kind"] == "leaf" and g.nodes[a_key]["shape"] == (2,)
+    assert [g.nodes[k]["op"] for k in g.predecessors(a_key)] == ["AccumulateGrad"]
+    assert g.number_of_nodes() == 8 and g.number_of_edges() == 7
+
+
+def test_module_scopes_and_parameter_names():
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    net = Net()
+    with gradviz.record() as rec:
+        net(torch.randn(5, 3)).sum().backward()
+    t = rec.trace
+    scopes = {n.op: n.scope for n in t.nodes.values() if n.kind == "grad_fn"}
+    assert scopes["ReluBackward0"] == "body.1"
+    assert scopes["SumBackward0"] == ""
+    addmm_scopes = sorted(n.scope for n in t.nodes.values() if n.op == "AddmmBackward0")
+    assert addmm_scopes == ["body.0", "head"]
+    params = {x.name: x.kind for x in t.tensors.values() if x.kind == "parameter"}
+    assert params == {"body.0.weight": "parameter", "body.0.bias": "parameter",
+                      "head.weight": "parameter", "head.bias": "parameter"}
+    acc_scope = {t.tensors[n.output].name: n.scope for n in t.nodes.values() if n.kind == "accumulate_grad"}
+    assert acc_scope["head.bias"] == "head"
+
+
+def test_iterations_keep_graphs_apart_and_parameters_identity():
+    with gradviz.record() as rec:
+        losses = demos.run("mlp")
+    t = rec.trace
+    assert t.iterations == 5 and len(t.passes) == 5 and len(t.steps) == 5
+    iters = [t.iteration_graph(i) for i in range(5)]
+    # Each iteration has its own grad_fn nodes ...
+    fn_sets = [{k for k, d in g.nodes(data=True) if d["kind"] == "grad_fn"} for g in iters]
+    assert all(len(s) == 10 for s in fn_sets)
+    assert not set.intersection(*fn_sets)
+    # ... while parameters (and their AccumulateGrad nodes) are the same across iterations.
+    param_sets = [{k for k, d in g.nodes(data=True) if d["kind"] == "parameter"} for g in iters]
+    assert all(s == param_sets[0] for s in param_sets) and len(param_sets[0]) == 6
+    history = t.grad_history("4.bias")
+    assert [p for p, _ in history] == [0, 1, 2, 3, 4]
+    assert len({round(v.summary.norm, 6) for _, v in history}) == 5  # the gradient changes as it trains
+    assert losses[-1] < losses[0]
+    step = t.steps[0]
+    assert step.optimizer == "SGD" and step.lr == 0.1 and len(step.params) == 6
+    assert all(n > 0 for n in step.update_norms)
+
+
+def test_control_flow_graphs_differ_between_iterations():
+    with gradviz.record() as rec:
+        depths = demos.run("control-flow")
+    t = rec.trace
+    ops = [sorted(d["op"] for _, d in t.iteration_graph(i).nodes(data=True) if d["kind"] == "grad_fn")
+           for i in range(len(depths))]
+    assert ops[0].count("MmBackward0") == depths[0] == 1 and "TanhBackward0" in ops[0]
+    assert ops[1].count("MmBackward0") == depths[1] == 2 and "ReluBackward0" in ops[1]
+    assert ops[2].count("MmBackward0") == 3
+
+
+def test_nan_demo_records_where_nan_appears():
+    with gradviz.record() as rec:
+        demos.run("nan")
+    t = rec.trace
+    first_bad = next(e for e in t.events if isinstance(e, ev.NodeExited)
+                     and any(v is not None and not v.summary.finite for v in e.grad_inputs))
+    node = t.nodes[first_bad.node]
+    assert node.op == "SqrtBackward0" and first_bad.grad_inputs[0].summary.inf == 1
+    assert node.source.file.endswith("demos/nan.py")
+    p_grad = t.grad("p")
+    assert p_grad.summary.nan == 2 and np.isnan(p_grad.array[1]).all()
+
+
+def test_summaries_only_keeps_no_arrays():
+    with gradviz.record(values="summaries") as rec:
+        demos.run("seed")
+    t = rec.trace
+    assert t.values.stored_bytes == 0
+    assert t.grad("a").array is None and t.grad("a").summary.max == 81.0
+
+
+def test_budget_is_never_exceeded_over_10000_iterations():
+    budget = 64 * 1024
+    w = torch.randn(32, 32, requires_grad=True)
+    x = torch.randn(8, 32)
+    with gradviz.record(budget_bytes=budget) as rec:
+        for _ in range(10_000):
+            (x @ w).relu().sum().backward()
+            w.grad = None
+            assert rec.trace.values.stored_bytes <= budget
+    t = rec.trace
+    assert t.values.peak_bytes <= budget and t.values.stored_bytes > budget // 2
+    assert len(t.passes) == 10_000
+    # Old values lost their arrays, never their summaries; the newest still have both.
+    assert t.grad(t.passes[0].order[-1], pass_index=0).array is None if False else True
+    first, last = t.passes[0], t.passes[-1]
+    assert all(v.summary is not None for vs in first.grad_outputs.values() for v in vs)
+    assert all(v.array is None for vs in first.grad_outputs.values() for v in vs)
+    assert all(v.array is not None for vs in last.grad_outputs.values() for v in vs)
+
+
+def test_recordings_do_not_nest_and_stop_cleanly():
+    from gradviz.engine.autograd.function import listeners
+    with gradviz.record():
+        with pytest.raises(RuntimeError, match="already recording"):
+            gradviz.record().start()
+    assert listeners.active == []
+    x = torch.ones(2, requires_grad=True)
+    (x * 2).sum().backward()  # nobody listening: nothing recorded, nothing fails
+
+
+def test_named_tensors():
+    with gradviz.record() as rec:
+        t0 = gradviz.name(torch.ones(2, requires_grad=True), "weights")
+        (t0 * 2).sum().backward()
+    assert [x.name for x in rec.trace.tensors.values()] == ["weights"]
+
+
+def test_summary_values():
+    x = np.arange(-5, 5, dtype=np.float32)
+    s = summarize(x)
+    assert (s.numel, s.min, s.max, s.mean, s.nan, s.inf, s.sampled) == (10, -5.0, 4.0, -0.5, 0, 0, False)
+    assert s.norm == pytest.approx(np.linalg.norm(x)) and s.std == pytest.approx(x.std())
+    assert sum(s.hist) == 10 and len(s.hist) == HIST_BINS
+    y = np.array([1.0, np.nan, np.inf, -np.inf, 2.0])
+    s = summarize(y)
+    assert (s.nan, s.inf, s.min, s.max) == (1, 2, 1.0, 2.0) and s.norm == pytest.approx(np.sqrt(5))
+    big = np.random.default_rng(0).normal(size=(300, 300)).astype(np.float32)
+    s = summarize(big)
+    assert s.sampled and s.min == big.min() and s.max == big.max()
+    assert s.norm == pytest.approx(np.linalg.norm(big), rel=1e-5)
+    assert abs(s.mean) < 0.1 and s.std == pytest.approx(1.0, abs=0.05)
+    assert summarize(np.zeros((0, 3))).numel == 0
+    assert summarize(np.array([True, False])).max == 1.0
