@@ -9,8 +9,9 @@ def main():
     Q = 3*a**3 - b**2
     external_grad = torch.tensor([1., 1.])
     Q.backward(gradient=external_grad)
-    print("a.grad =", a.grad, " 9*a**2 =", (9*a**2).detach())
-    print("b.grad =", b.grad, " -2*b =", (-2*b).detach())
+    with torch.no_grad():  # checking the result is no part of the graph
+        print("a.grad =", a.grad, " 9*a**2 =", 9*a**2)
+        print("b.grad =", b.grad, " -2*b =", -2*b)
     return a, b
 
 
