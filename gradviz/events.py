@@ -155,3 +155,47 @@ class OptimizerStep:
 def event_fields(cls):
     return [f.name for f in fields(cls)]
 
+
+
+# -- the program and the debugger session ---------------------------------------------------------
+@event
+class ProgramOutput:
+    """Text the program wrote to ``stream`` (``stdout`` or ``stderr``)."""
+
+    stream: str
+    text: str
+
+
+@event
+class ProgramExited:
+    """The program ended: ``status`` is its exit status; ``error`` the traceback of an uncaught
+    exception, if one ended it."""
+
+    status: int
+    error: Optional[str] = None
+
+
+@event
+class Paused:
+    """The program stopped at a debugger pause (session streams only). ``reason``: ``entry``,
+    ``step``, ``breakpoint``, ``anomaly``, ``exception`` or ``interrupt``; ``phase``: ``forward`` (a
+    node was just made), ``backward`` (a node is about to run, ``grad_outputs`` are what it will
+    use), ``backward-done`` (a node just ran: ``grad_inputs`` are what it made) or ``program``."""
+
+    reason: str
+    phase: str
+    node: Optional[int] = None
+    pass_index: Optional[int] = None
+    grad_outputs: tuple = ()
+    grad_inputs: tuple = ()
+    detail: str = ""
+    traceback: Optional[str] = None
+
+
+@event
+class TensorValue:
+    """A value the debugger asked for while paused (session streams only); ``error`` if none."""
+
+    request: int
+    value: Optional[Value] = None
+    error: Optional[str] = None

@@ -121,12 +121,16 @@ class Producer:
             self._values.clear()
             self.sink(ev.IterationStarted(self.iteration))
 
+    def tensor_seen(self, tid, tensor):
+        """Called with every tensor given an id; a debugger session keeps weak references."""
+
     def _tensor_id(self, tensor, frame):
         """The id of an input tensor, describing it first if it is a leaf not yet described in
         this iteration."""
         tid = self._lookup(tensor)
         if tid is None:
             tid = self._assign(tensor)
+            self.tensor_seen(tid, tensor)
         if not self.adapter.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
             self._described[tid] = self.iteration
             self.sink(self._describe(tensor, tid, frame))
@@ -149,16 +153,19 @@ class Producer:
         self._start_iteration_if_due()
         frame = self._user_frame()
         input_ids = tuple(self._tensor_id(t, frame) for t in inputs)
-        next_ids = tuple(None if n is None else self._node_id(n) for n in a.next_nodes(node))
+        source = self._source(frame)
+        next_ids = tuple(None if n is None else self._node_id(n, source) for n in a.next_nodes(node))
         nid = self._assign(node)
         out_id = self._assign(output)
+        self.tensor_seen(out_id, output)
         shape, dtype, _ = a.tensor_meta(output)
         self.sink(ev.NodeCreated(nid, a.op_name(node), "grad_fn", self.iteration, input_ids, out_id, next_ids,
-                                 shape, dtype, self._scope(), self._source(frame), self.value(a.array(output))))
+                                 shape, dtype, self._scope(), source, self.value(a.array(output))))
 
-    def _node_id(self, node):
+    def _node_id(self, node, source=None):
         """The id of a node met as a next node or in backward; nodes made before recording began,
-        and AccumulateGrad nodes (made lazily, once per leaf), are announced on first sight."""
+        and AccumulateGrad nodes (made lazily, once per leaf), are announced on first sight, with
+        ``source`` the line that first used them."""
         nid = self._lookup(node)
         if nid is not None:
             return nid
@@ -182,10 +189,11 @@ class Producer:
             if var is not None:
                 tid = self._tensor_id(var, None)
                 self.sink(ev.NodeCreated(self._lookup(n), "AccumulateGrad", "accumulate_grad", self.iteration, (tid,),
-                                         tid, (), *a.tensor_meta(var)[:2], self._param_scope(var)))
+                                         tid, (), *a.tensor_meta(var)[:2], self._param_scope(var), source))
             else:
                 nexts = tuple(None if m is None else self._lookup(m) for m in a.next_nodes(n))
-                self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None, nexts))
+                self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None, nexts,
+                                         source=source))
         return self._lookup(node)
 
     def _param_scope(self, tensor):

@@ -217,8 +217,11 @@ def _bool(x, what, off):
 
 
 # How each field name is read back, whatever event it is in.
-_INT_FIELDS = {"id", "index", "pass_index", "iteration", "node", "tensor"}
-_STR_FIELDS = {"op", "kind", "dtype", "output_dtype", "scope", "optimizer"}
+_INT_FIELDS = {"id", "index", "iteration", "tensor", "status", "request"}
+_OPT_INT_FIELDS = {"node", "pass_index"}
+_STR_FIELDS = {"op", "kind", "dtype", "output_dtype", "scope", "optimizer", "stream", "text", "reason", "phase",
+               "detail"}
+_OPT_STR_FIELDS = {"name", "error", "traceback"}
 _INT_TUPLES = {"inputs", "params", "roots"}
 
 
@@ -226,9 +229,11 @@ def _field(name, x, arrays, used, off):
     what = f"field '{name}'"
     if name in _INT_FIELDS:
         return _int(x, what, off)
+    if name in _OPT_INT_FIELDS:
+        return _opt_int(x, what, off)
     if name in _STR_FIELDS:
         return _str(x, what, off)
-    if name == "name":
+    if name in _OPT_STR_FIELDS:
         return None if x is None else _str(x, what, off)
     if name in ("shape", "output_shape"):
         return _shape(x, what, off)

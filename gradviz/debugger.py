@@ -1,0 +1,392 @@
+"""``Debugger``: run a program in a child process and step through its backward passes.
+
+    with gradviz.Debugger.launch(demo="seed", break_on_backward=True) as dbg:
+        p = dbg.wait_paused(timeout=10)     # a Pause: reason, node, op, grad_outputs, source ...
+        dbg.step()                          # run this node, pause before the next
+        dbg.resume(); dbg.interrupt(); dbg.terminate()
+        dbg.trace                           # the live Trace so far
+
+Headless and Qt-free: the app and the tests drive it alike. The child streams its events in the
+trace-file format over a Unix socket (loopback TCP where there are none) after presenting a random
+per-launch token; the parent answers with commands.
+"""
+from __future__ import annotations
+
+import atexit
+import hmac
+import itertools
+import os
+import queue
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from . import events as ev, protocol
+from .trace import DEFAULT_BUDGET, Trace
+from .tracefile import StreamDecoder, TraceFormatError
+
+_children = set()
+
+
+@atexit.register
+def _reap_children():
+    for proc in list(_children):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _children.clear()
+
+
+def live_children():
+    """Child processes this process launched that are still running."""
+    return [p for p in _children if p.poll() is None]
+
+
+@dataclass
+class Pause:
+    """Where and why the program stopped. Arrays are full values, whatever the memory budget."""
+
+    reason: str  # entry, step, breakpoint, anomaly, exception, interrupt, exited
+    phase: str = "program"  # forward, backward, backward-done, program
+    node: Optional[int] = None
+    op: Optional[str] = None
+    pass_index: Optional[int] = None
+    grad_outputs: list = field(default_factory=list)
+    grad_inputs: list = field(default_factory=list)
+    source: Optional[ev.Source] = None
+    scope: str = ""
+    detail: str = ""
+    traceback: Optional[str] = None
+    exit_code: Optional[int] = None
+
+    def __str__(self):
+        where = f" at {self.op} (n{self.node})" if self.node is not None else ""
+        src = f", made at {self.source.file}:{self.source.line}" if self.source else ""
+        extra = f": {self.detail}" if self.detail else ""
+        return f"paused ({self.reason}){where}{src}{extra}"
+
+
+class DebuggerError(RuntimeError):
+    pass
+
+
+_SPEC_KEYS = ("op", "node", "tensor", "anomaly", "grad_norm_above")
+
+
+class Debugger:
+    def __init__(self, values="full", budget_bytes=DEFAULT_BUDGET):
+        self.trace = Trace(budget_bytes)
+        self.values = values
+        self.lock = threading.RLock()
+        self.breakpoints = {}  # id -> spec
+        self.output = []  # (stream, text) in arrival order
+        self.state = "starting"  # running, paused, exited
+        self.last_pause = None
+        self.program_error = None
+        self._pauses = queue.Queue()
+        self._fetches = {}
+        self._fetch_cond = threading.Condition()
+        self._ids = itertools.count(1)
+        self._conn = None
+        self.proc = None
+        self._tmp = None
+        self._threads = []
+
+    # -- launching ---------------------------------------------------------------------------------
+    @classmethod
+    def launch(cls, script=None, args=(), demo=None, *, values="full", budget_bytes=DEFAULT_BUDGET,
+               stop_on_entry=False, break_on_backward=False, break_on_forward=False, breakpoints=(),
+               cwd=None, start_timeout=30.0):
+        """Start ``script`` (with ``args``) or a built-in ``demo`` in a child process. Breakpoints
+        given here are in place before the program's first line runs."""
+        if (script is None) == (demo is None):
+            raise ValueError("give either script=PATH or demo=NAME")
+        dbg = cls(values=values, budget_bytes=budget_bytes)
+        for spec in breakpoints:
+            dbg._new_breakpoint(dict(spec) if isinstance(spec, dict) else {"op": spec})
+        try:
+            dbg._start(script, list(args), demo, cwd, start_timeout,
+                       dict(stop_on_entry=stop_on_entry, break_on_backward=break_on_backward,
+                            break_on_forward=break_on_forward, breakpoints=list(dbg.breakpoints.values())))
+        except BaseException:
+            dbg.close()
+            raise
+        return dbg
+
+    def _start(self, script, args, demo, cwd, start_timeout, config):
+        self._tmp = tempfile.mkdtemp(prefix="gradviz-")
+        server, address = protocol.listen(self._tmp)
+        token = secrets.token_hex(32)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{protocol.TOKEN_ENV: token})
+        cmd = [sys.executable, "-m", "gradviz.session", "--connect", address, "--values", self.values]
+        cmd += ["--demo", demo] if demo else ["--", os.fspath(script), *map(str, args)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, cwd=cwd)
+        _children.add(self.proc)
+        for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
+            self._spawn(self._read_output, name, pipe)
+        try:
+            self._conn = self._accept(server, token, start_timeout)
+        finally:
+            server.close()
+        if self._conn is None:
+            self.proc.wait()
+            self._finish_output()
+            err = "".join(t for s, t in self.output if s == "stderr").strip()
+            raise DebuggerError(f"the program failed to start (exit status {self.proc.returncode})"
+                                + (f":\n{err}" if err else ""))
+        protocol.send_message(self._conn, {"cmd": "configure", **config})
+        self.state = "running"
+        self._spawn(self._read_stream)
+
+    def _accept(self, server, token, timeout):
+        deadline = time.monotonic() + timeout
+        server.settimeout(0.1)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return None
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                continue
+            conn.settimeout(5.0)
+            try:
+                hello = protocol.recv_message(conn)
+            except (OSError, EOFError, protocol.ProtocolError):
+                conn.close()
+                continue
+            if not isinstance(hello.get("token"), str) or not hmac.compare_digest(hello["token"], token):
+                conn.close()  # not our child: refused
+                continue
+            conn.settimeout(None)
+            return conn
+        self.proc.kill()
+        return None
+
+    def _spawn(self, target, *args):
+        t = threading.Thread(target=target, args=args, daemon=True, name=f"gradviz-{target.__name__}")
+        t.start()
+        self._threads.append(t)
+
+    # -- what the child sends ------------------------------------------------------------------------
+    def _read_output(self, name, pipe):
+        for raw in iter(lambda: pipe.read1(1 << 16), b""):
+            text = raw.decode("utf-8", errors="replace")
+            with self.lock:
+                self.output.append((name, text))
+                self.trace.apply(ev.ProgramOutput(name, text))
+        pipe.close()
+
+    def _finish_output(self):
+        for t in self._threads:
+            if t.name.endswith("_read_output"):
+                t.join(timeout=2)
+
+    def _read_stream(self):
+        dec = StreamDecoder()
+        detail = ""
+        try:
+            while True:
+                data = self._conn.recv(1 << 20)
+                if not data:
+                    break
+                for e in dec.feed(data):
+                    self._handle(e)
+        except TraceFormatError as exc:
+            detail = f"the program's event stream was corrupt: {exc}"
+            self.proc.kill()
+        except OSError:
+            pass
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._finish_output()
+        if dec.pending_bytes() and not detail:
+            detail = "the program died in the middle of an event; the trace keeps everything before it"
+        if code < 0 and not detail:
+            detail = f"killed by signal {-code}"
+        with self.lock:
+            self.state = "exited"
+        self._post(Pause("exited", exit_code=code, detail=detail or (self.program_error or ""),
+                         traceback=self.program_error))
+        with self._fetch_cond:
+            self._fetch_cond.notify_all()
+
+    def _handle(self, e):
+        t = type(e)
+        if t is ev.Paused:
+            with self.lock:
+                node = self.trace.nodes.get(e.node) if e.node is not None else None
+                pause = Pause(e.reason, e.phase, e.node, node.op if node else None, e.pass_index,
+                              [None if v is None else v.array for v in e.grad_outputs],
+                              [None if v is None else v.array for v in e.grad_inputs],
+                              node.source if node else None, node.scope if node else "", e.detail, e.traceback)
+                self.state = "paused"
+            self._post(pause)
+        elif t is ev.TensorValue:
+            with self._fetch_cond:
+                self._fetches[e.request] = e
+                self._fetch_cond.notify_all()
+        else:
+            with self.lock:
+                if t is ev.ProgramExited:
+                    self.program_error = e.error
+                self.trace.apply(e)
+
+    def _post(self, pause):
+        self.last_pause = pause
+        self._pauses.put(pause)
+
+    # -- controlling -------------------------------------------------------------------------------
+    def wait_paused(self, timeout=10.0):
+        """The next pause (an ``exited`` pause once the program has ended)."""
+        if self.state == "exited" and self._pauses.empty():
+            return self.last_pause
+        try:
+            return self._pauses.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"the program did not pause within {timeout} s (it is {self.state})") from None
+
+    def _send(self, msg):
+        if self.state == "exited" or self._conn is None:
+            raise DebuggerError("the program has exited")
+        try:
+            protocol.send_message(self._conn, msg)
+        except OSError as exc:
+            raise DebuggerError(f"the program is gone: {exc}") from None
+
+    def _require_paused(self, what):
+        if self.state != "paused":
+            raise DebuggerError(f"cannot {what}: the program is {self.state}, not paused")
+
+    def step(self):
+        """Run the current node and pause before the next one (of the same pass direction)."""
+        self._require_paused("step")
+        self.state = "running"
+        self._send({"cmd": "step"})
+
+    def resume(self):
+        self._require_paused("resume")
+        self.state = "running"
+        self._send({"cmd": "resume"})
+
+    def interrupt(self):
+        """Pause at the next graph operation the program makes or runs."""
+        self._send({"cmd": "interrupt"})
+
+    def terminate(self, timeout=1.0):
+        """End the program, whatever it is doing, within ``timeout`` seconds."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            if self._conn is not None:
+                protocol.send_message(self._conn, {"cmd": "terminate"})
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=timeout / 2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    # -- breakpoints -------------------------------------------------------------------------------
+    def _new_breakpoint(self, spec):
+        given = {k: v for k, v in spec.items() if k in _SPEC_KEYS and v not in (None, False)}
+        unknown = set(spec) - set(_SPEC_KEYS) - {"id"}
+        if unknown or len(given) != 1:
+            raise ValueError(f"a breakpoint takes exactly one of {', '.join(_SPEC_KEYS)}; got {spec}")
+        given["id"] = next(self._ids)
+        self.breakpoints[given["id"]] = given
+        return given
+
+    def add_breakpoint(self, op=None, node=None, tensor=None, anomaly=False, grad_norm_above=None):
+        """Pause before a backward node named ``op`` or with id ``node``; when ``tensor`` (a name or
+        id) gets its gradient accumulated; at the first node whose output or gradient holds NaN or
+        Inf (``anomaly``); or before a node whose incoming gradient's norm is above
+        ``grad_norm_above``. Returns the breakpoint's id."""
+        spec = self._new_breakpoint(dict(op=op, node=node, tensor=tensor, anomaly=anomaly,
+                                         grad_norm_above=grad_norm_above))
+        if self.state != "starting":
+            self._send({"cmd": "add_breakpoint", "spec": spec})
+        return spec["id"]
+
+    def remove_breakpoint(self, bp_id=None, **spec):
+        """Remove a breakpoint by id, or by the same arguments it was added with."""
+        if bp_id is None:
+            want = {k: v for k, v in spec.items() if v not in (None, False)}
+            bp_id = next((i for i, s in self.breakpoints.items()
+                          if {k: v for k, v in s.items() if k != "id"} == want), None)
+        if bp_id not in self.breakpoints:
+            raise KeyError(f"no such breakpoint: {bp_id if bp_id is not None else spec}")
+        del self.breakpoints[bp_id]
+        self._send({"cmd": "remove_breakpoint", "id": bp_id})
+
+    # -- values ------------------------------------------------------------------------------------
+    def fetch(self, tensor=None, grad=None, grad_output=None, grad_input=None, timeout=30.0):
+        """The full current value, while paused, of a live tensor (by name or id), a tensor's
+        ``.grad``, or the current node's ``grad_output``/``grad_input`` number i."""
+        self._require_paused("fetch values")
+        if tensor is not None:
+            msg = {"what": "tensor", **_tensor_ref(tensor)}
+        elif grad is not None:
+            msg = {"what": "grad", **_tensor_ref(grad)}
+        elif grad_output is not None:
+            msg = {"what": "grad_output", "index": int(grad_output)}
+        elif grad_input is not None:
+            msg = {"what": "grad_input", "index": int(grad_input)}
+        else:
+            raise ValueError("fetch takes one of tensor=, grad=, grad_output=, grad_input=")
+        request = next(self._ids)
+        self._send({"cmd": "fetch", "request": request, **msg})
+        deadline = time.monotonic() + timeout
+        with self._fetch_cond:
+            while request not in self._fetches:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.state == "exited":
+                    raise DebuggerError("no answer to the fetch" if left <= 0 else "the program has exited")
+                self._fetch_cond.wait(left)
+            answer = self._fetches.pop(request)
+        if answer.error:
+            raise KeyError(answer.error)
+        return answer.value.array
+
+    # -- ending ------------------------------------------------------------------------------------
+    def close(self):
+        self.terminate()
+        if self.proc is not None:
+            self.proc.wait()
+            _children.discard(self.proc)
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(timeout=5)
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _tensor_ref(x):
+    if isinstance(x, int):
+        return {"id": x}
+    if isinstance(x, str) and x[:1] == "t" and x[1:].isdigit():
+        return {"id": int(x[1:])}
+    return {"name": str(x)}

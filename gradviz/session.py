@@ -1,0 +1,324 @@
+"""``python -m gradviz.session``: the child side of gradviz. Runs the user's program under the
+recorder and streams its events, in the trace-file format, to the parent (``--connect``, with the
+debugger: it pauses where the parent's breakpoints say and obeys its commands) or to a file
+(``--output``, for ``gradviz record``).
+
+While paused, the program's main thread waits inside the engine's hook (before a backward node
+runs, or just after a forward node was made), so what a pause shows is exactly what the engine is
+about to use. A reader thread takes the parent's commands; ``terminate`` ends the process from that
+thread even when the program spins without touching the engine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import runpy
+import sys
+import threading
+import traceback
+import weakref
+
+from . import events as ev, protocol
+from .producer import Producer
+from .summary import summarize
+from .tracefile import TraceWriter
+
+PAUSE_REASONS = ("entry", "step", "breakpoint", "anomaly", "exception", "interrupt", "exited")
+
+
+class SessionProducer(Producer):
+    """A producer that tells the session where the program is, with the raw arrays in hand."""
+
+    def __init__(self, session, adapter, keep_arrays):
+        super().__init__(adapter, session.emit, keep_arrays)
+        self.session = session
+        self.live = weakref.WeakValueDictionary()
+        self.names = {}
+
+    def tensor_seen(self, tid, tensor):
+        try:
+            self.live[tid] = tensor
+        except TypeError:  # not weak-referenceable: it cannot be fetched later
+            pass
+
+    def _describe(self, tensor, tid, frame):
+        e = super()._describe(tensor, tid, frame)
+        if e.name:
+            self.names[tid] = e.name
+        return e
+
+    def node_created(self, node, inputs, output):
+        super().node_created(node, inputs, output)
+        self.session.after_forward(self._lookup(node), self.adapter.array(output))
+
+    def node_entered(self, node, grad_outputs):
+        super().node_entered(node, grad_outputs)
+        self.session.before_backward(self._lookup(node), self.adapter.op_name(node), grad_outputs)
+
+    def node_exited(self, node, grad_inputs):
+        super().node_exited(node, grad_inputs)
+        self.session.after_backward(self._lookup(node), grad_inputs)
+
+    def backward_finished(self):
+        super().backward_finished()
+        self.session.current_node = None
+
+    def grad_accumulated(self, node, tensor, contribution, grad, fresh=False):
+        super().grad_accumulated(node, tensor, contribution, grad, fresh)
+        self.session.after_accumulate(self._lookup(node), self._lookup(tensor), grad)
+
+
+def _full(arrays):
+    return tuple(None if a is None else ev.Value(summarize(a), a) for a in arrays)
+
+
+class Session:
+    def __init__(self, stream, keep_arrays=True, sock=None):
+        self.writer = TraceWriter(stream)
+        self.sock = sock
+        self.keep_arrays = keep_arrays
+        self.commands = queue.Queue()
+        self.breakpoints = {}  # id -> spec dict
+        self.break_on_backward = False
+        self.break_on_forward = False
+        self.step_target = None  # None, "any", "forward" or "backward"
+        self.interrupted = threading.Event()
+        self.last_event = None
+        self.current_node = None
+        self.current = {}  # what the pause in progress can hand out: grad_outputs, grad_inputs
+        self._anomaly_seen = set()
+        self.producer = None
+
+    # -- the stream ------------------------------------------------------------------------------
+    def emit(self, e):
+        self.writer.write(e)
+        self.last_event = e
+
+    # -- commands --------------------------------------------------------------------------------
+    def configure(self, cfg):
+        self.break_on_backward = bool(cfg.get("break_on_backward", False))
+        self.break_on_forward = bool(cfg.get("break_on_forward", False))
+        for spec in cfg.get("breakpoints", ()):
+            self.breakpoints[spec["id"]] = spec
+
+    def read_commands(self):
+        """The reader thread: immediate commands act at once, the rest wait for the paused program."""
+        while True:
+            try:
+                cmd = protocol.recv_message(self.sock)
+            except (EOFError, OSError, protocol.ProtocolError):
+                os._exit(1)  # the parent is gone: never outlive it
+            c = cmd.get("cmd")
+            if c == "terminate":
+                os._exit(143)
+            elif c == "interrupt":
+                self.interrupted.set()
+            elif c == "add_breakpoint":
+                self.breakpoints[cmd["spec"]["id"]] = cmd["spec"]
+            elif c == "remove_breakpoint":
+                self.breakpoints.pop(cmd.get("id"), None)
+            elif c == "configure":
+                self.configure(cmd)
+            else:
+                self.commands.put(cmd)
+
+    # -- pausing ---------------------------------------------------------------------------------
+    def pause(self, reason, phase, node=None, grad_outputs=(), grad_inputs=(), detail="", tb=None):
+        if self.sock is None:
+            return
+        self.step_target = None
+        self.interrupted.clear()
+        self.current = {"grad_output": list(grad_outputs), "grad_input": list(grad_inputs)}
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        pass_index = self.producer.pass_index if self.producer and phase.startswith("backward") else None
+        self.emit(ev.Paused(reason, phase, node, pass_index, _full(grad_outputs), _full(grad_inputs), detail, tb))
+        while True:
+            cmd = self.commands.get()
+            c = cmd.get("cmd")
+            if c == "resume":
+                return
+            if c == "step":
+                self.step_target = {"forward": "forward", "backward": "backward",
+                                    "backward-done": "backward"}.get(phase, "any")
+                return
+            if c == "fetch":
+                self.emit(self.fetch(cmd))
+
+    def fetch(self, cmd):
+        request = cmd.get("request", 0)
+        try:
+            what = cmd.get("what")
+            if what in ("grad_output", "grad_input"):
+                arrays = self.current.get(what, [])
+                i = cmd.get("index", 0)
+                if not isinstance(i, int) or not 0 <= i < len(arrays) or arrays[i] is None:
+                    raise KeyError(f"the current node has no {what} {i}")
+                arr = arrays[i]
+            elif what in ("tensor", "grad"):
+                tensor = self._find_tensor(cmd.get("id"), cmd.get("name"))
+                if what == "grad":
+                    if tensor.grad is None:
+                        raise KeyError("that tensor has no .grad yet")
+                    arr = self.producer.adapter.array(tensor.grad)
+                else:
+                    arr = self.producer.adapter.array(tensor)
+            else:
+                raise KeyError(f"cannot fetch {what!r}")
+            return ev.TensorValue(request, ev.Value(summarize(arr), arr.copy()))
+        except Exception as exc:  # answered, never fatal to the program
+            return ev.TensorValue(request, None, f"{type(exc).__name__}: {exc}")
+
+    def _find_tensor(self, tid, name):
+        live = self.producer.live
+        if tid is not None:
+            t = live.get(tid)
+            if t is None:
+                raise KeyError(f"tensor t{tid} is no longer alive")
+            return t
+        for i, n in self.producer.names.items():
+            if n == name and live.get(i) is not None:
+                return live[i]
+        raise KeyError(f"no live tensor named {name!r}")
+
+    def _anomaly_once(self, key):
+        if key in self._anomaly_seen:
+            return False
+        self._anomaly_seen.add(key)
+        return True
+
+    def _anomaly_on(self):
+        return any(s.get("anomaly") for s in self.breakpoints.values())
+
+    # -- the hooks -------------------------------------------------------------------------------
+    def after_forward(self, node, output):
+        e = self.last_event
+        if self._anomaly_on() and e.value is not None and not e.value.summary.finite \
+                and self._anomaly_once(("forward", self.producer.iteration)):
+            return self.pause("anomaly", "forward", node, detail=f"{e.op} made a value holding NaN or Inf")
+        if self.interrupted.is_set():
+            return self.pause("interrupt", "forward", node)
+        if self.break_on_forward or self.step_target in ("any", "forward"):
+            return self.pause("step", "forward", node)
+
+    def before_backward(self, node, op, grad_outputs):
+        self.current_node = node
+        e = self.last_event
+        if self.interrupted.is_set():
+            return self.pause("interrupt", "backward", node, grad_outputs)
+        hit = None
+        for spec in list(self.breakpoints.values()):
+            if spec.get("op") is not None and spec["op"] == op or spec.get("node") is not None and spec["node"] == node:
+                hit = f"breakpoint {spec['id']}"
+            elif spec.get("grad_norm_above") is not None and any(
+                    v is not None and v.summary.norm > spec["grad_norm_above"] for v in e.grad_outputs):
+                hit = f"breakpoint {spec['id']}: gradient norm above {spec['grad_norm_above']}"
+            if hit:
+                return self.pause("breakpoint", "backward", node, grad_outputs, detail=hit)
+        if self.break_on_backward or self.step_target in ("any", "backward"):
+            return self.pause("step", "backward", node, grad_outputs)
+
+    def after_backward(self, node, grad_inputs):
+        e = self.last_event
+        if self._anomaly_on() and any(v is not None and not v.summary.finite for v in e.grad_inputs) \
+                and self._anomaly_once(("backward", self.producer.pass_index)):
+            return self.pause("anomaly", "backward-done", node, grad_inputs=grad_inputs,
+                              detail="its gradient holds NaN or Inf")
+
+    def after_accumulate(self, node, tensor, grad):
+        name = self.producer.names.get(tensor)
+        for spec in list(self.breakpoints.values()):
+            want = spec.get("tensor")
+            if want is not None and (want == tensor or want == name or want == f"t{tensor}"):
+                return self.pause("breakpoint", "backward-done", node, grad_inputs=(grad,),
+                                  detail=f"breakpoint {spec['id']}: gradient accumulated into {name or tensor}")
+
+
+def _program_path(args):
+    if args.demo:
+        from . import demos
+        return demos.demo_path(args.demo), [args.demo]
+    if not args.program:
+        raise FileNotFoundError("no program given")
+    return args.program[0], args.program[1:]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m gradviz.session")
+    parser.add_argument("--connect", help="the parent's address (the token comes in the environment)")
+    parser.add_argument("--output", help="write the stream to this trace file instead")
+    parser.add_argument("--values", choices=("full", "summaries"), default="full")
+    parser.add_argument("--demo")
+    parser.add_argument("program", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.program and args.program[0] == "--":
+        args.program = args.program[1:]
+
+    sock = None
+    cfg = {}
+    if args.connect:
+        sock = protocol.connect(args.connect)
+        protocol.send_message(sock, {"token": os.environ.pop(protocol.TOKEN_ENV, ""), "pid": os.getpid()})
+        cfg = protocol.recv_message(sock)
+        stream = sock.makefile("wb", buffering=1 << 16)
+    elif args.output:
+        stream = open(args.output, "wb")
+    else:
+        parser.error("give --connect ADDRESS or --output FILE")
+
+    session = Session(stream, keep_arrays=args.values == "full", sock=sock)
+    session.configure(cfg)
+    if sock is not None:
+        threading.Thread(target=session.read_commands, name="gradviz-commands", daemon=True).start()
+
+    status, error = 0, None
+    try:
+        path, argv_rest = _program_path(args)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such script: {path}")
+    except (FileNotFoundError, ValueError) as exc:
+        status, error = 2, f"gradviz: {exc}"
+        print(error, file=sys.stderr)
+        session.emit(ev.ProgramExited(status, error))
+        stream.flush()
+        return status
+
+    from gradviz.engine._recording import EngineAdapter, EngineListener
+    session.producer = SessionProducer(session, EngineAdapter(), keep_arrays=args.values == "full")
+    listener = EngineListener(session.producer)
+    sys.argv = [path] + argv_rest
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    if cfg.get("stop_on_entry"):
+        session.pause("entry", "program")
+    listener.attach()
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:  # the program's failure: show it, pause on it, keep everything
+        listener.detach()
+        error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(error)
+        status = 1
+        session.pause("exception", "program", session.current_node, detail=f"{type(exc).__name__}: {exc}", tb=error)
+    finally:
+        listener.detach()
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except (OSError, ValueError):
+            pass
+    session.emit(ev.ProgramExited(status, error))
+    stream.flush()
+    return status
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # without waiting on the reader thread
