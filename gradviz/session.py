@@ -171,7 +171,8 @@ class Session:
                 raise KeyError(f"cannot fetch {what!r}")
             return ev.TensorValue(request, ev.Value(summarize(arr), arr.copy()))
         except Exception as exc:  # answered, never fatal to the program
-            return ev.TensorValue(request, None, f"{type(exc).__name__}: {exc}")
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else f"{type(exc).__name__}: {exc}"
+            return ev.TensorValue(request, None, str(msg))
 
     def _find_tensor(self, tid, name):
         live = self.producer.live
@@ -304,7 +305,9 @@ def main(argv=None):
         error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         sys.stderr.write(error)
         status = 1
-        session.pause("exception", "program", session.current_node, detail=f"{type(exc).__name__}: {exc}", tb=error)
+        failed = getattr(exc, "gradviz_node", None)  # set by the executor: the node it was running
+        node = session.producer._lookup(failed) if failed is not None else session.current_node
+        session.pause("exception", "program", node, detail=f"{type(exc).__name__}: {exc}", tb=error)
     finally:
         listener.detach()
     for s in (sys.stdout, sys.stderr):

@@ -126,6 +126,17 @@ def execute(root_edges, root_grads, retain_graph=False, capture=None):
         obs.backward_started(root, root_edges, root_grads)
     heap = [root]
     with grad_mode.no_grad(), np.errstate(all="ignore"):
+        _run(heap, buffers, deps, needed, targets, captured, observers, retain_graph)
+    for obs in observers:
+        obs.backward_finished(root)
+    if capture is not None:
+        return [captured.get(c) for c in capture]
+    return None
+
+
+def _run(heap, buffers, deps, needed, targets, captured, observers, retain_graph):
+    node = None
+    try:
         while heap:
             node = _pop(heap)
             grad = buffers.pop(node, None)
@@ -173,8 +184,10 @@ def execute(root_edges, root_grads, retain_graph=False, capture=None):
                 deps[fn] = left
                 if left == 0:
                     _push(heap, fn)
-    for obs in observers:
-        obs.backward_finished(root)
-    if capture is not None:
-        return [captured.get(c) for c in capture]
-    return None
+    except BaseException as exc:
+        if getattr(exc, "gradviz_node", None) is None:
+            try:
+                exc.gradviz_node = node  # the node being run: the debugger names it
+            except AttributeError:
+                pass
+        raise
