@@ -9,9 +9,7 @@
 """
 import argparse
 import os
-import runpy
 import sys
-import traceback
 
 
 def _describe(node, names):
@@ -60,7 +58,9 @@ def _split_output(argv):
 
 
 def cmd_record(args):
-    from gradviz.recorder import record
+    """Run the program as the debugger would, in a child process (``python -m gradviz.session``),
+    its event stream going to the file instead of a window."""
+    import subprocess
     script_args, trailing_out = _split_output(args.args)
     output = args.output or trailing_out
     if not output:
@@ -68,40 +68,25 @@ def cmd_record(args):
         return 2
     if args.demo:
         from gradviz import demos
-        try:
-            path = demos.demo_path(args.demo)
-        except ValueError as exc:
-            print(f"gradviz record: {exc}", file=sys.stderr)
+        if args.demo not in demos.DEMOS:
+            print(f"gradviz record: unknown demo {args.demo!r}; the demos are: {', '.join(demos.DEMOS)}",
+                  file=sys.stderr)
             return 2
-        argv = [path] + script_args
+        program = ["--demo", args.demo, "--"] + script_args
     else:
         if not script_args:
             print("gradviz record: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
             return 2
-        path = script_args[0]
-        if not os.path.isfile(path):
-            print(f"gradviz record: no such script: {path}", file=sys.stderr)
+        if not os.path.isfile(script_args[0]):
+            print(f"gradviz record: no such script: {script_args[0]}", file=sys.stderr)
             return 2
-        argv = script_args
-    status = 0
-    saved_argv = sys.argv[:]
-    sys.argv = argv
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-    rec = record(path=output)
-    try:
-        with rec:
-            runpy.run_path(path, run_name="__main__")
-    except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # the program's own failure: report it, keep the trace
-        traceback.print_exc()
-        status = 1
-    finally:
-        sys.argv = saved_argv
-        sys.path.pop(0)
-    t = rec.trace
-    print(f"gradviz: recorded {len(t.events)} events ({t.graph.number_of_nodes()} graph nodes, "
-          f"{len(t.passes)} backward passes) to {output}", file=sys.stderr)
+        program = ["--"] + script_args
+    cmd = [sys.executable, "-m", "gradviz.session", "--output", output, "--values", args.values] + program
+    status = subprocess.call(cmd)
+    from gradviz.tracefile import load
+    trace = load(output, partial=True)
+    print(f"gradviz: recorded {len(trace.events)} events ({trace.graph.number_of_nodes()} graph nodes, "
+          f"{len(trace.passes)} backward passes) to {output}", file=sys.stderr)
     return status
 
 
@@ -157,6 +142,8 @@ def build_parser():
                        usage="gradviz record [--demo NAME] [-o TRACE.gvz] [SCRIPT [ARGS...]] [-o TRACE.gvz]")
     p.add_argument("--demo", help="record a built-in demo instead of a script")
     p.add_argument("-o", "--output", help="the trace file to write (.gvz)")
+    p.add_argument("--values", choices=("full", "summaries"), default="full",
+                   help="keep full arrays in the file (default) or summaries only")
     p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
     p = sub.add_parser("info", help="describe a trace file")
     p.add_argument("trace")

@@ -242,7 +242,7 @@ class Session:
 def _program_path(args):
     if args.demo:
         from . import demos
-        return demos.demo_path(args.demo), [args.demo]
+        return demos.demo_path(args.demo), list(args.program)
     if not args.program:
         raise FileNotFoundError("no program given")
     return args.program[0], args.program[1:]

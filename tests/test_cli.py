@@ -35,12 +35,12 @@ print("grad", w.grad.tolist())
 """
 
 
-def test_record_a_script_with_arguments(tmp_path, capsys):
+def test_record_a_script_with_arguments(tmp_path, capfd):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     out = tmp_path / "t.gvz"
     assert cli.main(["record", str(script), "3", "-o", str(out)]) == 0
-    assert "grad [3.0, 3.0]" in capsys.readouterr().out
+    assert "grad [3.0, 3.0]" in capfd.readouterr().out
     t = gradviz.load(out)
     assert [t.nodes[n].op for n in t.passes[0].order] == ["SumBackward0", "MulBackward0", "AccumulateGrad"]
     assert t.grad("w").array.tolist() == [3.0, 3.0]
@@ -48,12 +48,12 @@ def test_record_a_script_with_arguments(tmp_path, capsys):
     assert mul.source.file == str(script) and mul.source.line == 6
 
 
-def test_record_a_failing_script_keeps_the_trace(tmp_path, capsys):
+def test_record_a_failing_script_keeps_the_trace(tmp_path, capfd):
     script = tmp_path / "bad.py"
     script.write_text(SCRIPT + "\nraise ValueError('boom')\n")
     out = tmp_path / "t.gvz"
     assert cli.main(["record", str(script), "2", "-o", str(out)]) == 1
-    assert "ValueError: boom" in capsys.readouterr().err
+    assert "ValueError: boom" in capfd.readouterr().err
     assert gradviz.load(out).grad("w").array.tolist() == [2.0, 2.0]
 
 
@@ -70,7 +70,8 @@ def test_record_errors_are_clear(tmp_path, capsys):
     assert "not a valid trace" in capsys.readouterr().err
 
 
-def test_info_json_is_stable(tmp_path, capsys):
+def test_info_json_is_stable(tmp_path, capfd):
+    capsys = capfd
     out = tmp_path / "seed.gvz"
     assert cli.main(["record", "--demo", "seed", "-o", str(out)]) == 0
     capsys.readouterr()
