@@ -8,10 +8,7 @@ import os
 import sys
 from dataclasses import replace
 
-import numpy as np
-
 from . import events as ev
-from .summary import summarize
 
 _GRADVIZ_DIR = os.path.dirname(os.path.abspath(__file__))
 _DEMOS_DIR = os.path.join(_GRADVIZ_DIR, "demos", "")
@@ -34,8 +31,12 @@ class Producer:
         self._module_names = {}
         self._param_names = {}
         self._roots = []
-        self._skip = tuple(os.path.join(p, "") for p in (_GRADVIZ_DIR,) + tuple(adapter.source_dirs))
         self._user_code = (_DEMOS_DIR,)  # gradviz's demos are user programs
+        self.refresh_skip_dirs()
+
+    def refresh_skip_dirs(self):
+        """Frames in these folders are not the user's: gradviz's own, and the frameworks'."""
+        self._skip = tuple(os.path.join(p, "") for p in (_GRADVIZ_DIR,) + tuple(self.adapter.source_dirs))
 
     # -- ids -----------------------------------------------------------------------------------
     def _new_id(self):
@@ -52,27 +53,28 @@ class Producer:
         return i
 
     # -- values --------------------------------------------------------------------------------
-    def value(self, array, copy=False):
-        """The Value of an array. Within a pass, one summary serves every view of the same memory
-        (a gradient handed from node to node, a weight and its transpose)."""
-        if array is None:
+    def value(self, x, copy=False):
+        """The Value of an array (numpy, or the framework's own tensor). Within a pass, one summary
+        serves every view of the same memory (a gradient handed from node to node, a weight and its
+        transpose)."""
+        if x is None:
             return None
-        owner = array.base if isinstance(array.base, np.ndarray) else array
+        a = self.adapter
+        owner, owner_numel, numel, shape = a.memory(x)
         key = id(owner)
         hit = self._values.get(key)
-        if hit is not None and hit[0] is owner and hit[1].summary.numel == array.size:
+        if hit is not None and hit[0] is owner and hit[1].summary.numel == numel:
             cached = hit[1]
-            if cached.summary.shape == array.shape:
+            if cached.summary.shape == shape:
                 if not copy or not self.keep_arrays:
                     return cached
                 summary = cached.summary
             else:
-                summary = replace(cached.summary, shape=tuple(array.shape))
+                summary = replace(cached.summary, shape=shape)
         else:
-            summary = summarize(array)
-        keep = (array.copy() if copy else array) if self.keep_arrays else None
-        v = ev.Value(summary, keep)
-        if not copy and owner.size == array.size:
+            summary = a.summarize(x)
+        v = ev.Value(summary, a.to_numpy(x, copy) if self.keep_arrays else None)
+        if not copy and owner_numel == numel:
             self._values[key] = (owner, v)
         return v
 
@@ -105,6 +107,11 @@ class Producer:
                 self._param_names.setdefault(id(p), (p, name))
             names.setdefault(module, "")
         self._module_stack.append(module)
+        # Frozen parameters make no graph nodes; describe them anyway, once an iteration.
+        for _, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                self._start_iteration_if_due()
+                self._tensor_id(p, None)
 
     def module_exited(self, module):
         if self._module_stack:
@@ -188,12 +195,12 @@ class Producer:
             var = a.accumulate_variable(n)
             if var is not None:
                 tid = self._tensor_id(var, None)
-                self.sink(ev.NodeCreated(self._lookup(n), "AccumulateGrad", "accumulate_grad", self.iteration, (tid,),
+                self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
                                          tid, (), *a.tensor_meta(var)[:2], self._param_scope(var), source))
             else:
                 nexts = tuple(None if m is None else self._lookup(m) for m in a.next_nodes(n))
                 self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None, nexts,
-                                         source=source))
+                                         scope=self._scope(), source=source))
         return self._lookup(node)
 
     def _param_scope(self, tensor):

@@ -20,6 +20,7 @@ class Recorder:
         self._extra_sink = sink
         self._writer = None
         self._listener = None
+        self._torch = None
 
     def _on_event(self, e):
         self.trace.apply(e)
@@ -39,10 +40,15 @@ class Recorder:
         self.producer = Producer(EngineAdapter(), self._on_event, keep_arrays=self.values == "full")
         self._listener = EngineListener(self.producer)
         self._listener.attach()
+        from .torch_adapter import TorchAttachment
+        self._torch = TorchAttachment(self.producer).start()
         _active.append(self)
         return self
 
     def stop(self):
+        if self._torch is not None:
+            self._torch.stop()
+            self._torch = None
         if self._listener is not None:
             self._listener.detach()
             self._listener = None

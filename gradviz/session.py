@@ -21,7 +21,6 @@ import weakref
 
 from . import events as ev, protocol
 from .producer import Producer
-from .summary import summarize
 from .tracefile import TraceWriter
 
 PAUSE_REASONS = ("entry", "step", "breakpoint", "anomaly", "exception", "interrupt", "exited")
@@ -69,8 +68,9 @@ class SessionProducer(Producer):
         self.session.after_accumulate(self._lookup(node), self._lookup(tensor), grad)
 
 
-def _full(arrays):
-    return tuple(None if a is None else ev.Value(summarize(a), a) for a in arrays)
+def _full(adapter, values):
+    """Values with their full arrays, whatever the recording keeps: what a pause shows."""
+    return tuple(None if x is None else ev.Value(adapter.summarize(x), adapter.to_numpy(x, False)) for x in values)
 
 
 class Session:
@@ -136,7 +136,9 @@ class Session:
             except (OSError, ValueError):
                 pass
         pass_index = self.producer.pass_index if self.producer and phase.startswith("backward") else None
-        self.emit(ev.Paused(reason, phase, node, pass_index, _full(grad_outputs), _full(grad_inputs), detail, tb))
+        adapter = self.producer.adapter if self.producer else None
+        self.emit(ev.Paused(reason, phase, node, pass_index, _full(adapter, grad_outputs),
+                            _full(adapter, grad_inputs), detail, tb))
         while True:
             cmd = self.commands.get()
             c = cmd.get("cmd")
@@ -151,6 +153,7 @@ class Session:
 
     def fetch(self, cmd):
         request = cmd.get("request", 0)
+        adapter = self.producer.adapter
         try:
             what = cmd.get("what")
             if what in ("grad_output", "grad_input"):
@@ -158,18 +161,17 @@ class Session:
                 i = cmd.get("index", 0)
                 if not isinstance(i, int) or not 0 <= i < len(arrays) or arrays[i] is None:
                     raise KeyError(f"the current node has no {what} {i}")
-                arr = arrays[i]
+                x = arrays[i]
             elif what in ("tensor", "grad"):
                 tensor = self._find_tensor(cmd.get("id"), cmd.get("name"))
                 if what == "grad":
                     if tensor.grad is None:
                         raise KeyError("that tensor has no .grad yet")
-                    arr = self.producer.adapter.array(tensor.grad)
-                else:
-                    arr = self.producer.adapter.array(tensor)
+                    tensor = tensor.grad
+                x = adapter.array(tensor)
             else:
                 raise KeyError(f"cannot fetch {what!r}")
-            return ev.TensorValue(request, ev.Value(summarize(arr), arr.copy()))
+            return ev.TensorValue(request, ev.Value(adapter.summarize(x), adapter.to_numpy(x, True)))
         except Exception as exc:  # answered, never fatal to the program
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else f"{type(exc).__name__}: {exc}"
             return ev.TensorValue(request, None, str(msg))
@@ -296,12 +298,15 @@ def main(argv=None):
     if cfg.get("stop_on_entry"):
         session.pause("entry", "program")
     listener.attach()
+    from .torch_adapter import TorchAttachment
+    torch_recording = TorchAttachment(session.producer).start()
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # the program's failure: show it, pause on it, keep everything
         listener.detach()
+        torch_recording.stop()
         error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         sys.stderr.write(error)
         status = 1
@@ -310,6 +315,7 @@ def main(argv=None):
         session.pause("exception", "program", node, detail=f"{type(exc).__name__}: {exc}", tb=error)
     finally:
         listener.detach()
+        torch_recording.stop()
     for s in (sys.stdout, sys.stderr):
         try:
             s.flush()

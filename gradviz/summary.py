@@ -60,8 +60,7 @@ def summarize(array) -> Summary:
     a = np.asarray(array)
     shape, dtype, n = tuple(a.shape), a.dtype.str, int(a.size)
     if n == 0:
-        nan = float("nan")
-        return Summary(shape, dtype, 0, nan, nan, nan, nan, 0.0, 0, 0, _EMPTY_HIST, 0.0, 0.0)
+        return empty(shape, dtype)
     if a.dtype.kind not in "f":
         a = a.astype(np.float64)
     flat = _flat_view(a)
@@ -80,11 +79,16 @@ def summarize(array) -> Summary:
     else:
         norm = float(np.linalg.norm(np.where(np.isfinite(a), a, 0).astype(np.float64)))
     sampled = n > EXACT_LIMIT
-    if sampled:
-        src = flat if flat is not None else a.reshape(-1)
-        s = src[:: n // SAMPLE_SIZE].astype(np.float64)
-    else:
-        s = (flat if flat is not None else a.reshape(-1)).astype(np.float64)
+    src = flat if flat is not None else a.reshape(-1)
+    sample = src[:: n // SAMPLE_SIZE] if sampled else src
+    return from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled)
+
+
+def from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled):
+    """A Summary from the exact statistics and a numpy sample of the values (all of them when
+    ``sampled`` is False): how frameworks summarise tensors where they live (a GPU, say) and move
+    only the sample."""
+    s = np.asarray(sample, dtype=np.float64)
     if nan_count or inf_count:
         s = s[np.isfinite(s)]
     if s.size:
@@ -100,5 +104,10 @@ def summarize(array) -> Summary:
     else:
         mean = std = float("nan")
         hist = _EMPTY_HIST
-    return Summary(shape, dtype, n, lo, hi, mean, std, norm, nan_count, inf_count, hist,
+    return Summary(tuple(shape), dtype, n, lo, hi, mean, std, norm, nan_count, inf_count, hist,
                    lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0, sampled)
+
+
+def empty(shape, dtype):
+    nan = float("nan")
+    return Summary(tuple(shape), dtype, 0, nan, nan, nan, nan, 0.0, 0, 0, _EMPTY_HIST, 0.0, 0.0)

@@ -20,6 +20,7 @@ import math
 import os
 import struct
 import zlib
+from dataclasses import fields
 
 import numpy as np
 
@@ -34,17 +35,26 @@ _FRAME_HEADER = struct.Struct("<4sIII")
 MAX_META_BYTES = 64 * 2**20
 MAX_ARRAYS = 4096
 MAX_NDIM = 32
+_MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # no array, even an empty one, may claim more
 
 _DTYPES = {1: "<f4", 2: "<f8", 3: "<f2", 4: "<i8", 5: "<i4", 6: "<i2", 7: "|i1", 8: "|u1", 9: "|b1"}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
 class TraceFormatError(ValueError):
-    """A trace file or stream that is not a valid gradviz trace: says what and at which offset."""
+    """A trace file or stream that is not a valid gradviz trace: says what and at which offset.
+    Raised by ``StreamDecoder.feed``, ``events`` holds the events that call completed before the
+    bad bytes (they are good: a caller keeping everything before a corruption wants them)."""
 
     def __init__(self, message, offset=None):
         self.offset = offset
+        self.events = []
         super().__init__(message if offset is None else f"{message} (at byte offset {offset})")
+
+
+class TraceHeaderError(TraceFormatError):
+    """The file header is wrong: not a gradviz trace at all, or another format version. Nothing in
+    such a file can be read, so ``load(path, partial=True)`` raises it too."""
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -122,8 +132,8 @@ def write_trace(path, events):
 
 
 # -- decoding ------------------------------------------------------------------------------------
-def _fail(msg, offset):
-    raise TraceFormatError(msg, offset)
+def _fail(msg, offset, error=TraceFormatError):
+    raise error(msg, offset)
 
 
 def _int(x, what, off):
@@ -136,10 +146,21 @@ def _opt_int(x, what, off):
     return None if x is None else _int(x, what, off)
 
 
+def _count(x, what, off):
+    if _int(x, what, off) < 0:
+        _fail(f"{what} should not be negative, got {x}", off)
+    return x
+
+
 def _float(x, what, off):
-    if type(x) not in (int, float):
+    if type(x) is float:
+        return x
+    if type(x) is not int:
         _fail(f"{what} should be a number, got {type(x).__name__}", off)
-    return float(x)
+    try:
+        return float(x)
+    except OverflowError:
+        _fail(f"{what} is a number too large for a float ({len(str(x))} digits)", off)
 
 
 def _str(x, what, off):
@@ -169,15 +190,15 @@ _SUMMARY_FLOATS = ("min", "max", "mean", "std", "norm", "hist_lo", "hist_hi")
 def _summary(d, off):
     if type(d) is not dict or set(d) != set(Summary.__dataclass_fields__):
         _fail("a value summary has missing or unknown fields", off)
-    hist = tuple(_int(n, "summary histogram count", off) for n in _list(d["hist"], "summary histogram", off))
+    hist = tuple(_count(n, "summary histogram count", off) for n in _list(d["hist"], "summary histogram", off))
     if len(hist) != HIST_BINS:
         _fail(f"a summary histogram has {len(hist)} bins, not {HIST_BINS}", off)
     if type(d["sampled"]) is not bool:
         _fail("summary 'sampled' should be true or false", off)
     return Summary(_shape(d["shape"], "summary shape", off), _str(d["dtype"], "summary dtype", off),
-                   _int(d["numel"], "summary numel", off), *(_float(d[k], f"summary {k}", off) for k in
+                   _count(d["numel"], "summary numel", off), *(_float(d[k], f"summary {k}", off) for k in
                                                             ("min", "max", "mean", "std", "norm")),
-                   _int(d["nan"], "summary nan", off), _int(d["inf"], "summary inf", off), hist,
+                   _count(d["nan"], "summary nan", off), _count(d["inf"], "summary inf", off), hist,
                    _float(d["hist_lo"], "summary hist_lo", off), _float(d["hist_hi"], "summary hist_hi", off),
                    d["sampled"])
 
@@ -258,6 +279,22 @@ def _field(name, x, arrays, used, off):
     _fail(f"unknown field {name!r}", off)
 
 
+_OPTIONAL = {}
+
+
+def _optional_fields(cls):
+    """Names of the fields of an event class that may be None (annotated Optional)."""
+    names = _OPTIONAL.get(cls)
+    if names is None:
+        names = set()
+        for f in fields(cls):
+            t = f.type if isinstance(f.type, str) else repr(f.type)
+            if "Optional[" in t or "None" in t:
+                names.add(f.name)
+        _OPTIONAL[cls] = names
+    return names
+
+
 def decode_event(meta, arrays, off):
     try:
         doc = json.loads(meta.decode("utf-8"))
@@ -273,6 +310,10 @@ def decode_event(meta, arrays, off):
     if set(given) != set(names):
         missing, extra = sorted(set(names) - set(given)), sorted(set(given) - set(names))
         _fail(f"{doc['type']} event has missing fields {missing} or unknown fields {extra}", off)
+    optional = _optional_fields(cls)
+    for n in names:
+        if given[n] is None and n not in optional:
+            _fail(f"field {n!r} of a {doc['type']} event should not be null", off)
     used = set()
     values = [_field(n, given[n], arrays, used, off) for n in names]
     if len(used) != len(arrays):
@@ -282,11 +323,16 @@ def decode_event(meta, arrays, off):
 
 class StreamDecoder:
     """Incremental decoder: ``feed`` bytes as they arrive (from a file being written, or a socket),
-    get back the events completed so far. Memory grows only with bytes actually received."""
+    get back the events completed so far. Memory grows only with bytes actually received.
+
+    A bad header raises ``TraceHeaderError``; a bad frame raises ``TraceFormatError`` naming its
+    offset, with the events completed by that same ``feed`` call in its ``events``. The decoder
+    never skips ahead: once a frame is bad, every later call fails at that frame again."""
 
     def __init__(self, total_size=None):
         self._buf = bytearray()
-        self._pos = 0  # absolute offset of _buf[0]
+        self._start = 0  # index in _buf of the first byte not yet decoded (within one feed call)
+        self._pos = 0  # absolute offset of _buf[_start]
         self._header = False
         self.total_size = total_size  # when known (a whole file), claims beyond it fail at once
         self.events_read = 0
@@ -296,23 +342,22 @@ class StreamDecoder:
         return self._pos
 
     def pending_bytes(self):
-        return len(self._buf)
+        return len(self._buf) - self._start
 
     def _check_header(self):
         if len(self._buf) < _FILE_HEADER.size:
             if not MAGIC.startswith(bytes(self._buf[:8])):
-                _fail("not a gradviz trace file (bad magic bytes)", 0)
+                _fail("not a gradviz trace file (bad magic bytes)", 0, TraceHeaderError)
             return False
         magic, version, flags = _FILE_HEADER.unpack_from(self._buf)
         if magic != MAGIC:
-            _fail("not a gradviz trace file (bad magic bytes)", 0)
+            _fail("not a gradviz trace file (bad magic bytes)", 0, TraceHeaderError)
         if version != FORMAT_VERSION:
             _fail(f"trace format version {version} is not supported: this gradviz reads version "
-                  f"{FORMAT_VERSION}", 8)
+                  f"{FORMAT_VERSION}", 8, TraceHeaderError)
         if flags != 0:
-            _fail(f"unknown trace header flags {flags:#x}", 10)
-        del self._buf[:_FILE_HEADER.size]
-        self._pos += _FILE_HEADER.size
+            _fail(f"unknown trace header flags {flags:#x}", 10, TraceHeaderError)
+        self._start = self._pos = _FILE_HEADER.size
         self._header = True
         return True
 
@@ -320,19 +365,20 @@ class StreamDecoder:
         """Refuse a length that cannot fit what is left of a file, before reading it."""
         if self.total_size is not None and self._pos + at + nbytes > self.total_size:
             _fail(f"{what} claims {nbytes} bytes but only {max(self.total_size - self._pos - at, 0)} remain "
-                  "in the file", self._pos)
+                  "in the file: it is truncated or corrupt", self._pos)
 
     def _try_frame(self):
-        buf, off = self._buf, self._pos
-        if len(buf) < 4:
-            if not FRAME_MAGIC.startswith(bytes(buf)):
+        buf, s, off = self._buf, self._start, self._pos
+        avail = len(buf) - s
+        if avail < 4:
+            if not FRAME_MAGIC.startswith(bytes(buf[s:])):
                 _fail("bad frame magic: not the start of an event", off)
             return None
-        if bytes(buf[:4]) != FRAME_MAGIC:
+        if buf[s:s + 4] != FRAME_MAGIC:
             _fail("bad frame magic: not the start of an event", off)
-        if len(buf) < _FRAME_HEADER.size:
+        if avail < _FRAME_HEADER.size:
             return None
-        _, meta_len, n_arrays, crc = _FRAME_HEADER.unpack_from(buf)
+        _, meta_len, n_arrays, crc = _FRAME_HEADER.unpack_from(buf, s)
         if meta_len > MAX_META_BYTES:
             _fail(f"event metadata claims {meta_len} bytes, more than the limit of {MAX_META_BYTES}", off)
         if n_arrays > MAX_ARRAYS:
@@ -342,73 +388,106 @@ class StreamDecoder:
         at += meta_len
         specs = []
         for _ in range(n_arrays):
-            if len(buf) < at + 2:
+            if avail < at + 2:
                 return None
-            code, ndim = buf[at], buf[at + 1]
+            code, ndim = buf[s + at], buf[s + at + 1]
             if code not in _DTYPES:
                 _fail(f"array of unknown dtype code {code}", off + at)
             if ndim > MAX_NDIM:
                 _fail(f"array claims {ndim} dimensions, more than {MAX_NDIM}", off + at)
-            if len(buf) < at + 2 + 8 * ndim:
+            if avail < at + 2 + 8 * ndim:
                 return None
-            shape = struct.unpack_from(f"<{ndim}Q", buf, at + 2)
-            nbytes = np.dtype(_DTYPES[code]).itemsize * math.prod(shape)
+            shape = struct.unpack_from(f"<{ndim}Q", buf, s + at + 2)
+            itemsize = np.dtype(_DTYPES[code]).itemsize
+            if math.prod(max(n, 1) for n in shape) * itemsize > _MAX_ARRAY_BYTES:
+                _fail(f"an array of shape {list(shape)} is larger than any array can be", off + at)
+            nbytes = itemsize * math.prod(shape)
             at += 2 + 8 * ndim
             self._claim(nbytes, f"an array of shape {list(shape)}", at)
             specs.append((code, shape, at, nbytes))
             at += nbytes
-        if len(buf) < at:
+        if avail < at:
             return None
-        body = bytes(buf[_FRAME_HEADER.size:at])
+        body = bytes(buf[s + _FRAME_HEADER.size:s + at])
         if zlib.crc32(body) != crc:
             _fail("event checksum mismatch: the frame is corrupted", off)
         arrays = [np.frombuffer(body, dtype=_DTYPES[code], count=math.prod(shape),
                                 offset=start - _FRAME_HEADER.size).reshape(shape).copy()
                   if nbytes else np.zeros(shape, _DTYPES[code]) for code, shape, start, nbytes in specs]
         event = decode_event(body[:meta_len], arrays, off)
-        del buf[:at]
+        self._start += at
         self._pos += at
         return event
 
     def feed(self, data):
         self._buf += data
         out = []
-        if not self._header and not self._check_header():
-            return out
-        while self._buf:
-            e = self._try_frame()
-            if e is None:
-                break
-            out.append(e)
-            self.events_read += 1
+        try:
+            if not self._header and not self._check_header():
+                return out
+            while self._start < len(self._buf):
+                e = self._try_frame()
+                if e is None:
+                    break
+                out.append(e)
+                self.events_read += 1
+        except TraceFormatError as exc:
+            exc.events = out
+            raise
+        finally:
+            # Decoded bytes go once per call, not once per frame (which would be quadratic).
+            del self._buf[:self._start]
+            self._start = 0
         return out
 
     def finish(self):
         """Call at the end of the input: leftover bytes are a cut-off event."""
         if not self._header:
-            _fail("file too short for a gradviz trace header", 0)
+            n = len(self._buf)
+            _fail("not a gradviz trace file: it is empty" if n == 0 else
+                  f"not a gradviz trace file: it ends after {n} bytes, inside the {_FILE_HEADER.size}-byte "
+                  "file header", n)
         if self._buf:
             _fail(f"truncated event: the input ends {len(self._buf)} bytes into an incomplete frame", self._pos)
 
 
-def read_events(path, partial=False):
-    """All events of a trace file. With ``partial``, every complete event before a cut or a
-    corruption is returned instead of raising."""
-    size = os.path.getsize(path)
+def _decode(chunks, size, partial):
     dec = StreamDecoder(total_size=size)
     events = []
+    try:
+        for chunk in chunks:
+            events.extend(dec.feed(chunk))
+        dec.finish()
+    except TraceHeaderError:
+        raise  # not a trace of this format at all: nothing to salvage, even with partial
+    except TraceFormatError as exc:
+        events.extend(exc.events)
+        if not partial:
+            raise
+    return events
+
+
+def decode_bytes(data, partial=False):
+    """``read_events`` for a whole trace held in memory."""
+    return _decode([bytes(data)], len(data), partial)
+
+
+def read_events(path, partial=False):
+    """All events of a trace file. With ``partial``, every complete event before a cut or a
+    corruption is returned instead of raising (a wrong file header still raises). A file still
+    being written is read as far as it was when opened."""
     with open(path, "rb") as f:
-        try:
-            while True:
-                chunk = f.read(1 << 20)
+        size = os.fstat(f.fileno()).st_size
+
+        def chunks():
+            left = size
+            while left > 0:
+                chunk = f.read(min(1 << 20, left))
                 if not chunk:
                     break
-                events.extend(dec.feed(chunk))
-            dec.finish()
-        except TraceFormatError:
-            if not partial:
-                raise
-    return events
+                left -= len(chunk)
+                yield chunk
+        return _decode(chunks(), size, partial)
 
 
 def load(path, partial=False, budget_bytes=None):

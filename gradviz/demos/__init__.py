@@ -8,11 +8,22 @@ DEMOS = {
     "resnet": ("resnet", "the tutorial's resnet18: frozen layers, a new fc, one training step"),
     "nan": ("nan", "a distance at zero: sqrt's backward makes Inf, then NaN, in the backward pass"),
     "control-flow": ("control_flow", "a loop whose graph differs from one iteration to the next"),
+    "torch-mlp": ("torch_mlp", "the small MLP in plain PyTorch (needs torch)"),
+    "torch-resnet": ("torch_resnet", "the tutorial's resnet18 in plain PyTorch: frozen layers, a new fc (needs torch)"),
 }
+NEEDS_TORCH = {"torch-mlp", "torch-resnet"}
 
 
 def describe():
     return [(name, text) for name, (_, text) in DEMOS.items()]
+
+
+def available(name):
+    """Whether a demo can run here (the torch demos need torch installed)."""
+    if name in NEEDS_TORCH:
+        import importlib.util
+        return importlib.util.find_spec("torch") is not None
+    return name in DEMOS
 
 
 def demo_module(name):

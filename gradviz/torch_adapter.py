@@ -1,0 +1,351 @@
+"""Recording real PyTorch programs: the same events as gradviz's engine, from PyTorch's own graph.
+
+Forward: a ``TorchFunctionMode`` sees every op; an op that made a new ``grad_fn`` is announced
+(with the nodes made inside it, e.g. linear's TBackward0), its module scope coming from global
+module forward hooks. Backward: when ``Tensor.backward``, ``torch.autograd.backward`` or
+``torch.autograd.grad`` starts, every node reachable from the roots gets a pre-hook and a hook, and
+every leaf a post-accumulate-grad hook, removed when the pass ends; a debugger pause waits inside
+the pre-hook, so it is PyTorch's own engine that waits. Optimizer steps come from the global
+optimizer step hooks. Values are summarised where they live (GPU included) and only the sample,
+or what is kept or asked for, is copied to the CPU.
+
+torch stays optional: nothing here is imported by ``import gradviz``; recording attaches this
+adapter when the program has imported torch, or as soon as it does.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+from . import summary as _summary
+
+_NP_DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "int32": "<i4",
+              "int16": "<i2", "int8": "|i1", "uint8": "|u1", "bool": "|b1"}
+
+
+def _dtype_str(dtype):
+    name = str(dtype).rpartition(".")[2]
+    return _NP_DTYPES.get(name, name)
+
+
+class TorchAdapter:
+    """What the producer asks of a framework, answered for PyTorch."""
+
+    def __init__(self, torch):
+        self.torch = torch
+        self.source_dirs = (os.path.dirname(os.path.abspath(torch.__file__)),)
+        self.Tensor = torch.Tensor
+        self.Parameter = torch.nn.Parameter
+
+    # ids live on the objects: a tensor's __dict__, a node's metadata dict
+    def get_tag(self, obj):
+        return obj.__dict__.get("_gv_tag") if isinstance(obj, self.Tensor) else obj.metadata.get("_gv_tag")
+
+    def set_tag(self, obj, tag):
+        if isinstance(obj, self.Tensor):
+            obj.__dict__["_gv_tag"] = tag
+        else:
+            obj.metadata["_gv_tag"] = tag
+
+    @staticmethod
+    def op_name(node):
+        return node.name()
+
+    @staticmethod
+    def next_nodes(node):
+        return [fn for fn, _ in node.next_functions]
+
+    @staticmethod
+    def accumulate_variable(node):
+        return getattr(node, "variable", None)
+
+    @staticmethod
+    def has_grad_fn(tensor):
+        return tensor.grad_fn is not None
+
+    @staticmethod
+    def tensor_meta(tensor):
+        return tuple(tensor.shape), _dtype_str(tensor.dtype), tensor.requires_grad
+
+    @staticmethod
+    def array(tensor):
+        return tensor.detach()
+
+    def is_parameter(self, tensor):
+        return isinstance(tensor, self.Parameter)
+
+    @staticmethod
+    def given_name(tensor):
+        return tensor.__dict__.get("_gv_name")
+
+    # -- values, summarised on their device -------------------------------------------------------
+    @staticmethod
+    def memory(t):
+        owner = t._base if t._base is not None else t
+        return owner, owner.numel(), t.numel(), tuple(t.shape)
+
+    def summarize(self, t):
+        torch = self.torch
+        t = t.detach()
+        n = t.numel()
+        shape, dtype = tuple(t.shape), _dtype_str(t.dtype)
+        if n == 0:
+            return _summary.empty(shape, dtype)
+        x = t if t.is_floating_point() else t.double()
+        lo, hi = torch.aminmax(x)
+        norm = torch.linalg.vector_norm(x, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+        lo, hi, norm = torch.stack([lo.double(), hi.double(), norm.double()]).tolist()
+        nan = inf = 0
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            nan, inf = (int(v) for v in torch.stack([torch.isnan(x).sum(), torch.isinf(x).sum()]).tolist())
+            finite = x[torch.isfinite(x)]
+            lo, hi = (finite.min().item(), finite.max().item()) if finite.numel() else (float("nan"),) * 2
+            norm = torch.linalg.vector_norm(finite.double()).item() if finite.numel() else 0.0
+        sampled = n > _summary.EXACT_LIMIT
+        flat = x.reshape(-1)
+        sample = flat[:: n // _summary.SAMPLE_SIZE] if sampled else flat
+        return _summary.from_parts(shape, dtype, n, lo, hi, norm, nan, inf,
+                                   sample.to(torch.float64).cpu().numpy(), sampled)
+
+    def to_numpy(self, t, copy):
+        t = t.detach()
+        if t.dtype == self.torch.bfloat16:
+            t = t.float()
+        on_cpu = t.device.type == "cpu"
+        arr = t.cpu().numpy() if not on_cpu else t.numpy()
+        return arr.copy() if copy and on_cpu else arr
+
+
+class MultiAdapter:
+    """Both frameworks at once: each object goes to the adapter that owns it."""
+
+    def __init__(self, engine, torch_adapter):
+        self.engine, self.torch = engine, torch_adapter
+        self.source_dirs = tuple(engine.source_dirs) + tuple(torch_adapter.source_dirs)
+        tt = torch_adapter.torch
+        self._torch_types = (tt.Tensor, tt.autograd.graph.Node)
+
+    def _pick(self, obj):
+        return self.torch if isinstance(obj, self._torch_types) else self.engine
+
+    def _value_pick(self, x):
+        return self.torch if isinstance(x, self._torch_types[0]) else self.engine
+
+    def __getattr__(self, name):
+        if name in ("memory", "summarize", "to_numpy"):
+            return lambda x, *a: getattr(self._value_pick(x), name)(x, *a)
+        return lambda obj, *a: getattr(self._pick(obj), name)(obj, *a)
+
+
+def _flat_tensors(torch, items):
+    out = []
+    for x in items:
+        if isinstance(x, torch.Tensor):
+            out.append(x)
+        elif isinstance(x, (list, tuple)):
+            out.extend(y for y in x if isinstance(y, torch.Tensor))
+    return out
+
+
+class TorchRecording:
+    """The hooks that feed a producer from PyTorch, attached together and removed together."""
+
+    def __init__(self, producer, torch):
+        self.producer = producer
+        self.torch = torch
+        self.adapter = TorchAdapter(torch)
+        self._handles = []
+        self._mode = None
+        self._before_step = {}
+        self._backward_funcs = {torch.Tensor.backward: "tensor", torch.autograd.backward: "backward",
+                                torch.autograd.grad: "grad"}
+
+    def attach(self):
+        torch = self.torch
+        from torch.nn.modules import module as nn_module
+        from torch.optim import optimizer as optim_module
+        p = self.producer
+        p.adapter = MultiAdapter(p.adapter, self.adapter)
+        p.refresh_skip_dirs()
+        self._handles = [
+            nn_module.register_module_forward_pre_hook(lambda m, args: p.module_entered(m)),
+            nn_module.register_module_forward_hook(lambda m, args, out: p.module_exited(m), always_call=True),
+            optim_module.register_optimizer_step_pre_hook(self._step_pre),
+            optim_module.register_optimizer_step_post_hook(self._step_post),
+        ]
+        self._mode = _make_mode(torch, self)()
+        self._mode.__enter__()
+        return self
+
+    def detach(self):
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        p = self.producer
+        if isinstance(p.adapter, MultiAdapter):
+            p.adapter = p.adapter.engine
+            p.refresh_skip_dirs()
+
+    # -- forward --------------------------------------------------------------------------------
+    def made(self, args, kwargs, out):
+        torch = self.torch
+        outs = out if isinstance(out, tuple) else (out,)
+        inputs = None
+        for o in outs:
+            if isinstance(o, torch.Tensor) and o.grad_fn is not None and self.adapter.get_tag(o.grad_fn) is None:
+                if inputs is None:
+                    inputs = _flat_tensors(torch, list(args) + list((kwargs or {}).values()))
+                self.producer.node_created(o.grad_fn, inputs, o)
+
+    # -- backward -------------------------------------------------------------------------------
+    def run_backward(self, kind, func, args, kwargs):
+        torch = self.torch
+        kwargs = kwargs or {}
+        if kind == "tensor":
+            roots = [args[0]]
+            grads = [args[1] if len(args) > 1 else kwargs.get("gradient")]
+        else:
+            first = args[0] if args else kwargs.get("tensors" if kind == "backward" else "outputs")
+            roots = [first] if isinstance(first, torch.Tensor) else list(first)
+            g = args[1 if kind == "backward" else 2] if len(args) > (1 if kind == "backward" else 2) else \
+                kwargs.get("grad_tensors" if kind == "backward" else "grad_outputs")
+            grads = [g] if isinstance(g, torch.Tensor) or g is None else list(g)
+            grads += [None] * (len(roots) - len(grads))
+        root_nodes = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
+        if not root_nodes:
+            return func(*args, **kwargs)
+        grads = [torch.ones_like(r) if g is None else g for r, g in zip(roots, grads) if r.grad_fn is not None]
+        handles = self._hook_graph(root_nodes)
+        p = self.producer
+        p.backward_started(root_nodes, grads)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+            p.backward_finished()
+
+    def _hook_graph(self, roots):
+        p = self.producer
+        handles, seen, stack = [], set(), list(roots)
+        pending = {}
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            handles.append(node.register_prehook(lambda go, node=node: p.node_entered(node, go)))
+            handles.append(node.register_hook(lambda gi, go, node=node: p.node_exited(node, gi)))
+            var = getattr(node, "variable", None)
+            if var is not None:
+                def before(go, node=node, var=var):
+                    pending[node] = (go[0], var.grad is None)
+
+                def after(tensor, node=node):
+                    contribution, fresh = pending.pop(node, (None, False))
+                    p.grad_accumulated(node, tensor, contribution, tensor.grad, fresh)
+
+                handles.append(node.register_prehook(before))
+                handles.append(var.register_post_accumulate_grad_hook(after))
+            stack.extend(fn for fn, _ in node.next_functions)
+        return handles
+
+    # -- optimizers -----------------------------------------------------------------------------
+    def _params_of(self, optimizer):
+        return [q for g in optimizer.param_groups for q in g["params"] if q.grad is not None]
+
+    def _step_pre(self, optimizer, args, kwargs):
+        with self.torch.no_grad():
+            self._before_step[id(optimizer)] = [(q, q.detach().clone()) for q in self._params_of(optimizer)]
+
+    def _step_post(self, optimizer, args, kwargs):
+        before = self._before_step.pop(id(optimizer), [])
+        with self.torch.no_grad():
+            norms = self.torch.stack([self.torch.linalg.vector_norm((q.detach() - b).double())
+                                      for q, b in before]).tolist() if before else []
+        lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+        self.producer.optimizer_step(type(optimizer).__name__, list(zip([q for q, _ in before], norms)),
+                                     float(lr) if isinstance(lr, (int, float)) else None)
+
+
+def _make_mode(torch, rec):
+    from torch.overrides import TorchFunctionMode
+
+    backward_funcs = rec._backward_funcs
+    is_grad_enabled = torch.is_grad_enabled
+
+    class GradvizMode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kind = backward_funcs.get(func)
+            if kind is not None:
+                return rec.run_backward(kind, func, args, kwargs)
+            out = func(*args, **(kwargs or {}))
+            if is_grad_enabled():
+                rec.made(args, kwargs, out)
+            return out
+
+    return GradvizMode
+
+
+class _ImportWatcher(importlib.abc.MetaPathFinder):
+    """Calls back once torch has been imported, for programs that import it while recording."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        self.remove()
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.loader is None:
+            return spec
+        loader, callback = spec.loader, self.callback
+        original = loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            callback(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+    def remove(self):
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+class TorchAttachment:
+    """Attaches torch recording to a producer now if torch is loaded, else when it gets imported."""
+
+    def __init__(self, producer):
+        self.producer = producer
+        self.recording = None
+        self._watcher = None
+
+    def start(self):
+        if "torch" in sys.modules:
+            self._attach(sys.modules["torch"])
+        else:
+            self._watcher = _ImportWatcher(self._attach)
+            sys.meta_path.insert(0, self._watcher)
+        return self
+
+    def _attach(self, torch):
+        if self.recording is None:
+            self.recording = TorchRecording(self.producer, torch).attach()
+
+    def stop(self):
+        if self._watcher is not None:
+            self._watcher.remove()
+            self._watcher = None
+        if self.recording is not None:
+            self.recording.detach()
+            self.recording = None

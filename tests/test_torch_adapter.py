@@ -1,0 +1,174 @@
+"""Recording and debugging real PyTorch programs: the same events as the engine's."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gradviz
+import gradviz.engine as gt
+from gradviz import Debugger, events as ev
+
+torch = pytest.importorskip("torch")
+
+
+def _norm(op):
+    return op.replace("torch::autograd::", "")
+
+
+def test_torch_seed_is_recorded_with_torch_names():
+    a = torch.tensor([2., 3.], requires_grad=True)
+    b = torch.tensor([6., 4.], requires_grad=True)
+    with gradviz.record() as rec:
+        Q = 3 * a ** 3 - b ** 2
+        Q.backward(gradient=torch.tensor([1., 1.]))
+    t = rec.trace
+    assert [t.nodes[n].op for n in t.passes[0].order] == [
+        "SubBackward0", "PowBackward0", "torch::autograd::AccumulateGrad",
+        "MulBackward0", "PowBackward0", "torch::autograd::AccumulateGrad"]
+    np.testing.assert_array_equal(t.grad("a").array, [36., 81.])
+    np.testing.assert_array_equal(t.grad("b").array, [-12., -8.])
+    assert a.grad.tolist() == [36., 81.]  # PyTorch did the work; gradviz only watched
+    sub = next(n for n in t.nodes.values() if n.op == "SubBackward0")
+    assert sub.source.file == __file__ and sub.source.function == "test_torch_seed_is_recorded_with_torch_names"
+
+
+def _mlp(lib, seed_weights=None):
+    nn = lib.nn
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    if seed_weights is not None:
+        with lib.no_grad():
+            for (name, p), w in zip(model.named_parameters(), seed_weights):
+                p.copy_(lib.tensor(w))
+    return model
+
+
+def _train(lib, model, x, y, steps=3):
+    opt = lib.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = lib.nn.functional.cross_entropy(model(lib.tensor(x)), lib.tensor(y))
+        loss.backward()
+        opt.step()
+
+
+def test_parity_engine_and_torch_give_the_same_trace():
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=s).astype(np.float32) for s in ((8, 4), (8,), (3, 8), (3,))]
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    y = np.array([0, 1, 2, 1, 0, 2])
+    traces = []
+    for lib in (gt, torch):
+        model = _mlp(lib, weights)
+        with gradviz.record() as rec:
+            _train(lib, model, x, y)
+        traces.append(rec.trace)
+    te, tt = traces
+    # Same events, but not always in the same order: one torch call (linear) can make two nodes.
+    # (Data tensors may differ: torch reports cross_entropy's integer target as an input.)
+    kinds = lambda t: sorted(type(e).__name__ for e in t.events  # noqa: E731
+                             if not (isinstance(e, ev.TensorDescribed) and e.kind == "input"))
+    assert kinds(te) == kinds(tt)
+    import networkx as nx
+    assert nx.is_isomorphic(te.graph, tt.graph, node_match=lambda a, b: _norm(a["op"]) == _norm(b["op"]))
+    assert len(te.passes) == len(tt.passes) == 3 and len(te.steps) == len(tt.steps) == 3
+    for pe, pt in zip(te.passes, tt.passes):
+        assert [_norm(te.nodes[n].op) for n in pe.order] == [_norm(tt.nodes[n].op) for n in pt.order]
+        for ne, nt in zip(pe.order, pt.order):
+            assert te.nodes[ne].scope == tt.nodes[nt].scope
+            for ve, vt in zip(pe.grad_outputs[ne], pt.grad_outputs[nt]):
+                np.testing.assert_allclose(ve.array, vt.array, rtol=1e-5, atol=1e-6)
+                assert ve.summary.norm == pytest.approx(vt.summary.norm, rel=1e-5, abs=1e-6)
+    names = lambda t: sorted(x.name for x in t.tensors.values() if x.kind == "parameter")  # noqa: E731
+    assert names(te) == names(tt) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    for se, st in zip(te.steps, tt.steps):
+        np.testing.assert_allclose(se.update_norms, st.update_norms, rtol=1e-5)
+    assert te.graph.number_of_nodes() == tt.graph.number_of_nodes()
+    assert te.graph.number_of_edges() == tt.graph.number_of_edges()
+
+
+def test_hooks_are_removed_when_the_pass_ends():
+    w = torch.randn(3, requires_grad=True)
+    with gradviz.record():
+        y = (w * 2).sum()
+        y.backward(retain_graph=True)
+    calls = []
+    y.grad_fn.register_prehook(lambda g: calls.append(1))
+    y.backward()  # outside the recording: only the test's own hook runs, nothing of gradviz's
+    assert calls == [1] and w.grad.tolist() == [4., 4., 4.]
+
+
+def test_autograd_grad_is_recorded_and_leaves_grad_alone():
+    x = torch.tensor([1., 2.], requires_grad=True)
+    with gradviz.record() as rec:
+        (g,) = torch.autograd.grad((x ** 2).sum(), [x])
+    assert g.tolist() == [2., 4.] and x.grad is None
+    assert [_norm(rec.trace.nodes[n].op) for n in rec.trace.passes[0].order] == ["SumBackward0", "PowBackward0"]
+
+
+TORCH_SEED = """
+import torch
+a = torch.tensor([2., 3.], requires_grad=True)
+b = torch.tensor([6., 4.], requires_grad=True)
+Q = 3*a**3 - b**2
+Q.backward(gradient=torch.tensor([1., 1.]))
+print("done", a.grad.tolist())
+"""
+
+
+def test_stepping_pauses_pytorchs_own_backward(tmp_path):
+    script = tmp_path / "torch_seed.py"
+    script.write_text(TORCH_SEED)
+    with Debugger.launch(script=script, break_on_backward=True) as dbg:
+        seen = []
+        for _ in range(6):
+            p = dbg.wait_paused(timeout=60)
+            assert p.reason == "step" and p.source.file == str(script) and p.source.line == 5
+            seen.append((_norm(p.op), p.grad_outputs[0].tolist()))
+            dbg.step()
+        assert seen == [("SubBackward0", [1., 1.]), ("PowBackward0", [-1., -1.]), ("AccumulateGrad", [-12., -8.]),
+                        ("MulBackward0", [1., 1.]), ("PowBackward0", [3., 3.]), ("AccumulateGrad", [36., 81.])]
+        assert dbg.wait_paused(timeout=60).reason == "exited"
+        assert "done [36.0, 81.0]" in "".join(t for _, t in dbg.output)
+
+
+def test_program_importing_torch_later_is_recorded(tmp_path, capfd):
+    # In the child, torch is imported by the program itself, after recording began.
+    script = tmp_path / "late.py"
+    script.write_text(TORCH_SEED)
+    out = tmp_path / "t.gvz"
+    assert subprocess.call([sys.executable, "-m", "gradviz", "record", str(script), "-o", str(out)]) == 0
+    t = gradviz.load(out)
+    assert len(t.passes) == 1 and t.grad("a").array.tolist() == [36., 81.]
+
+
+def test_torch_resnet_demo_records_only_the_trained_fc():
+    from gradviz import demos
+    with gradviz.record(values="summaries") as rec:
+        demos.run("torch-resnet")
+    t = rec.trace
+    assert sorted(x.name for x in t.tensors.values() if x.kind == "parameter") == ["fc.bias", "fc.weight"]
+    # Frozen parameters make no graph nodes, but they are described, named after their modules.
+    frozen = [x.name for x in t.tensors.values() if x.kind == "frozen"]
+    assert len(frozen) == 60 and "conv1.weight" in frozen and "layer4.1.bn2.weight" in frozen
+    assert all(d["kind"] != "frozen" for _, d in t.graph.nodes(data=True))
+
+
+def test_nan_anomaly_in_torch(tmp_path):
+    script = tmp_path / "nan.py"
+    script.write_text("import torch\np = torch.zeros(2, requires_grad=True)\n"
+                      "d = ((p - torch.zeros(2)) ** 2).sum().sqrt()\nd.backward()\n")
+    with Debugger.launch(script=script, breakpoints=[{"anomaly": True}]) as dbg:
+        p = dbg.wait_paused(timeout=60)
+        assert (p.reason, _norm(p.op), p.source.line) == ("anomaly", "SqrtBackward0", 3)
+        dbg.resume()
+        assert dbg.wait_paused(timeout=60).reason == "exited"
+
+
+def test_events_carry_torch_values_as_numpy():
+    x = torch.ones(2, 3, requires_grad=True)
+    with gradviz.record() as rec:
+        (x * 2).sum().backward()
+    created = [e for e in rec.trace.events if isinstance(e, ev.NodeCreated) and e.kind == "grad_fn"]
+    assert all(isinstance(e.value.array, np.ndarray) for e in created)
+    assert created[0].value.array.tolist() == [[2.] * 3] * 2 and created[0].output_dtype == "<f4"
