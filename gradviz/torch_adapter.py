@@ -18,6 +18,7 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+from dataclasses import replace
 
 import numpy as np
 
@@ -95,6 +96,10 @@ class TorchAdapter:
         shape, dtype = tuple(t.shape), _dtype_str(t.dtype)
         if n == 0:
             return _summary.empty(shape, dtype)
+        if t.device.type == "cpu" and t.dtype != torch.bfloat16:
+            # On the CPU the tensor's memory is a numpy array already (numpy's min/max are faster).
+            s = _summary.summarize(t.numpy())
+            return s if s.dtype == dtype else replace(s, dtype=dtype)
         x = t if t.is_floating_point() else t.double()
         lo, hi = torch.aminmax(x)
         norm = torch.linalg.vector_norm(x, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
