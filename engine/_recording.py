@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from gradviz.summary import summarize
+
 from .autograd import function as _function
 from .autograd.function import AccumulateGrad
 from .nn import module as _module
@@ -51,6 +53,19 @@ class EngineAdapter:
     @staticmethod
     def array(tensor):
         return tensor._np
+
+    # Values reach the producer as numpy arrays.
+    summarize = staticmethod(summarize)
+
+    @staticmethod
+    def memory(array):
+        """(owner of the memory, its size, the array's size, the array's shape)."""
+        owner = array.base if isinstance(array.base, np.ndarray) else array
+        return owner, owner.size, array.size, array.shape
+
+    @staticmethod
+    def to_numpy(array, copy):
+        return array.copy() if copy else array
 
     @staticmethod
     def is_parameter(tensor):
