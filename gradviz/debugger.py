@@ -86,6 +86,8 @@ class Debugger:
         self.values = values
         self.lock = threading.RLock()
         self.breakpoints = {}  # id -> spec
+        self.break_on_backward = False
+        self.break_on_forward = False
         self.output = []  # (stream, text) in arrival order
         self.state = "starting"  # running, paused, exited
         self.last_pause = None
@@ -109,6 +111,7 @@ class Debugger:
         if (script is None) == (demo is None):
             raise ValueError("give either script=PATH or demo=NAME")
         dbg = cls(values=values, budget_bytes=budget_bytes)
+        dbg.break_on_backward, dbg.break_on_forward = bool(break_on_backward), bool(break_on_forward)
         for spec in breakpoints:
             dbg._new_breakpoint(dict(spec) if isinstance(spec, dict) else {"op": spec})
         try:
@@ -297,6 +300,15 @@ class Debugger:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def configure(self, break_on_backward=None, break_on_forward=None):
+        """Switch stepping on or off: pause before every backward node, or as every op is made."""
+        if break_on_backward is not None:
+            self.break_on_backward = bool(break_on_backward)
+        if break_on_forward is not None:
+            self.break_on_forward = bool(break_on_forward)
+        self._send({"cmd": "configure", "break_on_backward": self.break_on_backward,
+                    "break_on_forward": self.break_on_forward})
 
     # -- breakpoints -------------------------------------------------------------------------------
     def _new_breakpoint(self, spec):

@@ -97,8 +97,8 @@ class Session:
 
     # -- commands --------------------------------------------------------------------------------
     def configure(self, cfg):
-        self.break_on_backward = bool(cfg.get("break_on_backward", False))
-        self.break_on_forward = bool(cfg.get("break_on_forward", False))
+        self.break_on_backward = bool(cfg.get("break_on_backward", self.break_on_backward))
+        self.break_on_forward = bool(cfg.get("break_on_forward", self.break_on_forward))
         for spec in cfg.get("breakpoints", ()):
             self.breakpoints[spec["id"]] = spec
 

@@ -117,12 +117,12 @@ class TorchAdapter:
                                    sample.to(torch.float64).cpu().numpy(), sampled)
 
     def to_numpy(self, t, copy):
+        """Always a copy: PyTorch programs change tensors in place (ReLU(inplace=True), optimizer
+        steps), and a view on their memory would change the record with them."""
         t = t.detach()
         if t.dtype == self.torch.bfloat16:
             t = t.float()
-        on_cpu = t.device.type == "cpu"
-        arr = t.cpu().numpy() if not on_cpu else t.numpy()
-        return arr.copy() if copy and on_cpu else arr
+        return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
 
 
 class MultiAdapter:

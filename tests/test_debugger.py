@@ -253,3 +253,35 @@ def test_no_child_outlives_its_debugger():
         dbg.wait_paused(timeout=20)
         assert dbg.proc in live_children()
     assert dbg.proc.returncode is not None and dbg.proc not in live_children()
+
+
+def test_node_breakpoint_by_id():
+    with Debugger.launch(demo="seed", stop_on_entry=True, break_on_forward=True) as dbg:
+        assert dbg.wait_paused(timeout=20).reason == "entry"
+        dbg.resume()
+        made = dbg.wait_paused(timeout=20)  # the first node made: PowBackward0 of a
+        assert made.op == "PowBackward0"
+        dbg.add_breakpoint(node=made.node)
+        dbg.configure(break_on_forward=False)  # stop forward stepping, keep the node breakpoint
+        dbg.resume()
+        p = dbg.wait_paused(timeout=20)
+        assert (p.reason, p.node, p.op, p.grad_outputs[0].tolist()) == ("breakpoint", made.node, "PowBackward0",
+                                                                         [3., 3.])
+        dbg.resume()
+        assert dbg.wait_paused(timeout=20).reason == "exited"
+
+
+def test_anomaly_in_forward(tmp_path):
+    script = tmp_path / "logzero.py"
+    script.write_text("import gradviz.engine as torch\nx = torch.tensor([1., 0.], requires_grad=True)\n"
+                      "y = x.log()\ny.sum().backward()\n")
+    with Debugger.launch(script=script, breakpoints=[{"anomaly": True}]) as dbg:
+        p = dbg.wait_paused(timeout=20)
+        assert (p.reason, p.phase, p.op, p.source.line) == ("anomaly", "forward", "LogBackward0", 3)
+        dbg.resume()
+        # The backward pass is another pass: its first anomaly is LogBackward0's 1/0.
+        p = dbg.wait_paused(timeout=20)
+        assert (p.reason, p.phase, p.op) == ("anomaly", "backward-done", "LogBackward0")
+        assert p.grad_inputs[0].tolist() == [1.0, float("inf")]
+        dbg.resume()
+        assert dbg.wait_paused(timeout=20).reason == "exited"

@@ -43,7 +43,7 @@ def test_demo_runs_as_a_module(name):
 
 
 def test_every_demo_records():
-    for name in demos.DEMOS:
+    for name in filter(demos.available, demos.DEMOS):
         with gradviz.record(values="summaries") as rec:
             demos.run(name)
         assert rec.trace.passes, name

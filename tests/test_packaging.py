@@ -19,3 +19,14 @@ def test_subpackages_live_under_gradviz_only():
     # Nothing generic lands at the top level of site-packages.
     assert importlib.util.find_spec("engine") is None
     assert importlib.util.find_spec("ui") is None
+
+
+def test_recording_the_engine_never_imports_torch():
+    code = ("import sys, gradviz, gradviz.engine as t\n"
+            "with gradviz.record() as rec:\n"
+            "    x = t.ones(2, requires_grad=True)\n"
+            "    (x * 2).sum().backward()\n"
+            "assert len(rec.trace.passes) == 1\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
