@@ -1,10 +1,8 @@
 """Module-level forms of tensor operations (``torch.exp(x)``, ``torch.cat([...])``). Their names
 shadow builtins (max, sum, abs, all, any) here, as in ``torch``: use ``builtins.`` for those."""
-import builtins
+import functools
 
-import numpy as np
-
-from ._tensor import Tensor, matmul  # noqa: F401
+from ._tensor import Tensor, matmul, promote_types  # noqa: F401
 from .ops import shape as _sh
 
 __all__ = ["cat", "stack", "flatten", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "sin", "cos",
@@ -32,17 +30,12 @@ def is_tensor(obj):
     return isinstance(obj, Tensor)
 
 
-def _check_seq(tensors, op):
+def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
-        raise RuntimeError(f"{op}(): expected a non-empty list of Tensors")
-    return tensors
-
-
-def cat(tensors, dim=0):
-    tensors = _check_seq(tensors, "torch.cat")
+        raise ValueError("torch.cat(): expected a non-empty list of Tensors")
     ref = tensors[0]
-    d = dim % builtins.max(ref.ndim, 1)
+    d = _sh.wrap_dim(dim, ref.ndim)
     for i, t in enumerate(tensors[1:], 1):
         if t.ndim != ref.ndim:
             raise RuntimeError(f"Tensors must have same number of dimensions: got {ref.ndim} and {t.ndim}")
@@ -50,20 +43,20 @@ def cat(tensors, dim=0):
             if j != d and t.shape[j] != ref.shape[j]:
                 raise RuntimeError(f"Sizes of tensors must match except in dimension {d}. Expected size "
                                    f"{ref.shape[j]} but got size {t.shape[j]} for tensor number {i} in the list.")
-    dt = np.result_type(*[t._np.dtype for t in tensors])
-    tensors = [t if t._np.dtype == dt else t.to(_dt(dt)) for t in tensors]
-    return _sh.CatBackward0.apply(*tensors, dim=dim)
+    return _sh.CatBackward0.apply(*tensors, dim=dim, dtype=_promote_all(tensors))
 
 
 def stack(tensors, dim=0):
-    tensors = _check_seq(tensors, "stack")
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    _sh.wrap_dim(dim, tensors[0].ndim + 1)
     for i, t in enumerate(tensors[1:], 1):
         if t.shape != tensors[0].shape:
             raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(tensors[0].shape)} at "
                                f"entry 0 and {list(t.shape)} at entry {i}")
-    return _sh.StackBackward0.apply(*tensors, dim=dim)
+    return _sh.StackBackward0.apply(*tensors, dim=dim, dtype=_promote_all(tensors))
 
 
-def _dt(np_dtype):
-    from ._dtype import from_numpy_dtype
-    return from_numpy_dtype(np_dtype)
+def _promote_all(tensors):
+    return functools.reduce(promote_types, [t._np.dtype for t in tensors])

@@ -40,10 +40,21 @@ def _scalar_category(x):
 _DEFAULT_FOR_CATEGORY = {0: np.dtype(np.bool_), 1: np.dtype(np.int64), 2: np.dtype(np.float32)}
 
 
+def promote_types(da, db):
+    """PyTorch's promotion between tensors of the same rank class: the higher category (bool < int
+    < float) wins whatever its width (float32 with int64 is float32); within one category the
+    wider type."""
+    ca, cb = _dtype.category(da), _dtype.category(db)
+    if ca != cb:
+        return da if ca > cb else db
+    return np.promote_types(da, db)
+
+
 def result_dtype(a, b):
-    """PyTorch's type promotion for a tensor ``a`` and a tensor or Python scalar ``b``: a scalar, or a
-    0-dim tensor beside a dimensioned one, only lifts the category (bool < int < float) and then
-    takes the default dtype of that category."""
+    """PyTorch's type promotion for a tensor ``a`` and a tensor or Python scalar ``b``: a Python
+    scalar only lifts the category and then takes the default dtype of that category; a 0-dim
+    tensor beside a dimensioned one only counts when its category is higher, and then with its own
+    dtype."""
     da = a._np.dtype
     if isinstance(b, Tensor):
         db = b._np.dtype
@@ -53,8 +64,8 @@ def result_dtype(a, b):
         if a_dim != b_dim:
             dim_t, zero_t = (da, db) if a_dim else (db, da)
             cz, cd = _dtype.category(zero_t), _dtype.category(dim_t)
-            return dim_t if cz <= cd else _DEFAULT_FOR_CATEGORY[cz]
-        return np.promote_types(da, db)
+            return dim_t if cz <= cd else zero_t
+        return promote_types(da, db)
     cs, ca = _scalar_category(b), _dtype.category(da)
     return da if cs <= ca else _DEFAULT_FOR_CATEGORY[cs]
 
@@ -336,6 +347,10 @@ class Tensor:
         return bool(self._np.flags.c_contiguous)
 
     # -- arithmetic ----------------------------------------------------------------------------
+    # A numpy scalar or array on the left (``np.float32(2) * x``) defers to the reflected operators
+    # below instead of turning the tensor into an array, as with torch.
+    __array_priority__ = 1000
+
     def _binary(self, other, fn, reverse=False, **kw):
         if isinstance(other, np.ndarray):
             other = Tensor._wrap(other)
@@ -559,10 +574,10 @@ class Tensor:
         out = np.argmin(self._np, axis=dim, keepdims=keepdim) if dim is not None else np.argmin(self._np)
         return Tensor._wrap(np.asarray(out, dtype=np.int64))
 
-    def norm(self, p=2):
-        if p != 2:
+    def norm(self, p="fro", dim=None, keepdim=False):
+        if p not in (2, 2.0, "fro"):
             raise NotImplementedError("gradviz.engine's norm() computes the L2 norm only (p=2)")
-        return (self * self).sum().sqrt()
+        return red.LinalgVectorNormBackward0.apply(self, dim=dim, keepdim=keepdim)
 
     def softmax(self, dim):
         return red.SoftmaxBackward0.apply(self, dim=dim)
@@ -607,7 +622,11 @@ class Tensor:
     def clamp(self, min=None, max=None):
         if min is None and max is None:
             raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
-        return pw.ClampBackward1.apply(self, min=min, max=max)
+        # A float bound clamps an integer tensor into the default float dtype, as in PyTorch.
+        cat = _dtype.category(self._np.dtype)
+        bound = [_scalar_category(v) for v in (min, max) if v is not None and _scalar_category(v) > cat]
+        x = self if not bound else self.to(_dtype.from_numpy_dtype(_DEFAULT_FOR_CATEGORY[bound[0]]))
+        return pw.ClampBackward1.apply(x, min=min, max=max)
 
     clip = clamp
 
@@ -621,7 +640,14 @@ class Tensor:
         return sh.ViewBackward0.apply(self, shape=_shape_arg(shape), copy_ok=False)
 
     def reshape(self, *shape):
-        return sh.ViewBackward0.apply(self, shape=_shape_arg(shape))
+        # As PyTorch: a view where the strides allow one (ViewBackward0 when contiguous,
+        # ReshapeAliasBackward0 otherwise), else a contiguous copy and an _unsafe_view of it.
+        shape = sh.infer_shape(_shape_arg(shape), self._np.size)
+        if self._np.flags.c_contiguous:
+            return sh.ViewBackward0.apply(self, shape=shape)
+        if sh.can_view(self._np, shape):
+            return sh.ReshapeAliasBackward0.apply(self, shape=shape)
+        return sh.UnsafeViewBackward0.apply(self.clone(), shape=shape)
 
     def view_as(self, other):
         return self.view(other.shape)
@@ -631,9 +657,9 @@ class Tensor:
 
     def flatten(self, start_dim=0, end_dim=-1):
         shape = self._np.shape
+        s, e = sh.wrap_dim(start_dim, len(shape)), sh.wrap_dim(end_dim, len(shape))
         if not shape:
             return self.reshape(1)
-        s, e = start_dim % len(shape), end_dim % len(shape)
         if s > e:
             raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         if s == e:
@@ -746,36 +772,98 @@ def _dtype_title(t):
     return {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int", "bool": "Bool"}[t.dtype.name]
 
 
+def _index_part(p):
+    """One entry of an index key: int, slice, None, Ellipsis, or an integer/bool numpy array."""
+    if p is None or p is Ellipsis or isinstance(p, slice):
+        return p
+    if isinstance(p, Tensor):
+        p = p._np
+    elif isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_)):
+        return int(p)
+    arr = np.asarray(p)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)  # x[[]]
+    if arr.dtype.kind not in "iub":
+        raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+    if arr.ndim == 0 and arr.dtype.kind in "iu":
+        return int(arr)
+    return arr
+
+
 def _index(t, key):
-    parts = key if isinstance(key, tuple) else (key,)
-    if all(isinstance(p, (int, np.integer, slice)) and not isinstance(p, bool) for p in parts):
-        if len(parts) > t.ndim:
-            raise IndexError(f"too many indices for tensor of dimension {t.ndim}")
-        out, dim = t, 0
-        for p in parts:
-            if isinstance(p, slice):
-                if p.step is not None and p.step <= 0:
-                    raise ValueError("step must be greater than zero")
-                if p.indices(out._np.shape[dim]) != (0, out._np.shape[dim], 1):
-                    out = sh.SliceBackward0.apply(out, key=(slice(None),) * dim + (p,))
-                dim += 1
-            else:
-                size = out._np.shape[dim]
-                if not -size <= p < size:
-                    raise IndexError(f"index {p} is out of bounds for dimension {dim} with size {size}")
-                out = sh.SelectBackward0.apply(out, key=(slice(None),) * dim + (int(p),))
-        return out if out is not t else sh.ViewBackward0.apply(t, shape=t._np.shape)
-    np_key = tuple(p._np if isinstance(p, Tensor) else p for p in parts)
-    np_key = np_key if isinstance(key, tuple) else np_key[0]
-    try:
-        t._np[np_key]
-    except IndexError as e:
-        raise IndexError(str(e)) from None
-    return sh.IndexBackward0.apply(t, key=np_key)
+    """PyTorch's indexing: the basic entries first, left to right (SelectBackward0, SliceBackward0,
+    UnsqueezeBackward0; a full slice inside a tuple key is skipped), then one IndexBackward0 for all
+    the index arrays and masks, placed as numpy places them."""
+    single = not isinstance(key, tuple)
+    parts = [_index_part(p) for p in ((key,) if single else key)]
+    used = sum(p.ndim if isinstance(p, np.ndarray) and p.dtype == np.bool_ else
+              0 if p is None or p is Ellipsis else 1 for p in parts)
+    if used > t.ndim:
+        raise IndexError(f"too many indices for tensor of dimension {t.ndim}")
+    out, dim, arrays, ellipsis = t, 0, [], False
+    for p in parts:
+        if p is Ellipsis:
+            dim += 0 if ellipsis else t.ndim - used
+            ellipsis = True
+        elif p is None:
+            out = sh.UnsqueezeBackward0.apply(out, dim=dim)
+            dim += 1
+        elif isinstance(p, slice):
+            if p.step is not None and p.step <= 0:
+                raise ValueError("step must be greater than zero")
+            size = out._np.shape[dim]
+            if single or p.indices(size) != (0, size, 1):
+                out = sh.SliceBackward0.apply(out, key=(slice(None),) * dim + (p,))
+            dim += 1
+        elif isinstance(p, int):
+            size = out._np.shape[dim]
+            if not -size <= p < size:
+                raise IndexError(f"index {p} is out of bounds for dimension {dim} with size {size}")
+            out = sh.SelectBackward0.apply(out, key=(slice(None),) * dim + (p,))
+        else:
+            arrays.append((dim, p))
+            dim += p.ndim if p.dtype == np.bool_ else 1
+    if arrays:
+        np_key, at = [], 0
+        for i, (d, p) in enumerate(arrays):
+            shape = out._np.shape
+            if p.dtype == np.bool_:
+                for j, n in enumerate(p.shape):
+                    if n != shape[d + j]:
+                        raise IndexError(f"The shape of the mask {list(p.shape)} at index {j} does not match the "
+                                         f"shape of the indexed tensor {list(shape)} at index {d + j}")
+            elif p.size:
+                bad = (p < -shape[d]) | (p >= shape[d])
+                if bad.any():
+                    raise IndexError(f"index {p[bad].flat[0]} is out of bounds for dimension {i} with size "
+                                     f"{shape[d]}")
+            np_key += [slice(None)] * (d - at) + [p]
+            at = d + (p.ndim if p.dtype == np.bool_ else 1)
+        out = sh.IndexBackward0.apply(out, key=tuple(np_key))
+    return sh.AliasBackward0.apply(t) if out is t else out
+
+
+def _should_fold(a, b):
+    """PyTorch's should_fold: whether matmul folds the batch dimensions of the operand with >= 3
+    dimensions into one mm/mv with the other (1 or 2 dimensions)."""
+    a_larger = a.ndim >= b.ndim
+    t1 = a._np if a_larger else np.swapaxes(b._np, -1, -2)
+    small = b if a_larger else a
+    if not (t1.ndim >= 3 and small.ndim <= 2):
+        return False
+    if small.requires_grad:
+        return True
+    if a.ndim == 2:
+        return False
+    if t1.size == 0:
+        return True
+    st, n = t1.strides, t1.shape
+    return all(st[i] == st[i + 1] * n[i + 1] for i in range(t1.ndim - 2))
 
 
 def matmul(a, b):
-    """PyTorch's matmul: dot, mv, mm, or a batched product through expand, view and bmm."""
+    """PyTorch's matmul (``_matmul_impl``): dot, mv, mm; the batch of an N-d operand folded into an
+    mm or mv with a 1-d or 2-d one; else a batched product through expand, reshape and bmm."""
     da, db = a.ndim, b.ndim
     if da == 0 or db == 0:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {da}D and {db}D")
@@ -787,40 +875,65 @@ def matmul(a, b):
         return sh.SqueezeBackward4.apply(a.unsqueeze(0).mm(b), dim=0)
     if da == 2 and db == 2:
         return a.mm(b)
-    if da >= 3 and db <= 2:
-        lead = a.shape[:-1]
-        flat = a.reshape(-1, a.shape[-1])
-        out = flat.mm(b if db == 2 else b.unsqueeze(-1))
-        shape = lead + ((b.shape[-1],) if db == 2 else ())
-        return sh.UnsafeViewBackward0.apply(out, shape=shape)
-    # Batched: broadcast the batch dimensions, fold them into one, bmm, unfold.
-    a2 = a.unsqueeze(0) if da == 1 else a
-    b2 = b.unsqueeze(-1) if db == 1 else b
-    n, k = a2.shape[-2:]
-    k2, m = b2.shape[-2:]
-    err = _broadcast_error(tuple(a2.shape[:-2]), tuple(b2.shape[:-2]))
+    if _should_fold(a, b):
+        transpose = db > da
+        t1 = b.mT if transpose else a
+        t2 = (a.t() if da == 2 else a) if transpose else b
+        lead = tuple(t1.shape[:-1])
+        folded = t1.reshape(int(np.prod(lead)), t1.shape[-1])
+        if t2.ndim == 2:
+            out = sh.UnsafeViewBackward0.apply(folded.mm(t2), shape=lead + (t2.shape[1],))
+            return out.mT.contiguous() if transpose else out
+        return sh.UnsafeViewBackward0.apply(folded.mv(t2), shape=lead)
+    if da == 3 and db == 3 and a.shape[0] != b.shape[0]:
+        # A batch of one that requires grad is squeezed and goes through the fold above.
+        if a.shape[0] == 1 and a.requires_grad:
+            return matmul(a.squeeze(0), b)
+        if b.shape[0] == 1 and b.requires_grad:
+            return matmul(a, b.squeeze(0))
+    n, m1 = (a.shape[-2] if da > 1 else 1), a.shape[-1]
+    m2, p = (b.shape[-2] if db > 1 else b.shape[0]), (b.shape[-1] if db > 1 else 1)
+    batch_a, batch_b = tuple(a.shape[:-2]), tuple(b.shape[:-2])
+    err = _broadcast_error(batch_a, batch_b)
     if err is not None:
         raise err
-    batch = tuple(np.broadcast_shapes(tuple(a2.shape[:-2]), tuple(b2.shape[:-2])))
+    batch = tuple(np.broadcast_shapes(batch_a, batch_b))
     bsz = int(np.prod(batch))
-    a3 = a2.expand(batch + (n, k)).reshape(bsz, n, k)
-    b3 = b2.expand(batch + (k2, m)).reshape(bsz, k2, m)
-    out_shape = batch + ((n,) if da > 1 else ()) + ((m,) if db > 1 else ())
-    return sh.UnsafeViewBackward0.apply(a3.bmm(b3), shape=out_shape)
+    a3 = a.expand(batch + (n, m1)).reshape(bsz, n, m1)
+    if db == 1:
+        out = a3.bmm(b.expand(batch + (m2,)).reshape(bsz, m2).unsqueeze(2)).squeeze(-1)
+    else:
+        out = a3.bmm(b.expand(batch + (m2, p)).reshape(bsz, m2, p))
+    out_shape = batch + ((n,) if da > 1 else ()) + ((p,) if db > 1 else ())
+    return sh.UnsafeViewBackward0.apply(out, shape=out_shape)
 
 
 def maximum(a, b):
-    return where(a >= b, a, b)
+    return a._binary(b, pw.MaximumBackward0)
 
 
 def minimum(a, b):
-    return where(a <= b, a, b)
+    return a._binary(b, pw.MinimumBackward0)
 
 
 def where(condition, a, b):
     cond = condition._np if isinstance(condition, Tensor) else np.asarray(condition)
+    # Type promotion as for a binary op: a Python scalar only lifts the category.
+    if isinstance(a, Tensor):
+        dt = result_dtype(a, b)
+    elif isinstance(b, Tensor):
+        dt = result_dtype(b, a)
+    else:
+        dt = _DEFAULT_FOR_CATEGORY[max(_scalar_category(a), _scalar_category(b))]
     if not isinstance(a, Tensor):
-        a = Tensor._wrap(np.asarray(a, dtype=b._np.dtype if isinstance(b, Tensor) else np.float32))
+        a = Tensor._wrap(np.asarray(a, dtype=dt))
     if not isinstance(b, Tensor):
-        b = Tensor._wrap(np.asarray(b, dtype=a._np.dtype))
-    return pw.WhereBackward0.apply(a, b, condition=cond)
+        b = Tensor._wrap(np.asarray(b, dtype=dt))
+    try:
+        return pw.WhereBackward0.apply(a, b, condition=cond, dtype=dt)
+    except ValueError:
+        err = _broadcast_error(cond.shape, a._np.shape) or _broadcast_error(
+            np.broadcast_shapes(cond.shape, a._np.shape), b._np.shape)
+        if err is None:
+            raise
+        raise err from None

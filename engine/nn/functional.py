@@ -5,12 +5,13 @@ from .. import _random
 from .._tensor import Tensor
 from ..ops import nn as _nn
 from ..ops.linalg import AddmmBackward0
+from ..ops.pointwise import DivBackward1
 
 
 def linear(input, weight, bias=None):
     if input.ndim == 2 and bias is not None:
         return _nn_addmm(bias, input, weight.t())
-    if input.ndim > 2 and bias is not None:
+    if input.ndim != 2 and bias is not None:
         lead = tuple(input.shape[:-1])
         out = _nn_addmm(bias, input.reshape(-1, input.shape[-1]), weight.t())
         return out.view(lead + (weight.shape[0],))
@@ -69,6 +70,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 def adaptive_avg_pool2d(input, output_size):
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if size == (1, 1):
         # PyTorch computes a 1x1 adaptive pool as a mean over the spatial dimensions.
@@ -77,13 +80,12 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    if not training and (running_mean is None or running_var is None):
-        raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
     c = input.shape[1]
-    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
-        if t is not None and tuple(t.shape) != (c,):
-            raise RuntimeError(f"batch_norm: expected {name} to have {c} elements (one per channel of input "
-                               f"{list(input.shape)}), got shape {list(t.shape)}")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if t is None and not training and name.startswith("running"):
+            raise RuntimeError(f"{name} must be defined in evaluation mode")
+        if t is not None and t.numel() != c:
+            raise RuntimeError(f"{name} should contain {c} elements not {t.numel()}")
     args = [input] + [t for t in (weight, bias) if t is not None]
     return _nn.NativeBatchNormBackward0.apply(
         *args, running_mean=None if running_mean is None else running_mean._np,
@@ -91,21 +93,36 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
-    return _nn.NllLossBackward0.apply(input, target=target._np, weight=None if weight is None else weight._np,
-                                      reduction=reduction, ignore_index=ignore_index)
+    kw = dict(weight=None if weight is None else weight._np, reduction=reduction, ignore_index=ignore_index)
+    if input.ndim <= 2:
+        return _nn.NllLossBackward0.apply(input, target=target._np, **kw)
+    # K-dimensional input (N, C, d1, ...): PyTorch's nll_loss_nd, through the 2-d (per-pixel) loss.
+    n, c = input.shape[:2]
+    if target.ndim and target.shape[0] != n:
+        raise ValueError(f"Expected input batch_size ({n}) to match target batch_size ({target.shape[0]}).")
+    if input.ndim == 4:
+        return _nn.NllLoss2DBackward0.apply(input, target=target._np, **kw)
+    if tuple(target.shape[1:]) != tuple(input.shape[2:]):
+        raise RuntimeError(f"Expected target size {[n] + list(input.shape[2:])}, got {list(target.shape)}")
+    out = _nn.NllLoss2DBackward0.apply(input.contiguous().view(n, c, 1, -1), target=target._np.reshape(n, 1, -1), **kw)
+    return out.view((n,) + tuple(input.shape[2:])) if reduction == "none" else out
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     if label_smoothing:
         raise NotImplementedError("gradviz.engine's cross_entropy has no label smoothing")
     logp = log_softmax(input, 1 if input.ndim > 1 else 0)
-    if target.is_floating_point():
-        # Class probabilities as targets.
-        if target.shape != input.shape:
-            raise RuntimeError(f"Expected target size {list(input.shape)}, got {list(target.shape)}")
-        per = -(logp * target if weight is None else logp * target * weight).sum(1 if input.ndim > 1 else 0)
-        return per if reduction == "none" else per.sum() if reduction == "sum" else (
-            per.sum() / input.shape[0] if input.ndim > 1 else per)
+    if target.is_floating_point() and target.shape == input.shape:
+        # Class probabilities as targets, composed as PyTorch composes them.
+        class_dim = 1 if input.ndim > 1 else 0
+        prod = logp * target
+        if weight is not None:
+            prod = prod * weight.view([weight.shape[0] if d == class_dim else 1 for d in range(input.ndim)])
+        if reduction == "none":
+            return -prod.sum(class_dim)
+        if reduction == "sum":
+            return -prod.sum()
+        return DivBackward1.apply(-prod.sum(), scalar=input.numel() // input.shape[class_dim])
     return nll_loss(logp, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
 
 

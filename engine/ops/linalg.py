@@ -8,6 +8,19 @@ def _x(shape):
     return "x".join(str(n) for n in shape)
 
 
+# How PyTorch's messages name dtypes: the C type (mm) or the scalar type's title (the others).
+_C_NAME = {"float32": "float", "float64": "double", "int64": "long int", "int32": "int", "bool": "bool"}
+_TITLE = {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int", "bool": "Bool"}
+
+
+def _c(dt):
+    return _C_NAME.get(dt.name, dt.name)
+
+
+def _t(dt):
+    return _TITLE.get(dt.name, dt.name)
+
+
 def _grad_b(a, grad, b):
     """``a.T @ grad``, laid out like ``b``: when ``b`` is a transposed view (``weight.t()`` in
     ``linear``), computing the transposed product keeps the weight's gradient C-contiguous."""
@@ -23,7 +36,7 @@ class MmBackward0(Function):
         if a.shape[1] != b.shape[0]:
             raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_x(a.shape)} and {_x(b.shape)})")
         if a.dtype != b.dtype:
-            raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {a.dtype} != {b.dtype}")
+            raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {_c(a.dtype)} != {_c(b.dtype)}")
         self.save_for_backward(a, b)
         return a @ b
 
@@ -39,6 +52,10 @@ class AddmmBackward0(Function):
     def forward(self, bias, a, b):
         if a.shape[1] != b.shape[0]:
             raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_x(a.shape)} and {_x(b.shape)})")
+        for name, x in (("self", bias), ("mat1", a)):
+            if x.dtype != b.dtype:
+                raise RuntimeError(f"{name} and mat2 must have the same dtype, but got {_t(x.dtype)} and "
+                                   f"{_t(b.dtype)}")
         self.save_for_backward(a, b)
         self.bias_meta = (bias.shape, bias.dtype)
         out = a @ b
@@ -56,8 +73,13 @@ class AddmmBackward0(Function):
 
 class MvBackward0(Function):
     def forward(self, m, v):
+        if m.ndim != 2 or v.ndim != 1:
+            raise RuntimeError(f"vector + matrix @ vector expected, got 1, {m.ndim}, {v.ndim}")
         if m.shape[1] != v.shape[0]:
             raise RuntimeError(f"size mismatch, got input ({m.shape[0]}), mat ({_x(m.shape)}), vec ({v.shape[0]})")
+        if m.dtype != v.dtype:
+            raise RuntimeError(f"addmv input tensors must have the same dtype, but got {_t(v.dtype)}, "
+                               f"{_t(m.dtype)}, and {_t(v.dtype)}")
         self.save_for_backward(m, v)
         return m @ v
 
@@ -69,10 +91,15 @@ class MvBackward0(Function):
 
 class DotBackward0(Function):
     def forward(self, a, b):
+        if a.ndim != 1 or b.ndim != 1:
+            raise RuntimeError(f"1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
         if a.shape != b.shape:
             raise RuntimeError(f"inconsistent tensor size, expected tensor [{a.shape[0]}] and src [{b.shape[0]}] to "
                                f"have the same number of elements, but got {a.shape[0]} and {b.shape[0]} elements "
                                f"respectively")
+        if a.dtype != b.dtype:
+            raise RuntimeError(f"dot : expected both vectors to have same dtype, but found {_t(a.dtype)} and "
+                               f"{_t(b.dtype)}")
         self.save_for_backward(a, b)
         return np.asarray(a @ b)
 
@@ -88,6 +115,8 @@ class BmmBackward0(Function):
         if b.shape[:2] != (a.shape[0], a.shape[2]):
             raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
                                f"[{a.shape[0]}, {a.shape[2]}] but got: [{b.shape[0]}, {b.shape[1]}].")
+        if a.dtype != b.dtype:
+            raise RuntimeError(f"expected scalar type {_t(a.dtype)} but found {_t(b.dtype)}")
         self.save_for_backward(a, b)
         return np.matmul(a, b)
 

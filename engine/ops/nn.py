@@ -12,11 +12,12 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _out_size(size, k, s, p, what):
-    out = (size + 2 * p - k) // s + 1
-    if out <= 0 or size + 2 * p < k:
-        raise RuntimeError(f"{what}: Calculated output size is too small (input {size} + 2*padding {p} < kernel {k})")
-    return out
+def _out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def _shape(shape):
+    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 def _windows(xp, kh, kw, sh, sw, oh, ow):
@@ -42,10 +43,16 @@ class ConvolutionBackward0(Function):
         n, c, h, w = x.shape
         o, ci, kh, kw = weight.shape
         if ci != c:
-            raise RuntimeError(f"Given groups=1, weight of size [{', '.join(map(str, weight.shape))}], expected input"
-                               f"[{', '.join(map(str, x.shape))}] to have {ci} channels, but got {c} channels instead")
+            raise RuntimeError(f"Given groups=1, weight of size {_shape(weight.shape)}, expected input"
+                               f"{_shape(x.shape)} to have {ci} channels, but got {c} channels instead")
+        if bias is not None and bias.shape != (o,):
+            raise RuntimeError(f"Given weight of size {_shape(weight.shape)}, expected bias to be 1-dimensional with "
+                               f"{o} elements, but got bias of size {_shape(bias.shape)} instead")
         (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
-        oh, ow = _out_size(h, kh, sh, ph, "conv2d"), _out_size(w, kw, sw, pw, "conv2d")
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise RuntimeError(f"Calculated padded input size per channel: ({h + 2 * ph} x {w + 2 * pw}). Kernel size: "
+                               f"({kh} x {kw}). Kernel size can't be greater than actual input size")
+        oh, ow = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
         xp = _pad(x, ph, pw)
         # Columns laid out (N, OH, OW | C, KH, KW): one copy out of the strided view.
         cols = _windows(xp, kh, kw, sh, sw, oh, ow).transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
@@ -79,7 +86,15 @@ class ConvolutionBackward0(Function):
 
 
 class MaxPool2DWithIndicesBackward0(Function):
+    """Max pooling of (N, C, H, W) or unbatched (C, H, W) input; the gradient goes to the first
+    maximum of each window (row-major), adding up where windows overlap."""
+
     def forward(self, x, kernel_size, stride=None, padding=0):
+        if x.ndim not in (3, 4) or not x.size:
+            raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
+        self.unbatched = x.ndim == 3
+        if self.unbatched:
+            x = x[None]
         n, c, h, w = x.shape
         (kh, kw) = _pair(kernel_size)
         (sh, sw) = _pair(stride if stride else kernel_size)
@@ -87,7 +102,10 @@ class MaxPool2DWithIndicesBackward0(Function):
         if ph > kh // 2 or pw > kw // 2:
             raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={ph}, "
                                f"kernel_size={kh} and dilation=1")
-        oh, ow = _out_size(h, kh, sh, ph, "max_pool2d"), _out_size(w, kw, sw, pw, "max_pool2d")
+        oh, ow = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+        if oh < 1 or ow < 1:
+            raise RuntimeError(f"Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{oh}x{ow}). Output size "
+                               f"is too small")
         xp = _pad(x, ph, pw, -np.inf)
         win = _windows(xp, kh, kw, sh, sw, oh, ow).reshape(n, c, oh, ow, kh * kw)
         arg = win.argmax(axis=-1)
@@ -99,12 +117,13 @@ class MaxPool2DWithIndicesBackward0(Function):
         base = (np.arange(n * c).reshape(n, c, 1, 1) * hp) * wp
         self.flat_index = base + rows * wp + cols  # index into the padded input, for backward
         self.geometry = (x.shape, (hp, wp), (ph, pw))
-        return out
+        return out[0] if self.unbatched else out
 
     def backward(self, grad):
         (n, c, h, w), (hp, wp), (ph, pw) = self.geometry
         dxp = np.bincount(self.flat_index.ravel(), weights=grad.ravel(), minlength=n * c * hp * wp)
-        return (dxp.reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + w].astype(grad.dtype),)
+        dx = dxp.reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + w].astype(grad.dtype)
+        return (dx[0] if self.unbatched else dx,)
 
 
 def _adaptive_bins(size, out):
@@ -116,6 +135,9 @@ class AdaptiveAvgPool2DBackward0(Function):
     """Each output cell averages its bin, found from an integral image: no loop over cells."""
 
     def forward(self, x, output_size):
+        self.unbatched = x.ndim == 3
+        if self.unbatched:
+            x = x[None]
         n, c, h, w = x.shape
         oh, ow = _pair(output_size)
         oh, ow = oh or h, ow or w
@@ -126,19 +148,21 @@ class AdaptiveAvgPool2DBackward0(Function):
                - s[:, :, eh[:, None], sw[None, :]] + s[:, :, sh[:, None], sw[None, :]])
         area = (eh - sh)[:, None] * (ew - sw)[None, :]
         self.bins, self.area, self.shape = (sh, eh, sw, ew), area, x.shape
-        return (box / area).astype(x.dtype)
+        out = (box / area).astype(x.dtype)
+        return out[0] if self.unbatched else out
 
     def backward(self, grad):
         sh, eh, sw, ew = self.bins
         n, c, h, w = self.shape
-        v = grad / self.area
+        v = (grad[None] if self.unbatched else grad) / self.area
         d = np.zeros((n, c, h + 1, w + 1), np.float64)
         rows_s, rows_e = sh[:, None], eh[:, None]
         cols_s, cols_e = sw[None, :], ew[None, :]
         for r, cc, sign in ((rows_s, cols_s, 1), (rows_s, cols_e, -1), (rows_e, cols_s, -1), (rows_e, cols_e, 1)):
             r_b, c_b = np.broadcast_arrays(r, cc)
             np.add.at(d, (slice(None), slice(None), r_b, c_b), sign * v)
-        return (d.cumsum(2).cumsum(3)[:, :, :h, :w].astype(grad.dtype),)
+        dx = d.cumsum(2).cumsum(3)[:, :, :h, :w].astype(grad.dtype)
+        return (dx[0] if self.unbatched else dx,)
 
 
 class NativeBatchNormBackward0(Function):
@@ -205,11 +229,18 @@ class NllLossBackward0(Function):
         if logp.ndim not in (1, 2):
             raise ValueError(f"Expected 1 or 2 dimensions for nll_loss input (got {logp.ndim})")
         lp = logp[None] if logp.ndim == 1 else logp
-        tg = np.asarray(target).reshape(-1)
+        target = np.asarray(target)
+        if logp.ndim == 2 and target.ndim and target.shape[0] != lp.shape[0]:
+            raise ValueError(f"Expected input batch_size ({lp.shape[0]}) to match target batch_size "
+                             f"({target.shape[0]}).")
+        if target.ndim > 1:
+            raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+        tg = target.reshape(-1)
         if tg.shape[0] != lp.shape[0]:
-            raise ValueError(f"Expected input batch_size ({lp.shape[0]}) to match target batch_size ({tg.shape[0]}).")
+            raise RuntimeError(f"size mismatch (got input: {list(logp.shape)}, target: {list(target.shape)})")
         if tg.dtype.kind not in "iu":
-            raise RuntimeError(f"expected scalar type Long but found {tg.dtype}")
+            title = {"float32": "Float", "float64": "Double", "bool": "Bool"}.get(tg.dtype.name, tg.dtype.name)
+            raise RuntimeError(f"expected target dtype to be Long or Byte, but got {title}")
         valid = tg != ignore_index
         bad = valid & ((tg < 0) | (tg >= lp.shape[1]))
         if bad.any():
@@ -218,6 +249,7 @@ class NllLossBackward0(Function):
         w = (weight[safe] if weight is not None else np.ones(tg.shape, lp.dtype)) * valid
         picked = -lp[np.arange(lp.shape[0]), safe] * w
         self.meta = (logp.shape, lp.dtype, safe, w, reduction)
+        self.valid = valid
         if reduction == "none":
             return picked.astype(lp.dtype).reshape(target.shape)
         total = picked.sum(dtype=lp.dtype)
@@ -233,10 +265,35 @@ class NllLossBackward0(Function):
         n = safe.shape[0]
         coef = -w * (grad.reshape(-1) if reduction == "none" else grad)
         if reduction == "mean":
-            coef = coef / self.denom
+            # Ignored targets get no gradient, even when all are ignored (the loss is then 0/0 = nan).
+            with np.errstate(divide="ignore", invalid="ignore"):
+                coef = np.where(self.valid, coef / self.denom, 0)
         out = np.zeros((n, shape[-1]), dtype)
         out[np.arange(n), safe] = coef
         return (out.reshape(shape),)
+
+
+class NllLoss2DBackward0(NllLossBackward0):
+    """The loss of every pixel: (N, C, H, W) log-probabilities, (N, H, W) targets. Computed as the
+    plain loss over (N*H*W, C) rows with the class dimension moved last."""
+
+    def forward(self, logp, target=None, weight=None, reduction="mean", ignore_index=-100):
+        target = np.asarray(target)
+        if target.ndim != 3:
+            raise RuntimeError(f"only batches of spatial targets supported (3D tensors) but got targets of "
+                               f"dimension: {target.ndim}")
+        n, c, h, w = logp.shape
+        if target.shape != (n, h, w):
+            raise RuntimeError(f"size mismatch (got input: {list(logp.shape)} , target: {list(target.shape)}")
+        self.nchw = logp.shape
+        rows = np.moveaxis(logp, 1, -1).reshape(-1, c)
+        out = super().forward(rows, target.reshape(-1), weight, reduction, ignore_index)
+        return out.reshape(target.shape) if reduction == "none" else out
+
+    def backward(self, grad):
+        n, c, h, w = self.nchw
+        (rows,) = super().backward(grad)
+        return (np.moveaxis(rows.reshape(n, h, w, c), -1, 1),)
 
 
 class MseLossBackward0(Function):

@@ -89,6 +89,40 @@ class DivBackward0(_Binary):
         return self.grads(grad, lambda: grad / b, lambda: -grad * a / (b * b))
 
 
+class DivBackward1(Function):
+    """``tensor / scalar`` as PyTorch's C++ code calls it (``cross_entropy``'s mean over class
+    probabilities); Python's ``/`` wraps the scalar in a tensor and records DivBackward0."""
+
+    def forward(self, a, scalar):
+        self.scalar = scalar
+        return (a / scalar).astype(a.dtype, copy=False)
+
+    def backward(self, grad):
+        return ((grad / self.scalar).astype(grad.dtype, copy=False),)
+
+
+class MaximumBackward0(_Binary):
+    """``maximum(a, b)``: the gradient goes to the larger operand and is halved between ties."""
+
+    compute = staticmethod(np.maximum)
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        half, zero = grad / 2, np.zeros((), grad.dtype)
+        return self.grads(grad, lambda: np.where(a > b, grad, np.where(a == b, half, zero)),
+                          lambda: np.where(b > a, grad, np.where(a == b, half, zero)))
+
+
+class MinimumBackward0(_Binary):
+    compute = staticmethod(np.minimum)
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        half, zero = grad / 2, np.zeros((), grad.dtype)
+        return self.grads(grad, lambda: np.where(a < b, grad, np.where(a == b, half, zero)),
+                          lambda: np.where(b < a, grad, np.where(a == b, half, zero)))
+
+
 class PowBackward0(Function):
     """``tensor ** scalar``."""
 
@@ -265,10 +299,10 @@ class ClampBackward1(Function):
 class WhereBackward0(Function):
     """``where(condition, a, b)``: the condition is a constant array, a and b tensors."""
 
-    def forward(self, a, b, condition=None):
+    def forward(self, a, b, condition=None, dtype=None):
         self.save_for_backward(condition)
         self.a_meta, self.b_meta = (a.shape, a.dtype), (b.shape, b.dtype)
-        return np.where(condition, a, b)
+        return _fix_dtype(np.where(condition, a, b), dtype)
 
     def backward(self, grad):
         (cond,) = self.saved_tensors

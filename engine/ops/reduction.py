@@ -70,7 +70,8 @@ class _Extremum(Function):
 
     def forward(self, x, dim=None, keepdim=False):
         if x.size == 0:
-            raise RuntimeError(f"{self.op_name}(): Expected reduction dim to be specified for input.numel() == 0.")
+            raise RuntimeError(f"{self.op_name}(): Expected reduction dim to be specified for input.numel() == 0. "
+                               f"Specify the reduction dim with the 'dim' argument.")
         self.dims, self.keepdim = _norm_dims(dim, x.ndim), keepdim
         axis = self.dims if x.ndim else None
         out = self.reduce(x, axis=axis, keepdims=keepdim)
@@ -139,6 +140,25 @@ class MaxBackward0(_ExtremumDim):
 
 class MinBackward0(_ExtremumDim):
     arg = staticmethod(np.argmin)
+
+
+class LinalgVectorNormBackward0(Function):
+    """The 2-norm over ``dim`` (all elements when None); the gradient of a zero norm is zero."""
+
+    def forward(self, x, dim=None, keepdim=False):
+        self.dims, self.keepdim = _norm_dims(dim, x.ndim), keepdim
+        out = np.sqrt(np.sum(x * x, axis=self.dims if x.ndim else None, keepdims=keepdim))
+        self.save_for_backward(x, np.asarray(out))
+        return np.asarray(out, dtype=x.dtype)
+
+    def backward(self, grad):
+        x, out = self.saved_tensors
+        if self.dims is not None and not self.keepdim:
+            for d in sorted(self.dims):
+                out, grad = np.expand_dims(out, d), np.expand_dims(grad, d)
+        scale = np.divide(grad, out, out=np.zeros(np.broadcast_shapes(grad.shape, out.shape), x.dtype),
+                          where=out != 0)
+        return (x * scale,)
 
 
 def _log_softmax(x, dim):

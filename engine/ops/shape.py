@@ -8,6 +8,14 @@ def _size(shape):
     return "[" + ", ".join(str(n) for n in shape) + "]"
 
 
+def wrap_dim(dim, ndim):
+    """``dim`` from [-ndim, ndim) to [0, ndim) (a 0-d tensor counts as 1-d), or PyTorch's IndexError."""
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
 def infer_shape(shape, numel):
     shape = list(shape)
     if shape.count(-1) > 1:
@@ -44,16 +52,41 @@ class ViewBackward0(Function):
 
 
 class UnsafeViewBackward0(ViewBackward0):
-    pass
+    """``_unsafe_view``: the reshape of a fresh contiguous copy (``reshape`` when no view exists,
+    the last step of ``matmul``)."""
+
+
+class ReshapeAliasBackward0(ViewBackward0):
+    """``reshape`` of a non-contiguous tensor whose strides still allow a view."""
+
+
+def can_view(x, shape):
+    """Whether ``x`` can be viewed as ``shape`` without a copy (PyTorch's computeStride)."""
+    out = x.view()
+    try:
+        out.shape = shape
+    except AttributeError:
+        return False
+    return True
+
+
+class AliasBackward0(Function):
+    """``x[:, :]`` or ``x[...]``: indexing that selects everything."""
+
+    def forward(self, x):
+        return x.view()
+
+    def backward(self, grad):
+        return (grad,)
 
 
 class TransposeBackward0(Function):
     def forward(self, x, dim0, dim1):
-        self.dims = (dim0, dim1)
-        return np.swapaxes(x, dim0, dim1)
+        self.dims = (wrap_dim(dim0, x.ndim), wrap_dim(dim1, x.ndim))
+        return np.swapaxes(x, *self.dims) if x.ndim else x.view()
 
     def backward(self, grad):
-        return (np.swapaxes(grad, *self.dims),)
+        return (np.swapaxes(grad, *self.dims) if grad.ndim else grad,)
 
 
 class TBackward0(Function):
@@ -68,12 +101,13 @@ class TBackward0(Function):
 
 class PermuteBackward0(Function):
     def forward(self, x, dims):
-        if sorted(d % max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
+        if len(dims) != x.ndim:
             raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match "
                                f"the length of the desired ordering of dimensions i.e. input.dim() = {x.ndim} "
-                               f"is not equal to len(dims) = {len(dims)}" if len(dims) != x.ndim
-                               else "permute(): duplicate dims are not allowed.")
-        self.dims = tuple(d % x.ndim for d in dims)
+                               f"is not equal to len(dims) = {len(dims)}")
+        self.dims = tuple(wrap_dim(d, x.ndim) for d in dims)
+        if len(set(self.dims)) != len(dims):
+            raise RuntimeError("permute(): duplicate dims are not allowed.")
         return np.transpose(x, self.dims)
 
     def backward(self, grad):
@@ -82,7 +116,7 @@ class PermuteBackward0(Function):
 
 class UnsqueezeBackward0(Function):
     def forward(self, x, dim):
-        self.dim = dim % (x.ndim + 1)
+        self.dim = wrap_dim(dim, x.ndim + 1)
         return np.expand_dims(x, self.dim)
 
     def backward(self, grad):
@@ -105,7 +139,8 @@ class SqueezeBackward1(SqueezeBackward0):
 
     def forward(self, x, dim):
         self.shape = x.shape
-        return np.squeeze(x, dim % x.ndim) if x.ndim and x.shape[dim] == 1 else x
+        dim = wrap_dim(dim, x.ndim)
+        return np.squeeze(x, dim) if x.ndim and x.shape[dim] == 1 else x
 
 
 class SqueezeBackward4(SqueezeBackward1):
@@ -168,22 +203,27 @@ class IndexBackward0(_Scatter):
 
 
 class CatBackward0(Function):
-    def forward(self, *arrays, dim=0):
-        self.dim = dim % arrays[0].ndim
+    """Concatenation in the promoted ``dtype``; each input's gradient comes back in its own dtype."""
+
+    def forward(self, *arrays, dim=0, dtype=None):
+        self.dim = wrap_dim(dim, arrays[0].ndim)
         self.sizes = [a.shape[self.dim] for a in arrays]
-        return np.concatenate(arrays, axis=self.dim)
+        self.dtypes = [a.dtype for a in arrays]
+        return np.concatenate(arrays, axis=self.dim, dtype=dtype)
 
     def backward(self, grad):
         bounds = np.cumsum(self.sizes)[:-1]
         parts = np.split(grad, bounds, axis=self.dim)
-        return tuple(p if need else None for p, need in zip(parts, self.needs_input_grad))
+        return tuple(p.astype(dt, copy=False) if need else None
+                     for p, dt, need in zip(parts, self.dtypes, self.needs_input_grad))
 
 
 class StackBackward0(Function):
-    def forward(self, *arrays, dim=0):
-        self.dim = dim % (arrays[0].ndim + 1)
-        return np.stack(arrays, axis=self.dim)
+    def forward(self, *arrays, dim=0, dtype=None):
+        self.dim = wrap_dim(dim, arrays[0].ndim + 1)
+        self.dtypes = [a.dtype for a in arrays]
+        return np.stack(arrays, axis=self.dim, dtype=dtype)
 
     def backward(self, grad):
-        return tuple(np.take(grad, i, axis=self.dim) if need else None
-                     for i, need in enumerate(self.needs_input_grad))
+        return tuple(np.take(grad, i, axis=self.dim).astype(dt, copy=False) if need else None
+                     for i, (dt, need) in enumerate(zip(self.dtypes, self.needs_input_grad)))
