@@ -24,7 +24,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet18(nn.Module):
+class ResNet(nn.Module):
     def __init__(self, num_classes=1000):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
@@ -49,7 +49,7 @@ class ResNet18(nn.Module):
 
 
 def resnet18(num_classes=1000):
-    return ResNet18(num_classes)
+    return ResNet(num_classes)
 
 
 def main():
