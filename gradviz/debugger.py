@@ -203,6 +203,8 @@ class Debugger:
                 for e in dec.feed(data):
                     self._handle(e)
         except TraceFormatError as exc:
+            for e in getattr(exc, "events", ()):  # the good events decoded before the bad frame
+                self._handle(e)
             detail = f"the program's event stream was corrupt: {exc}"
             self.proc.kill()
         except OSError:

@@ -303,7 +303,7 @@ def main(argv=None):
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        status = int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # the program's failure: show it, pause on it, keep everything
         listener.detach()
         torch_recording.stop()

@@ -11,7 +11,8 @@ Layout (all integers little-endian):
 Arrays are plain numbers of a fixed list of dtypes, and the metadata is JSON checked field by field:
 nothing in a file can run code. Every way a file can be wrong raises ``TraceFormatError`` (a
 ``ValueError``) naming what is wrong and where; no length field is trusted beyond the bytes that
-actually arrived.
+actually arrived. There is no end marker (a file being written is readable as it grows), so a file
+cut exactly between two frames reads as a shorter trace; a cut anywhere else is an error.
 """
 from __future__ import annotations
 
@@ -491,7 +492,9 @@ def read_events(path, partial=False):
 
 
 def load(path, partial=False, budget_bytes=None):
-    """Open a trace file as a ``Trace``."""
+    """Open a trace file as a ``Trace``. With ``partial``, a cut or corrupt file gives the trace of
+    its complete events before the first bad frame (a file that is not a gradviz trace of this
+    format version still raises ``TraceFormatError``)."""
     from .trace import DEFAULT_BUDGET, Trace
     events = read_events(path, partial=partial)
     trace = Trace(DEFAULT_BUDGET if budget_bytes is None else budget_bytes)

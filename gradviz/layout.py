@@ -1,0 +1,478 @@
+"""Layered (Sugiyama-style) layout of autograd graphs, computed in the core (no Qt).
+
+``layout(graph)`` places the nodes of a networkx DiGraph in horizontal layers, edges pointing down:
+the sources (for a graph whose edges follow the gradient, the loss's ``grad_fn``) at the top, every
+edge going from a layer to a lower one. The four classic phases, each chosen to be fast in Python
+on graphs of a few thousand nodes (a transformer's autograd graph is ~5,000 nodes and ~2,800
+layers deep, so anything done per layer in Python must be cheap, and anything done per edge pair
+must be numpy):
+
+1. **Cycles.** Autograd graphs are DAGs, but a graph read from elsewhere may not be. A Kahn
+   topological sort that, when it gets stuck, takes the first unplaced node as if it were a
+   source; every edge that then points backwards is drawn reversed (``Layout.reversed_edges``),
+   self-loops are dropped. So a cycle costs O(V + E), never a hang.
+2. **Layering.** Longest path from the sources, then a few greedy passes that move each node to
+   the end of its feasible range that shortens its edges (a cheap stand-in for Graphviz's network
+   simplex): without them a parameter's ``leaf -> AccumulateGrad`` chain sits in layer 0 and its
+   edge to the op that uses it, hundreds of layers down, becomes hundreds of dummy nodes.
+   Edges spanning several layers are split by dummy nodes (one per crossed layer).
+3. **Crossing reduction.** An initial order from a depth-first walk of the (undirected) layered
+   graph, which is crossing-free for trees and nearly so for autograd graphs (a tree plus a few
+   residual/shared edges); then alternating down/up barycenter sweeps and adjacent transpositions,
+   only on the layers next to a gap that still has crossings. Crossings are counted for all gaps
+   at once by a numpy merge-sort inversion count (``_inversions``); that count decides when to stop
+   and is the reported ``Layout.crossings``.
+4. **Coordinates.** y from the layer (layer heights from the tallest node). x by an iterative
+   balancing, vectorised over all nodes: every node is pulled to the weighted mean of its
+   neighbours (dummy-to-dummy segments weigh most, so long edges come out straight), then each
+   layer is made non-overlapping again by a projection that keeps its order and minimum gaps.
+
+Live graphs: ``layout(graph, previous=old_layout)`` keeps the nodes of ``old_layout``: their layers
+only move when an edge forces them to, their left-to-right order within a layer is kept (new nodes
+are slotted in by barycenter), their x is anchored to the old one, and the result is translated so
+that the old nodes stay where they were.
+
+``count_crossings(graph, layers, xs)`` counts the crossings of any layered drawing (ours, or one
+read from Graphviz) with the same counter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_NODE_SIZE = (140.0, 28.0)
+_DUMMY_WIDTH = 0.0  # a long edge's bend point takes no room of its own, only a (smaller) gap
+
+
+@dataclass
+class Layout:
+    """The result of :func:`layout`.
+
+    ``positions``: node -> (x, y) of its centre; y grows with the layer (sources at the top).
+    ``layers``: node -> layer index (0 = top). ``order``: the nodes of each layer, left to right.
+    ``edges``: (u, v) -> polyline [(x, y), ...] from u's centre to v's centre through the bend
+    points of a long edge (reversed edges still run from u to v). ``crossings``: the number of edge
+    crossings of the layered drawing (bend points included). ``reversed_edges``: edges drawn
+    against their direction to break cycles (empty for a DAG).
+    """
+    positions: dict
+    layers: dict
+    order: list
+    edges: dict
+    crossings: int
+    reversed_edges: list = field(default_factory=list)
+    sizes: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def bounds(self):
+        """(xmin, ymin, xmax, ymax) of the node boxes."""
+        if not self.positions:
+            return (0.0, 0.0, 0.0, 0.0)
+        xs0 = [x - self.sizes[n][0] / 2 for n, (x, _) in self.positions.items()]
+        xs1 = [x + self.sizes[n][0] / 2 for n, (x, _) in self.positions.items()]
+        ys0 = [y - self.sizes[n][1] / 2 for n, (_, y) in self.positions.items()]
+        ys1 = [y + self.sizes[n][1] / 2 for n, (_, y) in self.positions.items()]
+        return (min(xs0), min(ys0), max(xs1), max(ys1))
+
+
+# --------------------------------------------------------------------------------------------
+# crossing counting
+
+
+def _inversions(a, group=None, ngroups=0):
+    """Number of pairs i < j with a[i] > a[j], by a bottom-up merge sort in numpy (O(n log^2 n)
+    in C, no Python loop per element). With ``group`` (the group of each element, groups of
+    consecutive elements), also the count per group of the later element of each pair."""
+    a = np.asarray(a, dtype=np.int64)
+    n = len(a)
+    per = np.zeros(ngroups, dtype=np.int64) if group is not None else None
+    if n < 2:
+        return (0, per) if group is not None else 0
+    # Ranks so that (value + block * big) cannot overflow whatever the input values are.
+    _, vals = np.unique(a, return_inverse=True)
+    vals = vals.astype(np.int64)
+    big = np.int64(n + 1)
+    idx = np.arange(n, dtype=np.int64)
+    orig = idx.copy()  # which input element sits at each position (for per-group counts)
+    total = 0
+    width = 1
+    while width < n:
+        pair = idx // (2 * width)
+        in_b = (idx % (2 * width)) >= width
+        key = vals + pair * big
+        # The A halves, read in index order, are globally sorted (each half sorted, pairs offset).
+        ka = key[~in_b]
+        kb = key[in_b]
+        pb = pair[in_b]
+        greater = np.searchsorted(ka, (pb + 1) * big, side="left") - np.searchsorted(ka, kb, side="right")
+        total += int(greater.sum())
+        if group is not None:
+            per += np.bincount(group[orig[in_b]], weights=greater, minlength=ngroups).astype(np.int64)
+        perm = np.argsort(key, kind="stable")
+        vals = key[perm] - pair * big
+        orig = orig[perm]
+        width *= 2
+    return (total, per) if group is not None else total
+
+
+def _segment_crossings(gap, upper, lower, ngaps=0, per_gap=False):
+    """Crossings among segments between consecutive layers: segment s joins position upper[s] in
+    layer gap[s] to position lower[s] in layer gap[s] + 1. Two segments of the same gap cross when
+    their upper and lower positions are in opposite orders (sharing an end is no crossing)."""
+    gap = np.asarray(gap, dtype=np.int64)
+    if len(gap) < 2:
+        return (0, np.zeros(ngaps, dtype=np.int64)) if per_gap else 0
+    upper = np.asarray(upper, dtype=np.int64)
+    lower = np.asarray(lower, dtype=np.int64)
+    s = np.lexsort((lower, upper, gap))
+    # Lower ends offset by gap so that segments of different gaps never count as inverted.
+    key = lower[s] + gap[s] * (int(lower.max()) + 1)
+    if per_gap:
+        return _inversions(key, gap[s], ngaps)
+    return _inversions(key)
+
+
+def count_crossings(graph, layers, xs, edge_xs=None):
+    """Edge crossings of a layered drawing of ``graph``: ``layers`` maps node -> layer (int),
+    ``xs`` node -> x (a coordinate or a position in the layer; ties are broken by node order).
+    An edge spanning k > 1 layers passes the k - 1 layers between at the x values
+    ``edge_xs[(u, v)]`` if given, else on the straight line between its ends. Edges within one
+    layer are ignored, an edge going up counts as if it went down. This is how
+    :func:`layout`'s ``crossings`` are counted, and how a Graphviz drawing is compared to ours."""
+    nodes = list(graph.nodes)
+    pts_layer, pts_x, segs = [], [], []
+    index = {}
+    for i, v in enumerate(nodes):
+        index[v] = i
+        pts_layer.append(int(layers[v]))
+        pts_x.append(float(xs[v]))
+    for u, v in graph.edges:
+        lu, lv = int(layers[u]), int(layers[v])
+        if lu == lv:
+            continue
+        chain_x = None
+        if edge_xs is not None and (u, v) in edge_xs:
+            chain_x = list(edge_xs[(u, v)])
+        a, b = index[u], index[v]
+        if lu > lv:
+            a, b, lu, lv = b, a, lv, lu
+            if chain_x is not None:
+                chain_x = chain_x[::-1]
+        span = lv - lu
+        if chain_x is None or len(chain_x) != span - 1:
+            x0, x1 = pts_x[a], pts_x[b]
+            chain_x = [x0 + (x1 - x0) * k / span for k in range(1, span)]
+        prev = a
+        for k in range(1, span):
+            pts_layer.append(lu + k)
+            pts_x.append(chain_x[k - 1])
+            segs.append((prev, len(pts_x) - 1))
+            prev = len(pts_x) - 1
+        segs.append((prev, b))
+    if len(segs) < 2:
+        return 0
+    pl = np.asarray(pts_layer, dtype=np.int64)
+    px = np.asarray(pts_x, dtype=float)
+    rank = np.empty(len(px), dtype=np.int64)
+    rank[np.lexsort((np.arange(len(px)), px, pl))] = np.arange(len(px))
+    sg = np.asarray(segs, dtype=np.int64)
+    return _segment_crossings(pl[sg[:, 0]], rank[sg[:, 0]], rank[sg[:, 1]])
+
+
+# --------------------------------------------------------------------------------------------
+# phase 1 and 2: acyclic orientation, layering
+
+
+def _topological_order(n, succ, indeg):
+    """Kahn's algorithm; when every remaining node has a predecessor left (a cycle), the first
+    unplaced node (in graph order) is taken anyway. Returns the order (all n nodes)."""
+    indeg = list(indeg)
+    placed = [False] * n
+    order = []
+    stack = [v for v in range(n - 1, -1, -1) if indeg[v] == 0]
+    next_forced = 0
+    while len(order) < n:
+        if not stack:
+            while placed[next_forced]:
+                next_forced += 1
+            stack.append(next_forced)
+        v = stack.pop()
+        if placed[v]:
+            continue
+        placed[v] = True
+        order.append(v)
+        for w in reversed(succ[v]):
+            indeg[w] -= 1
+            if indeg[w] == 0 and not placed[w]:
+                stack.append(w)
+    return order
+
+
+def _assign_layers(n, pred, succ, topo, lower_bound=None, movable=None, passes=6):
+    """Longest-path layering from the sources, then greedy shortening: a node with at least as
+    many out- as in-edges moves down to just above its highest successor, one with more in- than
+    out-edges up to just below its lowest predecessor. Ties move down, which lets a whole
+    ``leaf -> AccumulateGrad`` chain slide down to the op that consumes it. ``lower_bound``
+    (previous layers) and ``movable`` (new nodes) keep an old layout's layers where possible."""
+    layer = [0] * n
+    for v in topo:
+        p = pred[v]
+        lv = max([layer[u] for u in p]) + 1 if p else 0
+        if lower_bound is not None and lower_bound[v] is not None and lower_bound[v] > lv:
+            lv = lower_bound[v]
+        layer[v] = lv
+    rtopo = topo[::-1]
+    for _ in range(passes):
+        changed = False
+        for v in rtopo:
+            s = succ[v]
+            if s and len(pred[v]) <= len(s) and (movable is None or movable[v]):
+                m = min([layer[w] for w in s]) - 1
+                if m > layer[v]:
+                    layer[v] = m
+                    changed = True
+        for v in topo:
+            p = pred[v]
+            if p and len(p) > len(succ[v]) and (movable is None or movable[v]):
+                m = max([layer[u] for u in p]) + 1
+                if m < layer[v]:
+                    layer[v] = m
+                    changed = True
+        if not changed:
+            break
+    if movable is not None:
+        # New sources go just above their successors (may be above layer 0: renormalised later).
+        for v in rtopo:
+            if movable[v] and not pred[v] and succ[v]:
+                layer[v] = min([layer[w] for w in succ[v]]) - 1
+    return layer
+
+
+# --------------------------------------------------------------------------------------------
+# the layered graph with dummy nodes
+
+
+class _Proper:
+    """The layered graph with every long edge split into unit segments through dummy nodes.
+    Nodes 0..n-1 are the graph's nodes, n.. the dummies. ``chains[e]`` lists the nodes along
+    (oriented) edge e, top to bottom."""
+
+    def __init__(self, n, layer, ea, eb):
+        layer = np.asarray(layer, dtype=np.int64)
+        ea = np.asarray(ea, dtype=np.int64)
+        eb = np.asarray(eb, dtype=np.int64)
+        ne = len(ea)
+        span = layer[eb] - layer[ea] if ne else np.zeros(0, dtype=np.int64)
+        ndum = span - 1
+        total_dummies = int(ndum.sum()) if ne else 0
+        self.n = n
+        self.size = n + total_dummies
+        dfirst = n + np.concatenate(([0], np.cumsum(ndum)[:-1])) if ne else np.zeros(0, np.int64)
+        clen = span + 1
+        cstart = np.concatenate(([0], np.cumsum(clen)[:-1])) if ne else np.zeros(0, np.int64)
+        eid = np.repeat(np.arange(ne), clen)
+        k = np.arange(int(clen.sum()) if ne else 0) - np.repeat(cstart, clen)
+        kspan = span[eid]
+        chain = np.where(k == 0, ea[eid], np.where(k == kspan, eb[eid], dfirst[eid] + k - 1))
+        inner = (k > 0) & (k < kspan)
+        self.layer = np.empty(self.size, dtype=np.int64)
+        self.layer[:n] = layer
+        self.layer[chain[inner]] = layer[ea[eid[inner]]] + k[inner]
+        self.nlayers = int(self.layer.max()) + 1 if self.size else 0
+        last = k == kspan
+        self.seg_a = chain[~last]                    # upper end of each unit segment
+        self.seg_b = chain[np.flatnonzero(~last) + 1]  # lower end
+        self.chain = chain
+        self.cstart = cstart
+        self.clen = clen
+        self.dummy_edge = np.full(self.size, -1, dtype=np.int64)  # for dummies: their edge
+        self.dummy_edge[chain[inner]] = eid[inner]
+        self.dummy_k = np.zeros(self.size, dtype=np.int64)         # and their index along it
+        self.dummy_k[chain[inner]] = k[inner]
+        up = [[] for _ in range(self.size)]
+        down = [[] for _ in range(self.size)]
+        for a, b in zip(self.seg_a.tolist(), self.seg_b.tolist()):
+            down[a].append(b)
+            up[b].append(a)
+        self.up = up
+        self.down = down
+
+
+# --------------------------------------------------------------------------------------------
+# phase 3: crossing reduction
+
+
+def _initial_order(p, starts, prefer=None):
+    """Left-to-right order of each layer from a depth-first walk of the layered graph, edges
+    taken both ways, appending each node to its layer when first reached: every subtree of the
+    walk is contiguous in every layer, so a tree gets no crossing. ``prefer`` (a key per node,
+    e.g. the previous x) instead sorts each layer by it."""
+    layers = [[] for _ in range(p.nlayers)]
+    lay = p.layer.tolist()
+    if prefer is not None:
+        for v in sorted(range(p.size), key=prefer.__getitem__):
+            layers[lay[v]].append(v)
+        return layers
+    seen = bytearray(p.size)
+    up, down = p.up, p.down
+    for s in list(starts) + list(range(p.size)):
+        if seen[s]:
+            continue
+        stack = [s]
+        while stack:
+            v = stack.pop()
+            if seen[v]:
+                continue
+            seen[v] = 1
+            layers[lay[v]].append(v)
+            # Pushed in reverse so the first neighbour (first argument of an op) is walked first.
+            for w in reversed(down[v]):
+                if not seen[w]:
+                    stack.append(w)
+            for w in reversed(up[v]):
+                if not seen[w]:
+                    stack.append(w)
+    return layers
+
+
+class _Orderer:
+    """Barycenter sweeps and transpositions over the per-layer lists of node ids (kept in place),
+    restricted to the layers around gaps that still have crossings."""
+
+    def __init__(self, p, layers, keep=None):
+        self.p = p
+        self.layers = layers
+        self.pos = [0] * p.size
+        for lst in layers:
+            for i, v in enumerate(lst):
+                self.pos[v] = i
+        # keep[v]: a rank that the sweeps must respect among the kept nodes of a layer (stability)
+        self.keep = keep
+        self.seg_gap = p.layer[p.seg_a]
+
+    def crossings(self):
+        p = self.p
+        pos = np.asarray(self.pos, dtype=np.int64)
+        return _segment_crossings(self.seg_gap, pos[p.seg_a], pos[p.seg_b],
+                                  max(p.nlayers - 1, 0), per_gap=True)
+
+    def _reorder(self, l, nbrs):
+        """Sort layer l by the barycenter of each node's neighbours in the adjacent layer (nodes
+        without such neighbours keep their slot); True if the order changed."""
+        lst = self.layers[l]
+        pos = self.pos
+        movable, slots = [], []
+        for i, v in enumerate(lst):
+            ns = nbrs[v]
+            if ns:
+                if len(ns) == 1:
+                    b = pos[ns[0]]
+                else:
+                    b = sum([pos[u] for u in ns]) / len(ns)
+                movable.append((b, i, v))
+                slots.append(i)
+        if len(movable) < 2:
+            return False
+        movable.sort()
+        new = list(lst)
+        for slot, (_, _, v) in zip(slots, movable):
+            new[slot] = v
+        keep = self.keep
+        if keep is not None:
+            # Old nodes keep their previous relative order: they take the slots the sort gave to
+            # old nodes, in their old order; new nodes stay where the barycenter put them.
+            kslots = [i for i, v in enumerate(new) if keep[v] is not None]
+            kept = sorted((new[i] for i in kslots), key=keep.__getitem__)
+            for i, v in zip(kslots, kept):
+                new[i] = v
+        if new == lst:
+            return False
+        lst[:] = new
+        for i, v in enumerate(new):
+            pos[v] = i
+        return True
+
+    def sweep(self, down, active):
+        """One sweep down (each layer by the one above) or up; a layer is reordered if it is
+        active (next to a gap with crossings) or its neighbour layer just changed."""
+        nbrs = self.p.up if down else self.p.down
+        rng = range(1, len(self.layers)) if down else range(len(self.layers) - 2, -1, -1)
+        prev_changed = False
+        for l in rng:
+            if len(self.layers[l]) < 2 or not (active[l] or prev_changed):
+                prev_changed = False
+                continue
+            prev_changed = self._reorder(l, nbrs)
+
+    def _pair_crossings(self, u, v):
+        """Crossings between the edges of u and those of v when u is just left of v."""
+        pos = self.pos
+        c = 0
+        for nb in (self.p.up, self.p.down):
+            pv = [pos[b] for b in nb[v]]
+            if not pv:
+                continue
+            for a in nb[u]:
+                pa = pos[a]
+                for pb in pv:
+                    if pa > pb:
+                        c += 1
+        return c
+
+    def transpose(self, active):
+        """Swap neighbours in the active layers while that removes crossings (Gansner et al.)."""
+        keep = self.keep
+        pos = self.pos
+        for l, lst in enumerate(self.layers):
+            if not active[l] or len(lst) < 2:
+                continue
+            for _ in range(4):
+                improved = False
+                for i in range(len(lst) - 1):
+                    u, v = lst[i], lst[i + 1]
+                    if keep is not None and keep[u] is not None and keep[v] is not None:
+                        continue
+                    if self._pair_crossings(v, u) < self._pair_crossings(u, v):
+                        lst[i], lst[i + 1] = v, u
+                        pos[u], pos[v] = i + 1, i
+                        improved = True
+                if not improved:
+                    break
+
+    def snapshot(self):
+        return [list(lst) for lst in self.layers]
+
+    def restore(self, snap):
+        self.layers = snap
+        for lst in snap:
+            for i, v in enumerate(lst):
+                self.pos[v] = i
+
+
+def _reduce_crossings(orderer, max_iter=12, patience=3):
+    """Alternate down/up sweeps + transpose on the layers around crossings; keep the best order
+    seen; stop when the count is 0 or has not improved for ``patience`` iterations."""
+    best, per_gap = orderer.crossings()
+    best_snap = orderer.snapshot()
+    stale = 0
+    for it in range(max_iter):
+        if best == 0:
+            break
+        nl = len(orderer.layers)
+        active = np.zeros(nl, dtype=bool)
+        hot = np.flatnonzero(per_gap)
+        active[hot] = True
+        active[np.minimum(hot + 1, nl - 1)] = True
+        active = active.tolist()
+        orderer.sweep(it % 2 == 0, active)
+        orderer.transpose(active)
+        count, per_gap = orderer.crossings()
+        if count < best:
+            best, best_snap, stale = count, orderer.snapshot(), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    orderer.restore(best_snap)
+    return best
