@@ -389,17 +389,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none=True):
-        for p in self.parameters():
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    if p.grad.grad_fn is not None:
-                        p.grad.detach_()
-                    else:
-                        p.grad.requires_grad_(False)
-                    with no_grad():
-                        p.grad.zero_()
+        zero_grads(self.parameters(), set_to_none)
 
     def apply(self, fn):
         for m in self.children():
@@ -604,3 +594,18 @@ class _IncompatibleKeys(tuple):
             f"_IncompatibleKeys(missing_keys={self[0]}, unexpected_keys={self[1]})"
 
     __str__ = __repr__
+
+
+def zero_grads(params, set_to_none=True):
+    """``zero_grad`` of modules and optimizers alike: drop each ``.grad``, or zero it in place."""
+    for p in params:
+        if p.grad is not None:
+            if set_to_none:
+                p.grad = None
+            else:
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
+                else:
+                    p.grad.requires_grad_(False)
+                with no_grad():
+                    p.grad.zero_()
