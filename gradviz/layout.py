@@ -357,9 +357,11 @@ class _Orderer:
         return _segment_crossings(self.seg_gap, pos[p.seg_a], pos[p.seg_b],
                                   max(p.nlayers - 1, 0), per_gap=True)
 
-    def _reorder(self, l, nbrs):
+    def _reorder(self, l, nbrs, reverse):
         """Sort layer l by the barycenter of each node's neighbours in the adjacent layer (nodes
-        without such neighbours keep their slot); True if the order changed."""
+        without such neighbours keep their slot); ties keep their order, or with ``reverse``
+        swap it (as Graphviz does on alternate passes, to get off plateaus). True if the order
+        changed."""
         lst = self.layers[l]
         pos = self.pos
         movable, slots = [], []
@@ -370,7 +372,7 @@ class _Orderer:
                     b = pos[ns[0]]
                 else:
                     b = sum([pos[u] for u in ns]) / len(ns)
-                movable.append((b, i, v))
+                movable.append((b, -i if reverse else i, v))
                 slots.append(i)
         if len(movable) < 2:
             return False
@@ -393,7 +395,7 @@ class _Orderer:
             pos[v] = i
         return True
 
-    def sweep(self, down, active):
+    def sweep(self, down, active, reverse=False):
         """One sweep down (each layer by the one above) or up; a layer is reordered if it is
         active (next to a gap with crossings) or its neighbour layer just changed."""
         nbrs = self.p.up if down else self.p.down
@@ -403,7 +405,7 @@ class _Orderer:
             if len(self.layers[l]) < 2 or not (active[l] or prev_changed):
                 prev_changed = False
                 continue
-            prev_changed = self._reorder(l, nbrs)
+            prev_changed = self._reorder(l, nbrs, reverse)
 
     def _pair_crossings(self, u, v):
         """Crossings between the edges of u and those of v when u is just left of v."""
@@ -420,8 +422,9 @@ class _Orderer:
                         c += 1
         return c
 
-    def transpose(self, active):
-        """Swap neighbours in the active layers while that removes crossings (Gansner et al.)."""
+    def transpose(self, active, reverse=False):
+        """Swap neighbours in the active layers while that removes crossings (Gansner et al.);
+        with ``reverse`` also when it changes nothing (a sideways move)."""
         keep = self.keep
         pos = self.pos
         for l, lst in enumerate(self.layers):
@@ -433,10 +436,14 @@ class _Orderer:
                     u, v = lst[i], lst[i + 1]
                     if keep is not None and keep[u] is not None and keep[v] is not None:
                         continue
-                    if self._pair_crossings(v, u) < self._pair_crossings(u, v):
+                    c0 = self._pair_crossings(u, v)
+                    if c0 == 0:
+                        continue
+                    c1 = self._pair_crossings(v, u)
+                    if c1 < c0 or (reverse and c1 == c0):
                         lst[i], lst[i + 1] = v, u
                         pos[u], pos[v] = i + 1, i
-                        improved = True
+                        improved = improved or c1 < c0
                 if not improved:
                     break
 
@@ -450,7 +457,7 @@ class _Orderer:
                 self.pos[v] = i
 
 
-def _reduce_crossings(orderer, max_iter=12, patience=3):
+def _reduce_crossings(orderer, max_iter=24, patience=4):
     """Alternate down/up sweeps + transpose on the layers around crossings; keep the best order
     seen; stop when the count is 0 or has not improved for ``patience`` iterations."""
     best, per_gap = orderer.crossings()
@@ -465,14 +472,233 @@ def _reduce_crossings(orderer, max_iter=12, patience=3):
         active[hot] = True
         active[np.minimum(hot + 1, nl - 1)] = True
         active = active.tolist()
-        orderer.sweep(it % 2 == 0, active)
-        orderer.transpose(active)
+        reverse = it % 4 < 2
+        orderer.sweep(it % 2 == 0, active, reverse)
+        orderer.transpose(active, not reverse)
         count, per_gap = orderer.crossings()
-        if count < best:
-            best, best_snap, stale = count, orderer.snapshot(), 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
+        # An equal count is kept too (a sideways move), but only a better one resets patience.
+        stale = 0 if count < best else stale + 1
+        if count <= best:
+            best, best_snap = count, orderer.snapshot()
+        if stale >= patience:
+            break
     orderer.restore(best_snap)
     return best
+
+
+# --------------------------------------------------------------------------------------------
+# phase 4: coordinates
+
+
+def _project(d, cum, lid):
+    """Closest-ish x to the wishes ``d`` (nodes sorted by layer, then order) that keeps every
+    layer's order and minimum gaps (``cum``: the minimum offset of each node from the first of
+    its layer). With y = d - cum the constraint is "y non-decreasing within a layer"; the mean of
+    the running max from the left and the running min from the right satisfies it and splits a
+    clash evenly between both sides. Offsets per layer keep the running max/min from leaking
+    across layers, so all layers are done in two numpy calls."""
+    y = d - cum
+    if len(y) == 0:
+        return y
+    big = float(y.max() - y.min()) + 1.0
+    off = lid * big
+    z = y + off
+    fwd = np.maximum.accumulate(z)
+    bwd = np.minimum.accumulate(z[::-1])[::-1]
+    return (fwd + bwd) / 2 - off + cum
+
+
+def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, anchor_w=None, init=None):
+    """x of every node of the layered graph (indexed by node id)."""
+    order = np.fromiter((v for lst in layers for v in lst), dtype=np.int64, count=p.size)
+    lid = p.layer[order].astype(float)
+    w = widths[order]
+    real = order < p.n
+    # minimum distance between consecutive nodes of a layer: half widths + a gap (smaller next
+    # to the bend points of long edges, so that bundles of long edges stay tight)
+    gap = np.where(real[1:] & real[:-1], node_gap, node_gap / 2.0)
+    sep = (w[1:] + w[:-1]) / 2 + gap
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = lid[1:] != lid[:-1]
+    sep = np.concatenate(([0.0], sep))
+    sep[first] = 0.0
+    cum = np.cumsum(sep)
+    starts = np.flatnonzero(first)
+    cum -= np.repeat(cum[starts], np.diff(np.append(starts, len(order))))
+    # slot of each node id in the sorted arrays
+    slot = np.empty(p.size, dtype=np.int64)
+    slot[order] = np.arange(len(order))
+    sa, sb = slot[p.seg_a], slot[p.seg_b]
+    dummy_a, dummy_b = ~real[sa], ~real[sb]
+    # Straight long edges matter most (a kinked edge is hard to follow over many layers).
+    sw = np.where(dummy_a & dummy_b, 8.0, np.where(dummy_a | dummy_b, 2.0, 1.0))
+    nn = len(order)
+    den = np.bincount(sa, sw, nn) + np.bincount(sb, sw, nn)
+    if anchor is not None:
+        aw = anchor_w[order]
+        ax = np.nan_to_num(anchor[order])
+        den = den + aw
+    has = den > 0
+    den = np.where(has, den, 1.0)
+    if init is not None:
+        x = _project(init[order], cum, lid)
+    else:
+        # every layer packed and centred on 0
+        ends = np.append(starts[1:] - 1, nn - 1)
+        centre = np.repeat(cum[ends] / 2, np.diff(np.append(starts, nn)))
+        x = cum - centre
+    for _ in range(iterations):
+        num = np.bincount(sa, sw * x[sb], nn) + np.bincount(sb, sw * x[sa], nn)
+        if anchor is not None:
+            num = num + aw * ax
+        d = np.where(has, num / den, x)
+        x = _project(d, cum, lid)
+    out = np.empty(p.size)
+    out[order] = x
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+
+
+def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=None,
+           iterations=60):
+    """Lay out ``graph`` (a networkx DiGraph) in layers; see the module docstring.
+
+    ``node_size(node) -> (width, height)``, default :data:`DEFAULT_NODE_SIZE`. ``layer_gap``: the
+    vertical space between layers, ``node_gap``: the horizontal space between neighbouring boxes.
+    ``previous``: an earlier :class:`Layout` of a subgraph of ``graph`` (a live graph that grew):
+    its nodes keep their order and (nearly) their positions. Cycles are broken by reversing edges
+    (listed in ``Layout.reversed_edges``, still drawn from u to v); self-loops are not drawn.
+    """
+    nodes = list(graph.nodes)
+    n = len(nodes)
+    index = {v: i for i, v in enumerate(nodes)}
+    sizes = {}
+    for v in nodes:
+        sizes[v] = tuple(map(float, node_size(v))) if node_size is not None else DEFAULT_NODE_SIZE
+    if n == 0:
+        return Layout({}, {}, [], {}, 0, [], sizes)
+    edge_list = [(u, v) for u, v in graph.edges if u != v]
+    eu = [index[u] for u, _ in edge_list]
+    ev = [index[v] for _, v in edge_list]
+    succ0 = [[] for _ in range(n)]
+    indeg = [0] * n
+    for a, b in zip(eu, ev):
+        succ0[a].append(b)
+        indeg[b] += 1
+    topo = _topological_order(n, succ0, indeg)
+    rank = [0] * n
+    for i, v in enumerate(topo):
+        rank[v] = i
+    # orient every edge along the topological order (reversing the few that close a cycle)
+    ea, eb, rev = [], [], []
+    seen_pairs = set()
+    for a, b in zip(eu, ev):
+        r = rank[a] > rank[b]
+        if r:
+            a, b = b, a
+        rev.append(r)
+        ea.append(a)
+        eb.append(b)
+    pred = [[] for _ in range(n)]
+    succ = [[] for _ in range(n)]
+    for a, b in zip(ea, eb):
+        if (a, b) in seen_pairs:  # u->v and v->u both: one layered edge is enough for layering
+            continue
+        seen_pairs.add((a, b))
+        succ[a].append(b)
+        pred[b].append(a)
+
+    keep_layer = None
+    movable = None
+    if previous is not None:
+        keep_layer = [previous.layers.get(v) for v in nodes]
+        movable = [lb is None for lb in keep_layer]
+    layer = _assign_layers(n, pred, succ, topo, keep_layer, movable)
+    lmin = min(layer)
+    if lmin != 0:
+        layer = [l - lmin for l in layer]
+
+    p = _Proper(n, layer, ea, eb)
+    nl = p.nlayers
+    widths = np.full(p.size, _DUMMY_WIDTH)
+    widths[:n] = [sizes[v][0] for v in nodes]
+
+    # previous layout: keys for the initial order, ranks to respect, x anchors
+    keep = prefer = anchor = anchor_w = init = None
+    if previous is not None:
+        anchor = np.full(p.size, np.nan)
+        for i, v in enumerate(nodes):
+            if v in previous.positions:
+                anchor[i] = previous.positions[v][0]
+        dummies = np.flatnonzero(p.dummy_edge >= 0)
+        for d, e, k in zip(dummies.tolist(), p.dummy_edge[dummies].tolist(), p.dummy_k[dummies].tolist()):
+            u, v = edge_list[e]
+            old = previous.edges.get((u, v))
+            if old is not None and len(old) == p.clen[e]:
+                anchor[d] = old[p.clen[e] - 1 - k][0] if rev[e] else old[k][0]
+        known = ~np.isnan(anchor)
+        # keys for new nodes: the mean key of known neighbours, spread a few steps
+        key = anchor.copy()
+        for _ in range(4):
+            missing = np.isnan(key)
+            if not missing.any():
+                break
+            kk = np.nan_to_num(key)
+            ok = (~np.isnan(key)).astype(float)
+            s = np.bincount(p.seg_a, kk[p.seg_b] * ok[p.seg_b], p.size) + np.bincount(p.seg_b, kk[p.seg_a] * ok[p.seg_a], p.size)
+            c = np.bincount(p.seg_a, ok[p.seg_b], p.size) + np.bincount(p.seg_b, ok[p.seg_a], p.size)
+            fill = missing & (c > 0)
+            key[fill] = s[fill] / c[fill]
+        hi = np.nanmax(key) if (~np.isnan(key)).any() else 0.0
+        key = np.where(np.isnan(key), hi + 1.0 + np.arange(p.size), key)
+        prefer = key.tolist()
+        keep = [k if kn else None for k, kn in zip(prefer, known.tolist())]
+        anchor_w = np.where(known, 4.0, 0.0)
+        init = key
+
+    if prefer is None:
+        # walk from the root: the single source (edges along the gradient) or the single sink
+        # (torchviz's direction), whichever side has fewer ends
+        srcs = [v for v in topo if not pred[v]]
+        snks = [v for v in topo if not succ[v]]
+        starts = srcs if len(srcs) <= len(snks) else snks
+        layers_list = _initial_order(p, starts)
+    else:
+        layers_list = _initial_order(p, (), prefer)
+    orderer = _Orderer(p, layers_list, keep)
+    crossings = _reduce_crossings(orderer)
+    layers_list = orderer.layers
+
+    xs = _x_coordinates(p, layers_list, widths, node_gap, iterations, anchor, anchor_w, init)
+    # y: layers stacked, each as tall as its tallest box
+    heights = np.zeros(nl)
+    np.maximum.at(heights, np.asarray(layer, dtype=np.int64), [sizes[v][1] for v in nodes])
+    ly = np.zeros(nl)
+    if nl > 1:
+        ly[1:] = np.cumsum((heights[:-1] + heights[1:]) / 2 + layer_gap)
+    ys = ly[p.layer]
+
+    if previous is not None:
+        # translate so that the nodes that were there stay put (a new root above shifts layers)
+        old = [i for i, v in enumerate(nodes) if v in previous.positions]
+        if old:
+            dx = np.median([previous.positions[nodes[i]][0] - xs[i] for i in old])
+            dy = np.median([previous.positions[nodes[i]][1] - ys[i] for i in old])
+            xs = xs + dx
+            ys = ys + dy
+
+    xl, yl = xs.tolist(), ys.tolist()
+    positions = {v: (xl[i], yl[i]) for i, v in enumerate(nodes)}
+    layers_out = {v: layer[i] for i, v in enumerate(nodes)}
+    order = [[nodes[v] for v in lst if v < n] for lst in layers_list]
+    chain = p.chain.tolist()
+    cs, cl = p.cstart.tolist(), p.clen.tolist()
+    edges = {}
+    for e, (u, v) in enumerate(edge_list):
+        pts = [(xl[c], yl[c]) for c in chain[cs[e]:cs[e] + cl[e]]]
+        edges[(u, v)] = pts[::-1] if rev[e] else pts
+    reversed_edges = [edge_list[e] for e in range(len(edge_list)) if rev[e]]
+    return Layout(positions, layers_out, order, edges, int(crossings), reversed_edges, sizes)

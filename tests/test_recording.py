@@ -62,7 +62,7 @@ def test_graph_edges_follow_the_gradient():
     by_op = {}
     for key, d in g.nodes(data=True):
         by_op.setdefault(d["op"] or d["label"], []).append(key)
-    (sub,), (mul,) = by_op["SubBackward0"], by_op["MulBackward0"]
+    (sub,) = by_op["SubBackward0"]
     assert [g.nodes[k]["op"] for k in g.successors(sub)] == ["MulBackward0", "PowBackward0"]
     assert sorted(g.nodes[k]["label"] for k in by_op["a"] + by_op["b"]) == ["a", "b"]
     a_key = by_op["a"][0]
@@ -166,7 +166,6 @@ def test_budget_is_never_exceeded_over_10000_iterations():
     assert t.values.peak_bytes <= budget and t.values.stored_bytes > budget // 2
     assert len(t.passes) == 10_000
     # Old values lost their arrays, never their summaries; the newest still have both.
-    assert t.grad(t.passes[0].order[-1], pass_index=0).array is None if False else True
     first, last = t.passes[0], t.passes[-1]
     assert all(v.summary is not None for vs in first.grad_outputs.values() for v in vs)
     assert all(v.array is None for vs in first.grad_outputs.values() for v in vs)

@@ -207,7 +207,6 @@ class NativeBatchNormBackward0(Function):
         grads = []
         if need[0]:
             if self.training:
-                n = grad.size // grad.shape[1]
                 dx = (dxhat - dxhat.mean(axis=axes, keepdims=True)
                       - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)) * invstd
             else:

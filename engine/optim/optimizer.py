@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 
 from .._tensor import Tensor
-from ..autograd.grad_mode import enable_grad, no_grad
+from ..autograd.grad_mode import enable_grad
 from ..nn.module import _typename
 
 # Observers of optimizer steps (gradviz's recorder); empty costs one test per step.
