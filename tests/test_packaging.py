@@ -30,3 +30,22 @@ def test_recording_the_engine_never_imports_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    """A folder left out of [tool.setuptools] works in the editable install and is missing from
+    the real one: list every folder that has an __init__.py."""
+    import os
+    import tomllib
+    root = os.path.join(os.path.dirname(__file__), "..")
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        tool = tomllib.load(f)["tool"]["setuptools"]
+    dirs = tool["package-dir"]
+    expected = set()
+    for top, name in (("gradviz", "gradviz"), ("engine", "gradviz.engine"), ("ui", "gradviz.ui")):
+        for folder, _, files in os.walk(os.path.join(root, top)):
+            if "__init__.py" in files and "__pycache__" not in folder:
+                rel = os.path.relpath(folder, os.path.join(root, top))
+                expected.add(name if rel == "." else name + "." + rel.replace(os.sep, "."))
+    assert set(tool["packages"]) == expected
+    assert all(os.path.isdir(os.path.join(root, d)) for d in dirs.values())
