@@ -72,17 +72,20 @@ def cmd_record(args):
             print(f"gradviz record: unknown demo {args.demo!r}; the demos are: {', '.join(demos.DEMOS)}",
                   file=sys.stderr)
             return 2
-        program = ["--demo", args.demo, "--"] + script_args
+    elif not script_args:
+        print("gradviz record: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
+        return 2
+    elif not os.path.isfile(script_args[0]):
+        print(f"gradviz record: no such script: {script_args[0]}", file=sys.stderr)
+        return 2
+    import tempfile
+    from gradviz.session import command
+    if args.demo:
+        cmd = command(args.values, output=output, demo=args.demo, args=script_args)
     else:
-        if not script_args:
-            print("gradviz record: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
-            return 2
-        if not os.path.isfile(script_args[0]):
-            print(f"gradviz record: no such script: {script_args[0]}", file=sys.stderr)
-            return 2
-        program = ["--"] + script_args
-    cmd = [sys.executable, "-m", "gradviz.session", "--output", output, "--values", args.values] + program
-    status = subprocess.call(cmd)
+        cmd = command(args.values, output=output, script=script_args[0], args=script_args[1:])
+    with tempfile.TemporaryDirectory(prefix="gradviz-") as private:
+        status = subprocess.call(cmd, cwd=private)
     from gradviz.tracefile import load
     trace = load(output, partial=True)
     print(f"gradviz: recorded {len(trace.events)} events ({trace.graph.number_of_nodes()} graph nodes, "

@@ -128,10 +128,10 @@ class Debugger:
         server, address = protocol.listen(self._tmp)
         token = secrets.token_hex(32)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{protocol.TOKEN_ENV: token})
-        cmd = [sys.executable, "-m", "gradviz.session", "--connect", address, "--values", self.values]
-        cmd += ["--demo", demo] if demo else ["--", os.fspath(script), *map(str, args)]
+        from .session import command
+        cmd = command(self.values, connect=address, demo=demo, script=script, args=args, cwd=cwd)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, cwd=cwd)
+                                     stderr=subprocess.PIPE, env=env, cwd=self._tmp)
         _children.add(self.proc)
         for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
             self._spawn(self._read_output, name, pipe)

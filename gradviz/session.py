@@ -241,6 +241,23 @@ class Session:
                                   detail=f"breakpoint {spec['id']}: gradient accumulated into {name or tensor}")
 
 
+def command(values="full", *, connect=None, output=None, demo=None, script=None, args=(), cwd=None):
+    """The command line that starts a session child. The child is started from a private folder
+    (``python -m`` puts the working folder first on sys.path, and a gradviz checkout there would
+    shadow the installed package); it moves to ``cwd`` (default: ours) before the program runs."""
+    cwd = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
+    cmd = [sys.executable, "-m", "gradviz.session", "--values", values, "--cwd", cwd]
+    if connect:
+        cmd += ["--connect", connect]
+    if output:
+        cmd += ["--output", os.path.join(cwd, os.fspath(output))]
+    if demo:
+        cmd += ["--demo", demo, "--", *map(str, args)]
+    else:
+        cmd += ["--", os.path.join(cwd, os.fspath(script)), *map(str, args)]
+    return cmd
+
+
 def _program_path(args):
     if args.demo:
         from . import demos
@@ -256,10 +273,13 @@ def main(argv=None):
     parser.add_argument("--output", help="write the stream to this trace file instead")
     parser.add_argument("--values", choices=("full", "summaries"), default="full")
     parser.add_argument("--demo")
+    parser.add_argument("--cwd", help="the folder the program runs in")
     parser.add_argument("program", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.program and args.program[0] == "--":
         args.program = args.program[1:]
+    if args.cwd:
+        os.chdir(args.cwd)
 
     sock = None
     cfg = {}

@@ -18,6 +18,14 @@ def _child_pids():
     return pids
 
 
+@pytest.fixture(autouse=True)
+def _outside_the_checkout(tmp_path_factory, monkeypatch):
+    """Run every test from a folder that is not the checkout: there ``python -m gradviz...`` in a
+    subprocess would import the source folder ``gradviz/`` (no engine in it) instead of the
+    installed package, which is what users and CI have."""
+    monkeypatch.chdir(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_child_process_outlives_the_suite():
     yield

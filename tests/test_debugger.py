@@ -285,3 +285,15 @@ def test_anomaly_in_forward(tmp_path):
         assert p.grad_inputs[0].tolist() == [1.0, float("inf")]
         dbg.resume()
         assert dbg.wait_paused(timeout=20).reason == "exited"
+
+
+def test_launching_from_inside_a_gradviz_checkout(tmp_path):
+    # A folder named gradviz/ in the program's folder must not shadow the installed package.
+    (tmp_path / "gradviz").mkdir()
+    (tmp_path / "gradviz" / "__init__.py").write_text("raise ImportError('the wrong gradviz')\n")
+    script = tmp_path / "prog.py"
+    script.write_text("import os\nprint('cwd', os.getcwd())\n")
+    with Debugger.launch(script="prog.py", cwd=tmp_path) as dbg:
+        p = dbg.wait_paused(timeout=20)
+        assert p.reason == "exited" and p.exit_code == 0, p
+        assert f"cwd {tmp_path}" in "".join(t for _, t in dbg.output)
