@@ -64,6 +64,19 @@ class EngineAdapter:
         return owner, owner.size, array.size, array.shape
 
     @staticmethod
+    def view_onto(view, owner, snapshot):
+        """``view`` of ``owner``, remade onto ``snapshot`` (a copy of ``owner``); None if the two
+        are not laid out alike."""
+        if snapshot.strides != owner.strides or snapshot.dtype != owner.dtype:
+            return None
+        offset = view.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+        return np.ndarray(view.shape, view.dtype, buffer=snapshot, offset=offset, strides=view.strides)
+
+    @staticmethod
+    def is_view(array):
+        return isinstance(array.base, np.ndarray)
+
+    @staticmethod
     def to_numpy(array, copy):
         return array.copy() if copy else array
 
@@ -120,6 +133,5 @@ class EngineListener:
         self.p.module_exited(module)
 
     # Optimizer.step
-    def optimizer_step(self, optimizer, updated):
-        updates = [(p, float(np.linalg.norm((p._np - before).ravel()))) for p, before in updated]
+    def optimizer_step(self, optimizer, updates):
         self.p.optimizer_step(type(optimizer).__name__, updates, optimizer.param_groups[0].get("lr"))

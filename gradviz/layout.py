@@ -1,48 +1,53 @@
 """Layered (Sugiyama-style) layout of autograd graphs, computed in the core (no Qt).
 
-``layout(graph)`` places the nodes of a networkx DiGraph in horizontal layers, edges pointing down:
-the sources (for a graph whose edges follow the gradient, the loss's ``grad_fn``) at the top, every
-edge going from a layer to a lower one. The four classic phases, each chosen to be fast in Python
-on graphs of a few thousand nodes (a transformer's autograd graph is ~5,000 nodes and ~2,800
-layers deep, so anything done per layer in Python must be cheap, and anything done per edge pair
-must be numpy):
+``layout(graph)`` places the nodes of a networkx DiGraph in horizontal layers with every edge
+pointing down: the sources at the top (for a graph whose edges follow the gradient, the loss's
+``grad_fn``; for torchviz's direction, the leaf tensors). The classic four phases, each picked to
+be fast in Python on graphs of thousands of nodes. A transformer's autograd graph has ~5,000 nodes
+in ~2,800 layers, so whatever runs per layer or per node in Python must be cheap and whatever
+touches all edges at once is numpy:
 
-1. **Cycles.** Autograd graphs are DAGs, but a graph read from elsewhere may not be. A Kahn
-   topological sort that, when it gets stuck, takes the first unplaced node as if it were a
-   source; every edge that then points backwards is drawn reversed (``Layout.reversed_edges``),
-   self-loops are dropped. So a cycle costs O(V + E), never a hang.
-2. **Layering.** Longest path from the sources, then a few greedy passes that move each node to
-   the end of its feasible range that shortens its edges (a cheap stand-in for Graphviz's network
-   simplex): without them a parameter's ``leaf -> AccumulateGrad`` chain sits in layer 0 and its
-   edge to the op that uses it, hundreds of layers down, becomes hundreds of dummy nodes.
-   Edges spanning several layers are split by dummy nodes (one per crossed layer).
-3. **Crossing reduction.** An initial order from a depth-first walk of the (undirected) layered
-   graph, which is crossing-free for trees and nearly so for autograd graphs (a tree plus a few
-   residual/shared edges); then alternating down/up barycenter sweeps and adjacent transpositions,
-   only on the layers next to a gap that still has crossings. Crossings are counted for all gaps
-   at once by a numpy merge-sort inversion count (``_inversions``); that count decides when to stop
-   and is the reported ``Layout.crossings``.
-4. **Coordinates.** y from the layer (layer heights from the tallest node). x by an iterative
-   balancing, vectorised over all nodes: every node is pulled to the weighted mean of its
-   neighbours (dummy-to-dummy segments weigh most, so long edges come out straight), then each
-   layer is made non-overlapping again by a projection that keeps its order and minimum gaps.
+1. **Cycles.** Autograd graphs are DAGs, but a graph from elsewhere may not be. A Kahn topological
+   sort that, when stuck, takes the first unplaced node as if it were a source; every edge that then
+   points backwards is laid out reversed (listed in ``Layout.reversed_edges``, still drawn from u
+   to v); self-loops are dropped. A cycle thus costs O(V + E), never a hang.
+2. **Layering.** Longest path from the sources, then block moves that shorten edges (a cheap
+   stand-in for Graphviz's network simplex; same total edge length as dot on the ResNet-18 and
+   transformer graphs). Edges spanning several layers get a dummy node in each layer they cross.
+3. **Crossing reduction.** An initial order from a depth-first walk of the layered graph (no
+   crossings for a tree, few for an autograd graph: a tree plus residual and shared edges), then
+   alternating down/up barycenter sweeps and adjacent transpositions (Gansner et al.) on the
+   layers next to gaps that still have crossings. Crossings are counted per gap between layers by
+   a vectorised inversion count (``_segment_crossings``); the count picks the best order, decides
+   when to stop and is the reported ``Layout.crossings``.
+4. **Coordinates.** y from the layer (each layer as tall as its tallest box). x by an iterative
+   least-squares balancing vectorised over all nodes: each node is pulled to the weighted mean of
+   its neighbours (segments of long edges weigh most, and weights grow as a segment gets closer
+   to vertical, so chains and long edges come out straight), then every layer is made overlap-free
+   again by an isotonic projection that keeps its order and minimum gaps.
 
-Live graphs: ``layout(graph, previous=old_layout)`` keeps the nodes of ``old_layout``: their layers
-only move when an edge forces them to, their left-to-right order within a layer is kept (new nodes
-are slotted in by barycenter), their x is anchored to the old one, and the result is translated so
-that the old nodes stay where they were.
+Live graphs: ``layout(graph, previous=old)`` keeps the nodes of ``old``: their layers only change
+when an edge forces it (a new root goes above them), their left-to-right order in a layer is kept
+(new nodes are slotted in where their neighbours are), their x is anchored to the old one, and the
+result is translated so that old nodes stay where they were.
 
-``count_crossings(graph, layers, xs)`` counts the crossings of any layered drawing (ours, or one
-read from Graphviz) with the same counter.
+``count_crossings(graph, layers, xs)`` counts the crossings of any layered drawing (ours, or a
+Graphviz one) with the same counter.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 DEFAULT_NODE_SIZE = (140.0, 28.0)
-_DUMMY_WIDTH = 0.0  # a long edge's bend point takes no room of its own, only a (smaller) gap
+# Effort budgets, in "proper-graph nodes x iterations": small graphs get many iterations, the
+# biggest still finish in a fraction of a second (Graphviz's mclimit/nslimit play the same role).
+_ORDER_WORK = 240_000   # sweep + transpose iterations of the crossing reduction (4..24)
+_X_WORK = 1_600_000     # balancing iterations of the x coordinates (40..400)
+_IRLS_START = 10        # plain least squares first, then reweighted towards vertical segments
+_IRLS_EPS = 0.5         # px: a segment this close to vertical weighs as much as it ever will
 
 
 @dataclass
@@ -52,9 +57,10 @@ class Layout:
     ``positions``: node -> (x, y) of its centre; y grows with the layer (sources at the top).
     ``layers``: node -> layer index (0 = top). ``order``: the nodes of each layer, left to right.
     ``edges``: (u, v) -> polyline [(x, y), ...] from u's centre to v's centre through the bend
-    points of a long edge (reversed edges still run from u to v). ``crossings``: the number of edge
-    crossings of the layered drawing (bend points included). ``reversed_edges``: edges drawn
-    against their direction to break cycles (empty for a DAG).
+    points of a long edge (one per layer crossed). ``crossings``: edge crossings of the layered
+    drawing, bend points included. ``reversed_edges``: edges laid out against their direction to
+    break cycles (empty for a DAG). ``sizes``: node -> (w, h) used. ``stats``: phase timings (s)
+    and counts, for benchmarks.
     """
     positions: dict
     layers: dict
@@ -63,74 +69,106 @@ class Layout:
     crossings: int
     reversed_edges: list = field(default_factory=list)
     sizes: dict = field(default_factory=dict, repr=False)
+    stats: dict = field(default_factory=dict, repr=False)
 
     @property
     def bounds(self):
         """(xmin, ymin, xmax, ymax) of the node boxes."""
         if not self.positions:
             return (0.0, 0.0, 0.0, 0.0)
-        xs0 = [x - self.sizes[n][0] / 2 for n, (x, _) in self.positions.items()]
-        xs1 = [x + self.sizes[n][0] / 2 for n, (x, _) in self.positions.items()]
-        ys0 = [y - self.sizes[n][1] / 2 for n, (_, y) in self.positions.items()]
-        ys1 = [y + self.sizes[n][1] / 2 for n, (_, y) in self.positions.items()]
-        return (min(xs0), min(ys0), max(xs1), max(ys1))
+        x0 = min(x - self.sizes[v][0] / 2 for v, (x, _) in self.positions.items())
+        x1 = max(x + self.sizes[v][0] / 2 for v, (x, _) in self.positions.items())
+        y0 = min(y - self.sizes[v][1] / 2 for v, (_, y) in self.positions.items())
+        y1 = max(y + self.sizes[v][1] / 2 for v, (_, y) in self.positions.items())
+        return (x0, y0, x1, y1)
 
 
 # --------------------------------------------------------------------------------------------
-# crossing counting
+# counting crossings
+
+_SMALL = 64  # groups up to this size: all pairs compared at once; bigger ones: merge sort
 
 
-def _inversions(a, group=None, ngroups=0):
-    """Number of pairs i < j with a[i] > a[j], by a bottom-up merge sort in numpy (O(n log^2 n)
-    in C, no Python loop per element). With ``group`` (the group of each element, groups of
-    consecutive elements), also the count per group of the later element of each pair."""
-    a = np.asarray(a, dtype=np.int64)
-    n = len(a)
-    per = np.zeros(ngroups, dtype=np.int64) if group is not None else None
+def _grouped_inversions(vals, gid, ngroups):
+    """Per group of consecutive elements (``gid`` sorted), the number of pairs i < j with
+    vals[i] > vals[j]. Groups are padded to a power of two (the padding sorts last, so it adds no
+    inversion) and laid out largest first, so that each starts at a multiple of its size. Groups
+    of one size up to _SMALL then form a 2-d array whose pairs are compared in one go; the few
+    larger ones go through a bottom-up merge sort of log2(size) numpy rounds."""
+    vals = np.asarray(vals, dtype=np.int64)
+    gid = np.asarray(gid, dtype=np.int64)
+    n = len(vals)
+    per = np.zeros(ngroups, dtype=np.int64)
     if n < 2:
-        return (0, per) if group is not None else 0
-    # Ranks so that (value + block * big) cannot overflow whatever the input values are.
-    _, vals = np.unique(a, return_inverse=True)
-    vals = vals.astype(np.int64)
-    big = np.int64(n + 1)
-    idx = np.arange(n, dtype=np.int64)
-    orig = idx.copy()  # which input element sits at each position (for per-group counts)
-    total = 0
+        return per
+    sizes = np.bincount(gid, minlength=ngroups)
+    cap = np.ones(ngroups, dtype=np.int64)
+    multi = sizes > 1
+    cap[multi] = 1 << np.ceil(np.log2(sizes[multi])).astype(np.int64)
+    gorder = np.argsort(-cap, kind="stable")
+    ocap = cap[gorder]
+    offset = np.empty(ngroups, dtype=np.int64)
+    offset[gorder] = np.concatenate(([0], np.cumsum(ocap)[:-1]))
+    pad = int(vals.max()) + 1
+    start = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    cur = np.full(int(cap.sum()), pad, dtype=np.int64)
+    cur[offset[gid] + np.arange(n) - start[gid]] = vals
+    # groups of each size class are consecutive in gorder
+    bounds = np.flatnonzero(np.diff(ocap)) + 1
+    for lo, hi in zip(np.concatenate(([0], bounds)), np.append(bounds, ngroups)):
+        c = int(ocap[lo])
+        if c < 2:
+            break
+        groups = gorder[lo:hi]
+        first = int(offset[groups[0]])
+        block = cur[first:first + c * (hi - lo)]
+        if c <= _SMALL:
+            i, j = np.triu_indices(c, 1)
+            m = block.reshape(-1, c)
+            per[groups] = np.count_nonzero(m[:, i] > m[:, j], axis=1)
+        else:
+            per[groups] = _merge_inversions(block.reshape(-1, c))
+    return per
+
+
+def _merge_inversions(m):
+    """Inversions in each row of m (rows of a power-of-two length), by a bottom-up merge sort
+    done for all rows at once."""
+    rows, c = m.shape
+    big = np.int64(int(m.max()) + 1)
+    cur = m.ravel().copy()
+    idx = np.arange(len(cur), dtype=np.int64)
+    row = idx // c
+    counts = np.zeros(rows, dtype=np.int64)
     width = 1
-    while width < n:
+    while width < c:
         pair = idx // (2 * width)
-        in_b = (idx % (2 * width)) >= width
-        key = vals + pair * big
-        # The A halves, read in index order, are globally sorted (each half sorted, pairs offset).
-        ka = key[~in_b]
-        kb = key[in_b]
-        pb = pair[in_b]
-        greater = np.searchsorted(ka, (pb + 1) * big, side="left") - np.searchsorted(ka, kb, side="right")
-        total += int(greater.sum())
-        if group is not None:
-            per += np.bincount(group[orig[in_b]], weights=greater, minlength=ngroups).astype(np.int64)
-        perm = np.argsort(key, kind="stable")
-        vals = key[perm] - pair * big
-        orig = orig[perm]
+        in_b = (idx & width) != 0
+        key = cur + pair * big
+        ka, kb, pb = key[~in_b], key[in_b], pair[in_b]
+        # each A half is sorted and the pairs are offset: one searchsorted over all of them
+        greater = np.searchsorted(ka, (pb + 1) * big) - np.searchsorted(ka, kb, side="right")
+        counts += np.bincount(row[in_b], weights=greater, minlength=rows).astype(np.int64)
+        cur = np.sort(key) - pair * big
         width *= 2
-    return (total, per) if group is not None else total
+    return counts
 
 
-def _segment_crossings(gap, upper, lower, ngaps=0, per_gap=False):
-    """Crossings among segments between consecutive layers: segment s joins position upper[s] in
-    layer gap[s] to position lower[s] in layer gap[s] + 1. Two segments of the same gap cross when
-    their upper and lower positions are in opposite orders (sharing an end is no crossing)."""
+def _segment_crossings(gap, upper, lower, ngaps=None):
+    """Crossings among segments between consecutive layers, per gap: segment s joins position
+    upper[s] in layer gap[s] to position lower[s] in layer gap[s] + 1. Two segments of a gap
+    cross when their ends are in opposite orders (sharing an end is no crossing): sorted by
+    upper end (then lower), the crossings are the inversions of the lower ends."""
     gap = np.asarray(gap, dtype=np.int64)
+    if ngaps is None:
+        ngaps = int(gap.max()) + 1 if len(gap) else 0
     if len(gap) < 2:
-        return (0, np.zeros(ngaps, dtype=np.int64)) if per_gap else 0
+        return np.zeros(ngaps, dtype=np.int64)
     upper = np.asarray(upper, dtype=np.int64)
     lower = np.asarray(lower, dtype=np.int64)
-    s = np.lexsort((lower, upper, gap))
-    # Lower ends offset by gap so that segments of different gaps never count as inverted.
-    key = lower[s] + gap[s] * (int(lower.max()) + 1)
-    if per_gap:
-        return _inversions(key, gap[s], ngaps)
-    return _inversions(key)
+    m = np.int64(max(int(upper.max()), int(lower.max())) + 1)
+    key = np.sort((gap * m + upper) * m + lower)
+    return _grouped_inversions(key % m, key // (m * m), ngaps)
 
 
 def count_crossings(graph, layers, xs, edge_xs=None):
@@ -177,11 +215,11 @@ def count_crossings(graph, layers, xs, edge_xs=None):
     rank = np.empty(len(px), dtype=np.int64)
     rank[np.lexsort((np.arange(len(px)), px, pl))] = np.arange(len(px))
     sg = np.asarray(segs, dtype=np.int64)
-    return _segment_crossings(pl[sg[:, 0]], rank[sg[:, 0]], rank[sg[:, 1]])
+    return int(_segment_crossings(pl[sg[:, 0]], rank[sg[:, 0]], rank[sg[:, 1]]).sum())
 
 
 # --------------------------------------------------------------------------------------------
-# phase 1 and 2: acyclic orientation, layering
+# phases 1 and 2: acyclic orientation, layering
 
 
 def _topological_order(n, succ, indeg):
@@ -209,7 +247,7 @@ def _topological_order(n, succ, indeg):
     return order
 
 
-def _assign_layers(n, pred, succ, topo, lower_bound=None, movable=None, rounds=4, limit=24):
+def _assign_layers(n, pred, succ, topo, lower_bound=None, rounds=4, limit=24):
     """Longest-path layering from the sources, then block moves that shorten the edges (a cheap
     stand-in for Graphviz's network simplex, which is too slow in Python). Moving node v down one
     layer drags along every node that an edge keeps exactly one layer below a dragged node (its
@@ -219,15 +257,30 @@ def _assign_layers(n, pred, succ, topo, lower_bound=None, movable=None, rounds=4
     AccumulateGrad`` chain would sit in layer 0 with an edge hundreds of layers long to the op
     that uses it. Blocks are capped at ``limit`` nodes (bigger ones rarely pay and cost time) and
     led by a node whose own edges get shorter.
-    ``lower_bound`` (an old layout's layers) and ``movable`` (the new nodes) keep old nodes in
-    their layers unless an edge forces them down."""
+    ``lower_bound`` (an old layout's layers, None for new nodes) keeps old nodes in their layers
+    unless an edge forces them down; only new nodes make block moves."""
     layer = [0] * n
-    for v in topo:
-        p = pred[v]
-        lv = max([layer[u] for u in p]) + 1 if p else 0
-        if lower_bound is not None and lower_bound[v] is not None and lower_bound[v] > lv:
-            lv = lower_bound[v]
-        layer[v] = lv
+    movable = None if lower_bound is None else [lb is None for lb in lower_bound]
+    if lower_bound is None:
+        for v in topo:
+            p = pred[v]
+            layer[v] = max([layer[u] for u in p]) + 1 if p else 0
+    else:
+        # Old nodes start in their old layers, new ones just above their successors (so a new
+        # root goes above the old graph instead of pushing all of it down); then the edges push
+        # nodes down where they must.
+        start = [None] * n
+        for v in reversed(topo):
+            if lower_bound[v] is not None:
+                start[v] = lower_bound[v]
+            else:
+                below = [start[w] for w in succ[v] if start[w] is not None]
+                start[v] = min(below) - 1 if below else None
+        for v in topo:
+            p = pred[v]
+            lo = max([layer[u] for u in p]) + 1 if p else None
+            s = start[v]
+            layer[v] = (0 if s is None else s) if lo is None else (lo if s is None else max(s, lo))
     # cost of moving a node one layer down: its in-edges get longer, its out-edges shorter
     gain = [len(pred[v]) - len(succ[v]) for v in range(n)]
     for _ in range(rounds):
@@ -263,11 +316,6 @@ def _assign_layers(n, pred, succ, topo, lower_bound=None, movable=None, rounds=4
                     moved = True
         if not moved:
             break
-    if movable is not None:
-        # New sources go just above their successors (may be above layer 0: renormalised later).
-        for v in topo[::-1]:
-            if movable[v] and not pred[v] and succ[v]:
-                layer[v] = min([layer[w] for w in succ[v]]) - 1
     return layer
 
 
@@ -360,7 +408,8 @@ def _initial_order(p, starts, prefer=None):
 
 class _Orderer:
     """Barycenter sweeps and transpositions over the per-layer lists of node ids (kept in place),
-    restricted to the layers around gaps that still have crossings."""
+    restricted to the layers around gaps that still have crossings. Keeps the crossings of each
+    gap between layers, recounting only the gaps next to layers that changed."""
 
     def __init__(self, p, layers, keep=None):
         self.p = p
@@ -371,13 +420,41 @@ class _Orderer:
                 self.pos[v] = i
         # keep[v]: a rank that the sweeps must respect among the kept nodes of a layer (stability)
         self.keep = keep
-        self.seg_gap = p.layer[p.seg_a]
+        self.ngaps = max(p.nlayers - 1, 0)
+        gap = p.layer[p.seg_a]
+        by_gap = np.argsort(gap, kind="stable")
+        self.seg_a, self.seg_b, self.seg_gap = p.seg_a[by_gap], p.seg_b[by_gap], gap[by_gap]
+        self.gap_start = np.searchsorted(self.seg_gap, np.arange(self.ngaps + 1))
+        self.dirty = set()
+        self.per_gap = np.zeros(self.ngaps, dtype=np.int64)
+        self.total = self._recount(None)
+
+    def _recount(self, gaps):
+        """Recount the crossings of ``gaps`` (all if None); returns the new total."""
+        if gaps is None:
+            sel = slice(None)
+        else:
+            gaps = np.asarray(sorted(gaps), dtype=np.int64)
+            lo, hi = self.gap_start[gaps], self.gap_start[gaps + 1]
+            n = hi - lo
+            sel = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(int(n.sum()))
+            self.per_gap[gaps] = 0
+        pos = np.asarray(self.pos, dtype=np.int64)
+        per = _segment_crossings(self.seg_gap[sel], pos[self.seg_a[sel]], pos[self.seg_b[sel]],
+                                 self.ngaps)
+        if gaps is None:
+            self.per_gap = per
+        else:
+            self.per_gap[gaps] = per[gaps]
+        return int(self.per_gap.sum())
 
     def crossings(self):
-        p = self.p
-        pos = np.asarray(self.pos, dtype=np.int64)
-        return _segment_crossings(self.seg_gap, pos[p.seg_a], pos[p.seg_b],
-                                  max(p.nlayers - 1, 0), per_gap=True)
+        """Crossings now (recounting the gaps around the layers changed since the last call)."""
+        if self.dirty:
+            gaps = {g for l in self.dirty for g in (l - 1, l) if 0 <= g < self.ngaps}
+            self.dirty = set()
+            self.total = self._recount(gaps)
+        return self.total
 
     def _reorder(self, l, nbrs, reverse):
         """Sort layer l by the barycenter of each node's neighbours in the adjacent layer (nodes
@@ -415,6 +492,7 @@ class _Orderer:
         lst[:] = new
         for i, v in enumerate(new):
             pos[v] = i
+        self.dirty.add(l)
         return True
 
     def sweep(self, down, active, reverse=False):
@@ -429,75 +507,88 @@ class _Orderer:
                 continue
             prev_changed = self._reorder(l, nbrs, reverse)
 
-    def _pair_crossings(self, u, v):
-        """Crossings between the edges of u and those of v when u is just left of v."""
-        pos = self.pos
-        c = 0
-        for nb in (self.p.up, self.p.down):
-            pv = [pos[b] for b in nb[v]]
-            if not pv:
-                continue
-            for a in nb[u]:
-                pa = pos[a]
-                for pb in pv:
-                    if pa > pb:
-                        c += 1
-        return c
-
     def transpose(self, active, reverse=False):
         """Swap neighbours in the active layers while that removes crossings (Gansner et al.);
         with ``reverse`` also when it changes nothing (a sideways move)."""
         keep = self.keep
         pos = self.pos
+        up, down = self.p.up, self.p.down
         for l, lst in enumerate(self.layers):
             if not active[l] or len(lst) < 2:
                 continue
+            # positions of each node's neighbours above and below (those layers hold still)
+            nu = [[pos[a] for a in up[v]] for v in lst]
+            nd = [[pos[a] for a in down[v]] for v in lst]
             for _ in range(4):
                 improved = False
                 for i in range(len(lst) - 1):
+                    # c0: crossings between the edges of lst[i] and lst[i + 1] as they are,
+                    # c1: after swapping them
+                    c0 = c1 = 0
+                    for na, nb in ((nu[i], nu[i + 1]), (nd[i], nd[i + 1])):
+                        if len(na) == 1 and len(nb) == 1:
+                            if na[0] > nb[0]:
+                                c0 += 1
+                            elif na[0] < nb[0]:
+                                c1 += 1
+                        else:
+                            for a in na:
+                                for b in nb:
+                                    if a > b:
+                                        c0 += 1
+                                    elif a < b:
+                                        c1 += 1
+                    if c0 == 0 or c1 > c0 or (c1 == c0 and not reverse):
+                        continue
                     u, v = lst[i], lst[i + 1]
                     if keep is not None and keep[u] is not None and keep[v] is not None:
                         continue
-                    c0 = self._pair_crossings(u, v)
-                    if c0 == 0:
-                        continue
-                    c1 = self._pair_crossings(v, u)
-                    if c1 < c0 or (reverse and c1 == c0):
-                        lst[i], lst[i + 1] = v, u
-                        pos[u], pos[v] = i + 1, i
-                        improved = improved or c1 < c0
+                    lst[i], lst[i + 1] = v, u
+                    nu[i], nu[i + 1] = nu[i + 1], nu[i]
+                    nd[i], nd[i + 1] = nd[i + 1], nd[i]
+                    pos[u], pos[v] = i + 1, i
+                    self.dirty.add(l)
+                    improved = improved or c1 < c0
                 if not improved:
                     break
 
     def snapshot(self):
-        return [list(lst) for lst in self.layers]
+        self.crossings()
+        return [list(lst) for lst in self.layers], self.per_gap.copy(), self.total
 
     def restore(self, snap):
-        self.layers = snap
-        for lst in snap:
+        layers, self.per_gap, self.total = snap
+        self.layers = [list(lst) for lst in layers]
+        for lst in self.layers:
             for i, v in enumerate(lst):
                 self.pos[v] = i
+        self.dirty = set()
 
 
-def _reduce_crossings(orderer, max_iter=24, patience=4):
+def _reduce_crossings(orderer, max_iter=24, patience=4, history=None):
     """Alternate down/up sweeps + transpose on the layers around crossings; keep the best order
-    seen; stop when the count is 0 or has not improved for ``patience`` iterations."""
-    best, per_gap = orderer.crossings()
+    seen; stop when the count is 0 or has not improved for ``patience`` iterations. ``history``
+    (a list) receives the count before and after each iteration."""
+    best = orderer.crossings()
     best_snap = orderer.snapshot()
+    if history is not None:
+        history.append(best)
     stale = 0
     for it in range(max_iter):
         if best == 0:
             break
         nl = len(orderer.layers)
         active = np.zeros(nl, dtype=bool)
-        hot = np.flatnonzero(per_gap)
+        hot = np.flatnonzero(orderer.per_gap)
         active[hot] = True
-        active[np.minimum(hot + 1, nl - 1)] = True
+        active[hot + 1] = True
         active = active.tolist()
         reverse = it % 4 < 2
         orderer.sweep(it % 2 == 0, active, reverse)
         orderer.transpose(active, not reverse)
-        count, per_gap = orderer.crossings()
+        count = orderer.crossings()
+        if history is not None:
+            history.append(count)
         # An equal count is kept too (a sideways move), but only a better one resets patience.
         stale = 0 if count < best else stale + 1
         if count <= best:
@@ -512,25 +603,36 @@ def _reduce_crossings(orderer, max_iter=24, patience=4):
 # phase 4: coordinates
 
 
-def _project(d, cum, lid):
-    """Closest-ish x to the wishes ``d`` (nodes sorted by layer, then order) that keeps every
-    layer's order and minimum gaps (``cum``: the minimum offset of each node from the first of
-    its layer). With y = d - cum the constraint is "y non-decreasing within a layer"; the mean of
-    the running max from the left and the running min from the right satisfies it and splits a
-    clash evenly between both sides. Offsets per layer keep the running max/min from leaking
-    across layers, so all layers are done in two numpy calls."""
+def _project(d, cum, lid, weight=None, rounds=6):
+    """x closest to the wishes ``d`` (nodes sorted by layer, then order) that keeps every layer's
+    order and minimum gaps (``cum``: the minimum offset of each node from the first of its layer).
+    With y = d - cum the constraint is "y non-decreasing within a layer": an isotonic regression,
+    solved by pool-adjacent-violators done for all layers at once: each round replaces every
+    maximal non-increasing run by its weighted mean, until no run is left (usually 2-3 rounds).
+    Should ``rounds`` not suffice, the mean of the running max from the left and the running min
+    from the right finishes the job (feasible, if not quite closest)."""
     y = d - cum
-    if len(y) == 0:
-        return y
+    n = len(y)
+    if n < 2:
+        return d.copy()
+    w = np.ones(n) if weight is None else weight
+    boundary = lid[1:] != lid[:-1]
+    for _ in range(rounds):
+        pool = (y[:-1] >= y[1:]) & ~boundary
+        if not pool.any():
+            return y + cum
+        new_block = np.ones(n, dtype=bool)
+        new_block[1:] = ~pool
+        block = np.cumsum(new_block) - 1
+        y = (np.bincount(block, w * y) / np.bincount(block, w))[block]
     big = float(y.max() - y.min()) + 1.0
-    off = lid * big
-    z = y + off
+    z = y + lid * big
     fwd = np.maximum.accumulate(z)
     bwd = np.minimum.accumulate(z[::-1])[::-1]
-    return (fwd + bwd) / 2 - off + cum
+    return (fwd + bwd) / 2 - lid * big + cum
 
 
-def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, anchor_w=None, init=None):
+def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, init=None):
     """x of every node of the layered graph (indexed by node id)."""
     order = np.fromiter((v for lst in layers for v in lst), dtype=np.int64, count=p.size)
     lid = p.layer[order].astype(float)
@@ -555,13 +657,9 @@ def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, anchor_
     # Straight long edges matter most (a kinked edge is hard to follow over many layers).
     sw = np.where(dummy_a & dummy_b, 8.0, np.where(dummy_a | dummy_b, 2.0, 1.0))
     nn = len(order)
-    den = np.bincount(sa, sw, nn) + np.bincount(sb, sw, nn)
     if anchor is not None:
-        aw = anchor_w[order]
+        aw = (~np.isnan(anchor[order])).astype(float)
         ax = np.nan_to_num(anchor[order])
-        den = den + aw
-    has = den > 0
-    den = np.where(has, den, 1.0)
     if init is not None:
         x = _project(init[order], cum, lid)
     else:
@@ -569,12 +667,20 @@ def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, anchor_
         ends = np.append(starts[1:] - 1, nn - 1)
         centre = np.repeat(cum[ends] / 2, np.diff(np.append(starts, nn)))
         x = cum - centre
-    for _ in range(iterations):
-        num = np.bincount(sa, sw * x[sb], nn) + np.bincount(sb, sw * x[sa], nn)
+    for it in range(iterations):
+        # Iteratively reweighted: a segment's weight grows as it gets closer to vertical, which
+        # turns "least squares" into roughly "least total slant" and lets most edges come out
+        # exactly vertical instead of all slightly slanted.
+        ew = sw / (np.abs(x[sa] - x[sb]) + _IRLS_EPS) if it >= _IRLS_START else sw
+        num = np.bincount(sa, ew * x[sb], nn) + np.bincount(sb, ew * x[sa], nn)
+        den = np.bincount(sa, ew, nn) + np.bincount(sb, ew, nn)
         if anchor is not None:
-            num = num + aw * ax
-        d = np.where(has, num / den, x)
-        x = _project(d, cum, lid)
+            # an old node is held at its old x as strongly as all its edges together pull it
+            num = num + aw * den * ax
+            den = den + aw * den
+        has = den > 0
+        d = np.where(has, num / np.where(has, den, 1.0), x)
+        x = _project(d, cum, lid, den + 1e-9)
     out = np.empty(p.size)
     out[order] = x
     return out
@@ -585,142 +691,158 @@ def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, anchor_
 
 
 def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=None,
-           iterations=60):
+           iterations=None, sweeps=None):
     """Lay out ``graph`` (a networkx DiGraph) in layers; see the module docstring.
 
     ``node_size(node) -> (width, height)``, default :data:`DEFAULT_NODE_SIZE`. ``layer_gap``: the
-    vertical space between layers, ``node_gap``: the horizontal space between neighbouring boxes.
-    ``previous``: an earlier :class:`Layout` of a subgraph of ``graph`` (a live graph that grew):
-    its nodes keep their order and (nearly) their positions. Cycles are broken by reversing edges
-    (listed in ``Layout.reversed_edges``, still drawn from u to v); self-loops are not drawn.
+    vertical space between layers; ``node_gap``: the horizontal space between neighbouring boxes
+    (half of it next to a long edge's bend point). ``previous``: an earlier :class:`Layout` of
+    (most of) ``graph``, e.g. before the forward pass added nodes: its nodes keep their layers,
+    order and, nearly, positions. ``sweeps`` / ``iterations``: effort of the crossing reduction
+    and of the x balancing (default: by graph size). Cycles are broken by reversing edges
+    (``Layout.reversed_edges``); self-loops are not drawn.
     """
+    stats = {}
+    clock = [time.perf_counter()]
+
+    def lap(phase):
+        now = time.perf_counter()
+        stats[phase] = now - clock[0]
+        clock[0] = now
+
     nodes = list(graph.nodes)
     n = len(nodes)
-    index = {v: i for i, v in enumerate(nodes)}
-    sizes = {}
-    for v in nodes:
-        sizes[v] = tuple(map(float, node_size(v))) if node_size is not None else DEFAULT_NODE_SIZE
+    sizes = {v: tuple(map(float, node_size(v))) if node_size is not None else DEFAULT_NODE_SIZE
+             for v in nodes}
     if n == 0:
-        return Layout({}, {}, [], {}, 0, [], sizes)
-    edge_list = [(u, v) for u, v in graph.edges if u != v]
+        return Layout({}, {}, [], {}, 0, [], sizes, stats)
+    edge_list, ea, eb, rev, pred, succ, topo = _orient(graph, nodes)
+
+    old_layer = None if previous is None else [previous.layers.get(v) for v in nodes]
+    layer = _assign_layers(n, pred, succ, topo, old_layer)
+    top = min(layer)
+    layer = [l - top for l in layer]
+    lap("layering")
+
+    p = _Proper(n, layer, ea, eb)
+    lap("proper_graph")
+
+    keep = anchor = None
+    if previous is None:
+        # walk from the root: the sources (edges along the gradient: the loss) or the sinks
+        # (torchviz's direction), whichever are fewer
+        sources = [v for v in topo if not pred[v]]
+        sinks = [v for v in topo if not succ[v]]
+        layers_list = _initial_order(p, sources if len(sources) <= len(sinks) else sinks)
+    else:
+        anchor, key = _previous_hints(p, nodes, edge_list, rev, previous)
+        layers_list = _initial_order(p, (), key.tolist())
+        keep = [k if known else None for k, known in zip(key.tolist(), (~np.isnan(anchor)).tolist())]
+    lap("initial_order")
+
+    orderer = _Orderer(p, layers_list, keep)
+    if sweeps is None:
+        sweeps = int(min(24, max(4, _ORDER_WORK // p.size)))
+    history = []
+    crossings = _reduce_crossings(orderer, sweeps, min(4, max(2, sweeps // 4)), history)
+    lap("crossing_reduction")
+
+    if iterations is None:
+        iterations = int(min(400, max(40, _X_WORK // p.size)))
+    widths = np.zeros(p.size)  # a bend point takes no room, only a (halved) gap
+    widths[:n] = [sizes[v][0] for v in nodes]
+    xs = _x_coordinates(p, orderer.layers, widths, node_gap, iterations, anchor,
+                        None if previous is None else key)
+    lap("x")
+    heights = np.zeros(p.nlayers)
+    np.maximum.at(heights, np.asarray(layer), [sizes[v][1] for v in nodes])
+    layer_y = np.concatenate(([0.0], np.cumsum((heights[:-1] + heights[1:]) / 2 + layer_gap)))
+    ys = layer_y[p.layer]
+    if previous is not None:
+        # shift everything so that the old nodes stay put (e.g. when a new root went on top)
+        old = [i for i, v in enumerate(nodes) if v in previous.positions]
+        if old:
+            xs = xs + np.median([previous.positions[nodes[i]][0] - xs[i] for i in old])
+            ys = ys + np.median([previous.positions[nodes[i]][1] - ys[i] for i in old])
+
+    xl, yl = xs.tolist(), ys.tolist()
+    chain, cs, cl = p.chain.tolist(), p.cstart.tolist(), p.clen.tolist()
+    edges = {}
+    for e, uv in enumerate(edge_list):
+        pts = [(xl[c], yl[c]) for c in chain[cs[e]:cs[e] + cl[e]]]
+        edges[uv] = pts[::-1] if rev[e] else pts
+    result = Layout(
+        positions={v: (xl[i], yl[i]) for i, v in enumerate(nodes)},
+        layers={v: layer[i] for i, v in enumerate(nodes)},
+        order=[[nodes[v] for v in lst if v < n] for lst in orderer.layers],
+        edges=edges,
+        crossings=int(crossings),
+        reversed_edges=[uv for uv, r in zip(edge_list, rev) if r],
+        sizes=sizes,
+        stats=stats)
+    lap("output")
+    stats.update(layers=p.nlayers, dummies=p.size - n, crossing_history=history,
+                 sweeps=sweeps, iterations=iterations)
+    stats["total"] = sum(stats[k] for k in ("layering", "proper_graph", "initial_order",
+                                              "crossing_reduction", "x", "output"))
+    return result
+
+
+def _orient(graph, nodes):
+    """Edges as index arrays, each oriented along a topological order (reversed if it closes a
+    cycle), plus adjacency lists (duplicates from u->v + v->u merged) and the order itself."""
+    n = len(nodes)
+    index = {v: i for i, v in enumerate(nodes)}
+    edge_list = [(u, v) for u, nbrs in graph.adj.items() for v in nbrs if u != v]
     eu = [index[u] for u, _ in edge_list]
     ev = [index[v] for _, v in edge_list]
-    succ0 = [[] for _ in range(n)]
+    out = [[] for _ in range(n)]
     indeg = [0] * n
     for a, b in zip(eu, ev):
-        succ0[a].append(b)
+        out[a].append(b)
         indeg[b] += 1
-    topo = _topological_order(n, succ0, indeg)
+    topo = _topological_order(n, out, indeg)
     rank = [0] * n
     for i, v in enumerate(topo):
         rank[v] = i
-    # orient every edge along the topological order (reversing the few that close a cycle)
-    ea, eb, rev = [], [], []
-    seen_pairs = set()
-    for a, b in zip(eu, ev):
-        r = rank[a] > rank[b]
-        if r:
-            a, b = b, a
-        rev.append(r)
-        ea.append(a)
-        eb.append(b)
+    rev = [rank[a] > rank[b] for a, b in zip(eu, ev)]
+    ea = [b if r else a for a, b, r in zip(eu, ev, rev)]
+    eb = [a if r else b for a, b, r in zip(eu, ev, rev)]
     pred = [[] for _ in range(n)]
     succ = [[] for _ in range(n)]
-    for a, b in zip(ea, eb):
-        if (a, b) in seen_pairs:  # u->v and v->u both: one layered edge is enough for layering
-            continue
-        seen_pairs.add((a, b))
+    for a, b in dict.fromkeys(zip(ea, eb)):
         succ[a].append(b)
         pred[b].append(a)
+    return edge_list, ea, eb, rev, pred, succ, topo
 
-    keep_layer = None
-    movable = None
-    if previous is not None:
-        keep_layer = [previous.layers.get(v) for v in nodes]
-        movable = [lb is None for lb in keep_layer]
-    layer = _assign_layers(n, pred, succ, topo, keep_layer, movable)
-    lmin = min(layer)
-    if lmin != 0:
-        layer = [l - lmin for l in layer]
 
-    p = _Proper(n, layer, ea, eb)
-    nl = p.nlayers
-    widths = np.full(p.size, _DUMMY_WIDTH)
-    widths[:n] = [sizes[v][0] for v in nodes]
-
-    # previous layout: keys for the initial order, ranks to respect, x anchors
-    keep = prefer = anchor = anchor_w = init = None
-    if previous is not None:
-        anchor = np.full(p.size, np.nan)
-        for i, v in enumerate(nodes):
-            if v in previous.positions:
-                anchor[i] = previous.positions[v][0]
-        dummies = np.flatnonzero(p.dummy_edge >= 0)
-        for d, e, k in zip(dummies.tolist(), p.dummy_edge[dummies].tolist(), p.dummy_k[dummies].tolist()):
-            u, v = edge_list[e]
-            old = previous.edges.get((u, v))
-            if old is not None and len(old) == p.clen[e]:
-                anchor[d] = old[p.clen[e] - 1 - k][0] if rev[e] else old[k][0]
-        known = ~np.isnan(anchor)
-        # keys for new nodes: the mean key of known neighbours, spread a few steps
-        key = anchor.copy()
-        for _ in range(4):
-            missing = np.isnan(key)
-            if not missing.any():
-                break
-            kk = np.nan_to_num(key)
-            ok = (~np.isnan(key)).astype(float)
-            s = np.bincount(p.seg_a, kk[p.seg_b] * ok[p.seg_b], p.size) + np.bincount(p.seg_b, kk[p.seg_a] * ok[p.seg_a], p.size)
-            c = np.bincount(p.seg_a, ok[p.seg_b], p.size) + np.bincount(p.seg_b, ok[p.seg_a], p.size)
-            fill = missing & (c > 0)
-            key[fill] = s[fill] / c[fill]
-        hi = np.nanmax(key) if (~np.isnan(key)).any() else 0.0
-        key = np.where(np.isnan(key), hi + 1.0 + np.arange(p.size), key)
-        prefer = key.tolist()
-        keep = [k if kn else None for k, kn in zip(prefer, known.tolist())]
-        anchor_w = np.where(known, 4.0, 0.0)
-        init = key
-
-    if prefer is None:
-        # walk from the root: the single source (edges along the gradient) or the single sink
-        # (torchviz's direction), whichever side has fewer ends
-        srcs = [v for v in topo if not pred[v]]
-        snks = [v for v in topo if not succ[v]]
-        starts = srcs if len(srcs) <= len(snks) else snks
-        layers_list = _initial_order(p, starts)
-    else:
-        layers_list = _initial_order(p, (), prefer)
-    orderer = _Orderer(p, layers_list, keep)
-    crossings = _reduce_crossings(orderer)
-    layers_list = orderer.layers
-
-    xs = _x_coordinates(p, layers_list, widths, node_gap, iterations, anchor, anchor_w, init)
-    # y: layers stacked, each as tall as its tallest box
-    heights = np.zeros(nl)
-    np.maximum.at(heights, np.asarray(layer, dtype=np.int64), [sizes[v][1] for v in nodes])
-    ly = np.zeros(nl)
-    if nl > 1:
-        ly[1:] = np.cumsum((heights[:-1] + heights[1:]) / 2 + layer_gap)
-    ys = ly[p.layer]
-
-    if previous is not None:
-        # translate so that the nodes that were there stay put (a new root above shifts layers)
-        old = [i for i, v in enumerate(nodes) if v in previous.positions]
-        if old:
-            dx = np.median([previous.positions[nodes[i]][0] - xs[i] for i in old])
-            dy = np.median([previous.positions[nodes[i]][1] - ys[i] for i in old])
-            xs = xs + dx
-            ys = ys + dy
-
-    xl, yl = xs.tolist(), ys.tolist()
-    positions = {v: (xl[i], yl[i]) for i, v in enumerate(nodes)}
-    layers_out = {v: layer[i] for i, v in enumerate(nodes)}
-    order = [[nodes[v] for v in lst if v < n] for lst in layers_list]
-    chain = p.chain.tolist()
-    cs, cl = p.cstart.tolist(), p.clen.tolist()
-    edges = {}
-    for e, (u, v) in enumerate(edge_list):
-        pts = [(xl[c], yl[c]) for c in chain[cs[e]:cs[e] + cl[e]]]
-        edges[(u, v)] = pts[::-1] if rev[e] else pts
-    reversed_edges = [edge_list[e] for e in range(len(edge_list)) if rev[e]]
-    return Layout(positions, layers_out, order, edges, int(crossings), reversed_edges, sizes)
+def _previous_hints(p, nodes, edge_list, rev, previous):
+    """From an old layout: the old x of every node and bend point it had (NaN for new ones), and
+    a sort key per node for the initial order: the old x, or for a new node the mean key of its
+    neighbours (spread over a few steps; still unknown: to the right of everything)."""
+    anchor = np.full(p.size, np.nan)
+    for i, v in enumerate(nodes):
+        if v in previous.positions:
+            anchor[i] = previous.positions[v][0]
+    dummies = np.flatnonzero(p.dummy_edge >= 0)
+    for d, e, k in zip(dummies.tolist(), p.dummy_edge[dummies].tolist(), p.dummy_k[dummies].tolist()):
+        old = previous.edges.get(edge_list[e])
+        if old is not None and len(old) == p.clen[e]:  # same span: bend points match up
+            anchor[d] = old[len(old) - 1 - k][0] if rev[e] else old[k][0]
+    key = anchor.copy()
+    a, b = p.seg_a, p.seg_b
+    for _ in range(8):
+        missing = np.isnan(key)
+        if not missing.any():
+            break
+        known = (~missing).astype(float)
+        val = np.where(missing, 0.0, key)
+        total = np.bincount(a, val[b] * known[b], p.size) + np.bincount(b, val[a] * known[a], p.size)
+        count = np.bincount(a, known[b], p.size) + np.bincount(b, known[a], p.size)
+        fill = missing & (count > 0)
+        key[fill] = total[fill] / count[fill]
+    missing = np.isnan(key)
+    if missing.any():
+        right = np.nanmax(key) if not missing.all() else 0.0
+        key[missing] = right + 1.0 + np.arange(int(missing.sum()))
+    return anchor, key

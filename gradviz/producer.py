@@ -63,19 +63,25 @@ class Producer:
         owner, owner_numel, numel, shape = a.memory(x)
         key = id(owner)
         hit = self._values.get(key)
+        array = None
         if hit is not None and hit[0] is owner and hit[1].summary.numel == numel:
-            cached = hit[1]
-            if cached.summary.shape == shape:
-                if not copy or not self.keep_arrays:
-                    return cached
-                summary = cached.summary
-            else:
-                summary = replace(cached.summary, shape=shape)
+            cached, snapshot = hit[1], hit[2]
+            if cached.summary.shape == shape and (not copy or not self.keep_arrays or snapshot is not None):
+                return cached
+            summary = cached.summary if cached.summary.shape == shape else replace(cached.summary, shape=shape)
+            if snapshot is not None and self.keep_arrays:
+                # The same view, onto the copy already taken of this memory: no second copy.
+                array = a.view_onto(x, owner, snapshot)
         else:
             summary = a.summarize(x)
-        v = ev.Value(summary, a.to_numpy(x, copy) if self.keep_arrays else None)
-        if not copy and owner_numel == numel:
-            self._values[key] = (owner, v)
+        if array is None and self.keep_arrays:
+            array = a.to_numpy(x, copy)
+        v = ev.Value(summary, array)
+        if owner_numel == numel:
+            # Copies too: a parameter described (copied) serves its transpose made next. The
+            # cache is emptied at every pass and iteration, before values can change in place.
+            snapshot = array if copy and self.keep_arrays and x is owner else None
+            self._values[key] = (owner, v, snapshot)
         return v
 
     # -- where the user is ---------------------------------------------------------------------
@@ -167,7 +173,13 @@ class Producer:
         self.tensor_seen(out_id, output)
         shape, dtype, _ = a.tensor_meta(output)
         self.sink(ev.NodeCreated(nid, a.op_name(node), "grad_fn", self.iteration, input_ids, out_id, next_ids,
-                                 shape, dtype, self._scope(), source, self.value(a.array(output))))
+                                 shape, dtype, self._scope(), source, self._output_value(output)))
+
+    def _output_value(self, output):
+        """A forward output that is a view (a weight's transpose, say) is copied when kept: the
+        memory it shows may change in place later (an optimizer step), and the record must not."""
+        x = self.adapter.array(output)
+        return self.value(x, copy=self.keep_arrays and self.adapter.is_view(x))
 
     def _node_id(self, node, source=None):
         """The id of a node met as a next node or in backward; nodes made before recording began,

@@ -116,6 +116,14 @@ class TorchAdapter:
         return _summary.from_parts(shape, dtype, n, lo, hi, norm, nan, inf,
                                    sample.to(torch.float64).cpu().numpy(), sampled)
 
+    @staticmethod
+    def view_onto(view, owner, snapshot):
+        return None
+
+    @staticmethod
+    def is_view(t):
+        return False  # to_numpy copies torch values always
+
     def to_numpy(self, t, copy):
         """Always a copy: PyTorch programs change tensors in place (ReLU(inplace=True), optimizer
         steps), and a view on their memory would change the record with them."""
@@ -141,7 +149,7 @@ class MultiAdapter:
         return self.torch if isinstance(x, self._torch_types[0]) else self.engine
 
     def __getattr__(self, name):
-        if name in ("memory", "summarize", "to_numpy"):
+        if name in ("memory", "summarize", "to_numpy", "is_view", "view_onto"):
             return lambda x, *a: getattr(self._value_pick(x), name)(x, *a)
         return lambda obj, *a: getattr(self._pick(obj), name)(obj, *a)
 

@@ -205,3 +205,17 @@ def test_summary_values():
     assert abs(s.mean) < 0.1 and s.std == pytest.approx(1.0, abs=0.05)
     assert summarize(np.zeros((0, 3))).numel == 0
     assert summarize(np.array([True, False])).max == 1.0
+
+
+def test_kept_values_do_not_change_when_tensors_change_in_place():
+    w = torch.ones(2, 3, requires_grad=True)
+    x = torch.ones(4, 3)
+    with gradviz.record() as rec:
+        out = (x @ w.t()).sum()  # w.t() is a view of w's memory
+        out.backward()
+        with torch.no_grad():
+            w -= 1.0  # an optimizer-like step, in place
+    t = rec.trace
+    transposed = next(n for n in t.nodes.values() if n.op == "TBackward0")
+    np.testing.assert_array_equal(transposed.value.array, np.ones((3, 2)))
+    assert t.tensors[transposed.inputs[0]].value.array.tolist() == [[1.0] * 3] * 2

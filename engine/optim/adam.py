@@ -66,4 +66,10 @@ class Adam(Optimizer):
             denom = np.sqrt(vmax) / bias_correction2_sqrt + group["eps"]
         else:
             denom = np.sqrt(v) / bias_correction2_sqrt + group["eps"]
-        p._np -= (lr / bias_correction1) * (m / denom)
+        delta = (lr / bias_correction1) * (m / denom)
+        p._np -= delta
+        return delta
+
+    def _update_is_one_delta(self, group):
+        # Decoupled weight decay scales the parameter first: the change is not the delta alone.
+        return not (group["weight_decay"] != 0 and group["decoupled_weight_decay"])

@@ -93,21 +93,31 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        updated = []
+        listening = bool(step_listeners)
+        updates = []  # (parameter, L2 norm of its change), for listeners
         for group in self.param_groups:
+            one_delta = self._update_is_one_delta(group)
             for p in group["params"]:
                 if p._grad is None:
                     continue
-                before = p._np.copy() if step_listeners else None
-                self._update(p, p._grad._np, group, self.state[p])
-                if before is not None:
-                    updated.append((p, before))
+                before = p._np.copy() if listening and not one_delta else None
+                delta = self._update(p, p._grad._np, group, self.state[p])
+                if listening:
+                    change = (delta if one_delta else before - p._np).ravel()
+                    updates.append((p, float(np.sqrt(np.dot(change, change)))))
         for listener in step_listeners:
-            listener.optimizer_step(self, updated)
+            listener.optimizer_step(self, updates)
         return loss
 
     def _update(self, p, grad, group, state):
+        """Update ``p`` in place; return the array subtracted from it when the change is exactly
+        that (see ``_update_is_one_delta``)."""
         raise NotImplementedError
+
+    def _update_is_one_delta(self, group):
+        """Whether ``_update`` changes a parameter by subtracting the one array it returns; if not,
+        the parameter is copied first to measure the change (only while someone listens)."""
+        return True
 
     # -- state dict --------------------------------------------------------------------------------
     def state_dict(self):

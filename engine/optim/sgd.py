@@ -33,6 +33,8 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = _state_tensor(d_p.copy())
             else:
                 buf._np *= momentum
-                buf._np += (1 - group["dampening"]) * d_p
+                buf._np += (1 - group["dampening"]) * d_p if group["dampening"] else d_p
             d_p = d_p + momentum * buf._np if group["nesterov"] else buf._np
-        p._np -= lr * d_p
+        delta = lr * d_p
+        p._np -= delta
+        return delta
