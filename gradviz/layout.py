@@ -44,7 +44,7 @@ import numpy as np
 DEFAULT_NODE_SIZE = (140.0, 28.0)
 # Effort budgets, in "proper-graph nodes x iterations": small graphs get many iterations, the
 # biggest still finish in a fraction of a second (Graphviz's mclimit/nslimit play the same role).
-_ORDER_WORK = 240_000   # sweep + transpose iterations of the crossing reduction (4..24)
+_ORDER_WORK = 200_000   # sweep + transpose iterations of the crossing reduction (4..24)
 _X_WORK = 1_600_000     # balancing iterations of the x coordinates (40..400)
 _IRLS_START = 10        # plain least squares first, then reweighted towards vertical segments
 _IRLS_EPS = 0.5         # px: a segment this close to vertical weighs as much as it ever will
@@ -396,7 +396,8 @@ def _initial_order(p, starts, prefer=None):
                 continue
             seen[v] = 1
             layers[lay[v]].append(v)
-            # Pushed in reverse so the first neighbour (first argument of an op) is walked first.
+            # Neighbours above are walked first, each list in its order (an op's arguments in
+            # argument order); pushed in reverse because the stack pops the last one first.
             for w in reversed(down[v]):
                 if not seen[w]:
                     stack.append(w)
@@ -437,8 +438,8 @@ class _Orderer:
             gaps = np.asarray(sorted(gaps), dtype=np.int64)
             lo, hi = self.gap_start[gaps], self.gap_start[gaps + 1]
             n = hi - lo
-            sel = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(int(n.sum()))
-            self.per_gap[gaps] = 0
+            # indices of the segments of those gaps (consecutive runs of the sorted segments)
+            sel = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(n.sum())
         pos = np.asarray(self.pos, dtype=np.int64)
         per = _segment_crossings(self.seg_gap[sel], pos[self.seg_a[sel]], pos[self.seg_b[sel]],
                                  self.ngaps)
@@ -618,9 +619,10 @@ def _project(d, cum, lid, weight=None, rounds=6):
     w = np.ones(n) if weight is None else weight
     boundary = lid[1:] != lid[:-1]
     for _ in range(rounds):
-        pool = (y[:-1] >= y[1:]) & ~boundary
-        if not pool.any():
+        if not ((y[:-1] > y[1:]) & ~boundary).any():
             return y + cum
+        # pool runs of ties too: members of a pooled block share one value and stay together
+        pool = (y[:-1] >= y[1:]) & ~boundary
         new_block = np.ones(n, dtype=bool)
         new_block[1:] = ~pool
         block = np.cumsum(new_block) - 1
@@ -633,7 +635,13 @@ def _project(d, cum, lid, weight=None, rounds=6):
 
 
 def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, init=None):
-    """x of every node of the layered graph (indexed by node id)."""
+    """x of every node of the layered graph (indexed by node id), for the order ``layers``.
+
+    Minimises, roughly, the weighted horizontal length of all segments subject to "no overlap,
+    order kept" by alternating two vectorised steps: every node moves to the weighted mean x of
+    its neighbours (Jacobi), then every layer is projected back onto its constraints
+    (``_project``, weighted by how strongly each node is held). ``anchor`` (old x or NaN) adds a
+    pull towards the old position; ``init`` is the starting x (default: each layer centred)."""
     order = np.fromiter((v for lst in layers for v in lst), dtype=np.int64, count=p.size)
     lid = p.layer[order].astype(float)
     w = widths[order]
@@ -641,7 +649,7 @@ def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, init=No
     # minimum distance between consecutive nodes of a layer: half widths + a gap (smaller next
     # to the bend points of long edges, so that bundles of long edges stay tight)
     gap = np.where(real[1:] & real[:-1], node_gap, node_gap / 2.0)
-    sep = (w[1:] + w[:-1]) / 2 + gap
+    sep = np.maximum((w[1:] + w[:-1]) / 2 + gap, 1e-3)  # strictly increasing x keeps the order
     first = np.ones(len(order), dtype=bool)
     first[1:] = lid[1:] != lid[:-1]
     sep = np.concatenate(([0.0], sep))
@@ -680,7 +688,9 @@ def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, init=No
             den = den + aw * den
         has = den > 0
         d = np.where(has, num / np.where(has, den, 1.0), x)
-        x = _project(d, cum, lid, den + 1e-9)
+        prev, x = x, _project(d, cum, lid, den + 1e-9)
+        if it > _IRLS_START and np.abs(x - prev).max() < 0.01:
+            break  # settled (to a hundredth of a pixel)
     out = np.empty(p.size)
     out[order] = x
     return out
@@ -737,7 +747,8 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     else:
         anchor, key = _previous_hints(p, nodes, edge_list, rev, previous)
         layers_list = _initial_order(p, (), key.tolist())
-        keep = [k if known else None for k, known in zip(key.tolist(), (~np.isnan(anchor)).tolist())]
+        known = (~np.isnan(anchor)).tolist()
+        keep = [k if old else None for k, old in zip(key.tolist(), known)]
     lap("initial_order")
 
     orderer = _Orderer(p, layers_list, keep)
@@ -825,7 +836,8 @@ def _previous_hints(p, nodes, edge_list, rev, previous):
         if v in previous.positions:
             anchor[i] = previous.positions[v][0]
     dummies = np.flatnonzero(p.dummy_edge >= 0)
-    for d, e, k in zip(dummies.tolist(), p.dummy_edge[dummies].tolist(), p.dummy_k[dummies].tolist()):
+    for d, e, k in zip(dummies.tolist(), p.dummy_edge[dummies].tolist(),
+                       p.dummy_k[dummies].tolist()):
         old = previous.edges.get(edge_list[e])
         if old is not None and len(old) == p.clen[e]:  # same span: bend points match up
             anchor[d] = old[len(old) - 1 - k][0] if rev[e] else old[k][0]
@@ -837,7 +849,8 @@ def _previous_hints(p, nodes, edge_list, rev, previous):
             break
         known = (~missing).astype(float)
         val = np.where(missing, 0.0, key)
-        total = np.bincount(a, val[b] * known[b], p.size) + np.bincount(b, val[a] * known[a], p.size)
+        total = (np.bincount(a, val[b] * known[b], p.size)
+                 + np.bincount(b, val[a] * known[a], p.size))
         count = np.bincount(a, known[b], p.size) + np.bincount(b, known[a], p.size)
         fill = missing & (count > 0)
         key[fill] = total[fill] / count[fill]

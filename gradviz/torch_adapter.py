@@ -134,24 +134,25 @@ class TorchAdapter:
 
 
 class MultiAdapter:
-    """Both frameworks at once: each object goes to the adapter that owns it."""
+    """Both frameworks at once: each object goes to the adapter that owns it. Methods are bound
+    once here (no per-call dispatch objects): the producer calls them for every node and value."""
 
     def __init__(self, engine, torch_adapter):
         self.engine, self.torch = engine, torch_adapter
         self.source_dirs = tuple(engine.source_dirs) + tuple(torch_adapter.source_dirs)
-        tt = torch_adapter.torch
-        self._torch_types = (tt.Tensor, tt.autograd.graph.Node)
+        torch = torch_adapter.torch
+        tensor_types, node_types = (torch.Tensor,), (torch.Tensor, torch.autograd.graph.Node)
+        for name in ("get_tag", "set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
+                     "tensor_meta", "array", "is_parameter", "given_name"):
+            setattr(self, name, _dispatch(node_types, getattr(torch_adapter, name), getattr(engine, name)))
+        for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto"):
+            setattr(self, name, _dispatch(tensor_types, getattr(torch_adapter, name), getattr(engine, name)))
 
-    def _pick(self, obj):
-        return self.torch if isinstance(obj, self._torch_types) else self.engine
 
-    def _value_pick(self, x):
-        return self.torch if isinstance(x, self._torch_types[0]) else self.engine
-
-    def __getattr__(self, name):
-        if name in ("memory", "summarize", "to_numpy", "is_view", "view_onto"):
-            return lambda x, *a: getattr(self._value_pick(x), name)(x, *a)
-        return lambda obj, *a: getattr(self._pick(obj), name)(obj, *a)
+def _dispatch(types, for_torch, for_engine):
+    def method(obj, *args):
+        return (for_torch if isinstance(obj, types) else for_engine)(obj, *args)
+    return method
 
 
 def _flat_tensors(torch, items):
