@@ -61,26 +61,31 @@ def summarize(array) -> Summary:
     shape, dtype, n = tuple(a.shape), a.dtype.str, int(a.size)
     if n == 0:
         return empty(shape, dtype)
-    if a.dtype.kind not in "f":
+    if a.dtype.kind != "f" or a.dtype == np.float16:
         a = a.astype(np.float64)
     flat = _flat_view(a)
-    lo, hi = float(a.min()), float(a.max())
-    nan_count = inf_count = 0
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        # min/max propagate NaN and show Inf: only then pay for counting them.
-        nan_count = int(np.count_nonzero(np.isnan(a)))
-        inf_count = int(np.count_nonzero(np.isinf(a)))
-        finite = a[np.isfinite(a)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
-    if flat is not None and nan_count == 0 and inf_count == 0:
-        norm = float(np.sqrt(np.dot(flat, flat))) if a.dtype != np.float16 else float(np.linalg.norm(flat))
-        if not math.isfinite(norm):  # float32 overflow of the sum of squares
-            norm = float(np.linalg.norm(flat.astype(np.float64)))
-    else:
-        norm = float(np.linalg.norm(np.where(np.isfinite(a), a, 0).astype(np.float64)))
+    if flat is None:
+        flat = a.reshape(-1)
+    # One pass gives the exact norm and, when the sum of squares is finite, the certainty that no
+    # NaN or Inf is present; the rare other case counts them exactly.
+    sq = float(np.dot(flat, flat))
+    if not math.isfinite(sq):
+        return _summarize_nonfinite(a, flat, shape, dtype, n)
     sampled = n > EXACT_LIMIT
-    src = flat if flat is not None else a.reshape(-1)
-    sample = src[:: n // SAMPLE_SIZE] if sampled else src
+    sample = flat[:: n // SAMPLE_SIZE] if sampled else flat
+    lo, hi = float(flat.min()), float(flat.max())
+    return from_parts(shape, dtype, n, lo, hi, math.sqrt(sq), 0, 0, sample, sampled)
+
+
+def _summarize_nonfinite(a, flat, shape, dtype, n):
+    finite_mask = np.isfinite(flat)
+    nan_count = int(np.count_nonzero(np.isnan(flat)))
+    inf_count = n - nan_count - int(np.count_nonzero(finite_mask))
+    finite = flat[finite_mask].astype(np.float64)
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
+    norm = float(np.linalg.norm(finite))  # of the finite values (also when float32 squares overflowed)
+    sampled = n > EXACT_LIMIT
+    sample = flat[:: n // SAMPLE_SIZE] if sampled else flat
     return from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled)
 
 
@@ -91,16 +96,19 @@ def from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, samp
     s = np.asarray(sample, dtype=np.float64)
     if nan_count or inf_count:
         s = s[np.isfinite(s)]
-    if s.size:
-        mean = float(s.sum()) / s.size
+    size = s.size
+    if size:
+        mean = float(s.sum()) / size
         d = s - mean
-        std = float(np.sqrt(np.dot(d, d) / s.size))
+        std = math.sqrt(float(np.dot(d, d)) / size)
         if hi > lo:
-            idx = ((s - lo) * (HIST_BINS / (hi - lo))).astype(np.intp)
-            np.minimum(idx, HIST_BINS - 1, out=idx)  # s >= lo, so only the top needs clipping
+            d -= lo - mean  # now s - lo
+            d *= HIST_BINS / (hi - lo)
+            idx = d.astype(np.intp)
+            np.clip(idx, 0, HIST_BINS - 1, out=idx)
             hist = tuple(np.bincount(idx, minlength=HIST_BINS).tolist())
         else:
-            hist = (int(s.size),) + (0,) * (HIST_BINS - 1)
+            hist = (size,) + (0,) * (HIST_BINS - 1)
     else:
         mean = std = float("nan")
         hist = _EMPTY_HIST
