@@ -170,5 +170,14 @@ def _version():
     return f"gradviz {__version__}"
 
 
+def entry():
+    """The console script: like ``main``, quiet when its output is piped into a pager that quits."""
+    try:
+        return main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
