@@ -1,6 +1,9 @@
 """The ``gradviz`` command.
 
-    gradviz                          the seed example in the terminal (until the app lands)
+    gradviz [--screenshot PNG]       the app, on the seed demo, ready to step (F10)
+    gradviz run SCRIPT [ARGS...] | --demo NAME     a program live in the app
+    gradviz open TRACE.gvz           a recording in the app
+    gradviz seed                     the seed example in the terminal
     gradviz demos                    list the built-in demos
     gradviz record SCRIPT [ARGS...] -o TRACE.gvz     run a program under the recorder, no window
     gradviz record --demo NAME -o TRACE.gvz
@@ -135,11 +138,39 @@ def cmd_demos(args):
     return 0
 
 
+def _app_args(p):
+    p.add_argument("--screenshot", metavar="PNG", help="save the window once loaded (or first paused) and exit")
+
+
+def cmd_app(args):
+    """The desktop app (Qt is imported only here, through gradviz.ui)."""
+    from gradviz.ui import app
+    if args.command == "open":
+        return app.run(trace_path=args.trace, screenshot=args.screenshot)
+    if args.command == "run":
+        script_args = list(args.args)
+        if not args.demo and not script_args:
+            print("gradviz run: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
+            return 2
+        if args.demo:
+            return app.run(demo=args.demo, args=script_args, screenshot=args.screenshot)
+        return app.run(script=script_args[0], args=script_args[1:], screenshot=args.screenshot)
+    return app.run(demo="seed", screenshot=args.screenshot)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="gradviz", description="See and step through autograd's backward pass.")
     parser.add_argument("--version", action="version", version=_version())
+    _app_args(parser)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("seed", help="run the tutorial's seed example in the terminal")
+    sub.add_parser("seed", help="run the tutorial's seed example in the terminal, no window")
+    p = sub.add_parser("run", help="run a program live in the app, paused before each backward node")
+    p.add_argument("--demo", help="run a built-in demo instead of a script")
+    _app_args(p)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
+    p = sub.add_parser("open", help="open a recorded trace in the app")
+    p.add_argument("trace")
+    _app_args(p)
     sub.add_parser("demos", help="list the built-in demos")
     p = sub.add_parser("record", help="run a program under the recorder and save its trace",
                        usage="gradviz record [--demo NAME] [-o TRACE.gvz] [SCRIPT [ARGS...]] [-o TRACE.gvz]")
@@ -159,9 +190,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command in (None, "seed"):
+    if args.command == "seed":
         run_seed()
         return 0
+    if args.command in (None, "run", "open"):
+        return cmd_app(args)
     return {"record": cmd_record, "info": cmd_info, "export": cmd_export, "demos": cmd_demos}[args.command](args)
 
 

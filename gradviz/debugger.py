@@ -261,6 +261,13 @@ class Debugger:
         except queue.Empty:
             raise TimeoutError(f"the program did not pause within {timeout} s (it is {self.state})") from None
 
+    def poll_pause(self):
+        """The next pause if one has come, else None: for a GUI's timer, which must not block."""
+        try:
+            return self._pauses.get_nowait()
+        except queue.Empty:
+            return None
+
     def _send(self, msg):
         if self.state == "exited" or self._conn is None:
             raise DebuggerError("the program has exited")

@@ -1,0 +1,55 @@
+"""Starting the desktop app: on a program run live under the debugger, or on a recorded trace."""
+import sys
+import time
+
+
+def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break_on_backward=True,
+        timeout=60.0):
+    from PySide6.QtWidgets import QApplication
+
+    from gradviz.appstate import AppState
+    from .main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    dbg = None
+    if trace_path is not None:
+        from gradviz.tracefile import TraceFormatError, load
+        try:
+            state = AppState(trace=load(trace_path))
+        except (OSError, TraceFormatError) as exc:
+            return _fail(app, f"Cannot open {trace_path}:\n{exc}", screenshot)
+        title = f"gradviz — {trace_path}"
+    else:
+        from gradviz.debugger import Debugger, DebuggerError
+        try:
+            dbg = Debugger.launch(script=script, args=args, demo=demo, break_on_backward=break_on_backward)
+        except DebuggerError as exc:
+            return _fail(app, str(exc), screenshot)
+        state = AppState(debugger=dbg)
+        title = f"gradviz — {demo or script}"
+    window = MainWindow(state, title)
+    window.show()
+    try:
+        if screenshot:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and dbg is not None and state.pause is None:
+                app.processEvents()
+                window.poll()
+                time.sleep(0.01)
+            for _ in range(5):
+                app.processEvents()
+            window.grab().save(screenshot)
+            return 0
+        return app.exec()
+    finally:
+        if dbg is not None:
+            dbg.close()
+
+
+
+def _fail(app, message, screenshot):
+    from PySide6.QtWidgets import QMessageBox
+    print(f"gradviz: {message}", file=sys.stderr)
+    if screenshot is None:
+        QMessageBox.critical(None, "gradviz", message)
+    return 1
