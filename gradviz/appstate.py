@@ -32,6 +32,8 @@ class AppState:
         self.labels = {}
         self.pause = None
         self.selected = None
+        self.iteration = None
+        self.graph = None  # the graph shown: the latest iteration's
         self._laid_out = -1
 
     # -- following the program --------------------------------------------------------------------
@@ -55,10 +57,18 @@ class AppState:
         return changed
 
     def _relayout(self):
-        g = self.trace.graph.copy()
+        """Lay out the graph of the latest iteration: each forward pass builds its own graph, and
+        the app shows the one being run (parameters and their AccumulateGrad nodes appear in every
+        iteration's graph)."""
+        t = self.trace
+        iteration = t.iterations - 1
+        g = (t.iteration_graph(iteration) if iteration >= 0 else t.graph).copy()
+        previous = self.layout if iteration == self.iteration else None
+        self.iteration = iteration
+        self.graph = g
         self.labels = {k: node_label(d, k) for k, d in g.nodes(data=True)}
-        self.layout = compute_layout(g, node_size=lambda k: node_size(self.labels[k]), previous=self.layout)
-        self._laid_out = g.number_of_nodes()
+        self.layout = compute_layout(g, node_size=lambda k: node_size(self.labels[k]), previous=previous)
+        self._laid_out = t.graph.number_of_nodes()
 
     # -- where the debugger stands ----------------------------------------------------------------
     @property
@@ -96,7 +106,11 @@ class AppState:
     def status_text(self):
         p = self.pause
         if p is None:
-            return "running" if self.debugger is not None else f"{len(self.trace.events)} events"
+            if self.debugger is not None:
+                return "running"
+            t = self.trace
+            return (f"recording: {t.iterations} iterations, {len(t.passes)} backward passes, "
+                    f"{len(t.events)} events; showing iteration {max(t.iterations - 1, 0)}")
         if p.reason == "exited":
             return f"program exited (status {p.exit_code})" + (f": {p.detail}" if p.detail else "")
         parts = []

@@ -29,6 +29,8 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
         title = f"gradviz — {demo or script}"
     window = MainWindow(state, title)
     window.show()
+    app.processEvents()
+    window.view.fit()  # now that the view has its real size
     try:
         if screenshot:
             deadline = time.monotonic() + timeout
@@ -36,6 +38,7 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
                 app.processEvents()
                 window.poll()
                 time.sleep(0.01)
+            window.view.fit()
             for _ in range(5):
                 app.processEvents()
             window.grab().save(screenshot)

@@ -59,7 +59,7 @@ class GraphView(QGraphicsView):
         lay = self.state.layout
         if lay is None:
             return
-        g = self.state.trace.graph
+        g = self.state.graph
         for (u, v), points in lay.edges.items():
             path = QPainterPath(QPointF(*points[0]))
             for p in points[1:]:
