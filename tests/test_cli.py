@@ -4,8 +4,8 @@ import sys
 from gradviz import cli
 
 
-def test_gradviz_without_arguments_runs_the_seed_example(capsys):
-    assert cli.main([]) == 0
+def test_gradviz_seed_runs_the_tutorial_example_in_the_terminal(capsys):
+    assert cli.main(["seed"]) == 0
     out = capsys.readouterr().out
     steps = [line.split()[1] for line in out.splitlines() if line.strip()[:2] in {f"{i}." for i in range(1, 7)}]
     assert steps == ["SubBackward0", "PowBackward0", "AccumulateGrad(b)", "MulBackward0", "PowBackward0",
