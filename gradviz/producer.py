@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from dataclasses import replace
 
 from . import events as ev
@@ -26,7 +27,10 @@ class Producer:
         self.pass_index = -1
         self.step_index = -1
         self._described = {}  # tensor id -> iteration last described in
-        self._values = {}  # id(array) -> (array, Value): one summary per array within a pass
+        # id(memory owner) -> (weak reference to it, Value, snapshot): one summary per array within a
+        # pass. Weak, so that recording never keeps a gradient alive longer than the program would:
+        # held arrays make every later allocation fresh memory, which costs more than the summaries.
+        self._values = {}
         self._module_stack = []
         self._module_names = {}
         self._param_names = {}
@@ -64,7 +68,7 @@ class Producer:
         key = id(owner)
         hit = self._values.get(key)
         array = None
-        if hit is not None and hit[0] is owner and hit[1].summary.numel == numel:
+        if hit is not None and hit[0]() is owner and hit[1].summary.numel == numel:
             cached, snapshot = hit[1], hit[2]
             if cached.summary.shape == shape and (not copy or not self.keep_arrays or snapshot is not None):
                 return cached
@@ -81,7 +85,10 @@ class Producer:
             # Copies too: a parameter described (copied) serves its transpose made next. The
             # cache is emptied at every pass and iteration, before values can change in place.
             snapshot = array if copy and self.keep_arrays and x is owner else None
-            self._values[key] = (owner, v, snapshot)
+            try:
+                self._values[key] = (weakref.ref(owner), v, snapshot)
+            except TypeError:  # a numpy scalar: nothing to share
+                pass
         return v
 
     # -- where the user is ---------------------------------------------------------------------

@@ -47,6 +47,7 @@ class Summary:
 
 
 _EMPTY_HIST = (0,) * HIST_BINS
+_min, _max = np.minimum.reduce, np.maximum.reduce  # ndarray.min/max add a Python layer per call
 
 
 def _flat_view(a):
@@ -73,7 +74,7 @@ def summarize(array) -> Summary:
         return _summarize_nonfinite(a, flat, shape, dtype, n)
     sampled = n > EXACT_LIMIT
     sample = flat[:: n // SAMPLE_SIZE] if sampled else flat
-    lo, hi = float(flat.min()), float(flat.max())
+    lo, hi = float(_min(flat)), float(_max(flat))
     return from_parts(shape, dtype, n, lo, hi, math.sqrt(sq), 0, 0, sample, sampled)
 
 
@@ -104,8 +105,8 @@ def from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, samp
         if hi > lo:
             d -= lo - mean  # now s - lo
             d *= HIST_BINS / (hi - lo)
-            idx = d.astype(np.intp)
-            np.clip(idx, 0, HIST_BINS - 1, out=idx)
+            idx = d.astype(np.intp)  # >= 0: lo is the minimum (a rounding below it truncates to 0)
+            np.minimum(idx, HIST_BINS - 1, out=idx)  # the maximum lands in the last bin
             hist = tuple(np.bincount(idx, minlength=HIST_BINS).tolist())
         else:
             hist = (size,) + (0,) * (HIST_BINS - 1)
