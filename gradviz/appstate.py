@@ -3,8 +3,15 @@ what is selected and what its gradient is. Widgets render an ``AppState``; the t
 without a window."""
 from __future__ import annotations
 
+import threading
+
+from . import events as ev
 from .layout import layout as compute_layout
-from .trace import node_key
+from .trace import node_key, tensor_key
+
+# Graphs up to this many nodes are laid out at once, in the caller's thread (stepping stays
+# instant); larger ones in a worker thread, so the window never waits on a layout.
+INLINE_LAYOUT_NODES = 400
 
 _SHORT = "torch::autograd::"
 
@@ -25,7 +32,20 @@ def node_size(label):
 
 
 class AppState:
-    def __init__(self, debugger=None, trace=None):
+    """``launch``: a callable that starts the program anew under a Debugger (what Restart calls);
+    or ``debugger``: one already started; or ``trace``: a recording."""
+
+    def __init__(self, debugger=None, trace=None, launch=None):
+        if launch is not None:
+            debugger = launch(breakpoints=())
+        self._launch = launch
+        self.breakpoints = {}  # breakpoint id -> (spec, label), as the user set them
+        self.anomaly_on = False  # the anomaly switch (kept across restarts)
+        self.anomaly = None  # its breakpoint's id in the running program
+        self.break_on_forward = False
+        self._attach(debugger, trace)
+
+    def _attach(self, debugger, trace):
         self.debugger = debugger
         self.trace = debugger.trace if debugger is not None else trace
         self.layout = None
@@ -35,6 +55,7 @@ class AppState:
         self.iteration = None
         self.graph = None  # the graph shown: the latest iteration's
         self._laid_out = -1
+        self._job = None  # a layout being computed off this thread: (thread, result box, node count)
 
     # -- following the program --------------------------------------------------------------------
     def poll(self):
@@ -48,27 +69,53 @@ class AppState:
                 self.pause = pause
                 changed.add("pause")
                 pause = dbg.poll_pause()
+        job = self._job
+        if job is not None and not job[0].is_alive():
+            self._job = None
+            if "error" in job[1]:
+                raise job[1]["error"]
+            self._take(job[1]["result"])
+            changed.add("graph")
         lock = dbg.lock if dbg is not None else _NoLock()
         with lock:
             n = self.trace.graph.number_of_nodes()
-            if n != self._laid_out:
-                self._relayout()
-                changed.add("graph")
+            if n != self._laid_out and self._job is None:
+                work = self._layout_work()
+                self._laid_out = n
+                if len(work[1]) <= INLINE_LAYOUT_NODES:
+                    self._take(work[0](*work[1:]))
+                    changed.add("graph")
+                else:
+                    box = {}
+                    thread = threading.Thread(target=_run_into, args=(box, *work), daemon=True,
+                                              name="gradviz-layout")
+                    self._job = (thread, box)
+                    thread.start()
         return changed
 
-    def _relayout(self):
-        """Lay out the graph of the latest iteration: each forward pass builds its own graph, and
-        the app shows the one being run (parameters and their AccumulateGrad nodes appear in every
-        iteration's graph)."""
+    @property
+    def laying_out(self):
+        """True while a large graph's layout is being computed off the GUI thread."""
+        return self._job is not None
+
+    def wait_layout(self, timeout=60.0):
+        """Block until a layout running off-thread is done and taken in (for scripts and tests)."""
+        if self._job is not None:
+            self._job[0].join(timeout)
+        return self.poll()
+
+    def _layout_work(self):
+        """What laying out the latest iteration's graph takes, copied under the trace's lock: each
+        forward pass builds its own graph, and the app shows the one being run (parameters and
+        their AccumulateGrad nodes appear in every iteration's graph)."""
         t = self.trace
         iteration = t.iterations - 1
         g = (t.iteration_graph(iteration) if iteration >= 0 else t.graph).copy()
         previous = self.layout if iteration == self.iteration else None
-        self.iteration = iteration
-        self.graph = g
-        self.labels = {k: node_label(d, k) for k, d in g.nodes(data=True)}
-        self.layout = compute_layout(g, node_size=lambda k: node_size(self.labels[k]), previous=previous)
-        self._laid_out = t.graph.number_of_nodes()
+        return _compute, g, iteration, previous
+
+    def _take(self, result):
+        self.graph, self.iteration, self.labels, self.layout = result
 
     # -- where the debugger stands ----------------------------------------------------------------
     @property
@@ -137,11 +184,157 @@ class AppState:
         return self._dbg("step")
 
     def resume(self):
+        """Continue: run to the next breakpoint (leaving the pause-at-every-node mode)."""
+        if self.debugger is not None and self.debugger.state == "paused" and self.debugger.break_on_backward:
+            self.debugger.configure(break_on_backward=False)
         return self._dbg("resume")
+
+    @property
+    def break_on_backward(self):
+        return self.debugger is not None and self.debugger.break_on_backward
+
+    def set_break_on_backward(self, on):
+        """Backward stepping: pause before every backward node."""
+        if self._can_command():
+            self.debugger.configure(break_on_backward=bool(on))
+            return True
+        return False
 
     def stop(self):
         if self.debugger is not None:
             self.debugger.terminate()
+
+    def interrupt(self):
+        """Pause a running program at its next graph operation."""
+        dbg = self.debugger
+        if dbg is not None and dbg.state == "running":
+            dbg.interrupt()
+            return True
+        return False
+
+    @property
+    def can_restart(self):
+        return self._launch is not None
+
+    def restart(self):
+        """End the program and start it again, with the same breakpoints and switches."""
+        if self._launch is None:
+            return False
+        if self.debugger is not None:
+            self.debugger.close()
+        specs = [spec for spec, _ in self.breakpoints.values()]
+        if self.anomaly_on:
+            specs.append({"anomaly": True})
+        dbg = self._launch(breakpoints=specs)
+        if self.break_on_forward:
+            dbg.configure(break_on_forward=True)
+        old = {bid: label for bid, (_, label) in self.breakpoints.items()}
+        self._attach(dbg, None)
+        # The new debugger numbered the breakpoints afresh, in the order given.
+        ids = sorted(dbg.breakpoints)
+        self.breakpoints = {new: (dict(specs[i]), list(old.values())[i]) for i, new in enumerate(ids[:len(old)])}
+        self.anomaly = ids[len(old)] if self.anomaly_on and len(ids) > len(old) else None
+        return True
+
+    def close(self):
+        if self.debugger is not None:
+            self.debugger.close()
+
+    # -- breakpoints and switches -----------------------------------------------------------------
+    def _can_command(self):
+        return self.debugger is not None and self.debugger.state in ("running", "paused")
+
+    def breakpoint_for(self, key):
+        """The breakpoint F9 sets on a graph node: a line breakpoint at the code that made a
+        backward node (it holds in every iteration, where a node is one iteration's), the node
+        itself when no line is known, and for a leaf or its AccumulateGrad a breakpoint on its
+        gradient being accumulated. Returns (spec, label) or None."""
+        g = self.trace.graph
+        if key is None or key not in g:
+            return None
+        d = g.nodes[key]
+        kind = d.get("kind")
+        if kind == "grad_fn":
+            op = (d.get("op") or key).replace(_SHORT, "")
+            node = self.trace.nodes.get(int(key[1:]))
+            src = node.source if node is not None else None
+            if src is not None:
+                return {"source": f"{src.file}:{src.line}"}, f"{op} · line {src.file.rsplit('/', 1)[-1]}:{src.line}"
+            return {"node": int(key[1:])}, f"{op} ({key})"
+        if kind == "accumulate_grad":
+            leaf = next(iter(g.successors(key)), None)
+            key = leaf if leaf is not None else key
+            d = g.nodes[key]
+        if key.startswith("t"):
+            name = d.get("name")
+            return {"tensor": name or int(key[1:])}, f"{name or key}.grad accumulated"
+        return None
+
+    def toggle_breakpoint(self, key=None):
+        """F9: set the breakpoint for ``key`` (default: the selection, else the paused node), or
+        remove it if set. Returns True if one is now set."""
+        found = self.breakpoint_for(key or self.selected or self.current)
+        if found is None or not self._can_command():
+            return False
+        spec, label = found
+        for bid, (have, _) in list(self.breakpoints.items()):
+            if have == spec:
+                self.remove_breakpoint(bid)
+                return False
+        bid = self.debugger.add_breakpoint(**spec)
+        self.breakpoints[bid] = (spec, label)
+        return True
+
+    def remove_breakpoint(self, bid):
+        self.breakpoints.pop(bid, None)
+        if self._can_command() and bid in self.debugger.breakpoints:
+            self.debugger.remove_breakpoint(bid)
+
+    def breakpoint_rows(self):
+        """(id, label) of every breakpoint, for the list."""
+        rows = [(bid, label) for bid, (_, label) in sorted(self.breakpoints.items())]
+        if self.anomaly is not None:
+            rows.append((self.anomaly, "anomaly: NaN or Inf anywhere"))
+        return rows
+
+    def set_anomaly(self, on):
+        """The anomaly switch: pause where a NaN or Inf first appears, forward or backward. Kept
+        for the next restart when the program has ended; returns whether the program has it now."""
+        self.anomaly_on = bool(on)
+        if not self._can_command():
+            return False
+        if on and self.anomaly is None:
+            self.anomaly = self.debugger.add_breakpoint(anomaly=True)
+        elif not on and self.anomaly is not None:
+            bid, self.anomaly = self.anomaly, None
+            if bid in self.debugger.breakpoints:
+                self.debugger.remove_breakpoint(bid)
+        return True
+
+    def set_break_on_forward(self, on):
+        """Forward stepping: pause as each op is made, to watch the graph grow."""
+        self.break_on_forward = bool(on)
+        if self._can_command():
+            self.debugger.configure(break_on_forward=self.break_on_forward)
+            return True
+        return False
+
+    # -- the program's output ---------------------------------------------------------------------
+    def console(self):
+        """The program's stdout and stderr as (stream, text) in order, then, if it raised, the
+        traceback and the node it was in (stream ``exception``)."""
+        with self.debugger.lock if self.debugger is not None else _NoLock():
+            out = [(e.stream, e.text) for e in self.trace.events if type(e) is ev.ProgramOutput]
+            exited = next((e for e in reversed(self.trace.events) if type(e) is ev.ProgramExited), None)
+        p = self.pause
+        tb = p.traceback if p is not None and p.reason == "exception" else (exited.error if exited else None)
+        if tb:
+            where = ""
+            if p is not None and p.reason == "exception" and p.op:
+                src = f", made at {p.source.file}:{p.source.line}" if p.source else ""
+                where = f"in backward node {p.op.replace(_SHORT, '')} ({node_key(p.node)}){src}\n"
+            out.append(("exception", where + tb))
+        return out
 
     # -- selection --------------------------------------------------------------------------------
     def select(self, key):
@@ -158,6 +351,19 @@ class AppState:
             return self.trace.grad(key)
         except KeyError:
             return None
+
+
+def _compute(g, iteration, previous):
+    labels = {k: node_label(d, k) for k, d in g.nodes(data=True)}
+    lay = compute_layout(g, node_size=lambda k: node_size(labels[k]), previous=previous)
+    return g, iteration, labels, lay
+
+
+def _run_into(box, fn, *args):
+    try:
+        box["result"] = fn(*args)
+    except BaseException as exc:  # handed to the GUI thread, raised there
+        box["error"] = exc
 
 
 class _NoLock:

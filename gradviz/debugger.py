@@ -77,7 +77,7 @@ class DebuggerError(RuntimeError):
     pass
 
 
-_SPEC_KEYS = ("op", "node", "tensor", "anomaly", "grad_norm_above")
+_SPEC_KEYS = ("op", "node", "source", "tensor", "anomaly", "grad_norm_above")
 
 
 class Debugger:
@@ -329,13 +329,15 @@ class Debugger:
         self.breakpoints[given["id"]] = given
         return given
 
-    def add_breakpoint(self, op=None, node=None, tensor=None, anomaly=False, grad_norm_above=None):
-        """Pause before a backward node named ``op`` or with id ``node``; when ``tensor`` (a name or
+    def add_breakpoint(self, op=None, node=None, tensor=None, anomaly=False, grad_norm_above=None, source=None):
+        """Pause before a backward node named ``op`` or with id ``node``, or made at ``source``
+        (``"file:line"``, or ``"name.py:line"``: a line breakpoint, which holds in every iteration,
+        where a node id is one iteration's); when ``tensor`` (a name or
         id) gets its gradient accumulated; at the first node whose output or gradient holds NaN or
         Inf (``anomaly``); or before a node whose incoming gradient's norm is above
         ``grad_norm_above``. Returns the breakpoint's id."""
         spec = self._new_breakpoint(dict(op=op, node=node, tensor=tensor, anomaly=anomaly,
-                                         grad_norm_above=grad_norm_above))
+                                         grad_norm_above=grad_norm_above, source=source))
         if self.state != "starting":
             self._send({"cmd": "add_breakpoint", "spec": spec})
         return spec["id"]

@@ -68,6 +68,18 @@ class SessionProducer(Producer):
         self.session.after_accumulate(self._lookup(node), self._lookup(tensor), grad)
 
 
+def _same_line(want, have):
+    """A line breakpoint ``file:line`` (or ``name.py:line``, matched on the file's name) against a
+    node's ``file:line``."""
+    if have is None:
+        return False
+    if want == have:
+        return True
+    wfile, _, wline = want.rpartition(":")
+    hfile, _, hline = have.rpartition(":")
+    return wline == hline and os.sep not in wfile and os.path.basename(hfile) == wfile
+
+
 def _full(adapter, values):
     """Values with their full arrays, whatever the recording keeps: what a pause shows."""
     return tuple(None if x is None else ev.Value(adapter.summarize(x), adapter.to_numpy(x, False)) for x in values)
@@ -88,12 +100,16 @@ class Session:
         self.current_node = None
         self.current = {}  # what the pause in progress can hand out: grad_outputs, grad_inputs
         self._anomaly_seen = set()
+        self._sources = {}  # node id -> "file:line" of the forward code that made it
         self.producer = None
 
     # -- the stream ------------------------------------------------------------------------------
     def emit(self, e):
         self.writer.write(e)
         self.last_event = e
+        if type(e) is ev.NodeCreated and e.kind == "grad_fn" and e.source is not None:
+            # A line breakpoint stops at the ops the line made; AccumulateGrad belongs to its leaf.
+            self._sources[e.id] = f"{e.source.file}:{e.source.line}"
 
     # -- commands --------------------------------------------------------------------------------
     def configure(self, cfg):
@@ -217,6 +233,8 @@ class Session:
         for spec in list(self.breakpoints.values()):
             if spec.get("op") is not None and spec["op"] == op or spec.get("node") is not None and spec["node"] == node:
                 hit = f"breakpoint {spec['id']}"
+            elif spec.get("source") is not None and _same_line(spec["source"], self._sources.get(node)):
+                hit = f"breakpoint {spec['id']}: made at {spec['source']}"
             elif spec.get("grad_norm_above") is not None and any(
                     v is not None and v.summary.norm > spec["grad_norm_above"] for v in e.grad_outputs):
                 hit = f"breakpoint {spec['id']}: gradient norm above {spec['grad_norm_above']}"

@@ -129,3 +129,143 @@ def test_open_a_recording(tmp_path):
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert _non_blank(png) > 8
+
+
+LOOP = ("import gradviz.engine as torch\n"
+        "w = torch.tensor([1., 2.], requires_grad=True)\n"
+        "for it in range(3):\n"
+        "    z = w * (it + 1)\n"
+        "    y = z.sum()\n"
+        "    y.backward()\n"
+        "    print('iteration', it, 'grad', w.grad.tolist())\n")
+
+
+def _launcher(**kw):
+    def launch(breakpoints=()):
+        return Debugger.launch(breakpoints=breakpoints, **kw)
+    return launch
+
+
+def _next_pause(st, prev):
+    _wait(lambda: (st.poll(), st.pause is not None and st.pause is not prev)[1])
+    return st.pause
+
+
+def test_breakpoints_switches_restart_and_console_without_a_window(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP)
+    st = AppState(launch=_launcher(script=str(script), break_on_backward=True))
+    try:
+        p = _next_pause(st, None)
+        assert (p.op, p.pass_index) == ("SumBackward0", 0) and st.break_on_backward
+        mul = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "MulBackward0")
+        st.select(mul)
+        assert st.toggle_breakpoint() is True
+        assert st.breakpoint_rows() == [(1, "MulBackward0 · line loop.py:4")]
+        assert st.set_anomaly(True) and [label for _, label in st.breakpoint_rows()][-1].startswith("anomaly")
+        seen = []
+        for _ in range(3):  # Continue leaves the every-node mode: it stops only at the breakpoint
+            st.resume()
+            p = _next_pause(st, p)
+            seen.append((p.reason, p.op, p.pass_index, p.grad_outputs[0].tolist()))
+        assert not st.break_on_backward
+        assert seen == [("breakpoint", "MulBackward0", i, [1.0, 1.0]) for i in range(3)]
+        assert st.toggle_breakpoint(st.current) is False  # F9 again on the same line: removed
+        assert [label for _, label in st.breakpoint_rows()] == ["anomaly: NaN or Inf anywhere"]
+        st.resume()
+        p = _next_pause(st, p)
+        assert p.reason == "exited"
+        _wait(lambda: "iteration 2" in "".join(text for _, text in st.console()))
+        out = "".join(text for stream, text in st.console() if stream == "stdout")
+        assert out == "".join(f"iteration {i} grad {[float(sum(range(1, i + 2)))] * 2}\n" for i in range(3))
+        assert st.set_anomaly(False) is False and not st.anomaly_on  # remembered, the program is gone
+        st.set_anomaly(True)
+        assert st.restart()
+        p = _next_pause(st, None)
+        assert (p.reason, p.op, p.pass_index) == ("step", "SumBackward0", 0)
+        assert [label for _, label in st.breakpoint_rows()] == ["anomaly: NaN or Inf anywhere"]
+        assert st.debugger.breakpoints == {st.anomaly: {"anomaly": True, "id": st.anomaly}}
+        assert st.console() == [] or all("iteration" not in text for _, text in st.console())
+    finally:
+        st.close()
+
+
+def test_an_exception_in_backward_shows_in_the_console_with_its_node(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text("import gradviz.engine as torch\n"
+                      "w = torch.tensor([1., 2.], requires_grad=True)\n"
+                      "w.register_hook(lambda g: 1 / 0)\n"
+                      "(w * 3).sum().backward()\n")
+    st = AppState(launch=_launcher(script=str(script)))
+    try:
+        p = _next_pause(st, None)
+        assert p.reason == "exception"
+        text = st.console()[-1]
+        assert text[0] == "exception" and "ZeroDivisionError" in text[1]
+        assert text[1].startswith("in backward node ")
+        st.resume()
+        _wait(lambda: (st.poll(), st.pause.reason == "exited")[1])
+        assert "ZeroDivisionError" in st.console()[-1][1]
+    finally:
+        st.close()
+
+
+def test_anomaly_switch_in_the_window_stops_where_the_nan_is_made(qtbot):
+    from PySide6.QtCore import Qt
+    from gradviz.ui.graph_view import CURRENT
+    from gradviz.ui.main_window import MainWindow
+    w = MainWindow(AppState(launch=_launcher(demo="nan", break_on_backward=True)))
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        st = w.state
+        qtbot.waitUntil(lambda: st.pause is not None and st.pause.reason == "step", timeout=20000)
+        assert w.actions_by_name["Every node"].isChecked()
+        w.actions_by_name["Anomaly"].trigger()
+        assert st.anomaly_on and w.breakpoint_list.count() == 1
+        qtbot.keyClick(w, Qt.Key_F5)
+        qtbot.waitUntil(lambda: st.pause.reason == "anomaly", timeout=20000)
+        assert st.pause.op == "SqrtBackward0" and st.graph.nodes[st.current]["op"] == "SqrtBackward0"
+        assert w.view.items_by_key[st.current].fill == CURRENT
+        assert not w.actions_by_name["Every node"].isChecked()
+        assert "dist = ((p[i] - q[i]) ** 2).sum().sqrt()" in w.inspector.toPlainText()
+        assert "NaN or Inf" in w.status.text()
+    finally:
+        w.timer.stop()
+        w.state.close()
+
+
+def _long_chain_trace(path, n_ops):
+    import gradviz
+    import gradviz.engine as torch
+    with gradviz.record(values="summaries") as rec:
+        x = torch.ones(3, requires_grad=True)
+        y = x
+        for i in range(n_ops):
+            y = y * 1.0001 if i % 2 else y + 0.5
+        y.sum().backward()
+    rec.trace.save(path)
+    return rec.trace
+
+
+def test_a_5000_node_trace_is_laid_out_off_the_gui_thread_and_the_window_answers(qtbot, tmp_path):
+    import gradviz
+    from PySide6.QtCore import QTimer
+    from gradviz.ui.main_window import MainWindow
+    path = tmp_path / "big.gvz"
+    _long_chain_trace(path, 5000)
+    st = AppState(trace=gradviz.load(path))
+    w = MainWindow(st)
+    qtbot.addWidget(w)
+    w.show()
+    assert st.laying_out and "laying out the graph" in w.status.text()
+    answered = []  # the event loop runs (input, timers, painting) while the layout is computed
+    QTimer.singleShot(0, lambda: answered.append(st.laying_out))
+    qtbot.waitUntil(lambda: bool(answered), timeout=5000)
+    assert answered == [True]
+    qtbot.waitUntil(lambda: not st.laying_out and len(w.view.items_by_key) == st.graph.number_of_nodes(),
+                    timeout=120000)
+    assert st.graph.number_of_nodes() >= 5000
+    key = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "SumBackward0")
+    w.select(key)
+    assert "SumBackward0" in w.inspector.toPlainText()

@@ -271,6 +271,24 @@ def test_node_breakpoint_by_id():
         assert dbg.wait_paused(timeout=20).reason == "exited"
 
 
+def test_line_breakpoint_holds_in_every_iteration(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text("import gradviz.engine as torch\n"
+                      "w = torch.tensor([1., 2.], requires_grad=True)\n"
+                      "for it in range(3):\n"
+                      "    y = (w * (it + 1)).sum()\n"
+                      "    y.backward()\n")
+    with Debugger.launch(script=str(script), breakpoints=[{"source": "loop.py:4"}]) as dbg:
+        seen = []
+        while (p := dbg.wait_paused(timeout=20)).reason != "exited":
+            assert p.reason == "breakpoint" and p.detail.endswith("made at loop.py:4")
+            seen.append((p.pass_index, p.op, p.grad_outputs[0].tolist()))
+            dbg.resume()
+    assert seen == [(i, op, g) for i in range(3) for op, g in (("SumBackward0", 1.0), ("MulBackward0", [1.0, 1.0]))]
+    with Debugger.launch(script=str(script), breakpoints=[{"source": f"{script}:5"}]) as dbg:
+        assert dbg.wait_paused(timeout=20).reason == "exited"  # line 5 makes no node
+
+
 def test_anomaly_in_forward(tmp_path):
     script = tmp_path / "logzero.py"
     script.write_text("import gradviz.engine as torch\nx = torch.tensor([1., 0.], requires_grad=True)\n"

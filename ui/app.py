@@ -11,7 +11,6 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
     from .main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    dbg = None
     if trace_path is not None:
         from gradviz.tracefile import TraceFormatError, load
         try:
@@ -21,11 +20,14 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
         title = f"gradviz — {trace_path}"
     else:
         from gradviz.debugger import Debugger, DebuggerError
+
+        def launch(breakpoints=()):
+            return Debugger.launch(script=script, args=args, demo=demo, break_on_backward=break_on_backward,
+                                   breakpoints=breakpoints)
         try:
-            dbg = Debugger.launch(script=script, args=args, demo=demo, break_on_backward=break_on_backward)
+            state = AppState(launch=launch)
         except DebuggerError as exc:
             return _fail(app, str(exc), screenshot)
-        state = AppState(debugger=dbg)
         title = f"gradviz — {demo or script}"
     window = MainWindow(state, title)
     window.show()
@@ -34,7 +36,8 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
     try:
         if screenshot:
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and dbg is not None and state.pause is None:
+            while time.monotonic() < deadline and (state.debugger is not None and state.pause is None
+                                                   or state.laying_out):
                 app.processEvents()
                 window.poll()
                 time.sleep(0.01)
@@ -45,8 +48,7 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
             return 0
         return app.exec()
     finally:
-        if dbg is not None:
-            dbg.close()
+        state.close()
 
 
 

@@ -1,15 +1,18 @@
-"""``MainWindow``: the graph, the debugger's controls, the inspector and the gradient plot. It
-renders an ``AppState`` (core) and forwards the user's commands to it; events from the program
-are taken in batches by a 30 ms timer, so the window never waits on the program."""
+"""``MainWindow``: the graph, the debugger's controls, the inspector, the gradient plots, the
+breakpoints and the program's console. It renders an ``AppState`` (core) and forwards the user's
+commands to it; events from the program are taken in batches by a 30 ms timer, so the window never
+waits on the program, and a large graph is laid out off the GUI thread."""
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QSplitter, QToolBar
+from PySide6.QtGui import QAction, QColor, QKeySequence, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (QDockWidget, QLabel, QListWidget, QListWidgetItem, QMainWindow, QPlainTextEdit,
+                               QSplitter, QToolBar)
 
 from .grad_plot import GradPlot
 from .graph_view import GraphView
 from .inspector import Inspector
 
 POLL_MS = 30
+STREAM_COLOURS = {"stdout": "#202020", "stderr": "#b00020", "exception": "#b00020"}
 
 
 class MainWindow(QMainWindow):
@@ -17,7 +20,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.state = state
         self.setWindowTitle(title)
-        self.resize(1280, 760)
+        self.resize(1280, 800)
         self.view = GraphView(state)
         self.setCentralWidget(self.view)
         self.inspector = Inspector(state)
@@ -25,13 +28,23 @@ class MainWindow(QMainWindow):
         side = QSplitter(Qt.Vertical)
         side.addWidget(self.inspector)
         side.addWidget(self.plot)
-        side.setSizes([380, 260])
-        dock = QDockWidget("Inspector", self)
-        dock.setWidget(side)
-        dock.setFeatures(QDockWidget.DockWidgetMovable)
-        self.addDockWidget(Qt.RightDockWidgetArea, dock)
+        side.setSizes([360, 300])
+        self._dock("Inspector", side, Qt.RightDockWidgetArea)
+        self.breakpoint_list = QListWidget()
+        self.breakpoint_list.setToolTip("Breakpoints: F9 on a node adds one; Delete removes the selected one")
+        self.breakpoint_list.installEventFilter(self)
+        self.console = QPlainTextEdit()
+        self.console.setReadOnly(True)
+        self.console.setMaximumBlockCount(20000)
+        self.console.setPlaceholderText("The program's output appears here.")
+        bp_dock = self._dock("Breakpoints", self.breakpoint_list, Qt.BottomDockWidgetArea)
+        console_dock = self._dock("Console", self.console, Qt.BottomDockWidgetArea)
+        self.splitDockWidget(bp_dock, console_dock, Qt.Horizontal)
+        self.resizeDocks([bp_dock, console_dock], [280, 900], Qt.Horizontal)
+        self.resizeDocks([console_dock], [150], Qt.Vertical)
         self.status = QLabel()
         self.statusBar().addWidget(self.status, 1)
+        self._console_len = 0
         self._actions()
         self.view.nodeClicked.connect(self.select)
         self.timer = QTimer(self)
@@ -39,20 +52,67 @@ class MainWindow(QMainWindow):
         self.timer.start(POLL_MS)
         self.poll()
 
+    def _dock(self, title, widget, area):
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        return dock
+
     def _actions(self):
         bar = QToolBar("Debug", self)
         bar.setMovable(False)
         self.addToolBar(bar)
         self.actions_by_name = {}
-        for name, key, slot in (("Continue", "F5", self.state.resume), ("Step", "F10", self.state.step),
-                                ("Stop", "Shift+F5", self.state.stop), ("Fit", "F", self.view.fit)):
-            act = QAction(f"{name} ({key})", self)
+        st = self.state
+        live = st.debugger is not None
+        for name, key, slot, tip in (
+                ("Continue", "F5", st.resume, "Run until the next breakpoint"),
+                ("Step", "F10", st.step, "Run the highlighted node and pause before the next one"),
+                ("Pause", "F6", st.interrupt, "Pause the running program at its next graph operation"),
+                ("Stop", "Shift+F5", st.stop, "End the program"),
+                ("Restart", "Ctrl+Shift+F5", self.restart, "Start the program again, keeping the breakpoints"),
+                ("Breakpoint", "F9", self.toggle_breakpoint, "Toggle a breakpoint on the selected node"),
+                ("Fit", "F", self.view.fit, "Fit the graph in the window")):
+            act = self._action(name, key, tip, lambda checked=False, slot=slot: (slot(), self.poll()))
+            act.setEnabled(live or name == "Fit")
+            bar.addAction(act)
+        bar.addSeparator()
+        for name, tip, slot in (
+                ("Every node", "Pause before every backward node (Continue turns this off)",
+                 st.set_break_on_backward),
+                ("Anomaly", "Pause where a NaN or Inf first appears, in forward or backward", st.set_anomaly),
+                ("Forward", "Pause as each forward op is made, to watch the graph grow", st.set_break_on_forward)):
+            act = self._action(name, None, tip, lambda checked, slot=slot: (slot(checked), self._show_breakpoints(),
+                                                                               self.poll()))
+            act.setCheckable(True)
+            act.setEnabled(live)
+            bar.addAction(act)
+        self._sync_switches()
+
+    def _sync_switches(self):
+        st = self.state
+        for name, on in (("Every node", st.break_on_backward), ("Anomaly", st.anomaly_on),
+                         ("Forward", st.break_on_forward)):
+            act = self.actions_by_name[name]
+            if act.isChecked() != on:
+                act.blockSignals(True)
+                act.setChecked(on)
+                act.blockSignals(False)
+
+    def _action(self, name, key, tip, slot):
+        act = QAction(f"{name} ({key})" if key else name, self)
+        if key:
             act.setShortcut(QKeySequence(key))
             act.setShortcutContext(Qt.ApplicationShortcut)
-            act.triggered.connect(lambda checked=False, slot=slot: (slot(), self.poll()))
-            bar.addAction(act)
-            self.actions_by_name[name] = act
+        act.setToolTip(f"{tip} ({key})" if key else tip)
+        act.triggered.connect(slot)
+        self.addAction(act)
+        self.actions_by_name[name] = act
+        return act
 
+    # -- following the state ------------------------------------------------------------------------
     def poll(self):
         changed = self.state.poll()
         if "graph" in changed:
@@ -64,7 +124,37 @@ class MainWindow(QMainWindow):
             if "pause" in changed and self.state.current:
                 self.view.center_on(self.state.current)
             self._show_selection()
-        self.status.setText(self.state.status_text())
+        self._show_console()
+        self._sync_switches()
+        text = self.state.status_text()
+        if self.state.laying_out:
+            text += " · laying out the graph…"
+        self.status.setText(text)
+
+    def _show_console(self):
+        lines = self.state.console()
+        if len(lines) < self._console_len:
+            self.console.clear()
+            self._console_len = 0
+        if len(lines) == self._console_len:
+            return
+        cursor = self.console.textCursor()
+        cursor.movePosition(QTextCursor.End)
+        for stream, text in lines[self._console_len:]:
+            fmt = QTextCharFormat()
+            fmt.setForeground(QColor(STREAM_COLOURS.get(stream, "#202020")))
+            cursor.insertText(text if text.endswith("\n") or stream != "exception" else text + "\n", fmt)
+        self._console_len = len(lines)
+        self.console.setTextCursor(cursor)
+        self.console.ensureCursorVisible()
+
+    def _show_breakpoints(self):
+        self.breakpoint_list.clear()
+        for bid, label in self.state.breakpoint_rows():
+            item = QListWidgetItem(f"● {label}")
+            item.setData(Qt.UserRole, bid)
+            item.setForeground(QColor("#b00020"))
+            self.breakpoint_list.addItem(item)
 
     def select(self, key):
         self.state.select(key)
@@ -76,6 +166,33 @@ class MainWindow(QMainWindow):
         self.inspector.show_key(key)
         label = self.state.labels.get(key, "").replace("\n", " ") if key else ""
         self.plot.show_value(self.state.selected_value(), f"gradient at {label}" if label else "")
+
+    # -- commands -------------------------------------------------------------------------------------
+    def toggle_breakpoint(self):
+        self.state.toggle_breakpoint()
+        self._show_breakpoints()
+
+    def restart(self):
+        if self.state.restart():
+            self._console_len = 0
+            self.console.clear()
+            self.view.rebuild()
+            self._show_breakpoints()
+
+    def eventFilter(self, obj, event):
+        if obj is self.breakpoint_list and event.type() == event.Type.KeyPress and \
+                event.key() in (Qt.Key_Delete, Qt.Key_Backspace):
+            item = self.breakpoint_list.currentItem()
+            if item is not None:
+                bid = item.data(Qt.UserRole)
+                if bid == self.state.anomaly:
+                    self.state.set_anomaly(False)
+                    self.actions_by_name["Anomaly"].setChecked(False)
+                else:
+                    self.state.remove_breakpoint(bid)
+                self._show_breakpoints()
+            return True
+        return super().eventFilter(obj, event)
 
     def closeEvent(self, event):
         self.timer.stop()
