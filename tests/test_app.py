@@ -52,6 +52,8 @@ def window(qtbot):
     w = MainWindow(AppState(debugger=dbg))
     qtbot.addWidget(w)
     w.show()
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow, timeout=5000)  # shortcuts act in the active window
     yield w
     w.timer.stop()
     dbg.close()
@@ -76,7 +78,8 @@ def test_stepping_with_f10_highlights_each_node_in_order(window, qtbot):
     window.select(a_key)
     kind, _, heights = window.plot.shown
     assert kind == "values" and heights.tolist() == [36.0, 81.0]
-    assert "[36., 81.]" in window.inspector.toPlainText()
+    text = window.inspector.toPlainText()
+    assert ".grad (2,) float32\nmin 36, max 81, mean 58.5, std 22.5, norm 88.64\n36\n81" in text
     assert window.status.text() == "program exited (status 0)"
 
 
@@ -217,6 +220,8 @@ def test_anomaly_switch_in_the_window_stops_where_the_nan_is_made(qtbot):
     w = MainWindow(AppState(launch=_launcher(demo="nan", break_on_backward=True)))
     qtbot.addWidget(w)
     w.show()
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow, timeout=5000)  # shortcuts act in the active window
     try:
         st = w.state
         qtbot.waitUntil(lambda: st.pause is not None and st.pause.reason == "step", timeout=20000)
@@ -229,6 +234,8 @@ def test_anomaly_switch_in_the_window_stops_where_the_nan_is_made(qtbot):
         assert w.view.items_by_key[st.current].fill == CURRENT
         assert not w.actions_by_name["Every node"].isChecked()
         assert "dist = ((p[i] - q[i]) ** 2).sum().sqrt()" in w.inspector.toPlainText()
+        assert "grad_input 0 → SumBackward0" in w.inspector.toPlainText()
+        assert "0 NaN, 1 Inf\ninf" in w.inspector.toPlainText()  # the Inf sqrt's derivative makes at 0
         assert "NaN or Inf" in w.status.text()
     finally:
         w.timer.stop()

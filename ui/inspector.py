@@ -1,49 +1,141 @@
 """``Inspector``: the selected node or tensor (or the paused node): what it is, where the user's
-code made it, and its gradient as a summary and, when small, as values."""
+code made it and that line's text, its forward inputs and output, and the gradients of its last
+backward pass (a node's grad_outputs and grad_inputs, a tensor's .grad), each as a summary and,
+when small, as a table of values."""
 import html
 import linecache
 
 import numpy as np
 from PySide6.QtWidgets import QTextBrowser
 
+from gradviz.trace import node_key, tensor_key
+
+TABLE_MAX = 64  # elements: up to this many, values are shown as a table
+_SHORT = "torch::autograd::"
+
 
 def _fmt(x):
     return f"{x:.5g}" if isinstance(x, float) else str(x)
+
+
+def _esc(x):
+    return html.escape(str(x))
+
+
+def dtype_name(dtype):
+    """PyTorch's name for a dtype string such as '<f4' (float32)."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
+def value_html(value, title):
+    """One Value: its shape and statistics, NaN and Inf counts in red, and its elements as a table
+    when there are at most ``TABLE_MAX`` of them and they were kept."""
+    if value is None:
+        return f"<p style='margin:2px 0'><b>{_esc(title)}</b> <span style='color:#777'>none</span></p>"
+    s = value.summary
+    stats = ", ".join(f"{k} {_fmt(getattr(s, k))}" for k in ("min", "max", "mean", "std", "norm"))
+    bad = f" <span style='color:#c00'>{s.nan} NaN, {s.inf} Inf</span>" if not s.finite else ""
+    sampled = " <span style='color:#777'>(mean, std from a sample)</span>" if s.sampled else ""
+    out = [f"<p style='margin:4px 0 0 0'><b>{_esc(title)}</b> {_esc(tuple(s.shape))} {_esc(dtype_name(s.dtype))}<br>"
+           f"<span style='color:#333'>{stats}</span>{bad}{sampled}</p>"]
+    a = value.array
+    if a is not None and 0 < a.size <= TABLE_MAX:
+        rows = np.asarray(a, dtype=float)
+        rows = rows.reshape(1, -1) if rows.ndim < 2 else rows.reshape(-1, rows.shape[-1])
+        cells = "".join("<tr>" + "".join(
+            f"<td align='right' style='padding:0 6px;{'color:#c00' if not np.isfinite(v) else ''}'>{v:.4g}</td>"
+            for v in row) + "</tr>" for row in rows)
+        out.append(f"<table style='font-family:monospace; background:#f6f6f6' cellspacing=0>{cells}</table>")
+    return "".join(out)
 
 
 class Inspector(QTextBrowser):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self.setMinimumWidth(300)
+        self.setMinimumWidth(320)
 
     def show_key(self, key):
         st = self.state
-        if key is None or key not in st.trace.graph:
+        trace = st.trace
+        if key is None or key not in trace.graph:
             self.setHtml("<p style='color:#777'>Click a node to inspect it.</p>")
             return
-        d = st.trace.graph.nodes[key]
-        rows = [("kind", d.get("kind", "")), ("scope", d.get("scope") or "(top level)"),
-                ("shape", str(tuple(d.get("shape", ())))), ("dtype", d.get("dtype", ""))]
+        d = trace.graph.nodes[key]
         title = st.labels.get(key, key).replace("\n", " ")
-        parts = [f"<h3 style='margin:2px'>{html.escape(title)}</h3>",
-                 "<table cellspacing=2>" + "".join(f"<tr><td style='color:#666'>{k}</td><td>{html.escape(str(v))}</td></tr>"
+        rows = [("kind", d.get("kind", "")), ("scope", d.get("scope") or "(top level)"),
+                ("shape", str(tuple(d.get("shape", ())))), ("dtype", dtype_name(d.get("dtype", "")))]
+        parts = [f"<h3 style='margin:2px'>{_esc(title)}</h3>",
+                 "<table cellspacing=2>" + "".join(f"<tr><td style='color:#666'>{k}</td><td>{_esc(v)}</td></tr>"
                                                    for k, v in rows) + "</table>"]
         src = d.get("source", "")
         if src:
             file, _, rest = src.rpartition(":")
             line = rest.split(" ", 1)[0]
             text = linecache.getline(file, int(line)).strip() if line.isdigit() else ""
-            parts.append(f"<p style='margin:4px 0'><b>made at</b> {html.escape(src)}<br>"
-                         f"<code style='background:#f3f3f3'>{html.escape(text)}</code></p>")
-        value = st.selected_value() if st.selected == key or st.selected is None else None
-        if value is not None:
-            s = value.summary
-            parts.append("<p style='margin:4px 0'><b>gradient</b> " + ", ".join(
-                f"{k} {_fmt(getattr(s, k))}" for k in ("min", "max", "mean", "norm")) +
-                (f", <span style='color:#c00'>{s.nan} NaN, {s.inf} Inf</span>" if not s.finite else "") + "</p>")
-            if value.array is not None and value.array.size <= 64:
-                vals = np.asarray(value.array).ravel()
-                parts.append("<p style='font-family:monospace'>" + html.escape(np.array2string(
-                    vals, precision=4, separator=", ")) + "</p>")
+            parts.append(f"<p style='margin:4px 0'><b>made at</b> {_esc(src)}<br>"
+                         f"<code style='background:#f3f3f3'>{_esc(text)}</code></p>")
+        if key.startswith("n"):
+            parts += self._node(trace, int(key[1:]))
+        else:
+            parts += self._tensor(trace, int(key[1:]))
         self.setHtml("".join(parts))
+
+    def _name(self, trace, tid):
+        t = trace.tensors.get(tid)
+        return (t.name if t is not None and t.name else None) or tensor_key(tid)
+
+    def _made_by(self, trace):
+        made = getattr(self, "_made_cache", None)
+        if made is None or made[0] != len(trace.nodes) or made[1] is not trace:
+            made = (len(trace.nodes), trace, {n.output: n for n in trace.nodes.values() if n.kind == "grad_fn"})
+            self._made_cache = made
+        return made[2]
+
+    def _node(self, trace, nid):
+        node = trace.nodes.get(nid)
+        if node is None:
+            return []
+        parts = []
+        made_by = self._made_by(trace)
+        if node.kind == "grad_fn":
+            parts.append("<h4 style='margin:8px 0 0 0'>forward</h4>")
+            for i, tid in enumerate(node.inputs):
+                t = trace.tensors.get(tid)
+                src = made_by.get(tid)
+                value = t.value if t is not None else src.value if src is not None else None
+                by = f" (from {src.op})" if src is not None else ""
+                parts.append(value_html(value, f"input {i}: {self._name(trace, tid)}{by}"))
+            parts.append(value_html(node.value, "output"))
+        ran = next((p for p in reversed(trace.passes) if nid in p.grad_outputs), None)
+        if ran is None:
+            parts.append("<p style='color:#777'>Not run in backward yet.</p>")
+            return parts
+        parts.append(f"<h4 style='margin:8px 0 0 0'>backward pass {ran.index}</h4>")
+        for i, v in enumerate(ran.grad_outputs[nid]):
+            parts.append(value_html(v, f"grad_output {i}"))
+        nexts = node.next_nodes
+        for i, v in enumerate(ran.grad_inputs.get(nid, ())):
+            to = trace.nodes.get(nexts[i]) if i < len(nexts) and nexts[i] is not None else None
+            dest = f" → {to.op.replace(_SHORT, '')} ({node_key(to.id)})" if to is not None else ""
+            parts.append(value_html(v, f"grad_input {i}{dest}"))
+        if node.kind == "accumulate_grad" and node.output in ran.accumulated:
+            contribution, grad = ran.accumulated[node.output]
+            parts.append(value_html(grad, f"{self._name(trace, node.output)}.grad after the pass"))
+        return parts
+
+    def _tensor(self, trace, tid):
+        t = trace.tensors.get(tid)
+        parts = ["<h4 style='margin:8px 0 0 0'>value</h4>", value_html(t.value if t is not None else None, "value")]
+        ran = next((p for p in reversed(trace.passes) if tid in p.accumulated), None)
+        if ran is not None:
+            contribution, grad = ran.accumulated[tid]
+            parts.append(f"<h4 style='margin:8px 0 0 0'>.grad (backward pass {ran.index})</h4>")
+            parts.append(value_html(contribution, "this pass's contribution"))
+            parts.append(value_html(grad, ".grad"))
+        else:
+            parts.append("<p style='color:#777'>No gradient accumulated yet.</p>")
+        return parts
