@@ -7,7 +7,8 @@ import threading
 
 from . import events as ev
 from .layout import layout as compute_layout
-from .trace import node_key, tensor_key
+from .timeline import Timeline
+from .trace import node_key
 
 # Graphs up to this many nodes are laid out at once, in the caller's thread (stepping stays
 # instant); larger ones in a worker thread, so the window never waits on a layout.
@@ -44,18 +45,50 @@ class AppState:
         self.anomaly = None  # its breakpoint's id in the running program
         self.break_on_forward = False
         self._attach(debugger, trace)
+        from .graphmodel import GraphModel
+        self.graph_model = GraphModel(self)  # collapsed modules and search: the graph view's state
 
     def _attach(self, debugger, trace):
         self.debugger = debugger
-        self.trace = debugger.trace if debugger is not None else trace
+        self.live_trace = debugger.trace if debugger is not None else trace
+        self.timeline = Timeline(self.live_trace) if self.live_trace is not None else None
+        self.time = None  # None: the live program; k: the moment after its first k events
         self.layout = None
         self.labels = {}
-        self.pause = None
+        self.live_pause = None
         self.selected = None
         self.iteration = None
         self.graph = None  # the graph shown: the latest iteration's
         self._laid_out = -1
         self._job = None  # a layout being computed off this thread: (thread, result box, node count)
+
+    # -- the moment shown: live, or the past (time travel) --------------------------------------------
+    @property
+    def trace(self):
+        """The trace as shown: the live one, or as it was after ``time`` events."""
+        return self.live_trace if self.time is None else self.timeline.trace_at(self.time)
+
+    @property
+    def pause(self):
+        """Where the debugger stands, or stood at ``time`` (a Pause with reason ``history``)."""
+        return self.live_pause if self.time is None else self.timeline.pause_at(self.time)
+
+    def set_time(self, k):
+        """Show the moment after ``k`` events (clamped to the timeline), or the live program for
+        None. Returns what changed, as ``poll()`` does (``time``, ``pause``, ``graph``)."""
+        if k is not None:
+            k = max(0, min(int(k), len(self.timeline)))
+        if k == self.time:
+            return set()
+        self.time = k
+        changed = {"time", "pause"}
+        if self.selected is not None and self.selected not in self.trace.graph:
+            self.selected = None  # not made yet at that moment
+        with self.debugger.lock if self.debugger is not None and k is None else _NoLock():
+            n = self.trace.graph.number_of_nodes()
+        if n != self._laid_out:
+            changed |= self.poll()
+        return changed
 
     # -- following the program --------------------------------------------------------------------
     def poll(self):
@@ -66,7 +99,7 @@ class AppState:
         if dbg is not None:
             pause = dbg.poll_pause()
             while pause is not None:
-                self.pause = pause
+                self.live_pause = pause
                 changed.add("pause")
                 pause = dbg.poll_pause()
         job = self._job
@@ -152,6 +185,12 @@ class AppState:
 
     def status_text(self):
         p = self.pause
+        if self.time is not None:
+            parts = [f"time travel: event {self.time} of {len(self.timeline)}"]
+            pos = self.step_position()
+            if p.pass_index is not None and p.phase.startswith("backward") and pos is not None:
+                parts.append(f"pass {p.pass_index} step {pos[0]} of {pos[1]}")
+            return " · ".join(parts + [p.detail])
         if p is None:
             if self.debugger is not None:
                 return "running"
@@ -324,9 +363,10 @@ class AppState:
         """The program's stdout and stderr as (stream, text) in order, then, if it raised, the
         traceback and the node it was in (stream ``exception``)."""
         with self.debugger.lock if self.debugger is not None else _NoLock():
-            out = [(e.stream, e.text) for e in self.trace.events if type(e) is ev.ProgramOutput]
-            exited = next((e for e in reversed(self.trace.events) if type(e) is ev.ProgramExited), None)
-        p = self.pause
+            events = self.live_trace.events  # all of it, also while showing the past
+            out = [(e.stream, e.text) for e in events if type(e) is ev.ProgramOutput]
+            exited = next((e for e in reversed(events) if type(e) is ev.ProgramExited), None)
+        p = self.live_pause
         tb = p.traceback if p is not None and p.reason == "exception" else (exited.error if exited else None)
         if tb:
             where = ""
@@ -347,10 +387,8 @@ class AppState:
         key = self.selected or self.current
         if key is None:
             return None
-        try:
-            return self.trace.grad(key)
-        except KeyError:
-            return None
+        from .plots import latest_grad
+        return latest_grad(self.trace, key)
 
 
 def _compute(g, iteration, previous):

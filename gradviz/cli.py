@@ -8,7 +8,7 @@
     gradviz record SCRIPT [ARGS...] -o TRACE.gvz     run a program under the recorder, no window
     gradviz record --demo NAME -o TRACE.gvz
     gradviz info TRACE.gvz [--json]  nodes, edges, passes with their backward order, tensors
-    gradviz export TRACE.gvz -o OUT.dot
+    gradviz export TRACE.gvz -o OUT.dot|OUT.svg|OUT.png [--collapse SCOPE]
 """
 import argparse
 import os
@@ -117,17 +117,30 @@ def cmd_info(args):
 
 
 def cmd_export(args):
-    from gradviz.dot import to_dot
+    """DOT of the whole recorded graph, or a picture (SVG, PNG) of the latest iteration's graph
+    as the app draws it; Qt is imported only for a picture, and needs no display."""
     ext = os.path.splitext(args.output)[1].lower()
-    if ext != ".dot":
-        print(f"gradviz export: cannot write {ext or 'that'} files yet; use OUT.dot", file=sys.stderr)
+    if ext not in (".dot", ".svg", ".png"):
+        print(f"gradviz export: cannot write {ext or 'a file without a suffix'}; "
+              "use OUT.dot, OUT.svg or OUT.png", file=sys.stderr)
         return 2
     trace = _load(args.trace)
     if trace is None:
         return 1
-    with open(args.output, "w", encoding="utf-8") as f:
-        f.write(to_dot(trace.graph))
-    print(f"gradviz: wrote {trace.graph.number_of_nodes()} nodes to {args.output}", file=sys.stderr)
+    if ext == ".dot":
+        from gradviz.dot import to_dot
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(to_dot(trace.graph))
+        n = trace.graph.number_of_nodes()
+    else:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # this process never shows a window
+        from gradviz.ui.export import render_graph
+        try:
+            n = render_graph(trace, args.output, collapsed=args.collapse or ())
+        except OSError as exc:
+            print(f"gradviz export: {exc}", file=sys.stderr)
+            return 1
+    print(f"gradviz: wrote {n} nodes to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -182,9 +195,14 @@ def build_parser():
     p = sub.add_parser("info", help="describe a trace file")
     p.add_argument("trace")
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
-    p = sub.add_parser("export", help="write a trace's graph as Graphviz DOT")
+    p = sub.add_parser("export", help="write a trace's graph as Graphviz DOT, or draw it to SVG or PNG",
+                       description="OUT.dot: the whole recorded graph as Graphviz DOT. OUT.svg, OUT.png: the "
+                                   "latest iteration's graph as the app draws it (no window needed).")
     p.add_argument("trace")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.dot|OUT.svg|OUT.png",
+                   help="the file to write; its suffix picks the format")
+    p.add_argument("--collapse", action="append", metavar="SCOPE",
+                   help="draw this module (e.g. layer1.0) as one box (SVG, PNG; repeatable)")
     return parser
 
 

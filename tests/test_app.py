@@ -276,3 +276,46 @@ def test_a_5000_node_trace_is_laid_out_off_the_gui_thread_and_the_window_answers
     key = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "SumBackward0")
     w.select(key)
     assert "SumBackward0" in w.inspector.toPlainText()
+
+
+def test_search_plots_and_time_travel_in_the_window(qtbot):
+    from PySide6.QtCore import Qt
+    from gradviz.ui.main_window import MainWindow
+    w = MainWindow(AppState(launch=_launcher(demo="mlp", break_on_backward=True)))
+    qtbot.addWidget(w)
+    w.show()
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow, timeout=5000)
+    try:
+        st = w.state
+        qtbot.waitUntil(lambda: st.pause is not None and st.pause.reason == "step", timeout=20000)
+        qtbot.keyClick(w, Qt.Key_F5)  # Continue: no breakpoint, so to the end
+        qtbot.waitUntil(lambda: st.pause.reason == "exited", timeout=30000)
+        assert "iteration 4: loss" in w.console.toPlainText()
+
+        qtbot.keyClick(w, Qt.Key_F, Qt.ControlModifier)  # Ctrl+F: to the search box
+        assert w.search_box.hasFocus()
+        qtbot.keyClicks(w.search_box, "2.weight")  # an 'f' or 'F' typed here is text, not Fit
+        qtbot.keyClick(w.search_box, Qt.Key_Return)
+        assert w.search_box.text() == "2.weight"
+        assert st.graph.nodes[st.selected].get("name") == "2.weight" and w.search_count.text().strip() == "1 of 1"
+        assert "2.weight" in w.inspector.toPlainText()
+        its, norms = w.plot.history_shown
+        assert list(its) == [0, 1, 2, 3, 4]
+        expected = [v.summary.norm for _, v in st.trace.grad_history(st.selected)]
+        np.testing.assert_allclose(norms, expected)
+        assert [r.name for r in w.plot.flow_shown] == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+        assert w.plot.heatmap_shown.shape == (16, 16)
+
+        # Time travel: back to the moment the first backward pass began, then live again.
+        tl = st.timeline
+        start = next(k for k, label in tl.marks() if label == "pass 0 starts")
+        w.timeline_bar.set_position(start)
+        assert st.time == start and st.trace.passes[-1].order == [] and len(st.trace.passes) == 1
+        assert w.status.text().startswith(f"time travel: event {start} of {len(tl)}")
+        assert not st.ran()
+        w.timeline_bar.set_position(None)
+        assert st.time is None and len(st.trace.passes) == 5 and w.status.text().startswith("program exited")
+    finally:
+        w.timer.stop()
+        w.state.close()

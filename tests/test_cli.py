@@ -104,7 +104,7 @@ def test_export_dot(tmp_path, capsys):
     from gradviz.dot import read_dot
     g = read_dot(text)
     assert g.number_of_nodes() == 8 and g.number_of_edges() == 7
-    assert cli.main(["export", str(out), "-o", str(tmp_path / "x.svg")]) == 2
+    assert cli.main(["export", str(out), "-o", str(tmp_path / "x.pdf")]) == 2
 
 
 def test_demos_are_listed(capsys):

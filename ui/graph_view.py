@@ -1,19 +1,45 @@
-"""``GraphView``: the autograd graph, laid out by the core, drawn with QGraphicsScene. Nodes are
-coloured by kind; the node about to run is highlighted and the nodes already run are marked."""
+"""``GraphView``: the autograd graph, laid out by the core, drawn with QGraphicsScene.
+
+Node styles tell the kinds apart (grad_fn, AccumulateGrad, parameter, frozen parameter, input, the
+root, a collapsed module); the node about to run is highlighted, the nodes already run are marked
+with the step they ran at, an edge that carried a gradient shows its shape and norm, a leaf shows
+its ``.grad``. What is collapsed and what a search found live in a ``GraphModel`` (core); the
+scene is built by ``build_scene`` / ``paint_state``, which the windowless export uses too.
+
+Big graphs (a 60-layer transformer: 5,279 nodes) stay smooth: one item per node and one per edge
+(its arrow head included), nodes cached as device pixmaps, text skipped when zoomed out."""
+
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
-from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView
+from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen,
+                           QPolygonF)
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsView, QMenu
+
+from gradviz.graphmodel import GraphModel, enclosing_scopes, node_scope
+
+
 
 FILL = {
     "grad_fn": QColor("#dbe8f7"),
-    "accumulate_grad": QColor("#e6e6e6"),
+    "accumulate_grad": QColor("#ececec"),
     "parameter": QColor("#cde8c4"),
     "leaf": QColor("#cde8c4"),
-    "frozen": QColor("#f4f4f4"),
+    "frozen": QColor("#f6f6f6"),
+    "input": QColor("#fdf1c7"),
+    "module": QColor("#eadcf5"),
 }
+BORDER = {"frozen": QColor("#a8a8a8"), "module": QColor("#7d5a9e"), "input": QColor("#b8962e")}
 CURRENT = QColor("#ffb347")
-RAN = QColor("#9fc5e8")
+RAN = QColor("#2f6fb8")  # the border of a node that ran (its fill keeps its kind, a bit darker)
 SELECTED_PEN = QPen(QColor("#1f4e9c"), 2.5)
+MATCH_PEN = QPen(QColor("#f0b400"), 4.0)
+EDGE, EDGE_CARRIED, EDGE_NO_GRAD = QColor("#9a9a9a"), QColor("#3d78c2"), QColor("#c8c8c8")
+BACKWARD = ("grad_fn", "accumulate_grad")
+LEAVES = ("parameter", "leaf", "frozen", "input")
+FAR_LOD = 0.15   # below this zoom, boxes are plain blocks and edges hairlines
+TEXT_LOD = 0.4   # below this zoom, boxes are drawn without their text
+EDGE_TEXT_LOD = 0.7
+FONT = QFont("DejaVu Sans", 9)
+SMALL = QFont("DejaVu Sans", 7)
 
 
 class NodeItem(QGraphicsItem):
@@ -21,85 +47,279 @@ class NodeItem(QGraphicsItem):
         super().__init__()
         self.key, self.label, self.kind, self.rect = key, label, kind, rect
         self.fill = FILL.get(kind, QColor("#ffffff"))
-        self.selected = False
+        self.selected = self.match = self.root = self.ran = False
+        self.step = None     # the step of the pass this node ran at
+        self.caption = None  # a leaf's .grad, drawn under the box
+        self._caption_rect = QRectF()
         self.setZValue(1)
 
+    def set_caption(self, text):
+        if text == self.caption:
+            return
+        self.prepareGeometryChange()
+        self.caption = text
+        if text:
+            w = QFontMetricsF(SMALL).horizontalAdvance(text) + 6
+            r = self.rect
+            self._caption_rect = QRectF(r.center().x() - w / 2, r.bottom() + 1, w, 12)
+        else:
+            self._caption_rect = QRectF()
+
     def boundingRect(self):
-        return self.rect.adjusted(-2, -2, 2, 2)
+        r = self.rect.adjusted(-9, -9, 12, 6)
+        return r.united(self._caption_rect) if self.caption else r
 
     def paint(self, painter, option, widget=None):
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        r, kind = self.rect, self.kind
+        if lod < FAR_LOD:  # a few pixels: a plain block (a match or the selection stands out)
+            painter.fillRect(r, MATCH_PEN.color() if self.match or self.selected else self.fill)
+            return
+        if self.match:
+            painter.setPen(MATCH_PEN)
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRoundedRect(r.adjusted(-4, -4, 4, 4), 8, 8)
+        if kind == "module":  # a stack of boxes: this stands for many nodes
+            painter.setPen(QPen(BORDER["module"], 1.0))
+            painter.setBrush(QBrush(self.fill.darker(108)))
+            painter.drawRoundedRect(r.translated(4, 4), 6, 6)
         painter.setBrush(QBrush(self.fill))
-        pen = SELECTED_PEN if self.selected else QPen(QColor("#7a7a7a"), 1.0,
-                                                      Qt.DashLine if self.kind == "frozen" else Qt.SolidLine)
+        if self.selected:
+            pen = SELECTED_PEN
+        elif self.root:
+            pen = QPen(QColor("#202020"), 2.6)
+        elif self.ran:
+            pen = QPen(RAN, 1.6)
+        else:
+            pen = QPen(BORDER.get(kind, QColor("#7a7a7a")), 1.5 if kind == "module" else 1.0,
+                       Qt.DashLine if kind == "frozen" else Qt.DotLine if kind == "input" else Qt.SolidLine)
         painter.setPen(pen)
-        painter.drawRoundedRect(self.rect, 6, 6)
-        painter.setPen(QColor("#999999") if self.kind == "frozen" else QColor("#202020"))
-        painter.drawText(self.rect, Qt.AlignCenter, self.label)
+        if kind in ("parameter", "leaf", "frozen", "input"):
+            painter.drawRect(r)  # tensors square, backward nodes rounded (as torchviz)
+        else:
+            painter.drawRoundedRect(r, 6, 6)
+        if lod < TEXT_LOD:
+            return
+        painter.setFont(FONT)
+        painter.setPen(QColor("#9a9a9a") if kind == "frozen" else QColor("#202020"))
+        painter.drawText(r, Qt.AlignCenter, self.label)
+        if self.step is not None:
+            text = str(self.step)
+            w = max(16.0, 7.0 * len(text) + 4)
+            badge = QRectF(r.left() - 8, r.top() - 8, w, 16)
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(RAN)
+            painter.drawRoundedRect(badge, 8, 8)
+            painter.setFont(SMALL)
+            painter.setPen(QColor("#ffffff"))
+            painter.drawText(badge, Qt.AlignCenter, text)
+        if self.caption:
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(QColor(255, 255, 255, 225))
+            painter.drawRect(self._caption_rect)
+            painter.setFont(SMALL)
+            painter.setPen(QColor("#2a6f2a"))
+            painter.drawText(self._caption_rect, Qt.AlignCenter, self.caption)
+
+
+def _clip_to_box(a, c, w, h):
+    """Where the segment from ``a`` to the centre ``c`` of a w x h box enters the box."""
+    dx, dy = a[0] - c[0], a[1] - c[1]
+    s = min(w / 2 / abs(dx) if dx else float("inf"), h / 2 / abs(dy) if dy else float("inf"), 1.0)
+    return QPointF(c[0] + s * dx, c[1] + s * dy)
+
+
+class EdgeItem(QGraphicsItem):
+    """An edge: its polyline and arrow head in one item, and the gradient it carried, if any."""
+
+    def __init__(self, key, points, target_size, carries_grad):
+        super().__init__()
+        self.key = key
+        self.carries_grad = carries_grad
+        self.carried = False
+        self.label = None
+        self.label_rect = QRectF()
+        tip = _clip_to_box(points[-2], points[-1], *target_size)
+        self.line = QPainterPath(QPointF(*points[0]))
+        for p in points[1:-1]:
+            self.line.lineTo(QPointF(*p))
+        self.line.lineTo(tip)
+        (x0, y0), x1, y1 = points[-2], tip.x(), tip.y()
+        n = max(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5, 1e-6)
+        ux, uy = (x1 - x0) / n, (y1 - y0) / n
+        self.arrow = QPolygonF([tip, QPointF(x1 - 8 * ux + 4 * uy, y1 - 8 * uy - 4 * ux),
+                                QPointF(x1 - 8 * ux - 4 * uy, y1 - 8 * uy + 4 * ux)])
+        # A label sits on the edge's last stretch, where the edges leaving one node have spread
+        # out, 20 px above the arrow; the labels into one layer share a row (``row``).
+        dy = y1 - y0
+        t = min(20.0, abs(dy) / 2) / abs(dy) if abs(dy) > 1 else 0.5
+        self.anchor = QPointF(x1 - t * (x1 - x0), y1 - t * dy)
+        self.row = round(points[-1][1])
+        self._bounds = self.line.boundingRect().united(self.arrow.boundingRect()).adjusted(-2, -2, 2, 2)
+
+    def set_gradient(self, carried, label=None, rect=None):
+        """Mark the edge as having carried a gradient; ``label`` is drawn in ``rect``."""
+        rect = QRectF() if rect is None or not label else rect
+        if carried == self.carried and label == self.label and rect == self.label_rect:
+            return
+        self.prepareGeometryChange()
+        self.carried, self.label, self.label_rect = carried, label, rect
+        self.setZValue(0.5 if label else 0)  # a label stays above the plain edges it crosses
+        self.update()
+
+    def boundingRect(self):
+        return self._bounds.united(self.label_rect) if self.label else self._bounds
+
+    def paint(self, painter, option, widget=None):
+        carried = self.carried
+        colour = EDGE_CARRIED if carried else EDGE if self.carries_grad else EDGE_NO_GRAD
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        if lod < FAR_LOD:  # a hairline, no arrow head
+            painter.setPen(QPen(colour, 0))
+            painter.drawPath(self.line)
+            return
+        painter.setPen(QPen(colour, 1.6 if carried else 1.1, Qt.SolidLine if self.carries_grad else Qt.DashLine))
+        painter.setBrush(Qt.NoBrush)
+        painter.drawPath(self.line)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(colour)
+        painter.drawPolygon(self.arrow)
+        if self.label and lod >= EDGE_TEXT_LOD:
+            painter.setBrush(QColor(255, 255, 255, 225))
+            painter.drawRoundedRect(self.label_rect, 3, 3)
+            bad = "nan" in self.label or "inf" in self.label
+            painter.setFont(SMALL)
+            painter.setPen(QColor("#c0392b") if bad else QColor("#24548f"))
+            painter.drawText(self.label_rect, Qt.AlignCenter, self.label)
+
+
+def _label_rects(items_texts):
+    """A rect for each edge label, centred on its edge's anchor; labels in one row (the same
+    gap between layers) are pushed apart so that none covers another."""
+    fm = QFontMetricsF(SMALL)
+    rows = {}
+    for item, text in items_texts:
+        w = fm.horizontalAdvance(text) + 6
+        rows.setdefault(item.row, []).append([item.anchor.x() - w / 2, w, item])
+    out = {}
+    for row in rows.values():
+        y = min(r[2].anchor.y() for r in row)
+        row.sort(key=lambda r: r[0])
+        lefts = [r[0] for r in row]
+        for i in range(1, len(row)):  # push right, then centre each run of pushed labels
+            row[i][0] = max(row[i][0], row[i - 1][0] + row[i - 1][1] + 4)
+        start = 0
+        for i in range(1, len(row) + 1):
+            if i == len(row) or row[i][0] > row[i - 1][0] + row[i - 1][1] + 4:
+                shift = sum(row[j][0] - lefts[j] for j in range(start, i)) / (i - start)
+                for j in range(start, i):
+                    row[j][0] -= shift
+                start = i
+        for left, w, item in row:
+            out[item] = QRectF(left, y - 6, w, 12)
+    return out
+
+
+def build_scene(scene, model, cache=True):
+    """Fill ``scene`` with the model's drawing; returns (items by node key, edge items by edge)."""
+    scene.clear()
+    drawing = model.drawing()
+    lay, g = drawing.layout, drawing.graph
+    nodes, edges = {}, {}
+    if lay is None:
+        return nodes, edges
+    for (u, v), points in lay.edges.items():
+        item = EdgeItem((u, v), points, lay.sizes[v], g.edges[u, v].get("grad", True))
+        scene.addItem(item)
+        edges[u, v] = item
+    for key, (x, y) in lay.positions.items():
+        w, h = lay.sizes[key]
+        item = NodeItem(key, drawing.labels.get(key, key), g.nodes[key].get("kind", ""),
+                        QRectF(x - w / 2, y - h / 2, w, h))
+        if cache:
+            item.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
+        scene.addItem(item)
+        nodes[key] = item
+    scene.setSceneRect(scene.itemsBoundingRect().adjusted(-40, -40, 40, 40))
+    return nodes, edges
+
+
+def paint_state(nodes, edges, model):
+    """Colour the items for where the debugger stands, the selection, the search and the
+    gradients the last pass carried (no relayout)."""
+    st = model.state
+    drawing = model.drawing()
+    current, ran, selected = st.current, st.ran(), st.selected
+    steps = {}
+    if ran and st.trace.passes:
+        for i, nid in enumerate(st.trace.passes[-1].order, 1):
+            steps[f"n{nid}"] = i
+    roots = {drawing.drawn_key(k) for k in model.roots()}
+    matches = {drawing.drawn_key(k) for k in model.matches}
+    grads = model.leaf_grads()
+    for key, item in nodes.items():
+        members = drawing.members.get(key)
+        if members is not None:
+            is_current = current in members
+            backward = [k for k in members if k in st.graph and st.graph.nodes[k].get("kind") in BACKWARD]
+            has_run = bool(backward) and all(k in ran for k in backward)
+            item.step = None
+        else:
+            is_current, has_run = key == current, key in ran
+            item.step = steps.get(key) if has_run else None
+        base = FILL.get(item.kind, QColor("#ffffff"))
+        item.fill = CURRENT if is_current else base.darker(106) if has_run else base
+        item.ran = has_run
+        item.selected = drawing.drawn_key(selected) == key if selected else False
+        item.root, item.match = key in roots, key in matches
+        item.set_caption(grads.get(key))
+        item.update()
+    labels = model.edge_labels()
+    texts, state = [], {}
+    for (u, v), item in edges.items():
+        orig = drawing.graph.edges[u, v].get("orig", [(u, v)])
+        carried = any(e in labels for e in orig)
+        # one gradient per label; the edge into a leaf repeats what its .grad caption says
+        text = labels.get(orig[0]) if len(orig) == 1 and drawing.graph.nodes[v].get("kind") not in LEAVES else None
+        state[item] = carried, text
+        if text:
+            texts.append((item, text))
+    rects = _label_rects(texts)
+    for item, (carried, text) in state.items():
+        item.set_gradient(carried, text, rects.get(item))
 
 
 class GraphView(QGraphicsView):
     nodeClicked = Signal(str)
+    collapsedChanged = Signal()
 
-    def __init__(self, state, parent=None):
+    def __init__(self, state, parent=None, model=None):
         super().__init__(parent)
         self.state = state
+        self.model = model or getattr(state, "graph_model", None) or GraphModel(state)
         self.setScene(QGraphicsScene(self))
         self.setRenderHint(QPainter.Antialiasing)
+        self.setViewportUpdateMode(QGraphicsView.MinimalViewportUpdate)
         self.setDragMode(QGraphicsView.ScrollHandDrag)
         self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
         self.setBackgroundBrush(QColor("#fcfcfc"))
+        self.setCacheMode(QGraphicsView.CacheBackground)
         self.items_by_key = {}
-        self._font = QFont("DejaVu Sans", 9)
+        self.edges_by_key = {}
 
+    # -- drawing --
     def rebuild(self):
-        """Draw the state's layout anew (called when the graph changed)."""
-        scene = self.scene()
-        scene.clear()
-        self.items_by_key = {}
-        lay = self.state.layout
-        if lay is None:
-            return
-        g = self.state.graph
-        for (u, v), points in lay.edges.items():
-            path = QPainterPath(QPointF(*points[0]))
-            for p in points[1:]:
-                path.lineTo(QPointF(*p))
-            item = QGraphicsPathItem(path)
-            carries = g.edges[u, v].get("grad", True) if g.has_edge(u, v) else True
-            item.setPen(QPen(QColor("#8c8c8c" if carries else "#c8c8c8"), 1.2, Qt.SolidLine if carries else Qt.DashLine))
-            scene.addItem(item)
-            self._arrow(points[-2], points[-1], v)
-        for key, (x, y) in lay.positions.items():
-            label = self.state.labels.get(key, key)
-            from gradviz.appstate import node_size
-            w, h = node_size(label)
-            item = NodeItem(key, label, g.nodes[key].get("kind") if key in g else "", QRectF(x - w / 2, y - h / 2, w, h))
-            scene.addItem(item)
-            self.items_by_key[key] = item
-        scene.setSceneRect(scene.itemsBoundingRect().adjusted(-40, -40, 40, 40))
+        """Draw the model's graph anew (called when the graph or what is collapsed changed)."""
+        self.items_by_key, self.edges_by_key = build_scene(self.scene(), self.model)
         self.refresh()
 
-    def _arrow(self, a, b, target):
-        # An arrowhead where the edge meets the target box's top edge.
-        from gradviz.appstate import node_size
-        w, h = node_size(self.state.labels.get(target, target))
-        (x0, y0), (x1, y1) = a, b
-        tip = QPointF(x1 - (x1 - x0) * (h / 2) / max(abs(y1 - y0), 1e-6), y1 - h / 2) if y1 != y0 else QPointF(x1, y1)
-        dx, dy = x1 - x0, y1 - y0
-        n = max((dx * dx + dy * dy) ** 0.5, 1e-6)
-        ux, uy = dx / n, dy / n
-        left = QPointF(tip.x() - 8 * ux + 4 * uy, tip.y() - 8 * uy - 4 * ux)
-        right = QPointF(tip.x() - 8 * ux - 4 * uy, tip.y() - 8 * uy + 4 * ux)
-        self.scene().addPolygon(QPolygonF([tip, left, right]), QPen(QColor("#8c8c8c")), QBrush(QColor("#8c8c8c")))
-
     def refresh(self):
-        """Recolour for the debugger's position and the selection (no relayout)."""
-        current, ran, selected = self.state.current, self.state.ran(), self.state.selected
-        for key, item in self.items_by_key.items():
-            base = FILL.get(item.kind, QColor("#ffffff"))
-            item.fill = CURRENT if key == current else RAN if key in ran else base
-            item.selected = key == selected
-            item.update()
+        """Recolour for the debugger's position, the selection and the search (no relayout)."""
+        paint_state(self.items_by_key, self.edges_by_key, self.model)
+
+    def item_for(self, key):
+        """The item drawing ``key``: its own, or the box of the collapsed module holding it."""
+        return self.items_by_key.get(self.model.drawing().drawn_key(key))
 
     def fit(self):
         rect = self.scene().itemsBoundingRect()
@@ -107,13 +327,79 @@ class GraphView(QGraphicsView):
             self.fitInView(rect.adjusted(-20, -20, 20, 20), Qt.KeepAspectRatio)
 
     def center_on(self, key):
-        item = self.items_by_key.get(key)
+        item = self.item_for(key)
         if item is not None:
             self.ensureVisible(item.rect, 60, 60)
 
-    def wheelEvent(self, event):
-        factor = 1.15 if event.angleDelta().y() > 0 else 1 / 1.15
+    def zoom(self, factor):
+        scale = self.transform().m11()
+        factor = max(0.01 / scale, min(factor, 8.0 / scale))
         self.scale(factor, factor)
+
+    # -- collapsing modules --
+    def set_collapsed(self, scopes):
+        """Show each of ``scopes`` (module paths such as 'layer1.0') as one box."""
+        if self.model.set_collapsed(scopes):
+            self.rebuild()
+            self.collapsedChanged.emit()
+
+    def collapse(self, scope):
+        self.set_collapsed(self.model.collapsed | {scope})
+
+    def expand(self, scope):
+        if self.model.expand(scope):
+            self.rebuild()
+            self.collapsedChanged.emit()
+
+    def context_actions(self, key):
+        """What the context menu offers on node ``key``: [(text, callable)]."""
+        drawing = self.model.drawing()
+        if key in drawing.members:
+            scope = drawing.graph.nodes[key]["scope"]
+            acts = [(f"Expand {scope}", lambda: self.expand(scope))]
+        else:
+            d = drawing.graph.nodes[key] if key in drawing.graph else {}
+            collapsible = set(self.model.scopes())
+            acts = [(f"Collapse {s}", lambda s=s: self.collapse(s))
+                    for s in enclosing_scopes(node_scope(d)) if s in collapsible]
+        if self.model.collapsed:
+            acts.append(("Expand all", lambda: self.set_collapsed(())))
+        return acts
+
+    # -- search --
+    def find(self, text):
+        """Highlight the nodes matching ``text`` (label, op, parameter name, scope), select the
+        first and center on it. Returns the matching keys."""
+        matches = self.model.search(text)
+        self._show_match(self.model.current_match)
+        return matches
+
+    def next_match(self, step=1):
+        """Select and center on the next match (``step=-1``: the previous one)."""
+        key = self.model.next_match(step)
+        self._show_match(key)
+        return key
+
+    def _show_match(self, key):
+        if key is not None:
+            self.state.select(key)
+            self.nodeClicked.emit(key)
+        self.refresh()
+        item = self.item_for(key) if key is not None else None
+        if item is not None:
+            if self.transform().m11() < 0.8:  # zoom in far enough to read it
+                self.resetTransform()
+            self.centerOn(item)
+
+    # -- input --
+    def _node_at(self, pos):
+        item = self.itemAt(pos)
+        while item is not None and not isinstance(item, NodeItem):
+            item = item.parentItem()
+        return item
+
+    def wheelEvent(self, event):
+        self.zoom(1.15 if event.angleDelta().y() > 0 else 1 / 1.15)
 
     def keyPressEvent(self, event):
         if event.key() == Qt.Key_F and not event.modifiers():
@@ -122,9 +408,25 @@ class GraphView(QGraphicsView):
             super().keyPressEvent(event)
 
     def mousePressEvent(self, event):
-        item = self.itemAt(event.position().toPoint())
-        while item is not None and not isinstance(item, NodeItem):
-            item = item.parentItem()
-        if isinstance(item, NodeItem):
+        item = self._node_at(event.position().toPoint())
+        if item is not None and event.button() == Qt.LeftButton:
             self.nodeClicked.emit(item.key)
         super().mousePressEvent(event)
+
+    def mouseDoubleClickEvent(self, event):
+        item = self._node_at(event.position().toPoint())
+        if item is not None and item.kind == "module":
+            self.expand(item.key)
+        else:
+            super().mouseDoubleClickEvent(event)
+
+    def contextMenuEvent(self, event):
+        item = self._node_at(event.pos())
+        acts = self.context_actions(item.key) if item is not None else (
+            [("Expand all", lambda: self.set_collapsed(()))] if self.model.collapsed else [])
+        if not acts:
+            return
+        menu = QMenu(self)
+        for text, slot in acts:
+            menu.addAction(text).triggered.connect(lambda checked=False, slot=slot: slot())
+        menu.exec(event.globalPos())

@@ -4,12 +4,13 @@ commands to it; events from the program are taken in batches by a 30 ms timer, s
 waits on the program, and a large graph is laid out off the GUI thread."""
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QKeySequence, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import (QDockWidget, QLabel, QListWidget, QListWidgetItem, QMainWindow, QPlainTextEdit,
-                               QSplitter, QToolBar)
+from PySide6.QtWidgets import (QDockWidget, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMainWindow,
+                               QPlainTextEdit, QSplitter, QToolBar, QVBoxLayout, QWidget)
 
 from .grad_plot import GradPlot
 from .graph_view import GraphView
 from .inspector import Inspector
+from .timeline import TimelineBar
 
 POLL_MS = 30
 STREAM_COLOURS = {"stdout": "#202020", "stderr": "#b00020", "exception": "#b00020"}
@@ -22,7 +23,15 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(title)
         self.resize(1280, 800)
         self.view = GraphView(state)
-        self.setCentralWidget(self.view)
+        self.timeline_bar = TimelineBar(state.timeline)
+        self.timeline_bar.positionChanged.connect(self.travel)
+        centre = QWidget()
+        column = QVBoxLayout(centre)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(self.view, 1)
+        column.addWidget(self.timeline_bar)  # the whole width under the graph: time travel
+        self.setCentralWidget(centre)
         self.inspector = Inspector(state)
         self.plot = GradPlot()
         side = QSplitter(Qt.Vertical)
@@ -45,6 +54,7 @@ class MainWindow(QMainWindow):
         self.status = QLabel()
         self.statusBar().addWidget(self.status, 1)
         self._console_len = 0
+        self._auto_flow = False  # the flow tab was chosen for the user (nothing selected), not by them
         self._actions()
         self.view.nodeClicked.connect(self.select)
         self.timer = QTimer(self)
@@ -75,7 +85,8 @@ class MainWindow(QMainWindow):
                 ("Restart", "Ctrl+Shift+F5", self.restart, "Start the program again, keeping the breakpoints"),
                 ("Breakpoint", "F9", self.toggle_breakpoint, "Toggle a breakpoint on the selected node"),
                 ("Fit", "F", self.view.fit, "Fit the graph in the window")):
-            act = self._action(name, key, tip, lambda checked=False, slot=slot: (slot(), self.poll()))
+            act = self._action(name, key, tip, lambda checked=False, slot=slot, name=name: (
+                name == "Fit" or self.go_live(), slot(), self.poll()))
             act.setEnabled(live or name == "Fit")
             bar.addAction(act)
         bar.addSeparator()
@@ -89,6 +100,19 @@ class MainWindow(QMainWindow):
             act.setCheckable(True)
             act.setEnabled(live)
             bar.addAction(act)
+        bar.addSeparator()
+        self.search_box = QLineEdit()
+        self.search_box.setPlaceholderText("Find node (Ctrl+F)")
+        self.search_box.setClearButtonEnabled(True)
+        self.search_box.setMaximumWidth(220)
+        self.search_box.returnPressed.connect(self.find)
+        bar.addWidget(self.search_box)
+        self.search_count = QLabel()
+        bar.addWidget(self.search_count)
+        self._action("Find", QKeySequence(QKeySequence.Find).toString(), "Search nodes by name, op or module",
+                     lambda checked=False: (self.search_box.setFocus(), self.search_box.selectAll()))
+        self._action("Next match", "F3", "The next node found", lambda checked=False: self.next_match(1))
+        self._action("Previous match", "Shift+F3", "The previous node found", lambda checked=False: self.next_match(-1))
         self._sync_switches()
 
     def _sync_switches(self):
@@ -115,6 +139,19 @@ class MainWindow(QMainWindow):
     # -- following the state ------------------------------------------------------------------------
     def poll(self):
         changed = self.state.poll()
+        self._show(changed)
+        if len(self.state.timeline) != self.timeline_bar.slider.maximum() or "pause" in changed:
+            self.timeline_bar.refresh(self.state.timeline)
+
+    def travel(self, k):
+        """The timeline moved: show the moment after k events (None: live)."""
+        self._show(self.state.set_time(k))
+
+    def go_live(self):
+        if self.state.time is not None:
+            self.timeline_bar.set_position(None)
+
+    def _show(self, changed):
         if "graph" in changed:
             self.view.rebuild()
             if len(self.view.items_by_key) < 60:
@@ -162,10 +199,43 @@ class MainWindow(QMainWindow):
         self._show_selection()
 
     def _show_selection(self):
-        key = self.state.selected or self.state.current
-        self.inspector.show_key(key)
-        label = self.state.labels.get(key, "").replace("\n", " ") if key else ""
-        self.plot.show_value(self.state.selected_value(), f"gradient at {label}" if label else "")
+        st = self.state
+        key = st.selected or st.current
+        with st.debugger.lock if st.debugger is not None else _no_lock():
+            self.inspector.show_key(key)
+            label = st.labels.get(key, "").replace("\n", " ") if key else ""
+            self.plot.show_value(st.selected_value(), f"gradient at {label}" if label else "")
+            self.plot.show_tensor(st.trace, key)
+            self.plot.show_flow(st.trace)
+        if key is None and self.plot.flow_shown:
+            self.plot.setCurrentWidget(self.plot.pages["Gradient flow"])  # nothing selected: the overview
+        elif key is not None and self.plot.currentWidget() is self.plot.pages["Gradient flow"] and self._auto_flow:
+            self.plot.setCurrentWidget(self.plot.pages["Values"])
+        self._auto_flow = key is None
+
+    # -- search ----------------------------------------------------------------------------------------
+    def find(self):
+        text = self.search_box.text().strip()
+        model = self.view.model
+        if text and text == model.query and model.matches:
+            self.view.next_match(1)
+        else:
+            self.view.find(text)
+        self._show_matches()
+
+    def next_match(self, step):
+        if self.view.model.matches:
+            self.view.next_match(step)
+        self._show_matches()
+
+    def _show_matches(self):
+        model = self.view.model
+        if not model.query:
+            self.search_count.setText("")
+        elif not model.matches:
+            self.search_count.setText(" no match ")
+        else:
+            self.search_count.setText(f" {model.match_index + 1} of {len(model.matches)} ")
 
     # -- commands -------------------------------------------------------------------------------------
     def toggle_breakpoint(self):
@@ -174,6 +244,8 @@ class MainWindow(QMainWindow):
 
     def restart(self):
         if self.state.restart():
+            self.timeline_bar.set_position(None)
+            self.timeline_bar.refresh(self.state.timeline)
             self._console_len = 0
             self.console.clear()
             self.view.rebuild()
@@ -198,3 +270,11 @@ class MainWindow(QMainWindow):
         self.timer.stop()
         self.state.stop()
         super().closeEvent(event)
+
+
+class _no_lock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

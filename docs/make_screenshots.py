@@ -1,0 +1,85 @@
+"""Makes the README's screenshots, offscreen, the way a user sees the app:
+the seed demo paused mid-backward, and resnet18 (one training step, layer1.1 frozen) with its
+gradient plots. Run: QT_QPA_PLATFORM=offscreen python docs/make_screenshots.py [OUT_DIR]"""
+import os
+import sys
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+RESNET = """
+import gradviz.engine as torch
+from gradviz.engine import nn
+from gradviz.engine.models import resnet18
+
+torch.manual_seed(0)
+model = resnet18(weights=None)
+for p in model.layer1[1].parameters():   # frozen, as in the tutorial: greyed in the graph
+    p.requires_grad = False
+optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2, momentum=0.9)
+prediction = model(torch.rand(1, 3, 64, 64))
+loss = nn.functional.cross_entropy(prediction, torch.tensor([3]))
+loss.backward()
+optimizer.step()
+"""
+
+
+def _settle(app, window, until, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not until() and time.monotonic() < deadline:
+        app.processEvents()
+        window.poll()
+        time.sleep(0.01)
+    for _ in range(5):
+        app.processEvents()
+
+
+def main(out_dir="docs"):
+    import tempfile
+
+    from PySide6.QtWidgets import QApplication
+
+    from gradviz import Debugger, record
+    from gradviz.appstate import AppState
+    from gradviz.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    os.makedirs(out_dir, exist_ok=True)
+
+    # 1. The seed demo, three nodes into its backward pass.
+    state = AppState(launch=lambda breakpoints=(): Debugger.launch(demo="seed", break_on_backward=True))
+    w = MainWindow(state, "gradviz — seed")
+    w.show()
+    for i in range(4):
+        _settle(app, w, lambda: state.pause is not None and len(state.ran()) == i)
+        if i < 3:
+            state.step()
+    w.view.fit()
+    _settle(app, w, lambda: True)
+    w.grab().save(os.path.join(out_dir, "seed-mid-backward.png"))
+    w.close()
+    state.close()
+
+    # 2. resnet18: one training step recorded, modules collapsed, the gradient flow shown.
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "resnet_step.py")
+        with open(script, "w") as f:
+            f.write(RESNET)
+        with record() as rec:
+            exec(compile(RESNET, script, "exec"), {"__name__": "__main__"})
+    state = AppState(trace=rec.trace)
+    w = MainWindow(state, "gradviz — resnet18, one training step")
+    w.resize(1600, 1000)
+    w.show()
+    _settle(app, w, lambda: state.layout is not None and not state.laying_out)
+    w.view.set_collapsed(["layer2", "layer3", "layer4"])
+    _settle(app, w, lambda: True)
+    w.view.find("layer1.0.conv2.weight")  # selects it and centres on it, readable
+    w.plot.setCurrentWidget(w.plot.pages["Gradient flow"])
+    _settle(app, w, lambda: True)
+    w.grab().save(os.path.join(out_dir, "resnet18-gradients.png"))
+    w.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

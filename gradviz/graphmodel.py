@@ -1,0 +1,345 @@
+"""What the graph view draws, as plain data (no Qt): modules collapsed into one box each, search
+matches, and the gradients that edges and leaves carried in a backward pass.
+
+``GraphModel(state)`` wraps an ``AppState``: it keeps which module scopes are collapsed and the
+current search, and gives the graph to draw (``drawing()``) with its labels and layout. The
+functions below it work on any trace and graph, so they are tested without a window."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .layout import layout as compute_layout
+from .trace import node_key
+
+MODULE_PREFIX = "m:"
+LEAF_KINDS = ("parameter", "leaf", "frozen", "input")
+
+
+# -- module scopes --------------------------------------------------------------------------------
+def node_scope(data):
+    """A node's module scope; a frozen parameter (recorded without one) takes it from its name."""
+    scope = data.get("scope") or ""
+    if not scope and data.get("kind") == "frozen" and "." in (data.get("name") or ""):
+        scope = data["name"].rsplit(".", 1)[0]
+    return scope
+
+
+def _inside(scope, outer):
+    return scope == outer or scope.startswith(outer + ".")
+
+
+def module_scopes(graph):
+    """The scopes a user can collapse: every prefix level ('layer1', 'layer1.0',
+    'layer1.0.conv1') that holds at least two nodes, sorted."""
+    counts = {}
+    for _, d in graph.nodes(data=True):
+        parts = node_scope(d).split(".") if node_scope(d) else []
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            counts[prefix] = counts.get(prefix, 0) + 1
+    return sorted(s for s, c in counts.items() if c >= 2)
+
+
+def enclosing_scopes(scope):
+    """'layer1.0.conv1' -> ['layer1.0.conv1', 'layer1.0', 'layer1'] (innermost first)."""
+    parts = scope.split(".") if scope else []
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+def box_key(scope):
+    return MODULE_PREFIX + scope
+
+
+def collapse(graph, scopes):
+    """``graph`` with every node inside one of ``scopes`` replaced by one box per scope (an outer
+    scope wins over one inside it). A box is a node ``m:SCOPE`` of kind ``module`` labelled with
+    the scope and its node count; edges are merged (``orig`` lists the edges each one stands
+    for; ``grad`` is whether any of them carries a gradient), edges inside a box are dropped.
+    Returns ``(graph2, members)``: members maps a box key to its original keys, in graph order."""
+    scopes = sorted(set(scopes), key=lambda s: (s.count("."), s))
+    owner = {}
+    for k, d in graph.nodes(data=True):
+        s = node_scope(d)
+        for outer in scopes:
+            if s and _inside(s, outer):
+                owner[k] = box_key(outer)
+                break
+    members = {}
+    for k in graph.nodes:
+        if k in owner:
+            members.setdefault(owner[k], []).append(k)
+    g2 = nx.DiGraph()
+    for k, d in graph.nodes(data=True):
+        b = owner.get(k)
+        if b is None:
+            g2.add_node(k, **d)
+        elif b not in g2:  # the box takes the place of its first member (keeps layouts stable)
+            scope = b[len(MODULE_PREFIX):]
+            n = len(members[b])
+            g2.add_node(b, op="", kind="module", scope=scope, name=scope, source="", shape=(),
+                        label=f"{scope}\n{n} nodes", members=n)
+    for u, v, d in graph.edges(data=True):
+        a, b = owner.get(u, u), owner.get(v, v)
+        if a == b:
+            continue
+        if g2.has_edge(a, b):
+            e = g2.edges[a, b]
+            e["orig"].append((u, v))
+            e["grad"] = e["grad"] or d.get("grad", True)
+        else:
+            g2.add_edge(a, b, orig=[(u, v)], grad=d.get("grad", True), index=d.get("index", 0))
+    return g2, members
+
+
+# -- search ---------------------------------------------------------------------------------------
+def search(graph, labels, text, positions=None):
+    """Keys of the nodes whose label, op, parameter name or scope contains ``text`` (any case), in
+    reading order: by layout row then column when ``positions`` is given, else in graph order."""
+    needle = text.strip().lower()
+    if not needle:
+        return []
+    hits = []
+    for i, (k, d) in enumerate(graph.nodes(data=True)):
+        fields = (labels.get(k, ""), d.get("op") or "", d.get("name") or "", node_scope(d))
+        if any(needle in f.lower() for f in fields):
+            hits.append((i, k))
+    if positions is not None:
+        far = (float("inf"), float("inf"))
+        hits.sort(key=lambda ik: (*positions.get(ik[1], far)[::-1], ik[0]))
+    return [k for _, k in hits]
+
+
+# -- gradients on the graph -----------------------------------------------------------------------
+def _fmt_shape(shape):
+    return "[" + ",".join(str(s) for s in shape) + "]"
+
+
+def _fmt_norm(norm):
+    return f"{norm:.3g}"
+
+
+def grad_label(values):
+    """'shape · ‖g‖=norm' of one gradient, or of the sum of several that took the same edge."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    if len(values) == 1:
+        v = values[0]
+        return f"{_fmt_shape(v.shape)} · ‖g‖={_fmt_norm(v.summary.norm)}"
+    if all(v.array is not None for v in values):
+        import numpy as np
+        total = sum(v.array.astype(np.float64) for v in values)
+        return f"{_fmt_shape(total.shape)} · ‖g‖={_fmt_norm(float(np.linalg.norm(total)))}"
+    return f"{_fmt_shape(values[0].shape)} · ‖g‖≤{_fmt_norm(sum(v.summary.norm for v in values))}"
+
+
+def _node_id(key):
+    return int(key[1:]) if key[:1] == "n" and key[1:].isdigit() else None
+
+
+def _tensor_id(key):
+    return int(key[1:]) if key[:1] == "t" and key[1:].isdigit() else None
+
+
+def _get_pass(trace, pass_index):
+    if not trace.passes:
+        return None
+    try:
+        return trace.passes[pass_index] if pass_index < 0 else trace._pass(pass_index)
+    except (IndexError, KeyError):
+        return None
+
+
+def edge_labels(trace, graph, pass_index=-1):
+    """``{(u, v): 'shape · ‖g‖=norm'}`` for the edges of ``graph`` that carried a gradient in the
+    backward pass ``pass_index`` (-1: the last). An edge u -> v carries what u's backward put in
+    its grad_inputs for each input whose next node is v (summed if several are); the edge from an
+    AccumulateGrad to its leaf carries the contribution added to the leaf's ``.grad``."""
+    p = _get_pass(trace, pass_index)
+    if p is None:
+        return {}
+    out = {}
+    for nid, grad_inputs in p.grad_inputs.items():
+        u = node_key(nid)
+        if u not in graph:
+            continue
+        created = trace.nodes.get(nid)
+        nexts = created.next_nodes if created is not None else ()
+        by_target = {}
+        for i, nxt in enumerate(nexts):
+            if nxt is not None and i < len(grad_inputs):
+                by_target.setdefault(node_key(nxt), []).append(grad_inputs[i])
+        for v, values in by_target.items():
+            if graph.has_edge(u, v):
+                text = grad_label(values)
+                if text:
+                    out[u, v] = text
+    for tid, (contribution, _) in p.accumulated.items():
+        for u, v in graph.in_edges(f"t{tid}"):
+            if graph.nodes[u].get("kind") == "accumulate_grad":
+                text = grad_label([contribution])
+                if text:
+                    out[u, v] = text
+    return out
+
+
+def leaf_grad_label(trace, key):
+    """A leaf's ``.grad`` after the last pass that reached it: its values when it has at most 4
+    elements (and they were kept), else its norm; None if it never got one."""
+    tid = _tensor_id(key)
+    if tid is None:
+        return None
+    for p in reversed(trace.passes):
+        if tid in p.accumulated:
+            grad = p.accumulated[tid][1]
+            break
+    else:
+        return None
+    if grad is None:
+        return None
+    s = grad.summary
+    if grad.array is not None and s.numel <= 4:
+        vals = ", ".join(f"{x:.4g}" for x in grad.array.ravel().tolist())
+        return f".grad = [{vals}]"
+    return f".grad ‖g‖={_fmt_norm(s.norm)}"
+
+
+def root_keys(trace, graph=None):
+    """The roots of the latest backward pass; with ``graph``, when those are not in it (its
+    backward has not started yet), the grad_fn nodes nothing points to (the outputs so far)."""
+    keys = [node_key(r) for r in trace.passes[-1].roots] if trace.passes else []
+    if graph is None:
+        return keys
+    keys = [k for k in keys if k in graph]
+    if not keys:
+        keys = [k for k, d in graph.nodes(data=True)
+                if d.get("kind") == "grad_fn" and graph.in_degree(k) == 0]
+    return keys
+
+
+# -- the model the view renders -------------------------------------------------------------------
+@dataclass
+class Drawing:
+    """The graph to draw: its nodes (boxes for collapsed modules), labels, layout, and which
+    original nodes each box stands for (``owner``: original key -> box key)."""
+
+    graph: object
+    labels: dict
+    layout: object
+    members: dict = field(default_factory=dict)
+    owner: dict = field(default_factory=dict)
+
+    def drawn_key(self, key):
+        return self.owner.get(key, key)
+
+
+class GraphModel:
+    """The view's state beside an ``AppState``: collapsed module scopes and the search."""
+
+    def __init__(self, state):
+        self.state = state
+        self.collapsed = frozenset()
+        self.query = ""
+        self.matches = []
+        self.match_index = -1
+        self._drawing = None
+        self._made_from = None
+
+    # -- collapsing --
+    def scopes(self):
+        g = self.state.graph
+        return module_scopes(g) if g is not None else []
+
+    def set_collapsed(self, scopes):
+        """Collapse exactly ``scopes``; returns whether that changed anything."""
+        scopes = frozenset(scopes)
+        if scopes == self.collapsed:
+            return False
+        self.collapsed = scopes
+        return True
+
+    def collapse(self, scope):
+        return self.set_collapsed(self.collapsed | {scope})
+
+    def expand(self, scope):
+        """Expand ``scope`` (a scope or its box key) and any collapsed scope inside it."""
+        if scope.startswith(MODULE_PREFIX):
+            scope = scope[len(MODULE_PREFIX):]
+        return self.set_collapsed({s for s in self.collapsed if not _inside(s, scope)})
+
+    def drawing(self):
+        """The graph to draw now (recomputed only when the state's layout or the collapsed set
+        changed; with nothing collapsed it is the state's own graph and layout)."""
+        st = self.state
+        made_from = self._made_from
+        if made_from is not None and made_from[0] is st.layout and made_from[1] == self.collapsed:
+            return self._drawing
+        if st.layout is None:
+            d = Drawing(nx.DiGraph(), {}, None)
+        elif not self.collapsed:
+            d = Drawing(st.graph, st.labels, st.layout)
+        else:
+            from .appstate import node_size  # appstate may hold a GraphModel: import late
+            g2, members = collapse(st.graph, self.collapsed)
+            labels = {k: st.labels.get(k, k) for k in g2 if k not in members}
+            labels.update({k: g2.nodes[k]["label"] for k in members})
+            lay = compute_layout(g2, node_size=lambda k: node_size(labels[k]))
+            owner = {k: b for b, ks in members.items() for k in ks}
+            d = Drawing(g2, labels, lay, members, owner)
+        self._drawing, self._made_from = d, (st.layout, self.collapsed)
+        return d
+
+    # -- search --
+    def search(self, text):
+        """Match ``text`` against the whole graph (nodes inside a collapsed box too); returns the
+        matches and makes the first one current."""
+        st = self.state
+        self.query = text
+        if st.graph is None:
+            self.matches = []
+        else:
+            self.matches = search(st.graph, st.labels, text,
+                                  st.layout.positions if st.layout is not None else None)
+        self.match_index = 0 if self.matches else -1
+        return self.matches
+
+    @property
+    def current_match(self):
+        return self.matches[self.match_index] if self.matches else None
+
+    def next_match(self, step=1):
+        if not self.matches:
+            return None
+        self.match_index = (self.match_index + step) % len(self.matches)
+        return self.matches[self.match_index]
+
+    # -- what the last pass carried --
+    def _pass_index(self):
+        """The last backward pass of the iteration shown (an older pass ran on another graph)."""
+        st = self.state
+        for i in range(len(st.trace.passes) - 1, -1, -1):
+            if st.trace.passes[i].iteration == st.iteration:
+                return i - len(st.trace.passes)
+        return None
+
+    def edge_labels(self):
+        i = self._pass_index()
+        g = self.state.graph
+        return {} if i is None or g is None else edge_labels(self.state.trace, g, i)
+
+    def leaf_grads(self):
+        g = self.state.graph
+        if g is None:
+            return {}
+        out = {}
+        for k, d in g.nodes(data=True):
+            if d.get("kind") in LEAF_KINDS:
+                text = leaf_grad_label(self.state.trace, k)
+                if text:
+                    out[k] = text
+        return out
+
+    def roots(self):
+        return root_keys(self.state.trace, self.state.graph)
