@@ -150,8 +150,15 @@ class MultiAdapter:
 
 
 def _dispatch(types, for_torch, for_engine):
+    """The adapter method for ``obj``'s framework, decided once per type (this runs thousands of
+    times a step, and ``isinstance`` against torch's classes is the slow part)."""
+    by_type = {}
+
     def method(obj, *args):
-        return (for_torch if isinstance(obj, types) else for_engine)(obj, *args)
+        f = by_type.get(type(obj))
+        if f is None:
+            f = by_type[type(obj)] = for_torch if isinstance(obj, types) else for_engine
+        return f(obj, *args)
     return method
 
 
