@@ -276,6 +276,20 @@ def test_a_5000_node_trace_is_laid_out_off_the_gui_thread_and_the_window_answers
     key = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "SumBackward0")
     w.select(key)
     assert "SumBackward0" in w.inspector.toPlainText()
+    # Zoomed out, one overview item draws the graph in place of its 10,000 items, and a click
+    # still picks the node under the pointer.
+    w.view.fit()
+    assert w.view.overview.isVisible() and not w.view.items_by_key[key].isVisible()
+    other = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "MulBackward0")
+    w.view.resetTransform()
+    w.view.scale(0.1, 0.1)  # still far: boxes a few pixels tall
+    assert w.view.overview.isVisible()
+    w.view.centerOn(w.view.items_by_key[other].rect.center())
+    from PySide6.QtCore import Qt
+    qtbot.mouseClick(w.view.viewport(), Qt.LeftButton, pos=w.view.mapFromScene(w.view.items_by_key[other].rect.center()))
+    assert st.selected == other
+    w.view.resetTransform()  # 1:1 again: the items themselves
+    assert not w.view.overview.isVisible() and w.view.items_by_key[key].isVisible()
 
 
 def test_search_plots_and_time_travel_in_the_window(qtbot):

@@ -36,6 +36,7 @@ EDGE, EDGE_CARRIED, EDGE_NO_GRAD = QColor("#9a9a9a"), QColor("#3d78c2"), QColor(
 BACKWARD = ("grad_fn", "accumulate_grad")
 LEAVES = ("parameter", "leaf", "frozen", "input")
 FAR_LOD = 0.15   # below this zoom, boxes are plain blocks and edges hairlines
+OVERVIEW_NODES = 300  # above this many items, far zoom draws one overview item instead
 TEXT_LOD = 0.4   # below this zoom, boxes are drawn without their text
 EDGE_TEXT_LOD = 0.7
 FONT = QFont("DejaVu Sans", 9)
@@ -193,6 +194,57 @@ class EdgeItem(QGraphicsItem):
             painter.drawText(self.label_rect, Qt.AlignCenter, self.label)
 
 
+class OverviewItem(QGraphicsItem):
+    """The whole graph in a few paint calls, drawn in place of its items when zoomed out below
+    ``FAR_LOD`` (boxes a few pixels wide): one hairline path for the edges, one ``drawRects`` per
+    colour for the boxes. Painting 10,000 items one by one is what made a zoomed-out 5,000-node
+    graph slow; this is one item."""
+
+    def __init__(self, nodes, edges):
+        super().__init__()
+        self.nodes = nodes
+        path = QPainterPath()
+        for e in edges.values():
+            path.addPath(e.line)
+        self.edge_path = path
+        self._bounds = path.boundingRect().united(
+            QRectF() if not nodes else _united(n.rect for n in nodes.values())).adjusted(-4, -4, 4, 4)
+        self._groups = None
+        self.setZValue(3)
+
+    def invalidate(self):
+        """The nodes' colours changed (a step, a selection): regroup at the next paint."""
+        self._groups = None
+        self.update()
+
+    def boundingRect(self):
+        return self._bounds
+
+    def paint(self, painter, option, widget=None):
+        if self._groups is None:
+            groups = {}
+            for n in self.nodes.values():
+                colour = MATCH_PEN.color() if n.match or n.selected else n.fill
+                groups.setdefault(colour.rgba(), (colour, []))[1].append(n.rect)
+            self._groups = list(groups.values())
+        painter.setRenderHint(QPainter.Antialiasing, False)
+        painter.setPen(QPen(EDGE, 0))
+        painter.setBrush(Qt.NoBrush)
+        painter.drawPath(self.edge_path)
+        painter.setPen(Qt.NoPen)
+        for colour, rects in self._groups:
+            painter.setBrush(colour)
+            painter.drawRects(rects)
+
+
+def _united(rects):
+    it = iter(rects)
+    r = QRectF(next(it))
+    for x in it:
+        r = r.united(x)
+    return r
+
+
 def _label_rects(items_texts):
     """A rect for each edge label, centred on its edge's anchor; labels in one row (the same
     gap between layers) are pushed apart so that none covers another."""
@@ -306,16 +358,50 @@ class GraphView(QGraphicsView):
         self.setCacheMode(QGraphicsView.CacheBackground)
         self.items_by_key = {}
         self.edges_by_key = {}
+        self.overview = None  # drawn instead of the items when zoomed out far
+        self._far = False
 
     # -- drawing --
     def rebuild(self):
         """Draw the model's graph anew (called when the graph or what is collapsed changed)."""
         self.items_by_key, self.edges_by_key = build_scene(self.scene(), self.model)
+        self.overview = None
+        if len(self.items_by_key) > OVERVIEW_NODES:
+            self.overview = OverviewItem(self.items_by_key, self.edges_by_key)
+            self.scene().addItem(self.overview)
+        self._far = None
+        self._update_far()
         self.refresh()
 
     def refresh(self):
         """Recolour for the debugger's position, the selection and the search (no relayout)."""
         paint_state(self.items_by_key, self.edges_by_key, self.model)
+        if self.overview is not None:
+            self.overview.invalidate()
+
+    def _update_far(self):
+        """Zoomed out below FAR_LOD, a large graph is drawn by its overview item alone."""
+        far = self.overview is not None and self.transform().m11() < FAR_LOD
+        if far == self._far:
+            return
+        self._far = far
+        if self.overview is not None:
+            self.overview.setVisible(far)
+        for group in (self.items_by_key.values(), self.edges_by_key.values()):
+            for item in group:
+                item.setVisible(not far)
+
+    def setTransform(self, *args, **kwargs):
+        super().setTransform(*args, **kwargs)
+        self._update_far()
+
+    def scale(self, sx, sy):
+        super().scale(sx, sy)
+        self._update_far()
+
+    def resetTransform(self):
+        super().resetTransform()
+        self._update_far()
 
     def item_for(self, key):
         """The item drawing ``key``: its own, or the box of the collapsed module holding it."""
@@ -325,6 +411,7 @@ class GraphView(QGraphicsView):
         rect = self.scene().itemsBoundingRect()
         if not rect.isEmpty():
             self.fitInView(rect.adjusted(-20, -20, 20, 20), Qt.KeepAspectRatio)
+            self._update_far()
 
     def center_on(self, key):
         item = self.item_for(key)
@@ -393,6 +480,18 @@ class GraphView(QGraphicsView):
 
     # -- input --
     def _node_at(self, pos):
+        if self._far:  # the items are hidden behind the overview: the box nearest the point
+            at = self.mapToScene(pos)
+            slack = 4 / max(self.transform().m11(), 1e-9)  # 4 pixels, in scene units
+            best, best_d = None, slack
+            for n in self.items_by_key.values():
+                r = n.rect
+                d = max(r.left() - at.x(), at.x() - r.right(), r.top() - at.y(), at.y() - r.bottom(), 0.0)
+                if d < best_d or d == 0.0 and best_d > 0.0:
+                    best, best_d = n, d
+                    if d == 0.0:
+                        break
+            return best
         item = self.itemAt(pos)
         while item is not None and not isinstance(item, NodeItem):
             item = item.parentItem()
