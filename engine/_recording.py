@@ -22,6 +22,11 @@ class EngineAdapter:
     source_dirs = (_ENGINE_DIR,)
 
     @staticmethod
+    def saved(node):
+        """The arrays ``node`` saved for its backward, as (name, array); raises if freed."""
+        return [(f"saved {i}", a) for i, a in enumerate(node.saved_tensors) if isinstance(a, np.ndarray)]
+
+    @staticmethod
     def get_tag(obj):
         return obj.__dict__.get("_gv_tag")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from . import events as ev
+from .debugger import DebuggerError
 from .layout import layout as compute_layout
 from .timeline import Timeline
 from .trace import node_key
@@ -357,6 +358,23 @@ class AppState:
             self.debugger.configure(break_on_forward=self.break_on_forward)
             return True
         return False
+
+    def saved_tensors(self):
+        """What the node the program is paused at saved for its backward, as [(name, array)],
+        fetched once per pause from the live program; [] when not paused inside a backward node."""
+        p = self.pause
+        dbg = self.debugger
+        if p is None or self.time is not None or dbg is None or dbg.state != "paused" or \
+                p.phase != "backward" or p.node is None:
+            return []
+        cached = getattr(self, "_saved", None)
+        if cached is None or cached[0] is not p:
+            try:
+                items = dbg.saved_tensors(timeout=5.0)
+            except (KeyError, DebuggerError, TimeoutError):
+                items = []
+            self._saved = cached = (p, items)
+        return cached[1]
 
     # -- the program's output ---------------------------------------------------------------------
     def console(self):

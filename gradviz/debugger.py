@@ -353,10 +353,22 @@ class Debugger:
         self._send({"cmd": "remove_breakpoint", "id": bp_id})
 
     # -- values ------------------------------------------------------------------------------------
+    def saved_tensors(self, timeout=30.0):
+        """The tensors the node paused at saved for its backward (what it is about to read), as
+        [(name, full array)]: PyTorch's ``_saved_<name>`` names; ``saved 0``... in the engine."""
+        out = []
+        while True:
+            try:
+                answer = self._fetch({"what": "saved", "index": len(out)}, timeout)
+            except KeyError as exc:
+                if "has no saved tensor" in str(exc):
+                    return out
+                raise
+            out.append((answer.name, answer.value.array))
+
     def fetch(self, tensor=None, grad=None, grad_output=None, grad_input=None, timeout=30.0):
         """The full current value, while paused, of a live tensor (by name or id), a tensor's
         ``.grad``, or the current node's ``grad_output``/``grad_input`` number i."""
-        self._require_paused("fetch values")
         if tensor is not None:
             msg = {"what": "tensor", **_tensor_ref(tensor)}
         elif grad is not None:
@@ -367,6 +379,10 @@ class Debugger:
             msg = {"what": "grad_input", "index": int(grad_input)}
         else:
             raise ValueError("fetch takes one of tensor=, grad=, grad_output=, grad_input=")
+        return self._fetch(msg, timeout).value.array
+
+    def _fetch(self, msg, timeout):
+        self._require_paused("fetch values")
         request = next(self._ids)
         self._send({"cmd": "fetch", "request": request, **msg})
         deadline = time.monotonic() + timeout
@@ -379,7 +395,7 @@ class Debugger:
             answer = self._fetches.pop(request)
         if answer.error:
             raise KeyError(answer.error)
-        return answer.value.array
+        return answer
 
     # -- ending ------------------------------------------------------------------------------------
     def close(self):

@@ -199,3 +199,4 @@ class TensorValue:
     request: int
     value: Optional[Value] = None
     error: Optional[str] = None
+    name: Optional[str] = None  # a saved tensor's name (PyTorch's ``_saved_<name>``)

@@ -53,6 +53,7 @@ class SessionProducer(Producer):
 
     def node_entered(self, node, grad_outputs):
         super().node_entered(node, grad_outputs)
+        self.session.current_node_obj = node  # for its saved tensors, while paused there
         self.session.before_backward(self._lookup(node), self.adapter.op_name(node), grad_outputs)
 
     def node_exited(self, node, grad_inputs):
@@ -62,6 +63,7 @@ class SessionProducer(Producer):
     def backward_finished(self):
         super().backward_finished()
         self.session.current_node = None
+        self.session.current_node_obj = None
 
     def grad_accumulated(self, node, tensor, contribution, grad, fresh=False):
         super().grad_accumulated(node, tensor, contribution, grad, fresh)
@@ -98,6 +100,7 @@ class Session:
         self.interrupted = threading.Event()
         self.last_event = None
         self.current_node = None
+        self.current_node_obj = None
         self.current = {}  # what the pause in progress can hand out: grad_outputs, grad_inputs
         self._anomaly_seen = set()
         self._sources = {}  # node id -> "file:line" of the forward code that made it
@@ -178,6 +181,16 @@ class Session:
                 if not isinstance(i, int) or not 0 <= i < len(arrays) or arrays[i] is None:
                     raise KeyError(f"the current node has no {what} {i}")
                 x = arrays[i]
+            elif what == "saved":
+                node = self.current_node_obj
+                if node is None:
+                    raise KeyError("not paused in a backward node")
+                items = adapter.saved(node)
+                i = cmd.get("index", 0)
+                if not isinstance(i, int) or not 0 <= i < len(items):
+                    raise KeyError(f"the current node has no saved tensor {i} (it saved {len(items)})")
+                name, x = items[i]
+                return ev.TensorValue(request, ev.Value(adapter.summarize(x), adapter.to_numpy(x, True)), name=name)
             elif what in ("tensor", "grad"):
                 tensor = self._find_tensor(cmd.get("id"), cmd.get("name"))
                 if what == "grad":

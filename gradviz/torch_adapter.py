@@ -56,6 +56,18 @@ class TorchAdapter:
     def op_name(node):
         return node.name()
 
+    def saved(self, node):
+        """The tensors ``node`` saved for its backward (its ``_saved_*`` attributes), as (name,
+        detached tensor); reading them after the pass freed them raises PyTorch's own error."""
+        out = []
+        for attr in sorted(a for a in dir(node) if a.startswith("_saved_")):
+            v = getattr(node, attr)
+            items = v if isinstance(v, (tuple, list)) else (v,)
+            for i, t in enumerate(items):
+                if isinstance(t, self.Tensor):
+                    out.append((attr[len("_saved_"):] + (f"[{i}]" if len(items) > 1 else ""), t.detach()))
+        return out
+
     @staticmethod
     def next_nodes(node):
         return [fn for fn, _ in node.next_functions]
@@ -143,7 +155,7 @@ class MultiAdapter:
         torch = torch_adapter.torch
         tensor_types, node_types = (torch.Tensor,), (torch.Tensor, torch.autograd.graph.Node)
         for name in ("get_tag", "set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
-                     "tensor_meta", "array", "is_parameter", "given_name"):
+                     "tensor_meta", "array", "is_parameter", "given_name", "saved"):
             setattr(self, name, _dispatch(node_types, getattr(torch_adapter, name), getattr(engine, name)))
         for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto"):
             setattr(self, name, _dispatch(tensor_types, getattr(torch_adapter, name), getattr(engine, name)))

@@ -289,6 +289,20 @@ def test_line_breakpoint_holds_in_every_iteration(tmp_path):
         assert dbg.wait_paused(timeout=20).reason == "exited"  # line 5 makes no node
 
 
+def test_saved_tensors_of_the_paused_node():
+    with Debugger.launch(demo="seed", break_on_backward=True) as dbg:
+        seen = []
+        while (p := dbg.wait_paused(timeout=20)).reason != "exited":
+            seen.append((p.op, [(n, a.tolist()) for n, a in dbg.saved_tensors()]))
+            dbg.step()
+        with pytest.raises(DebuggerError, match="not paused|exited"):
+            dbg.saved_tensors()
+    # b**2 saved b; 3*a**3 saved a**3 (the engine keeps what its formula reads); a**3 saved a
+    assert seen == [("SubBackward0", []), ("PowBackward0", [("saved 0", [6.0, 4.0])]), ("AccumulateGrad", []),
+                    ("MulBackward0", [("saved 0", [8.0, 27.0])]), ("PowBackward0", [("saved 0", [2.0, 3.0])]),
+                    ("AccumulateGrad", [])]
+
+
 def test_anomaly_in_forward(tmp_path):
     script = tmp_path / "logzero.py"
     script.write_text("import gradviz.engine as torch\nx = torch.tensor([1., 0.], requires_grad=True)\n"

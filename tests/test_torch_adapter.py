@@ -124,10 +124,12 @@ def test_stepping_pauses_pytorchs_own_backward(tmp_path):
         for _ in range(6):
             p = dbg.wait_paused(timeout=60)
             assert p.reason == "step" and p.source.file == str(script) and p.source.line == 5
-            seen.append((_norm(p.op), p.grad_outputs[0].tolist()))
+            seen.append((_norm(p.op), p.grad_outputs[0].tolist(), [(n, a.tolist()) for n, a in dbg.saved_tensors()]))
             dbg.step()
-        assert seen == [("SubBackward0", [1., 1.]), ("PowBackward0", [-1., -1.]), ("AccumulateGrad", [-12., -8.]),
-                        ("MulBackward0", [1., 1.]), ("PowBackward0", [3., 3.]), ("AccumulateGrad", [36., 81.])]
+        # saved tensors by PyTorch's own names: b**2 saved self = b; 3*(a**3) saved other = 3
+        assert seen == [("SubBackward0", [1., 1.], []), ("PowBackward0", [-1., -1.], [("self", [6., 4.])]),
+                        ("AccumulateGrad", [-12., -8.], []), ("MulBackward0", [1., 1.], [("other", 3.0)]),
+                        ("PowBackward0", [3., 3.], [("self", [2., 3.])]), ("AccumulateGrad", [36., 81.], [])]
         assert dbg.wait_paused(timeout=60).reason == "exited"
         assert "done [36.0, 81.0]" in "".join(t for _, t in dbg.output)
 

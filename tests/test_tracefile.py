@@ -595,7 +595,7 @@ def test_a_stream_decoder_holds_only_bytes_received():
                          ids=["overflow", "empty huge", "empty max", "empty 3-d huge", "max"])
 def test_impossible_array_shapes_are_refused(shape):
     # An empty array with absurd other dimensions has no bytes to claim, but numpy cannot make it.
-    meta = {"type": "TensorValue", "fields": {"request": 1, "error": None, "value": {
+    meta = {"type": "TensorValue", "fields": {"request": 1, "error": None, "name": None, "value": {
         "summary": summarize(np.zeros(0, np.float32)).to_dict() | {"shape": list(shape)}, "array": 0}}}
     data = tf.file_header() + build_frame(meta, [(1, shape, b"")])
     for size in (len(data), None):  # a file, and a stream that could still grow
@@ -618,7 +618,7 @@ F32_RAW = (1, (2,), F32.tobytes())
 
 
 def test_a_crafted_frame_decodes():
-    got = decode_frame(_meta_frame({"request": 3, "value": _value_dict(F32, 0), "error": None}, arrays=[F32_RAW]))
+    got = decode_frame(_meta_frame({"request": 3, "value": _value_dict(F32, 0), "error": None, "name": None}, arrays=[F32_RAW]))
     assert len(got) == 1 and got[0].request == 3 and got[0].value.array.tolist() == [1.0, 2.0]
 
 
@@ -641,21 +641,21 @@ BAD_FRAMES = {
     "Value is not an event": build_frame({"type": "Value", "fields": {"summary": None, "array": None}}),
     "missing field": build_frame({"type": "NodeEntered", "fields": {"pass_index": 0, "node": 1}}),
     "unknown field": build_frame({"type": "IterationStarted", "fields": {"index": 0, "extra": 1}}),
-    "array index out of range": _meta_frame({"request": 1, "value": _value_dict(F32, 1), "error": None}, [F32_RAW]),
-    "negative array index": _meta_frame({"request": 1, "value": _value_dict(F32, -1), "error": None}, [F32_RAW]),
-    "array index, no arrays": _meta_frame({"request": 1, "value": _value_dict(F32, 0), "error": None}),
-    "array index a string": _meta_frame({"request": 1, "value": _value_dict(F32, "0"), "error": None}, [F32_RAW]),
-    "array index a bool": _meta_frame({"request": 1, "value": _value_dict(F32, False), "error": None}, [F32_RAW]),
+    "array index out of range": _meta_frame({"request": 1, "value": _value_dict(F32, 1), "error": None, "name": None}, [F32_RAW]),
+    "negative array index": _meta_frame({"request": 1, "value": _value_dict(F32, -1), "error": None, "name": None}, [F32_RAW]),
+    "array index, no arrays": _meta_frame({"request": 1, "value": _value_dict(F32, 0), "error": None, "name": None}),
+    "array index a string": _meta_frame({"request": 1, "value": _value_dict(F32, "0"), "error": None, "name": None}, [F32_RAW]),
+    "array index a bool": _meta_frame({"request": 1, "value": _value_dict(F32, False), "error": None, "name": None}, [F32_RAW]),
     "array used twice": build_frame({"type": "GradAccumulated", "fields": {
         "pass_index": 0, "node": 1, "tensor": 2, "contribution": _value_dict(F32, 0), "grad": _value_dict(F32, 0)}},
         [F32_RAW]),
-    "array of no value": _meta_frame({"request": 1, "value": _value_dict(F32, 0), "error": None},
+    "array of no value": _meta_frame({"request": 1, "value": _value_dict(F32, 0), "error": None, "name": None},
                                      [F32_RAW, F32_RAW]),
-    "shape disagrees with summary": _meta_frame({"request": 1, "value": _value_dict(F32, 0), "error": None},
+    "shape disagrees with summary": _meta_frame({"request": 1, "value": _value_dict(F32, 0), "error": None, "name": None},
                                                 [(1, (1, 2), F32.tobytes())]),
     "0-d array, 1-element summary": _meta_frame({"request": 1, "value": _value_dict(np.zeros(1, np.float32), 0),
-                                                 "error": None}, [(1, (), bytes(4))]),
-    "ndim too large": _meta_frame({"request": 1, "value": None, "error": None}, [(1, (1,) * 33, bytes(4))]),
+                                                 "error": None, "name": None}, [(1, (), bytes(4))]),
+    "ndim too large": _meta_frame({"request": 1, "value": None, "error": None, "name": None}, [(1, (1,) * 33, bytes(4))]),
     "too many arrays": build_frame(b"{}", n_arrays=tf.MAX_ARRAYS + 1),
     "meta too long": build_frame(b"{}", meta_len=tf.MAX_META_BYTES + 1),
     "bad crc": build_frame({"type": "IterationStarted", "fields": {"index": 0}}, crc=12345),
@@ -705,7 +705,7 @@ def test_every_dtype_code_outside_the_table_is_refused():
     allowed = set(tf._DTYPES)
     assert allowed == set(range(1, 10))
     for code in range(256):
-        frame = _meta_frame({"request": 1, "value": _value_dict(np.zeros(8, np.uint8), 0), "error": None},
+        frame = _meta_frame({"request": 1, "value": _value_dict(np.zeros(8, np.uint8), 0), "error": None, "name": None},
                             [(code, (8,), bytes(64))])
         if code in allowed:
             continue
@@ -734,11 +734,11 @@ def test_a_pickle_payload_where_an_array_should_be_runs_nothing(tmp_path, monkey
     # An object array's code does not exist: numpy's object type number (17), 'O', the pickle opcode.
     for code in (0, 17, ord("O"), 0x80, 255):
         frame = _meta_frame({"request": 1, "value": _value_dict(np.zeros(len(payload), np.uint8), 0),
-                             "error": None}, [(code, (len(payload),), payload)])
+                             "error": None, "name": None}, [(code, (len(payload),), payload)])
         with pytest.raises(TraceFormatError, match="unknown dtype code"):
             decode_frame(frame)
     # As uint8 data the payload is just bytes.
-    frame = _meta_frame({"request": 1, "value": _value_dict(np.zeros(len(payload), np.uint8), 0), "error": None},
+    frame = _meta_frame({"request": 1, "value": _value_dict(np.zeros(len(payload), np.uint8), 0), "error": None, "name": None},
                         [(8, (len(payload),), payload)])
     path = tmp_path / "pickle.gvz"
     path.write_bytes(tf.file_header() + frame)
@@ -765,7 +765,7 @@ def _sample_of_every_event_type():
 
 NULLABLE = {"TensorDescribed": {"name", "value"}, "NodeCreated": {"output", "source", "value"},
             "GradAccumulated": {"contribution", "grad"}, "OptimizerStep": {"lr"}, "ProgramExited": {"error"},
-            "Paused": {"node", "pass_index", "traceback"}, "TensorValue": {"value", "error"}}
+            "Paused": {"node", "pass_index", "traceback"}, "TensorValue": {"value", "error", "name"}}
 
 
 def _wrong(x):

@@ -8,6 +8,8 @@ import linecache
 import numpy as np
 from PySide6.QtWidgets import QTextBrowser
 
+from gradviz.events import Value as _Value
+from gradviz.summary import summarize
 from gradviz.trace import node_key, tensor_key
 
 TABLE_MAX = 64  # elements: up to this many, values are shown as a table
@@ -110,6 +112,12 @@ class Inspector(QTextBrowser):
                 by = f" (from {src.op})" if src is not None else ""
                 parts.append(value_html(value, f"input {i}: {self._name(trace, tid)}{by}"))
             parts.append(value_html(node.value, "output"))
+        if node_key(nid) == self.state.current:
+            saved = self.state.saved_tensors()
+            if saved:
+                parts.append("<h4 style='margin:8px 0 0 0'>saved tensors (what its backward reads)</h4>")
+                for name, array in saved:
+                    parts.append(value_html(_Value(summarize(array), array), name))
         ran = next((p for p in reversed(trace.passes) if nid in p.grad_outputs), None)
         if ran is None:
             parts.append("<p style='color:#777'>Not run in backward yet.</p>")

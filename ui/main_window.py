@@ -201,6 +201,8 @@ class MainWindow(QMainWindow):
     def _show_selection(self):
         st = self.state
         key = st.selected or st.current
+        if key is not None and key == st.current:
+            st.saved_tensors()  # asked of the program now, outside the trace's lock (cached per pause)
         with st.debugger.lock if st.debugger is not None else _no_lock():
             self.inspector.show_key(key)
             label = st.labels.get(key, "").replace("\n", " ") if key else ""
