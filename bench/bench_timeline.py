@@ -1,7 +1,7 @@
 """Time travel's cost: Timeline.trace_at(k) on recordings of the mlp demo, (a) at 50 random positions
 and (b) at every position from the end back to 0, one step at a time, as dragging the slider back
 does; each against a fresh replay of events[:k] (what trace_at would cost with no checkpoints).
-Then (c) TimelineState.set_time over the same backward drag: trace_at plus relaying out the graph
+Then (c) AppState.set_time over the same backward drag: trace_at plus relaying out the graph
 whenever its node count changes, what the app pays per slider step.
 
 The recordings: the mlp demo as it ships (5 iterations) and the same with --iterations more
@@ -19,7 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import gradviz  # noqa: E402
 from gradviz import demos  # noqa: E402
-from gradviz.timeline import Timeline, TimelineState  # noqa: E402
+from gradviz.appstate import AppState  # noqa: E402
+from gradviz.timeline import Timeline  # noqa: E402
 from gradviz.trace import Trace  # noqa: E402
 
 
@@ -70,9 +71,9 @@ def bench(trace, name, rng):
     row("trace_at, warm, 50 random positions", timed(cold.trace_at, randoms))
     row(f"trace_at, drag back {n}..0 step by step", timed(Timeline(trace).trace_at, backward))
     row("fresh replay, 50 random positions", timed(fresh(trace), randoms))
-    st = TimelineState(trace=trace)
+    st = AppState(trace=trace)
     st.poll()
-    row("TimelineState.set_time, drag back (+layout)", timed(st.set_time, backward))
+    row("AppState.set_time, drag back (+layout)", timed(st.set_time, backward))
 
 
 def main(argv=None):
