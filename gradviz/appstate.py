@@ -159,10 +159,12 @@ class AppState:
         return node_key(p.node) if p is not None and p.node is not None else None
 
     def ran(self):
-        """Graph keys of the nodes the current backward pass has run so far."""
-        if not self.trace.passes:
+        """Graph keys of the nodes the current backward pass has run so far: none while a new
+        iteration's forward runs (its AccumulateGrad nodes are the last iteration's too)."""
+        t = self.trace
+        if not t.passes or t.passes[-1].iteration != t.iterations - 1:
             return set()
-        order = self.trace.passes[-1].order
+        order = t.passes[-1].order
         done = [node_key(n) for n in order]
         p = self.pause
         if p is not None and p.phase == "backward" and done and done[-1] == self.current:

@@ -182,7 +182,13 @@ class Timeline:
         if t is ev.OptimizerStep:
             return f"optimizer step {e.index} ({e.optimizer}, {len(e.params)} parameters)"
         if t is ev.ProgramOutput:
-            line = e.text.strip().splitlines()[-1] if e.text.strip() else ""
+            # Output comes in chunks (a line, then its line break): show the last line written.
+            events, i, line = self.trace.events, k - 1, ""
+            while i >= 0 and i >= k - 50 and not line:
+                o = events[i]
+                if type(o) is ev.ProgramOutput and o.stream == e.stream and o.text.strip():
+                    line = o.text.strip().splitlines()[-1]
+                i -= 1
             return f"{e.stream}: {line[:80]}"
         if t is ev.ProgramExited:
             if e.error:
@@ -239,7 +245,7 @@ class Timeline:
         """Graph keys of the nodes the latest backward pass had run by ``k``: its nodes so far, less
         the one the pause at ``k`` is about to run (AppState.ran()'s rule, on the past)."""
         t = self.trace_at(k)
-        if not t.passes:
+        if not t.passes or t.passes[-1].iteration != t.iterations - 1:
             return set()
         done = [node_key(n) for n in t.passes[-1].order]
         p = self.pause_at(k)

@@ -336,3 +336,17 @@ def test_search_plots_and_time_travel_in_the_window(qtbot):
     finally:
         w.timer.stop()
         w.state.close()
+
+
+def test_nothing_has_run_while_a_new_iteration_goes_forward():
+    import gradviz
+    from gradviz import demos
+    with gradviz.record() as rec:
+        demos.run("mlp")
+    t = rec.trace
+    second = next(i for i, e in enumerate(t.events) if type(e).__name__ == "IterationStarted" and e.index == 1)
+    st = AppState(trace=t)
+    st.poll()
+    assert st.ran() == {f"n{n}" for n in t.passes[-1].order} and len(st.ran()) == 16
+    st.set_time(second + 5)  # iteration 1, forward: its AccumulateGrad nodes ran in pass 0, not yet in 1
+    assert st.trace.passes[-1].iteration == 0 and st.ran() == set() and st.timeline.ran_at(second + 5) == set()

@@ -418,3 +418,12 @@ def test_the_marks_are_drawn(bar):
     bar.slider.set_marks([])
     without = bar.slider.grab().toImage()
     assert with_marks != without
+
+
+def test_output_in_chunks_is_described_by_its_last_line():
+    t = Trace()
+    for text in ("iteration 0: loss nan", "\n", "iteration 1: loss 0.5\n"):
+        t.apply(ev.ProgramOutput("stdout", text))
+    tl = Timeline(t)
+    assert [tl.describe(k) for k in (1, 2, 3)] == ["stdout: iteration 0: loss nan", "stdout: iteration 0: loss nan",
+                                                    "stdout: iteration 1: loss 0.5"]

@@ -109,8 +109,9 @@ class Inspector(QTextBrowser):
                 t = trace.tensors.get(tid)
                 src = made_by.get(tid)
                 value = t.value if t is not None else src.value if src is not None else None
-                by = f" (from {src.op})" if src is not None else ""
-                parts.append(value_html(value, f"input {i}: {self._name(trace, tid)}{by}"))
+                named = t is not None and t.name
+                what = self._name(trace, tid) if named or src is None else f"output of {src.op.replace(_SHORT, '')}"
+                parts.append(value_html(value, f"input {i}: {what}"))
             parts.append(value_html(node.value, "output"))
         if node_key(nid) == self.state.current:
             saved = self.state.saved_tensors()
