@@ -4,6 +4,7 @@ without a window."""
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 
 from . import events as ev
 from .debugger import DebuggerError
@@ -85,7 +86,7 @@ class AppState:
         changed = {"time", "pause"}
         if self.selected is not None and self.selected not in self.trace.graph:
             self.selected = None  # not made yet at that moment
-        with self.debugger.lock if self.debugger is not None and k is None else _NoLock():
+        with self.debugger.lock if self.debugger is not None and k is None else nullcontext():
             n = self.trace.graph.number_of_nodes()
         if n != self._laid_out:
             changed |= self.poll()
@@ -110,7 +111,7 @@ class AppState:
                 raise job[1]["error"]
             self._take(job[1]["result"])
             changed.add("graph")
-        lock = dbg.lock if dbg is not None else _NoLock()
+        lock = dbg.lock if dbg is not None else nullcontext()
         with lock:
             n = self.trace.graph.number_of_nodes()
             if n != self._laid_out and self._job is None:
@@ -382,7 +383,7 @@ class AppState:
     def console(self):
         """The program's stdout and stderr as (stream, text) in order, then, if it raised, the
         traceback and the node it was in (stream ``exception``)."""
-        with self.debugger.lock if self.debugger is not None else _NoLock():
+        with self.debugger.lock if self.debugger is not None else nullcontext():
             events = self.live_trace.events  # all of it, also while showing the past
             out = [(e.stream, e.text) for e in events if type(e) is ev.ProgramOutput]
             exited = next((e for e in reversed(events) if type(e) is ev.ProgramExited), None)
@@ -422,11 +423,3 @@ def _run_into(box, fn, *args):
         box["result"] = fn(*args)
     except BaseException as exc:  # handed to the GUI thread, raised there
         box["error"] = exc
-
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

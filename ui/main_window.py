@@ -2,6 +2,8 @@
 breakpoints and the program's console. It renders an ``AppState`` (core) and forwards the user's
 commands to it; events from the program are taken in batches by a 30 ms timer, so the window never
 waits on the program, and a large graph is laid out off the GUI thread."""
+from contextlib import nullcontext
+
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QKeySequence, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (QDockWidget, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMainWindow,
@@ -203,7 +205,7 @@ class MainWindow(QMainWindow):
         key = st.selected or st.current
         if key is not None and key == st.current:
             st.saved_tensors()  # asked of the program now, outside the trace's lock (cached per pause)
-        with st.debugger.lock if st.debugger is not None else _no_lock():
+        with st.debugger.lock if st.debugger is not None else nullcontext():
             self.inspector.show_key(key)
             label = st.labels.get(key, "").replace("\n", " ") if key else ""
             self.plot.show_value(st.selected_value(), f"gradient at {label}" if label else "")
@@ -272,11 +274,3 @@ class MainWindow(QMainWindow):
         self.timer.stop()
         self.state.stop()
         super().closeEvent(event)
-
-
-class _no_lock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
