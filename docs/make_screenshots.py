@@ -47,7 +47,8 @@ def main(out_dir="docs"):
     os.makedirs(out_dir, exist_ok=True)
 
     # 1. The seed demo, three nodes into its backward pass.
-    state = AppState(launch=lambda breakpoints=(): Debugger.launch(demo="seed", break_on_backward=True))
+    state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
+        demo="seed", **{"break_on_backward": True, **switches}))
     w = MainWindow(state, "gradviz — seed")
     w.show()
     for i in range(4):

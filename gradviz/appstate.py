@@ -4,10 +4,12 @@ without a window."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from contextlib import nullcontext
 
 from . import events as ev
 from .debugger import DebuggerError
+from .graphmodel import MODULE_PREFIX
 from .layout import layout as compute_layout
 from .timeline import Timeline
 from .trace import node_key
@@ -15,6 +17,8 @@ from .trace import node_key
 # Graphs up to this many nodes are laid out at once, in the caller's thread (stepping stays
 # instant); larger ones in a worker thread, so the window never waits on a layout.
 INLINE_LAYOUT_NODES = 400
+# Layouts of past moments kept for time travel (a drag back and forth lays each graph out once).
+LAYOUT_CACHE = 64
 
 _SHORT = "torch::autograd::"
 
@@ -35,8 +39,10 @@ def node_size(label):
 
 
 class AppState:
-    """``launch``: a callable that starts the program anew under a Debugger (what Restart calls);
-    or ``debugger``: one already started; or ``trace``: a recording."""
+    """``launch``: a callable that starts the program anew under a Debugger, taking
+    ``breakpoints=`` and, on a restart, the switches ``break_on_backward=`` and
+    ``break_on_forward=`` as the user left them (what Restart calls); or ``debugger``: one already
+    started; or ``trace``: a recording."""
 
     def __init__(self, debugger=None, trace=None, launch=None):
         if launch is not None:
@@ -46,6 +52,8 @@ class AppState:
         self.anomaly_on = False  # the anomaly switch (kept across restarts)
         self.anomaly = None  # its breakpoint's id in the running program
         self.break_on_forward = False
+        self._every_node_choice = None  # the Every node switch as the user last set it, if they did
+        self.message = ""  # what the last command did, for a status line (F9: "Breakpoint set: ...")
         self._attach(debugger, trace)
         from .graphmodel import GraphModel
         self.graph_model = GraphModel(self)  # collapsed modules and search: the graph view's state
@@ -61,8 +69,20 @@ class AppState:
         self.selected = None
         self.iteration = None
         self.graph = None  # the graph shown: the latest iteration's
-        self._laid_out = -1
+        self._shown_at = None  # the _graph_key() of the graph shown (or being laid out)
         self._job = None  # a layout being computed off this thread: (thread, result box, node count)
+        self._layouts = OrderedDict()  # (iteration, node count) -> laid-out result, past moments
+        # The console: (stream, text) entries, append-only, taken from the trace's events.
+        self._console = []
+        self._console_scanned = 0
+        self._exception = None  # the traceback shown in the console, once
+        self._exception_pause = None  # the pause of the program's exception, if it paused on one
+
+    @property
+    def lock(self):
+        """Held while reading the trace: the debugger's reader thread writes it (a moment in the past
+        is a view of the same trace). A no-op for a recording."""
+        return self.debugger.lock if self.debugger is not None else nullcontext()
 
     # -- the moment shown: live, or the past (time travel) --------------------------------------------
     @property
@@ -84,11 +104,11 @@ class AppState:
             return set()
         self.time = k
         changed = {"time", "pause"}
-        if self.selected is not None and self.selected not in self.trace.graph:
-            self.selected = None  # not made yet at that moment
-        with self.debugger.lock if self.debugger is not None and k is None else nullcontext():
-            n = self.trace.graph.number_of_nodes()
-        if n != self._laid_out:
+        with self.lock:
+            if self.selected is not None and not self._selectable(self.selected):
+                self.selected = None  # not made yet at that moment
+            stale = self._shown_at != self._graph_key()
+        if stale:
             changed |= self.poll()
         return changed
 
@@ -102,6 +122,8 @@ class AppState:
             pause = dbg.poll_pause()
             while pause is not None:
                 self.live_pause = pause
+                if pause.reason == "exception":
+                    self._exception_pause = pause
                 changed.add("pause")
                 pause = dbg.poll_pause()
         job = self._job
@@ -109,24 +131,34 @@ class AppState:
             self._job = None
             if "error" in job[1]:
                 raise job[1]["error"]
-            self._take(job[1]["result"])
+            self._take(job[1]["result"], job[2])
             changed.add("graph")
-        lock = dbg.lock if dbg is not None else nullcontext()
-        with lock:
-            n = self.trace.graph.number_of_nodes()
-            if n != self._laid_out and self._job is None:
+        with self.lock:
+            key = self._graph_key()
+            if key != self._shown_at and self._job is None:
+                self._shown_at = key
+                cached = self._layouts.get(key)
+                if cached is not None:
+                    self._layouts.move_to_end(key)
+                    self._take(cached, key)
+                    return changed | {"graph"}
                 work = self._layout_work()
-                self._laid_out = n
                 if len(work[1]) <= INLINE_LAYOUT_NODES:
-                    self._take(work[0](*work[1:]))
+                    self._take(work[0](*work[1:]), key)
                     changed.add("graph")
                 else:
                     box = {}
                     thread = threading.Thread(target=_run_into, args=(box, *work), daemon=True,
                                               name="gradviz-layout")
-                    self._job = (thread, box)
+                    self._job = (thread, box, key)
                     thread.start()
         return changed
+
+    def _graph_key(self):
+        """What fixes the graph shown: the iteration count and the node count (the trace at any
+        moment holds a prefix of the run's nodes)."""
+        t = self.trace
+        return t.iterations, t.node_count()
 
     @property
     def laying_out(self):
@@ -149,8 +181,13 @@ class AppState:
         previous = self.layout if iteration == self.iteration else None
         return _compute, g, iteration, previous
 
-    def _take(self, result):
+    def _take(self, result, key):
+        """Show a laid-out graph, and keep it for a return to the same moment (time travel: a
+        graph seen again keeps its place on screen, and is not laid out twice)."""
         self.graph, self.iteration, self.labels, self.layout = result
+        self._layouts[key] = result
+        while len(self._layouts) > LAYOUT_CACHE:
+            self._layouts.popitem(last=False)
 
     # -- where the debugger stands ----------------------------------------------------------------
     @property
@@ -217,11 +254,19 @@ class AppState:
         return " · ".join(parts)
 
     # -- commands ---------------------------------------------------------------------------------
-    def _dbg(self, method):
-        if self.debugger is not None and self.debugger.state == "paused":
-            getattr(self.debugger, method)()
+    def _dbg(self, method, *args, **kw):
+        """Send a command; False if the program cannot take it (not paused, or gone meanwhile:
+        it may die between the check and the send, and the window must not see an exception)."""
+        if self.debugger is None or self.debugger.state != "paused":
+            return False
+        return self._send(method, *args, **kw)
+
+    def _send(self, method, *args, **kw):
+        try:
+            getattr(self.debugger, method)(*args, **kw)
             return True
-        return False
+        except DebuggerError:
+            return False
 
     def step(self):
         return self._dbg("step")
@@ -229,7 +274,7 @@ class AppState:
     def resume(self):
         """Continue: run to the next breakpoint (leaving the pause-at-every-node mode)."""
         if self.debugger is not None and self.debugger.state == "paused" and self.debugger.break_on_backward:
-            self.debugger.configure(break_on_backward=False)
+            self._send("configure", break_on_backward=False)
         return self._dbg("resume")
 
     @property
@@ -237,11 +282,10 @@ class AppState:
         return self.debugger is not None and self.debugger.break_on_backward
 
     def set_break_on_backward(self, on):
-        """Backward stepping: pause before every backward node."""
-        if self._can_command():
-            self.debugger.configure(break_on_backward=bool(on))
-            return True
-        return False
+        """Backward stepping: pause before every backward node (the user's choice, kept across
+        restarts)."""
+        self._every_node_choice = bool(on)
+        return self._can_command() and self._send("configure", break_on_backward=bool(on))
 
     def stop(self):
         if self.debugger is not None:
@@ -250,10 +294,7 @@ class AppState:
     def interrupt(self):
         """Pause a running program at its next graph operation."""
         dbg = self.debugger
-        if dbg is not None and dbg.state == "running":
-            dbg.interrupt()
-            return True
-        return False
+        return dbg is not None and dbg.state == "running" and self._send("interrupt")
 
     @property
     def can_restart(self):
@@ -268,9 +309,13 @@ class AppState:
         specs = [spec for spec, _ in self.breakpoints.values()]
         if self.anomaly_on:
             specs.append({"anomaly": True})
-        dbg = self._launch(breakpoints=specs)
-        if self.break_on_forward:
-            dbg.configure(break_on_forward=True)
+        # The switches the user set, in place before the program's first line runs. "Every node"
+        # turned off only by Continue comes back as the launch had it (a fresh start pauses where
+        # the first one did); turned off or on by the user, it stays as they left it.
+        switches = {"break_on_forward": self.break_on_forward}
+        if self._every_node_choice is not None:
+            switches["break_on_backward"] = self._every_node_choice
+        dbg = self._launch(breakpoints=specs, **switches)
         old = {bid: label for bid, (_, label) in self.breakpoints.items()}
         self._attach(dbg, None)
         # The new debugger numbered the breakpoints afresh, in the order given.
@@ -301,9 +346,18 @@ class AppState:
             op = (d.get("op") or key).replace(_SHORT, "")
             node = self.trace.nodes.get(int(key[1:]))
             src = node.source if node is not None else None
-            if src is not None:
-                return {"source": f"{src.file}:{src.line}"}, f"{op} · line {src.file.rsplit('/', 1)[-1]}:{src.line}"
-            return {"node": int(key[1:])}, f"{op} ({key})"
+            if src is None:
+                return {"node": int(key[1:])}, f"{op} ({key})"
+            # A line breakpoint stops at every backward node that line made: the label names them.
+            line = f"line {src.file.rsplit('/', 1)[-1]}:{src.line}"
+            same = str(src)
+            shown = self.graph if self.graph is not None and key in self.graph else g
+            ops = [(dd.get("op") or k).replace(_SHORT, "") for k, dd in shown.nodes(data=True)
+                   if dd.get("kind") == "grad_fn" and dd.get("source") == same]
+            if len(ops) <= 1:
+                return {"source": f"{src.file}:{src.line}"}, f"{op} · {line}"
+            names = ", ".join(sorted(set(ops), key=ops.index))
+            return {"source": f"{src.file}:{src.line}"}, f"{line} · {len(ops)} backward nodes: {names}"
         if kind == "accumulate_grad":
             leaf = next(iter(g.successors(key)), None)
             key = leaf if leaf is not None else key
@@ -315,23 +369,38 @@ class AppState:
 
     def toggle_breakpoint(self, key=None):
         """F9: set the breakpoint for ``key`` (default: the selection, else the paused node), or
-        remove it if set. Returns True if one is now set."""
-        found = self.breakpoint_for(key or self.selected or self.current)
-        if found is None or not self._can_command():
+        remove it if set. Returns True if one is now set; ``message`` says what happened."""
+        key = key or self.selected or self.current
+        if key is not None and key.startswith(MODULE_PREFIX):
+            self.message = "A module box has no breakpoint: double-click it to expand, then F9 on a node"
+            return False
+        with self.lock:
+            found = self.breakpoint_for(key)
+        if found is None:
+            self.message = "Select a node to set a breakpoint on (F9)"
+            return False
+        if not self._can_command():
+            self.message = "The program has ended: Restart (Ctrl+Shift+F5) to set breakpoints"
             return False
         spec, label = found
-        for bid, (have, _) in list(self.breakpoints.items()):
+        for bid, (have, had) in list(self.breakpoints.items()):
             if have == spec:
                 self.remove_breakpoint(bid)
+                self.message = f"Breakpoint removed: {had}"
                 return False
-        bid = self.debugger.add_breakpoint(**spec)
+        try:
+            bid = self.debugger.add_breakpoint(**spec)
+        except DebuggerError as exc:
+            self.message = f"Breakpoint not set: {exc}"
+            return False
         self.breakpoints[bid] = (spec, label)
+        self.message = f"Breakpoint set: {label}"
         return True
 
     def remove_breakpoint(self, bid):
         self.breakpoints.pop(bid, None)
         if self._can_command() and bid in self.debugger.breakpoints:
-            self.debugger.remove_breakpoint(bid)
+            self._send("remove_breakpoint", bid)
 
     def breakpoint_rows(self):
         """(id, label) of every breakpoint, for the list."""
@@ -347,20 +416,20 @@ class AppState:
         if not self._can_command():
             return False
         if on and self.anomaly is None:
-            self.anomaly = self.debugger.add_breakpoint(anomaly=True)
+            try:
+                self.anomaly = self.debugger.add_breakpoint(anomaly=True)
+            except DebuggerError:
+                return False
         elif not on and self.anomaly is not None:
             bid, self.anomaly = self.anomaly, None
             if bid in self.debugger.breakpoints:
-                self.debugger.remove_breakpoint(bid)
+                return self._send("remove_breakpoint", bid)
         return True
 
     def set_break_on_forward(self, on):
         """Forward stepping: pause as each op is made, to watch the graph grow."""
         self.break_on_forward = bool(on)
-        if self._can_command():
-            self.debugger.configure(break_on_forward=self.break_on_forward)
-            return True
-        return False
+        return self._can_command() and self._send("configure", break_on_forward=self.break_on_forward)
 
     def saved_tensors(self):
         """What the node the program is paused at saved for its backward, as [(name, array)],
@@ -381,25 +450,43 @@ class AppState:
 
     # -- the program's output ---------------------------------------------------------------------
     def console(self):
-        """The program's stdout and stderr as (stream, text) in order, then, if it raised, the
-        traceback and the node it was in (stream ``exception``)."""
-        with self.debugger.lock if self.debugger is not None else nullcontext():
+        """The program's stdout and stderr as (stream, text) in order and, where it raised, the
+        traceback with the backward node it was in (stream ``exception``), once. Append-only (a
+        window shows what is past its last length); each call reads only the new events."""
+        with self.lock:
             events = self.live_trace.events  # all of it, also while showing the past
-            out = [(e.stream, e.text) for e in events if type(e) is ev.ProgramOutput]
-            exited = next((e for e in reversed(events) if type(e) is ev.ProgramExited), None)
-        p = self.live_pause
-        tb = p.traceback if p is not None and p.reason == "exception" else (exited.error if exited else None)
-        if tb:
+            exited = None
+            for i in range(self._console_scanned, len(events)):
+                e = events[i]
+                t = type(e)
+                if t is ev.ProgramOutput:
+                    self._console.append((e.stream, e.text))
+                elif t is ev.ProgramExited and e.error:
+                    exited = e
+            self._console_scanned = len(events)
+        p = self._exception_pause
+        tb = p.traceback if p is not None else None
+        if not tb and exited is not None:
+            tb = exited.error
+        if tb and tb != self._exception:
+            self._exception = tb
             where = ""
-            if p is not None and p.reason == "exception" and p.op:
+            if p is not None and p.op:
                 src = f", made at {p.source.file}:{p.source.line}" if p.source else ""
                 where = f"in backward node {p.op.replace(_SHORT, '')} ({node_key(p.node)}){src}\n"
-            out.append(("exception", where + tb))
-        return out
+            self._console.append(("exception", where + tb))
+        return self._console
 
     # -- selection --------------------------------------------------------------------------------
+    def _selectable(self, key):
+        """A node of the trace shown, or a collapsed module's box."""
+        if key.startswith(MODULE_PREFIX):
+            return key[len(MODULE_PREFIX):] in self.graph_model.collapsed
+        return key in self.trace.graph
+
     def select(self, key):
-        self.selected = key if key is None or key in self.trace.graph else None
+        with self.lock:
+            self.selected = key if key is None or self._selectable(key) else None
 
     def selected_value(self):
         """The gradient at the selected node (what flowed into it in the last pass it ran in) or

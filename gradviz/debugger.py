@@ -13,6 +13,7 @@ per-launch token; the parent answers with commands.
 from __future__ import annotations
 
 import atexit
+import codecs
 import hmac
 import itertools
 import os
@@ -179,11 +180,14 @@ class Debugger:
 
     # -- what the child sends ------------------------------------------------------------------------
     def _read_output(self, name, pipe):
-        for raw in iter(lambda: pipe.read1(1 << 16), b""):
-            text = raw.decode("utf-8", errors="replace")
-            with self.lock:
-                self.output.append((name, text))
-                self.trace.apply(ev.ProgramOutput(name, text))
+        # Incremental: a character whose UTF-8 bytes are split across two reads is decoded whole.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for raw in itertools.chain(iter(lambda: pipe.read1(1 << 16), b""), [None]):
+            text = decoder.decode(b"", final=True) if raw is None else decoder.decode(raw)
+            if text:
+                with self.lock:
+                    self.output.append((name, text))
+                    self.trace.apply(ev.ProgramOutput(name, text))
         pipe.close()
 
     def _finish_output(self):

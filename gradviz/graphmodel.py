@@ -191,12 +191,10 @@ def leaf_grad_label(trace, key):
     tid = _tensor_id(key)
     if tid is None:
         return None
-    for p in reversed(trace.passes):
-        if tid in p.accumulated:
-            grad = p.accumulated[tid][1]
-            break
-    else:
+    p = trace.last_accumulated(tid)
+    if p is None:
         return None
+    grad = p.accumulated[tid][1]
     if grad is None:
         return None
     s = grad.summary

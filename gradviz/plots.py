@@ -71,11 +71,9 @@ def _same_node(trace, node_id):
     n = trace.nodes.get(node_id)
     if n is None or n.kind != "grad_fn":
         return {node_id}
-    sig = (n.op, n.source, n.scope)
     peers = {}
-    for m in list(trace.nodes.values()):
-        if m.kind == "grad_fn" and (m.op, m.source, m.scope) == sig:
-            peers.setdefault(m.iteration, []).append(m.id)
+    for m in trace.peers(node_id):
+        peers.setdefault(trace.nodes[m].iteration, []).append(m)
     rank = peers[n.iteration].index(node_id)
     return {ids[rank] for ids in peers.values() if len(ids) > rank}
 
@@ -103,12 +101,15 @@ def grad_norm_history(trace, key):
 def latest_grad(trace, key):
     """The gradient at ``key`` (as ``Trace.grad`` gives it) in the last backward pass that reached
     it, or None: a node of an earlier iteration ran in that iteration's pass, not the last one."""
-    for p in reversed(list(trace.passes)):
-        try:
-            return trace.grad(key, pass_index=p.index)
-        except KeyError:
-            continue
-    return None
+    try:
+        kind, i = trace._resolve(key)
+    except KeyError:
+        return None
+    if kind == "node":
+        p = trace.last_run(i)
+        return p.grad_outputs[i][0] if p is not None and p.grad_outputs[i] else None
+    p = trace.last_accumulated(i)
+    return p.accumulated[i][1] if p is not None else None
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ def gradient_flow(trace, pass_index=-1):
     except (IndexError, KeyError):
         return []
     got = dict(list(p.accumulated.items()))
-    order = [tid for tid in list(trace.tensors) if tid in got]
-    order += [tid for tid in got if tid not in trace.tensors]
+    rank = trace._tensor_rank
+    order = sorted(got, key=lambda tid: (tid not in rank, rank.get(tid, 0)))
     rows = []
     for tid in order:
         s = got[tid][1].summary if got[tid][1] is not None else None

@@ -336,7 +336,8 @@ def main(argv=None):
             raise FileNotFoundError(f"no such script: {path}")
     except (FileNotFoundError, ValueError) as exc:
         status, error = 2, f"gradviz: {exc}"
-        print(error, file=sys.stderr)
+        if sock is None:  # under a debugger, ProgramExited carries it (shown once, not twice)
+            print(error, file=sys.stderr)
         session.emit(ev.ProgramExited(status, error))
         stream.flush()
         return status
@@ -359,7 +360,8 @@ def main(argv=None):
         listener.detach()
         torch_recording.stop()
         error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        sys.stderr.write(error)
+        if sock is None:  # under a debugger, the exception's pause and ProgramExited carry it
+            sys.stderr.write(error)
         status = 1
         failed = getattr(exc, "gradviz_node", None)  # set by the executor: the node it was running
         node = session.producer._lookup(failed) if failed is not None else session.current_node

@@ -1,88 +1,143 @@
 """Time travel: the trace as it was after any number of its events.
 
     tl = Timeline(trace)            # positions 0..len(trace.events); a live trace may grow
-    tl.trace_at(k)                  # a Trace equal to replaying trace.events[:k] into a fresh one
+    tl.trace_at(k)                  # the trace as replaying trace.events[:k] into a fresh one builds it
     tl.describe(k)                  # "pass 0 · entered PowBackward0": event k-1, as a user reads it
     tl.marks()                      # [(position, "iteration 1"), (position, "pass 0"), ...]
     tl.pause_at(k), tl.ran_at(k)    # where the debugger stood at k, as a Pause, and what had run
 
 ``AppState.set_time(k)`` shows the moment after k events with these (``None``: the live program).
 
-Cost: ``trace_at(k)`` copies the nearest checkpoint at or before k and replays the events after it
-(at most ``every`` of them, ~3 µs each). Checkpoints (a replayed Trace without its events list) are
-made lazily every ``every`` events; when there are more than ``max_checkpoints``, every other one is
-dropped and the spacing doubles, so memory stays at most ``max_checkpoints`` copies of the graph and
-passes. The Value objects are shared with the trace, never copied: replaying with the trace's own
-budget keeps at most the arrays the trace kept at that moment, so a replay never drops (sets to None)
-an array the trace still holds.
+Cost: nothing is copied or replayed from the start. ``trace_at(k)`` is a ``TraceAt``, a read-only
+view of the trace itself cut at k: its graph is a networkx subgraph view keeping the nodes born
+before k (``Trace.born``), its nodes, tensors, steps and iterations are found by bisecting positions
+indexed once per event, finished passes are the trace's own Pass objects, and only a pass still
+running at k is rebuilt, from its own events. So a moment costs about one pass of the program, not
+the length of the run (bench/bench_timeline.py), and holds no memory of its own.
+
+What a view does not go back in time on: a tensor node's drawing attributes (its name and kind as
+last described; a tensor's TensorDescribed event itself is the one of its moment), and the full
+arrays, which are the ones the trace holds now (summaries are always there). Reading a view of a
+live trace takes the lock its writer holds (``Debugger.lock``), as reading the trace does.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-from collections import OrderedDict
+import bisect
+import itertools
+from collections.abc import Mapping
 
 from . import events as ev
 from .debugger import Pause
-from .trace import Trace, node_key
+from .trace import Pass, Trace, node_key
 
 _SHORT = "torch::autograd::"
-# Applying these is how ``load(partial=True)`` fails on an inconsistent event; the event stays in
-# ``trace.events`` and the replay goes on past it, as the loaded trace did.
-_APPLY_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
-# Every attribute of a Trace, each copied by _copy_trace: a field added to Trace must be added here.
-_TRACE_FIELDS = {"events", "graph", "nodes", "tensors", "passes", "steps", "iterations", "values",
-                 "_frozen_pending"}
-
-
-def _copy_trace(t, events):
-    """A Trace equal to ``t`` with ``events`` as its events list, sharing no mutable state with it
-    (the events and Values themselves are shared: they are never changed by building a trace)."""
-    extra = set(vars(t)) ^ _TRACE_FIELDS
-    if extra:
-        raise RuntimeError(f"Trace has fields the timeline does not copy (or lacks some): {sorted(extra)}")
-    c = Trace.__new__(Trace)
-    c.events = events
-    c.graph = t.graph.copy()
-    c.nodes = dict(t.nodes)
-    c.tensors = dict(t.tensors)
-    c.passes = [dataclasses.replace(p, order=list(p.order), grad_outputs=dict(p.grad_outputs),
-                                    grad_inputs=dict(p.grad_inputs), accumulated=dict(p.accumulated))
-                for p in t.passes]
-    c.steps = list(t.steps)
-    c.iterations = t.iterations
-    c.values = copy.copy(t.values)
-    c.values._kept = OrderedDict(t.values._kept)
-    c._frozen_pending = dict(t._frozen_pending)
-    return c
-
-
-def _apply(t, e):
-    try:
-        t.apply(e)
-    except _APPLY_ERRORS:
-        pass
 
 
 def _short(op):
     return (op or "").replace(_SHORT, "")
 
 
+class _NodesAt(Mapping):
+    """``trace.nodes`` (node id -> NodeCreated) as it was after ``k`` events."""
+
+    def __init__(self, timeline, k):
+        self._tl, self._k = timeline, k
+
+    def __getitem__(self, nid):
+        pos = self._tl._node_pos.get(nid)
+        if pos is None or pos >= self._k:
+            raise KeyError(nid)
+        return self._tl._node_event[nid]
+
+    def __len__(self):
+        return bisect.bisect_left(self._tl._node_order_pos, self._k)
+
+    def __iter__(self):
+        order = self._tl._node_order
+        return iter(order[:len(self)])
+
+
+class _TensorsAt(Mapping):
+    """``trace.tensors`` (tensor id -> its latest TensorDescribed) as it was after ``k`` events."""
+
+    def __init__(self, timeline, k):
+        self._tl, self._k = timeline, k
+
+    def __getitem__(self, tid):
+        hist = self._tl._tensor_hist.get(tid)
+        if hist is None:
+            raise KeyError(tid)
+        i = bisect.bisect_left(hist[0], self._k)
+        if i == 0:
+            raise KeyError(tid)
+        return hist[1][i - 1]
+
+    def __len__(self):
+        return bisect.bisect_left(self._tl._tensor_order_pos, self._k)
+
+    def __iter__(self):
+        return iter(self._tl._tensor_order[:len(self)])
+
+
+class TraceAt(Trace):
+    """The trace after its first ``k`` events, read-only; see the module's doc for what it shares."""
+
+    def __init__(self, timeline, k):
+        import networkx as nx
+        tl, live = timeline, timeline.trace
+        self.k = k
+        self._live = live
+        born = live.born
+        self.graph = nx.subgraph_view(live.graph, filter_node=lambda key: born.get(key, k) < k)
+        self.nodes = _NodesAt(tl, k)
+        self.tensors = _TensorsAt(tl, k)
+        self.steps = live.steps[:bisect.bisect_left(tl._step_pos, k)]
+        n = bisect.bisect_left(tl._iteration_pos, k)
+        self.iterations = tl._iterations_after[n - 1] if n else 0
+        self.values = live.values
+        self.born = born
+        self.iteration_nodes = live.iteration_nodes
+        # Indexes shared with the trace: each lookup checks what it finds against this moment.
+        for name in ("_made_by", "_peers", "_tensor_rank", "_pass_place", "_entered_in", "_accumulated_in"):
+            setattr(self, name, getattr(live, name))
+        self.passes = tl._passes_at(k)
+        self._births = tl._births
+        self._events = None
+
+    @property
+    def events(self):
+        if self._events is None:
+            self._events = self._live.events[:self.k]
+        return self._events
+
+    def node_count(self):
+        return bisect.bisect_left(self._births, self.k)
+
+    def apply(self, e):
+        raise TypeError("a trace in the past (Timeline.trace_at) is read-only")
+
+
 class Timeline:
-    def __init__(self, trace, every=256, max_checkpoints=32):
+    def __init__(self, trace):
         self.trace = trace
-        self.every = every
-        self.max_checkpoints = max_checkpoints
-        self._budget = trace.values.budget
-        self._checkpoints = {0: Trace(self._budget)}  # position -> replayed Trace, events left None
-        self._checkpoints[0].events = None
-        self._last = None  # (k, Trace) of the last answer, given again for the same k
-        # What describe() and marks() need, indexed once per event as the trace grows.
+        self._last = None  # (k, TraceAt) of the last answer, given again for the same k
+        # Positions indexed once per event as the trace grows (_scan), for trace_at, describe, marks.
         self._scanned = 0
         self._ops = {}  # node id -> op name
         self._node_tensor = {}  # AccumulateGrad node id -> the tensor id it feeds
         self._names = {}  # tensor id -> name
         self._marks = []
+        self._node_pos, self._node_event = {}, {}  # node id -> position of its NodeCreated, the event
+        self._node_order, self._node_order_pos = [], []  # node ids as first created, their positions
+        self._tensor_hist = {}  # tensor id -> ([positions], [TensorDescribed])
+        self._tensor_order, self._tensor_order_pos = [], []
+        self._step_pos = []
+        self._iteration_pos, self._iterations_after = [], []
+        self._births = []  # positions of Trace.born, in order (nondecreasing)
+        # Backward passes, by their place in trace.passes: start, finish (None: running), events.
+        self._pass_start, self._pass_finish, self._pass_events = [], [], []
+        self._pass_of = {}  # pass index -> place
+        self._overlapped = []  # places of passes still running when the next one started
 
     def __len__(self):
         return len(self.trace.events)
@@ -95,34 +150,57 @@ class Timeline:
 
     # -- the trace at a position -------------------------------------------------------------------
     def trace_at(self, k):
-        """The trace after its first ``k`` events (read-only: the same object is given again for the
-        same ``k``)."""
+        """The trace after its first ``k`` events, a read-only ``TraceAt`` (the same object is
+        given again for the same ``k``: what it holds does not change as the trace grows)."""
         self._check(k)
         if self._last is not None and self._last[0] == k:
             return self._last[1]
-        events = self.trace.events  # append-only: its first k stay as they are
-        base = max(c for c in self._checkpoints if c <= k)
-        t = _copy_trace(self._checkpoints[base], events[:base])
-        for i in range(base, k):
-            if i > base and i % self.every == 0 and i not in self._checkpoints:
-                self._keep(i, t)
-            _apply(t, events[i])
-        if k > base and k % self.every == 0 and k not in self._checkpoints:
-            self._keep(k, t)
+        self._scan()
+        t = TraceAt(self, k)
         self._last = (k, t)
         return t
 
-    def _keep(self, position, t):
-        ck = _copy_trace(t, None)
-        self._checkpoints[position] = ck
-        if len(self._checkpoints) > self.max_checkpoints:
-            self.every *= 2
-            self._checkpoints = {p: c for p, c in self._checkpoints.items() if p % self.every == 0}
+    def _passes_at(self, k):
+        """trace.passes after ``k`` events: the trace's own Pass objects for passes finished by
+        then, a Pass rebuilt from its events for one still running at k."""
+        n = bisect.bisect_left(self._pass_start, k)
+        passes = self.trace.passes[:n]
+        running = {j for j in self._overlapped if j < n}
+        if n:
+            running.add(n - 1)
+        for j in running:
+            finish = self._pass_finish[j]
+            if finish is None or finish >= k:
+                passes[j] = self._rebuild_pass(j, k)
+        return passes
+
+    def _rebuild_pass(self, j, k):
+        events = self.trace.events
+        start = events[self._pass_start[j]]
+        p = Pass(start.pass_index, start.iteration, tuple(start.roots))
+        for i in self._pass_events[j]:  # as Trace's handlers build it
+            if i >= k:
+                break
+            e = events[i]
+            t = type(e)
+            if t is ev.NodeEntered:
+                p.order.append(e.node)
+                p.grad_outputs[e.node] = e.grad_outputs
+            elif t is ev.NodeExited:
+                p.grad_inputs[e.node] = e.grad_inputs
+            elif t is ev.GradAccumulated:
+                p.accumulated[e.tensor] = (e.contribution, e.grad)
+            else:
+                p.finished = True
+        return p
 
     # -- reading the events --------------------------------------------------------------------------
     def _scan(self):
-        events = self.trace.events
+        trace = self.trace
+        events = trace.events
         n = len(events)
+        if n == self._scanned:
+            return
         for i in range(self._scanned, n):
             e = events[i]
             t = type(e)
@@ -130,17 +208,49 @@ class Timeline:
                 self._ops[e.id] = _short(e.op)
                 if e.kind == "accumulate_grad" and e.output is not None:
                     self._node_tensor[e.id] = e.output
+                if e.id not in self._node_pos:
+                    self._node_order.append(e.id)
+                    self._node_order_pos.append(i)
+                self._node_pos[e.id], self._node_event[e.id] = i, e
             elif t is ev.TensorDescribed:
                 if e.name:
                     self._names[e.id] = e.name
+                hist = self._tensor_hist.get(e.id)
+                if hist is None:
+                    self._tensor_hist[e.id] = hist = ([], [])
+                    self._tensor_order.append(e.id)
+                    self._tensor_order_pos.append(i)
+                hist[0].append(i)
+                hist[1].append(e)
             elif t is ev.IterationStarted:
                 self._marks.append((i + 1, f"iteration {e.index}"))
+                before = self._iterations_after[-1] if self._iterations_after else 0
+                self._iteration_pos.append(i)
+                self._iterations_after.append(max(before, e.index + 1))
             elif t is ev.BackwardStarted:
                 self._marks.append((i + 1, f"pass {e.pass_index} starts"))
-            elif t is ev.BackwardFinished:
-                self._marks.append((i + 1, f"pass {e.pass_index} ends"))
+                if self._pass_start and self._pass_finish[-1] is None:
+                    self._overlapped.append(len(self._pass_start) - 1)
+                self._pass_of[e.pass_index] = len(self._pass_start)
+                self._pass_start.append(i)
+                self._pass_finish.append(None)
+                self._pass_events.append([])
+            elif t in (ev.NodeEntered, ev.NodeExited, ev.GradAccumulated, ev.BackwardFinished):
+                j = self._pass_of.get(e.pass_index)
+                if j is not None:  # else an event of no pass: the trace's apply refused it too
+                    self._pass_events[j].append(i)
+                    if t is ev.BackwardFinished:
+                        self._marks.append((i + 1, f"pass {e.pass_index} ends"))
+                        self._pass_finish[j] = i
+                elif t is ev.BackwardFinished:
+                    self._marks.append((i + 1, f"pass {e.pass_index} ends"))
+            elif t is ev.OptimizerStep:
+                self._step_pos.append(i)
             elif t is ev.ProgramExited:
                 self._marks.append((i + 1, "program raised" if e.error else "program exited"))
+        born = trace.born
+        if len(born) > len(self._births):
+            self._births.extend(itertools.islice(born.values(), len(self._births), None))
         self._scanned = n
 
     def _op(self, node):
@@ -196,6 +306,10 @@ class Timeline:
                 return f"program raised: {last}"
             return f"program exited (status {e.status})"
         return t.__name__
+
+    def mark_count(self):
+        self._scan()
+        return len(self._marks)
 
     def marks(self):
         """Positions worth a tick: iteration starts, backward pass starts and ends, the program's

@@ -3,6 +3,7 @@ as a networkx DiGraph; each backward pass with its nodes in execution order and 
 carried; value summaries always, full arrays within a memory budget (oldest dropped first)."""
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -56,6 +57,14 @@ class ValueStore:
         self.peak_bytes = max(self.peak_bytes, self.stored_bytes)
 
 
+def _note(index, key, place):
+    places = index.get(key)
+    if places is None:
+        index[key] = [place]
+    elif places[-1] != place:
+        places.append(place)
+
+
 def _values_of(e):
     t = type(e)
     if t is ev.NodeEntered:
@@ -82,7 +91,15 @@ class Trace:
         self.steps = []  # OptimizerStep events
         self.iterations = 0
         self.values = ValueStore(budget_bytes)
-        self._frozen_pending = {}
+        # Indexes for time travel and for showing one iteration without scanning the whole graph:
+        self.born = {}  # graph key -> position of the event that added it to the graph
+        self.iteration_nodes = {}  # iteration -> keys of its grad_fn nodes, in creation order
+        self._made_by = {}  # tensor id -> id of the grad_fn node whose output it is
+        self._peers = {}  # (op, source, scope) -> ids of grad_fn nodes made so, in creation order
+        self._tensor_rank = {}  # tensor id -> rank of its first description (the order read)
+        self._pass_place = {}  # pass index -> its place in passes (the latest with that index)
+        self._entered_in = {}  # node id -> places in passes of the passes that ran it
+        self._accumulated_in = {}  # tensor id -> places in passes of the passes that gave it .grad
 
     # -- building --------------------------------------------------------------------------------
     def apply(self, e):
@@ -101,6 +118,8 @@ class Trace:
         self.iterations = max(self.iterations, e.index + 1)
 
     def _on_TensorDescribed(self, e):
+        if e.id not in self._tensor_rank:
+            self._tensor_rank[e.id] = len(self._tensor_rank)
         self.tensors[e.id] = e
         key = tensor_key(e.id)
         if key in self.graph:
@@ -110,14 +129,25 @@ class Trace:
         self.nodes[e.id] = e
         g = self.graph
         key = node_key(e.id)
+        position = len(self.events) - 1
+        born = self.born
+        born.setdefault(key, position)
+        if e.kind == "grad_fn":
+            self.iteration_nodes.setdefault(e.iteration, []).append(key)
+            self._peers.setdefault((e.op, e.source, e.scope), []).append(e.id)
+            if e.output is not None:
+                self._made_by[e.output] = e.id
         g.add_node(key, op=e.op, kind=e.kind, label=e.op, scope=e.scope,
                    source=str(e.source) if e.source else "", shape=tuple(e.output_shape), dtype=e.output_dtype,
                    iteration=e.iteration)
         for index, nxt in enumerate(e.next_nodes):
             if nxt is not None:
-                g.add_edge(key, node_key(nxt), index=index, grad=True)
+                nk = node_key(nxt)
+                born.setdefault(nk, position)
+                g.add_edge(key, nk, index=index, grad=True)
         if e.kind == "accumulate_grad" and e.output is not None:
             t = self.tensors.get(e.output)
+            born.setdefault(tensor_key(e.output), position)
             g.add_node(tensor_key(e.output), op="", kind=t.kind if t else "leaf", label=(t.name if t else None) or
                        tensor_key(e.output), name=t.name if t else None, scope=e.scope, source="",
                        shape=tuple(e.output_shape), dtype=e.output_dtype, iteration=e.iteration)
@@ -128,29 +158,41 @@ class Trace:
             if e.kind == "grad_fn" and t is not None and t.kind == "frozen":
                 tk = tensor_key(tid)
                 if tk not in g:
+                    born.setdefault(tk, position)
                     g.add_node(tk, op="", kind="frozen", label=t.name or tk, name=t.name, scope="", source="",
                                shape=tuple(t.shape), dtype=t.dtype, iteration=e.iteration)
                 g.add_edge(key, tk, index=index, grad=False)
 
     def _on_BackwardStarted(self, e):
+        self._pass_place[e.pass_index] = len(self.passes)
         self.passes.append(Pass(e.pass_index, e.iteration, tuple(e.roots)))
 
+    def _place(self, index):
+        j = self._pass_place.get(index)
+        if j is None or j >= len(self.passes) or self.passes[j].index != index:
+            for j in range(len(self.passes) - 1, -1, -1):  # a trace in the past: an earlier one
+                if self.passes[j].index == index:
+                    return j
+            raise KeyError(f"no backward pass {index} in this trace")
+        return j
+
     def _pass(self, index):
-        for p in reversed(self.passes):
-            if p.index == index:
-                return p
-        raise KeyError(f"no backward pass {index} in this trace")
+        return self.passes[self._place(index)]
 
     def _on_NodeEntered(self, e):
-        p = self._pass(e.pass_index)
+        j = self._place(e.pass_index)
+        p = self.passes[j]
         p.order.append(e.node)
         p.grad_outputs[e.node] = e.grad_outputs
+        _note(self._entered_in, e.node, j)
 
     def _on_NodeExited(self, e):
         self._pass(e.pass_index).grad_inputs[e.node] = e.grad_inputs
 
     def _on_GradAccumulated(self, e):
-        self._pass(e.pass_index).accumulated[e.tensor] = (e.contribution, e.grad)
+        j = self._place(e.pass_index)
+        self.passes[j].accumulated[e.tensor] = (e.contribution, e.grad)
+        _note(self._accumulated_in, e.tensor, j)
 
     def _on_BackwardFinished(self, e):
         self._pass(e.pass_index).finished = True
@@ -198,13 +240,51 @@ class Trace:
     def iteration_graph(self, iteration):
         """The subgraph of one iteration: its grad_fn nodes, with the AccumulateGrad nodes and
         tensors they reach."""
-        keep = {k for k, d in self.graph.nodes(data=True) if d.get("kind") == "grad_fn" and d.get("iteration") == iteration}
+        g = self.graph
+        keep = {k for k in self.iteration_nodes.get(iteration, ()) if k in g}
         for k in list(keep):
             keep.update(self.graph.successors(k))
         for k in list(keep):
-            if self.graph.nodes[k].get("kind") == "accumulate_grad":
-                keep.update(self.graph.successors(k))
-        return self.graph.subgraph(keep)
+            if g.nodes[k].get("kind") == "accumulate_grad":
+                keep.update(g.successors(k))
+        return g.subgraph(keep)
+
+    def maker(self, tensor_id):
+        """The NodeCreated of the grad_fn node whose forward output ``tensor_id`` is, or None (a
+        leaf, or made outside the recording)."""
+        nid = self._made_by.get(tensor_id)
+        return self.nodes.get(nid) if nid is not None else None
+
+    def last_run(self, node_id):
+        """The last backward pass that ran (entered) node ``node_id``, or None."""
+        return self._last(self._entered_in, node_id, "grad_outputs")
+
+    def last_accumulated(self, tensor_id):
+        """The last backward pass that accumulated a gradient into tensor ``tensor_id``, or None."""
+        return self._last(self._accumulated_in, tensor_id, "accumulated")
+
+    def _last(self, index, key, field):
+        places = index.get(key)
+        if not places:
+            return None
+        passes = self.passes
+        for i in range(bisect.bisect_left(places, len(passes)) - 1, -1, -1):
+            p = passes[places[i]]
+            if key in getattr(p, field):  # a pass cut by a moment in the past may not have it yet
+                return p
+        return None
+
+    def peers(self, node_id):
+        """The ids of the grad_fn nodes made by the same op at the same line in the same scope as
+        ``node_id`` (its counterparts in every iteration), in creation order."""
+        n = self.nodes.get(node_id)
+        if n is None:
+            return []
+        return [m for m in self._peers.get((n.op, n.source, n.scope), ()) if m in self.nodes]
+
+    def node_count(self):
+        """The number of nodes in ``graph`` (cheap also for a trace in the past)."""
+        return self.graph.number_of_nodes()
 
     def save(self, path):
         from .tracefile import write_trace

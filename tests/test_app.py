@@ -147,8 +147,8 @@ LOOP = ("import gradviz.engine as torch\n"
 
 
 def _launcher(**kw):
-    def launch(breakpoints=()):
-        return Debugger.launch(breakpoints=breakpoints, **kw)
+    def launch(breakpoints=(), **switches):
+        return Debugger.launch(breakpoints=breakpoints, **{**kw, **switches})
     return launch
 
 
@@ -350,3 +350,172 @@ def test_nothing_has_run_while_a_new_iteration_goes_forward():
     assert st.ran() == {f"n{n}" for n in t.passes[-1].order} and len(st.ran()) == 16
     st.set_time(second + 5)  # iteration 1, forward: its AccumulateGrad nodes ran in pass 0, not yet in 1
     assert st.trace.passes[-1].iteration == 0 and st.ran() == set() and st.timeline.ran_at(second + 5) == set()
+
+
+# -- what a review of the window found ---------------------------------------------------------------
+def test_the_console_shows_an_exception_once_and_grows_by_appending(tmp_path):
+    """A script that raises at once: its traceback appears once (not also as stderr); the console
+    is one list that grows, read incrementally."""
+    script = tmp_path / "early.py"
+    script.write_text("print('starting')\nraise ValueError('bad config')\n")
+    st = AppState(launch=_launcher(script=str(script)))
+    try:
+        p = _next_pause(st, None)
+        assert p.reason == "exception"
+        st.resume()
+        _wait(lambda: (st.poll(), st.pause.reason == "exited")[1])
+        _wait(lambda: len(st.console()) >= 2)
+        lines = st.console()
+        assert lines is st.console()  # the same list, appended to
+        text = "".join(t for _, t in lines)
+        assert text.count("Traceback (most recent call last)") == 1
+        assert text.count("ValueError: bad config") == 1
+        assert lines[0] == ("stdout", "starting\n") and lines[-1][0] == "exception"
+        assert st._console_scanned == len(st.live_trace.events)
+    finally:
+        st.close()
+
+    missing = AppState(launch=_launcher(script=str(tmp_path / "nope.py")))
+    try:
+        _wait(lambda: (missing.poll(), missing.pause is not None and missing.pause.reason == "exited")[1])
+        _wait(lambda: bool(missing.console()))
+        text = "".join(t for _, t in missing.console())
+        assert text.count("no such script") == 1
+    finally:
+        missing.close()
+
+
+def test_output_split_inside_a_character_is_decoded_whole(tmp_path):
+    """UTF-8 characters across the 64 KiB reads of the child's stdout come out whole, not as U+FFFD."""
+    script = tmp_path / "utf.py"
+    script.write_text("import sys\nsys.stdout.write('a' + 'é' * 100000 + '€' * 50000 + '\\n')\n")
+    with Debugger.launch(script=str(script)) as dbg:
+        _wait(lambda: dbg.state == "exited")
+        dbg._finish_output()
+        out = "".join(t for s, t in dbg.output if s == "stdout")
+    assert "\ufffd" not in out
+    assert out == "a" + "é" * 100000 + "€" * 50000 + "\n"
+
+
+def test_commands_to_a_program_that_died_are_refused_quietly():
+    """The program dies while the window still thinks it is paused: no command raises."""
+    with Debugger.launch(demo="seed", break_on_backward=True) as dbg:
+        st = AppState(debugger=dbg)
+        _next_pause(st, None)
+        st.select(st.current)
+        dbg.proc.kill()
+        dbg.proc.wait()
+        dbg._conn.close()  # as a dead peer's socket behaves: writes fail
+        assert dbg.state == "paused"  # the reader thread has not noticed yet, or has
+        for command in (st.step, st.resume, st.interrupt, lambda: st.set_break_on_backward(False),
+                        lambda: st.set_break_on_forward(True), lambda: st.set_anomaly(True),
+                        st.toggle_breakpoint):
+            assert command() is False
+        assert st.breakpoints == {}
+
+
+def test_f9_on_a_module_box_sets_nothing_and_says_why():
+    from gradviz import demos
+    import gradviz
+    with gradviz.record() as rec:
+        demos.run("mlp")
+    st = AppState(trace=rec.trace)
+    st.poll()
+    st.graph_model.collapse("2")
+    st.select("m:2")
+    assert st.selected == "m:2"  # a box can be selected (the inspector shows what it holds)
+    assert st.toggle_breakpoint() is False
+    assert st.breakpoints == {} and "module box" in st.message
+    st.graph_model.expand("2")
+    st.set_time(3)
+    assert st.selected is None  # no longer a box on screen
+
+
+def test_a_line_breakpoint_names_every_node_its_line_made():
+    """The seed demo's Q = 3*a**3 - b**2 makes four backward nodes on one line: the breakpoint F9
+    sets on any of them is that line's, labelled with all four, and F9 on another removes it and
+    says so."""
+    with Debugger.launch(demo="seed", break_on_backward=True) as dbg:
+        st = AppState(debugger=dbg)
+        _next_pause(st, None)
+        sub = st.current
+        assert st.toggle_breakpoint(sub) is True
+        (bid, label), = st.breakpoint_rows()
+        assert label == "line seed.py:9 · 4 backward nodes: PowBackward0, MulBackward0, SubBackward0"
+        assert st.message == f"Breakpoint set: {label}"
+        mul = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "MulBackward0")
+        assert st.toggle_breakpoint(mul) is False
+        assert st.breakpoint_rows() == [] and st.message == f"Breakpoint removed: {label}"
+
+
+def test_restart_keeps_the_switches_the_user_set(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP)
+    st = AppState(launch=_launcher(script=str(script), break_on_backward=True))
+    try:
+        p = _next_pause(st, None)
+        assert p.reason == "step"
+        assert st.set_break_on_backward(False)  # the user turns Every node off...
+        assert st.set_break_on_forward(True)  # ...and forward stepping on
+        assert st.restart()
+        p = _next_pause(st, None)
+        assert (p.reason, p.phase, p.op) == ("step", "forward", "MulBackward0")  # w * (it + 1)
+        assert st.break_on_forward and not st.break_on_backward and not st.debugger.break_on_backward
+        st.set_break_on_forward(False)
+        st.resume()
+        p = _next_pause(st, p)
+        assert p.reason == "exited"  # Every node stayed off: no pause in backward
+    finally:
+        st.close()
+
+
+def test_returning_to_a_moment_reuses_its_layout():
+    """Time travel lays a moment's graph out once: coming back to it shows the same layout (nodes
+    keep their places), and a moment in backward shares its forward's graph."""
+    from gradviz import demos
+    import gradviz
+    with gradviz.record() as rec:
+        demos.run("mlp")
+    st = AppState(trace=rec.trace)
+    st.poll()
+    tl = st.timeline
+    starts = [k for k, label in tl.marks() if label.endswith("starts")]
+    assert "graph" in st.set_time(starts[1])
+    first = st.layout
+    assert "graph" not in st.set_time(starts[1] + 3)  # backward: no node made, nothing relaid
+    st.set_time(starts[3])
+    assert st.layout is not first
+    assert st.iteration == 3
+    st.set_time(starts[1])
+    assert st.layout is first and st.iteration == 1
+    assert set(st.layout.positions) == set(rec.trace.iteration_graph(1))
+
+
+def test_the_window_stays_whole_while_a_long_run_streams_in(qtbot, tmp_path):
+    """300 iterations run while the window polls, repaints and is dragged back in time: the reader
+    thread writes the trace meanwhile (a slot that raised would fail this test under pytest-qt)."""
+    from gradviz.ui.main_window import MainWindow
+    script = tmp_path / "long.py"
+    script.write_text("import gradviz.engine as torch\n"
+                      "w = torch.randn(8, 8, requires_grad=True)\n"
+                      "for it in range(300):\n"
+                      "    ((w @ w).tanh() * (it + 1)).sum().backward()\n"
+                      "    if it % 50 == 0: print('iteration', it)\n")
+    w = MainWindow(AppState(launch=_launcher(script=str(script))))
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        st = w.state
+        moves = 0
+        while st.live_pause is None or st.live_pause.reason != "exited":
+            qtbot.wait(20)
+            if moves < 40 and len(st.timeline) > 100:
+                w.timeline_bar.set_position(len(st.timeline) // 2)
+                w.go_live()
+                moves += 1
+        assert moves > 0
+        qtbot.waitUntil(lambda: "iteration 250" in w.console.toPlainText(), timeout=10000)
+        assert st.trace.iterations == 300 and len(st.trace.passes) == 300
+    finally:
+        w.timer.stop()
+        w.state.close()

@@ -61,7 +61,12 @@ def _same(a, b):
     for p, q in zip(a.passes, b.passes):
         assert p.grad_outputs == q.grad_outputs and p.grad_inputs == q.grad_inputs
         assert p.accumulated == q.accumulated
-    assert a.values.stored_bytes == b.values.stored_bytes
+    if type(a) is type(b):
+        assert a.values.stored_bytes == b.values.stored_bytes
+    assert a.node_count() == b.node_count() == b.graph.number_of_nodes()
+    for i in range(a.iterations):
+        assert set(a.iteration_graph(i).edges) == set(b.iteration_graph(i).edges)
+        assert set(a.iteration_graph(i)) == set(b.iteration_graph(i))
 
 
 def _position_after(trace, kind, n):
@@ -118,19 +123,58 @@ def test_replay_of_all_events_equals_the_live_trace(seed, mlp):
 
 
 def test_every_position_equals_a_fresh_replay_in_any_order(mlp):
-    """Small checkpoint spacing and cap, so positions are served from checkpoints, spacing doubles
-    and checkpoints are dropped; asked in random order, every answer is still the fresh replay."""
-    tl = Timeline(mlp, every=8, max_checkpoints=4)
+    """Asked in random order, then backwards as a drag does: every moment is the fresh replay of
+    the events before it (graph, nodes, tensors, passes mid-run, steps, iterations)."""
+    tl = Timeline(mlp)
     n = len(tl)
     order = list(range(n + 1))
     random.Random(0).shuffle(order)
     for k in order + list(range(n, -1, -1)):
         _same(tl.trace_at(k), _replayed(mlp.events[:k], mlp.values.budget))
-    assert tl.every > 8 and len(tl._checkpoints) <= 4
+
+
+def test_a_moment_is_read_only_and_tensor_history_is_exact(seed):
+    """A TensorDescribed repeated later (a parameter frozen between iterations): the moment before
+    shows the first description; writing to a moment is refused."""
+    later = ev.TensorDescribed(1, "a", (2,), "float32", False, "frozen", None)
+    trace = _replayed(list(seed.events) + [ev.IterationStarted(1), later], seed.values.budget)
+    tl = Timeline(trace)
+    assert tl.trace_at(SEED_LEN).tensors[1].kind == "leaf"
+    assert tl.trace_at(SEED_LEN + 2).tensors[1] is later
+    assert tl.trace_at(SEED_LEN + 2).iterations == 2 and tl.trace_at(SEED_LEN).iterations == 1
+    assert list(tl.trace_at(2).tensors) == [1] and len(tl.trace_at(1).tensors) == 0
+    assert 1 not in tl.trace_at(1).tensors
+    with pytest.raises(TypeError, match="read-only"):
+        tl.trace_at(3).apply(ev.IterationStarted(5))
+
+
+def test_a_moment_costs_one_pass_not_the_run():
+    """A long run (200 iterations of the mlp demo): a moment in the middle is built without
+    replaying or copying what came before it: the number of events it reads is at most one pass's."""
+    with gradviz.record() as rec:
+        demos.demo_module("mlp").main(iterations=200)
+    trace = rec.trace
+    tl = Timeline(trace)
+    tl.marks()  # indexes the events
+    per_pass = max(len(events) for events in tl._pass_events)
+    reads = []
+    orig = Timeline._rebuild_pass
+
+    def counting(self, j, k):
+        reads.append(sum(1 for i in self._pass_events[j] if i < k))
+        return orig(self, j, k)
+    Timeline._rebuild_pass = counting
+    try:
+        k = _position_after(trace, ev.NodeEntered, 1000)  # mid-backward of a middle iteration
+        t = tl.trace_at(k)
+    finally:
+        Timeline._rebuild_pass = orig
+    assert sum(reads) <= per_pass
+    _same(t, _replayed(trace.events[:k], trace.values.budget))
 
 
 def test_an_answer_is_not_changed_by_later_questions(mlp):
-    tl = Timeline(mlp, every=16)
+    tl = Timeline(mlp)
     t = tl.trace_at(100)
     nodes, passes = t.graph.number_of_nodes(), [list(p.order) for p in t.passes]
     for k in (250, 17, 101, len(tl)):
@@ -142,7 +186,7 @@ def test_an_answer_is_not_changed_by_later_questions(mlp):
 
 def test_a_growing_trace_grows_the_timeline_and_keeps_the_past(seed):
     live = Trace()
-    tl = Timeline(live, every=4)
+    tl = Timeline(live)
     live.extend(seed.events[:12])
     assert len(tl) == 12
     mid = tl.trace_at(9)
@@ -163,7 +207,7 @@ def test_replay_never_drops_an_array_the_trace_still_holds():
     values = [v for e in trace.events for v in _values(e)]
     kept = [(v, v.array) for v in values if v.array is not None]
     assert kept and len(kept) < len(values)  # the budget did drop some
-    tl = Timeline(trace, every=4)
+    tl = Timeline(trace)
     for k in list(range(len(tl), -1, -1)) + list(range(len(tl) + 1)):
         t = tl.trace_at(k)
         assert t.values.stored_bytes <= 40
@@ -427,3 +471,24 @@ def test_output_in_chunks_is_described_by_its_last_line():
     tl = Timeline(t)
     assert [tl.describe(k) for k in (1, 2, 3)] == ["stdout: iteration 0: loss nan", "stdout: iteration 0: loss nan",
                                                     "stdout: iteration 1: loss 0.5"]
+
+
+def test_a_fast_drag_is_shown_at_most_once_a_frame(bar, qtbot):
+    """Many slider moves in a row (a drag): the label follows each, the moment shown is asked for
+    once with the latest position, not once per step."""
+    got = []
+    bar.positionChanged.connect(got.append)
+    for k in range(24, 4, -1):
+        bar.slider.setValue(k)
+    assert bar.label.text() == "5 / 25 · created MulBackward0 (seed.py:9)" and got == []
+    qtbot.waitUntil(lambda: got == [5], timeout=2000)
+    qtbot.wait(100)
+    assert got == [5]
+
+
+def test_marks_of_a_long_run_draw_one_tick_per_column(bar):
+    marks = [(k, "x") for k in range(0, 25)] * 400  # 10,000 marks
+    bar.slider.set_marks(marks)
+    bar.slider.grab()
+    columns = bar.slider._columns[1]
+    assert len(columns) == len(set(columns)) <= 26

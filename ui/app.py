@@ -21,9 +21,9 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
     else:
         from gradviz.debugger import Debugger, DebuggerError
 
-        def launch(breakpoints=()):
-            return Debugger.launch(script=script, args=args, demo=demo, break_on_backward=break_on_backward,
-                                   breakpoints=breakpoints)
+        def launch(breakpoints=(), **switches):
+            switches.setdefault("break_on_backward", break_on_backward)
+            return Debugger.launch(script=script, args=args, demo=demo, breakpoints=breakpoints, **switches)
         try:
             state = AppState(launch=launch)
         except DebuggerError as exc:

@@ -9,6 +9,7 @@ import numpy as np
 from PySide6.QtWidgets import QTextBrowser
 
 from gradviz.events import Value as _Value
+from gradviz.graphmodel import MODULE_PREFIX
 from gradviz.summary import summarize
 from gradviz.trace import node_key, tensor_key
 
@@ -63,6 +64,9 @@ class Inspector(QTextBrowser):
     def show_key(self, key):
         st = self.state
         trace = st.trace
+        if key is not None and key.startswith(MODULE_PREFIX):
+            self.setHtml(self._box(key))
+            return
         if key is None or key not in trace.graph:
             self.setHtml("<p style='color:#777'>Click a node to inspect it.</p>")
             return
@@ -86,28 +90,34 @@ class Inspector(QTextBrowser):
             parts += self._tensor(trace, int(key[1:]))
         self.setHtml("".join(parts))
 
+    def _box(self, key):
+        """A collapsed module: its scope and what it holds."""
+        drawing = self.state.graph_model.drawing()
+        members = drawing.members.get(key, ())
+        kinds = {}
+        for k in members:
+            kind = self.state.graph.nodes[k].get("kind", "") if k in self.state.graph else ""
+            kinds[kind] = kinds.get(kind, 0) + 1
+        scope = key[len(MODULE_PREFIX):]
+        rows = "".join(f"<tr><td style='color:#666'>{_esc(k)}</td><td>{n}</td></tr>" for k, n in sorted(kinds.items()))
+        return (f"<h3 style='margin:2px'>module {_esc(scope)}</h3>"
+                f"<p>{len(members)} nodes, collapsed into one box.</p><table cellspacing=2>{rows}</table>"
+                "<p style='color:#777'>Double-click the box (or right-click, Expand) to see and inspect its nodes.</p>")
+
     def _name(self, trace, tid):
         t = trace.tensors.get(tid)
         return (t.name if t is not None and t.name else None) or tensor_key(tid)
-
-    def _made_by(self, trace):
-        made = getattr(self, "_made_cache", None)
-        if made is None or made[0] != len(trace.nodes) or made[1] is not trace:
-            made = (len(trace.nodes), trace, {n.output: n for n in trace.nodes.values() if n.kind == "grad_fn"})
-            self._made_cache = made
-        return made[2]
 
     def _node(self, trace, nid):
         node = trace.nodes.get(nid)
         if node is None:
             return []
         parts = []
-        made_by = self._made_by(trace)
         if node.kind == "grad_fn":
             parts.append("<h4 style='margin:8px 0 0 0'>forward</h4>")
             for i, tid in enumerate(node.inputs):
                 t = trace.tensors.get(tid)
-                src = made_by.get(tid)
+                src = trace.maker(tid)
                 value = t.value if t is not None else src.value if src is not None else None
                 named = t is not None and t.name
                 what = self._name(trace, tid) if named or src is None else f"output of {src.op.replace(_SHORT, '')}"
@@ -119,7 +129,7 @@ class Inspector(QTextBrowser):
                 parts.append("<h4 style='margin:8px 0 0 0'>saved tensors (what its backward reads)</h4>")
                 for name, array in saved:
                     parts.append(value_html(_Value(summarize(array), array), name))
-        ran = next((p for p in reversed(trace.passes) if nid in p.grad_outputs), None)
+        ran = trace.last_run(nid)
         if ran is None:
             parts.append("<p style='color:#777'>Not run in backward yet.</p>")
             return parts
@@ -139,7 +149,7 @@ class Inspector(QTextBrowser):
     def _tensor(self, trace, tid):
         t = trace.tensors.get(tid)
         parts = ["<h4 style='margin:8px 0 0 0'>value</h4>", value_html(t.value if t is not None else None, "value")]
-        ran = next((p for p in reversed(trace.passes) if tid in p.accumulated), None)
+        ran = trace.last_accumulated(tid)
         if ran is not None:
             contribution, grad = ran.accumulated[tid]
             parts.append(f"<h4 style='margin:8px 0 0 0'>.grad (backward pass {ran.index})</h4>")

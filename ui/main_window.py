@@ -2,8 +2,6 @@
 breakpoints and the program's console. It renders an ``AppState`` (core) and forwards the user's
 commands to it; events from the program are taken in batches by a 30 ms timer, so the window never
 waits on the program, and a large graph is laid out off the GUI thread."""
-from contextlib import nullcontext
-
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QKeySequence, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (QDockWidget, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMainWindow,
@@ -143,7 +141,8 @@ class MainWindow(QMainWindow):
         changed = self.state.poll()
         self._show(changed)
         if len(self.state.timeline) != self.timeline_bar.slider.maximum() or "pause" in changed:
-            self.timeline_bar.refresh(self.state.timeline)
+            with self.state.lock:
+                self.timeline_bar.refresh(self.state.timeline)
 
     def travel(self, k):
         """The timeline moved: show the moment after k events (None: live)."""
@@ -154,21 +153,34 @@ class MainWindow(QMainWindow):
             self.timeline_bar.set_position(None)
 
     def _show(self, changed):
-        if "graph" in changed:
-            self.view.rebuild()
-            if len(self.view.items_by_key) < 60:
-                self.view.fit()
+        st = self.state
         if changed:
-            self.view.refresh()
-            if "pause" in changed and self.state.current:
-                self.view.center_on(self.state.current)
-            self._show_selection()
+            self._prefetch()
+        # The debugger's reader thread writes the trace while the program runs: read it under its
+        # lock (a moment in the past is a view of the same trace).
+        with st.lock:
+            if "graph" in changed:
+                self.view.rebuild()
+                if len(self.view.items_by_key) < 60:
+                    self.view.fit()
+            if changed:
+                self.view.refresh()
+                if "pause" in changed and st.current:
+                    self.view.center_on(st.current)
+                self._show_selection()
+            text = st.status_text()
         self._show_console()
         self._sync_switches()
-        text = self.state.status_text()
-        if self.state.laying_out:
+        if st.laying_out:
             text += " · laying out the graph…"
         self.status.setText(text)
+
+    def _prefetch(self):
+        """Ask the program for what the paused node saved, before taking the trace's lock (the
+        answer comes through the thread that holds it while writing); cached per pause."""
+        st = self.state
+        if st.current is not None and (st.selected or st.current) == st.current:
+            st.saved_tensors()
 
     def _show_console(self):
         lines = self.state.console()
@@ -196,21 +208,22 @@ class MainWindow(QMainWindow):
             self.breakpoint_list.addItem(item)
 
     def select(self, key):
-        self.state.select(key)
-        self.view.refresh()
-        self._show_selection()
+        st = self.state
+        st.select(key)
+        self._prefetch()
+        with st.lock:
+            self.view.refresh()
+            self._show_selection()
 
     def _show_selection(self):
+        """The inspector and the plots, for the selection (else the paused node); under the lock."""
         st = self.state
         key = st.selected or st.current
-        if key is not None and key == st.current:
-            st.saved_tensors()  # asked of the program now, outside the trace's lock (cached per pause)
-        with st.debugger.lock if st.debugger is not None else nullcontext():
-            self.inspector.show_key(key)
-            label = st.labels.get(key, "").replace("\n", " ") if key else ""
-            self.plot.show_value(st.selected_value(), f"gradient at {label}" if label else "")
-            self.plot.show_tensor(st.trace, key)
-            self.plot.show_flow(st.trace)
+        self.inspector.show_key(key)
+        label = st.labels.get(key, "").replace("\n", " ") if key else ""
+        self.plot.show_value(st.selected_value(), f"gradient at {label}" if label else "")
+        self.plot.show_tensor(st.trace, key)
+        self.plot.show_flow(st.trace)
         if key is None and self.plot.flow_shown:
             self.plot.setCurrentWidget(self.plot.pages["Gradient flow"])  # nothing selected: the overview
         elif key is not None and self.plot.currentWidget() is self.plot.pages["Gradient flow"] and self._auto_flow:
@@ -244,6 +257,7 @@ class MainWindow(QMainWindow):
     # -- commands -------------------------------------------------------------------------------------
     def toggle_breakpoint(self):
         self.state.toggle_breakpoint()
+        self.statusBar().showMessage(self.state.message, 5000)
         self._show_breakpoints()
 
     def restart(self):

@@ -1,19 +1,26 @@
 """``TimelineBar``: a slider over the recorded events, for time travel. Dragging it (or Left/Right
 on it) shows the moment after that many events; "Live" snaps back to the end and follows new events.
 It renders a ``gradviz.timeline.Timeline`` and says where the user is with ``positionChanged``:
-None for live, else the position k."""
-from PySide6.QtCore import Qt, Signal
+None for live, else the position k. While the slider moves, ``positionChanged`` comes at most every
+``THROTTLE_MS`` with the latest position (the label follows every step), so a fast drag over a long
+run shows a moment per frame instead of queueing one per event."""
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QStyle, QStyleOptionSlider, QWidget
 
 
+THROTTLE_MS = 30
+
+
 class MarkedSlider(QSlider):
     """A horizontal slider with a tick under each of ``marks`` (positions), where QSlider only
-    draws evenly spaced ones."""
+    draws evenly spaced ones; one tick per pixel column however many marks (a long run has tens of
+    thousands)."""
 
     def __init__(self, parent=None):
         super().__init__(Qt.Horizontal, parent)
         self.marks = []
+        self._columns = None  # ((marks, range, span), the x of each pixel column with a tick)
         self.setMinimumHeight(28)
 
     def set_marks(self, marks):
@@ -31,11 +38,14 @@ class MarkedSlider(QSlider):
         handle = self.style().subControlRect(QStyle.CC_Slider, opt, QStyle.SC_SliderHandle, self)
         span = groove.width() - handle.width()
         x0 = groove.x() + handle.width() // 2
+        key = (len(self.marks), id(self.marks), self.minimum(), self.maximum(), span)
+        if self._columns is None or self._columns[0] != key:
+            lo, size = self.minimum(), self.maximum() - self.minimum()
+            self._columns = (key, sorted({(position - lo) * span // size for position, _ in self.marks}))
         painter = QPainter(self)
         painter.setPen(QPen(QColor("#8a6d00"), 1))
-        for position, _ in self.marks:
-            x = x0 + QStyle.sliderPositionFromValue(self.minimum(), self.maximum(), position, span)
-            painter.drawLine(x, self.height() - 7, x, self.height() - 1)
+        for dx in self._columns[1]:
+            painter.drawLine(x0 + dx, self.height() - 7, x0 + dx, self.height() - 1)
         painter.end()
 
 
@@ -61,6 +71,11 @@ class TimelineBar(QWidget):
         box.addWidget(self.label)
         self.slider.valueChanged.connect(self._moved)
         self.live.toggled.connect(self._live_toggled)
+        self._throttle = QTimer(self)
+        self._throttle.setSingleShot(True)
+        self._throttle.setInterval(THROTTLE_MS)
+        self._throttle.timeout.connect(self._emit_pending)
+        self._marked = None  # (timeline, mark count) the slider's marks were taken from
         if timeline is not None:
             self.refresh(timeline)
 
@@ -79,7 +94,9 @@ class TimelineBar(QWidget):
         if self.live.isChecked():
             self.slider.setValue(n)
         self.slider.blockSignals(False)
-        self.slider.set_marks(timeline.marks())
+        if self._marked != (timeline, timeline.mark_count()):
+            self._marked = (timeline, timeline.mark_count())
+            self.slider.set_marks(timeline.marks())
         self._show_label()
 
     def set_position(self, k):
@@ -91,6 +108,7 @@ class TimelineBar(QWidget):
             self.slider.setValue(k)
             self.slider.blockSignals(False)
             self._moved(self.slider.value())
+            self._emit_pending()  # asked for: now
 
     def _moved(self, k):
         if self.live.isChecked():
@@ -98,9 +116,16 @@ class TimelineBar(QWidget):
             self.live.setChecked(False)
             self.live.blockSignals(False)
         self._show_label()
-        self.positionChanged.emit(k)
+        if not self._throttle.isActive():
+            self._throttle.start()
+
+    def _emit_pending(self):
+        self._throttle.stop()
+        if not self.live.isChecked():
+            self.positionChanged.emit(self.slider.value())
 
     def _live_toggled(self, on):
+        self._throttle.stop()
         if on:
             self.slider.blockSignals(True)
             self.slider.setValue(self.slider.maximum())
