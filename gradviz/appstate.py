@@ -236,7 +236,9 @@ class AppState:
             if self.debugger is not None:
                 return "running"
             t = self.trace
-            return (f"recording: {t.iterations} iterations, {len(t.passes)} backward passes, "
+            if not t.passes and not t.steps:  # a drawing (a torchviz DOT), or a forward only
+                return f"graph: {t.node_count()} nodes, no backward pass recorded (no gradients to show)"
+            return (f"recording: {_count(t.iterations, 'iteration')}, {_count(len(t.passes), 'backward pass')}, "
                     f"{len(t.events)} events; showing iteration {max(t.iterations - 1, 0)}")
         if p.reason == "exited":
             return f"program exited (status {p.exit_code})" + (f": {p.detail}" if p.detail else "")
@@ -497,6 +499,10 @@ class AppState:
             return None
         from .plots import latest_grad
         return latest_grad(self.trace, key)
+
+
+def _count(n, what):
+    return f"{n} {what}" + ("" if n == 1 else "es" if what.endswith("s") else "s")
 
 
 def _compute(g, iteration, previous):

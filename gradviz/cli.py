@@ -2,7 +2,7 @@
 
     gradviz [--screenshot PNG]       the app, on the seed demo, ready to step (F10)
     gradviz run SCRIPT [ARGS...] | --demo NAME     a program live in the app
-    gradviz open TRACE.gvz           a recording in the app
+    gradviz open TRACE.gvz           a recording in the app (or a torchviz drawing, MODEL.dot)
     gradviz seed                     the seed example in the terminal
     gradviz demos                    list the built-in demos
     gradviz record SCRIPT [ARGS...] -o TRACE.gvz     run a program under the recorder, no window
@@ -96,14 +96,30 @@ def cmd_record(args):
     return status
 
 
+def is_dot(path):
+    return os.path.splitext(path)[1].lower() in (".dot", ".gv")
+
+
+def load_any(path):
+    """A trace file (.gvz), or a torchviz DOT drawing (.dot, .gv) as a graph without values."""
+    if is_dot(path):
+        from gradviz.dot import load_dot
+        return load_dot(path)
+    from gradviz.tracefile import load
+    return load(path)
+
+
 def _load(path):
-    from gradviz.tracefile import TraceFormatError, load
+    from gradviz.dot import DotFormatError
+    from gradviz.tracefile import TraceFormatError
     try:
-        return load(path)
+        return load_any(path)
     except FileNotFoundError:
-        print(f"gradviz: no such trace file: {path}", file=sys.stderr)
+        print(f"gradviz: no such {'DOT' if is_dot(path) else 'trace'} file: {path}", file=sys.stderr)
     except TraceFormatError as exc:
         print(f"gradviz: {path} is not a valid trace: {exc}", file=sys.stderr)
+    except DotFormatError as exc:
+        print(f"gradviz: {path}: {exc}", file=sys.stderr)
     return None
 
 
@@ -181,7 +197,7 @@ def build_parser():
     p.add_argument("--demo", help="run a built-in demo instead of a script")
     _app_args(p)
     p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
-    p = sub.add_parser("open", help="open a recorded trace in the app")
+    p = sub.add_parser("open", help="open a recorded trace (.gvz) in the app, or a torchviz drawing (.dot)")
     p.add_argument("trace")
     _app_args(p)
     sub.add_parser("demos", help="list the built-in demos")

@@ -302,7 +302,7 @@ def test_history_shows_what_the_live_debugger_showed_at_each_step():
 def test_timeline_state_shows_the_past_and_comes_back_live(seed):
     st = AppState(trace=seed)
     st.poll()
-    assert st.status_text().startswith("recording: 1 iterations")
+    assert st.status_text().startswith("recording: 1 iteration, 1 backward pass, 25 events")
     st.select("t1")
     np.testing.assert_array_equal(st.selected_value().array, [36., 81.])
 

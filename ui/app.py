@@ -12,10 +12,12 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     if trace_path is not None:
-        from gradviz.tracefile import TraceFormatError, load
+        from gradviz.cli import load_any
+        from gradviz.dot import DotFormatError
+        from gradviz.tracefile import TraceFormatError
         try:
-            state = AppState(trace=load(trace_path))
-        except (OSError, TraceFormatError) as exc:
+            state = AppState(trace=load_any(trace_path))
+        except (OSError, TraceFormatError, DotFormatError) as exc:
             return _fail(app, f"Cannot open {trace_path}:\n{exc}", screenshot)
         title = f"gradviz — {trace_path}"
     else:
