@@ -77,6 +77,7 @@ class AppState:
         self._console_scanned = 0
         self._exception = None  # the traceback shown in the console, once
         self._exception_pause = None  # the pause of the program's exception, if it paused on one
+        self._stopped = False  # ended by Stop
 
     @property
     def lock(self):
@@ -241,16 +242,25 @@ class AppState:
             return (f"recording: {_count(t.iterations, 'iteration')}, {_count(len(t.passes), 'backward pass')}, "
                     f"{len(t.events)} events; showing iteration {max(t.iterations - 1, 0)}")
         if p.reason == "exited":
-            return f"program exited (status {p.exit_code})" + (f": {p.detail}" if p.detail else "")
+            if self._stopped:
+                return "program stopped (Stop); Restart (Ctrl+Shift+F5) runs it again"
+            # One line: a traceback's last line (the console holds the whole of it).
+            last = next((line.strip() for line in reversed((p.detail or "").splitlines()) if line.strip()), "")
+            return f"program exited (status {p.exit_code})" + (f": {last}" if last else "")
         parts = []
         if p.pass_index is not None:
             parts.append(f"pass {p.pass_index}")
             pos = self.step_position()
             if pos is not None and p.phase.startswith("backward"):
                 parts.append(f"step {pos[0]} of {pos[1]}")
-        where = f" at {p.op.replace(_SHORT, '')}" if p.op else ""
         src = f" ({p.source.file.rsplit('/', 1)[-1]}:{p.source.line})" if p.source else ""
-        parts.append(f"paused ({p.reason}){where}{src}")
+        if p.phase == "forward":  # the forward pass is making the graph: say what it just made
+            it = max(self.trace.iterations - 1, 0)
+            parts.append(f"iteration {it} forward · made {p.op.replace(_SHORT, '') if p.op else 'a node'}{src}")
+            parts.append(f"paused ({p.reason})")
+        else:
+            where = f" at {p.op.replace(_SHORT, '')}" if p.op else ""
+            parts.append(f"paused ({p.reason}){where}{src}")
         if p.detail and p.reason != "step":
             parts.append(p.detail)
         return " · ".join(parts)
@@ -290,7 +300,8 @@ class AppState:
         return self._can_command() and self._send("configure", break_on_backward=bool(on))
 
     def stop(self):
-        if self.debugger is not None:
+        if self.debugger is not None and self.debugger.state != "exited":
+            self._stopped = True
             self.debugger.terminate()
 
     def interrupt(self):

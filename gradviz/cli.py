@@ -156,6 +156,9 @@ def cmd_export(args):
         except OSError as exc:
             print(f"gradviz export: {exc}", file=sys.stderr)
             return 1
+        except ValueError as exc:  # a scope to collapse that the graph does not have
+            print(f"gradviz export: {exc}", file=sys.stderr)
+            return 2
     print(f"gradviz: wrote {n} nodes to {args.output}", file=sys.stderr)
     return 0
 
@@ -182,6 +185,11 @@ def cmd_app(args):
             print("gradviz run: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
             return 2
         if args.demo:
+            from gradviz import demos
+            if args.demo not in demos.DEMOS:
+                print(f"gradviz run: unknown demo {args.demo!r}; the demos are: {', '.join(demos.DEMOS)}",
+                      file=sys.stderr)
+                return 2
             return app.run(demo=args.demo, args=script_args, screenshot=args.screenshot)
         return app.run(script=script_args[0], args=script_args[1:], screenshot=args.screenshot)
     return app.run(demo="seed", screenshot=args.screenshot)

@@ -127,12 +127,12 @@ def grad_label(values):
         return None
     if len(values) == 1:
         v = values[0]
-        return f"{_fmt_shape(v.shape)} · ‖g‖={_fmt_norm(v.summary.norm)}"
+        return f"{_fmt_shape(v.shape)} · ‖g‖={_fmt_norm(v.summary.l2)}"
     if all(v.array is not None for v in values):
         import numpy as np
         total = sum(v.array.astype(np.float64) for v in values)
         return f"{_fmt_shape(total.shape)} · ‖g‖={_fmt_norm(float(np.linalg.norm(total)))}"
-    return f"{_fmt_shape(values[0].shape)} · ‖g‖≤{_fmt_norm(sum(v.summary.norm for v in values))}"
+    return f"{_fmt_shape(values[0].shape)} · ‖g‖≤{_fmt_norm(sum(v.summary.l2 for v in values))}"
 
 
 def _node_id(key):
@@ -187,7 +187,9 @@ def edge_labels(trace, graph, pass_index=-1):
 
 def leaf_grad_label(trace, key):
     """A leaf's ``.grad`` after the last pass that reached it: its values when it has at most 4
-    elements (and they were kept), else its norm; None if it never got one."""
+    elements (and they were kept), else its norm (nan or inf when it holds one), with ``(pass k)``
+    when that pass is not the latest (the .grad may have been zeroed since); None if it never got
+    one."""
     tid = _tensor_id(key)
     if tid is None:
         return None
@@ -198,10 +200,11 @@ def leaf_grad_label(trace, key):
     if grad is None:
         return None
     s = grad.summary
+    older = f" (pass {p.index})" if p is not trace.passes[-1] else ""
     if grad.array is not None and s.numel <= 4:
         vals = ", ".join(f"{x:.4g}" for x in grad.array.ravel().tolist())
-        return f".grad = [{vals}]"
-    return f".grad ‖g‖={_fmt_norm(s.norm)}"
+        return f".grad = [{vals}]{older}"
+    return f".grad ‖g‖={_fmt_norm(s.l2)}{older}"
 
 
 def root_keys(trace, graph=None):

@@ -59,9 +59,7 @@ def tile_grid(shape):
 def norm_of(summary):
     """The L2 norm of a value, as ``np.linalg.norm`` gives it: NaN if it holds a NaN, Inf if an Inf
     (a summary's own ``norm`` is that of its finite values)."""
-    if summary.nan:
-        return math.nan
-    return math.inf if summary.inf else summary.norm
+    return summary.l2
 
 
 def _same_node(trace, node_id):
@@ -84,14 +82,19 @@ def grad_norm_history(trace, key):
     once per iteration that reached it. Where an iteration ran several backward passes, the last
     one's: for ``.grad`` that is what the optimizer step read. NaN/Inf where the gradient held one."""
     kind, i = trace._resolve(key)
+    passes = trace.passes
+    # The passes that reached it, from the trace's indexes: O(iterations), not passes x iterations.
+    if kind == "tensor":
+        hits = [(j, i) for j in trace._accumulated_in.get(i, ()) if j < len(passes)]
+    else:
+        hits = sorted((j, n) for n in _same_node(trace, i) for j in trace._entered_in.get(n, ()) if j < len(passes))
     per_iteration = {}
-    ids = _same_node(trace, i) if kind == "node" else None
-    for p in list(trace.passes):
+    for j, n in hits:
+        p = passes[j]
         if kind == "tensor":
-            value = p.accumulated[i][1] if i in p.accumulated else None
+            value = p.accumulated[n][1] if n in p.accumulated else None
         else:
-            hit = next((n for n in ids if n in p.grad_outputs), None)
-            value = p.grad_outputs[hit][0] if hit is not None and p.grad_outputs[hit] else None
+            value = p.grad_outputs[n][0] if p.grad_outputs.get(n) else None
         if value is not None:
             per_iteration[p.iteration] = norm_of(value.summary)
     its = sorted(per_iteration)

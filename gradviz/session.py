@@ -298,6 +298,20 @@ def _program_path(args):
     return args.program[0], args.program[1:]
 
 
+
+def _user_traceback(tb):
+    """The traceback from the user's first frame on: gradviz's and runpy's frames that ran the
+    script are left out; all of them when the error is in them (a SyntaxError: its message points
+    at the script's line)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    start = tb
+    while start is not None:
+        name = start.tb_frame.f_code.co_filename
+        if not (name.startswith(here) or "runpy" in name):
+            return start
+        start = start.tb_next
+    return None
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m gradviz.session")
     parser.add_argument("--connect", help="the parent's address (the token comes in the environment)")
@@ -359,7 +373,7 @@ def main(argv=None):
     except BaseException as exc:  # the program's failure: show it, pause on it, keep everything
         listener.detach()
         torch_recording.stop()
-        error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        error = "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc.__traceback__)))
         if sock is None:  # under a debugger, the exception's pause and ProgramExited carry it
             sys.stderr.write(error)
         status = 1

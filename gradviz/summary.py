@@ -39,6 +39,14 @@ class Summary:
     def finite(self):
         return self.nan == 0 and self.inf == 0
 
+    @property
+    def l2(self):
+        """The L2 norm as ``np.linalg.norm`` gives it: NaN if a NaN is present, else Inf if an Inf
+        is (``norm`` is that of the finite values, to say how large the rest is)."""
+        if self.nan:
+            return math.nan
+        return math.inf if self.inf else self.norm
+
     def hist_edges(self):
         return np.linspace(self.hist_lo, self.hist_hi, HIST_BINS + 1)
 

@@ -33,6 +33,12 @@ from .trace import Pass, Trace, node_key
 _SHORT = "torch::autograd::"
 
 
+def _raised(e):
+    """A ProgramExited for an exception, not gradviz refusing to start it (status 2: no such
+    script or demo, with a message)."""
+    return bool(e.error) and e.status != 2
+
+
 def _short(op):
     return (op or "").replace(_SHORT, "")
 
@@ -247,7 +253,7 @@ class Timeline:
             elif t is ev.OptimizerStep:
                 self._step_pos.append(i)
             elif t is ev.ProgramExited:
-                self._marks.append((i + 1, "program raised" if e.error else "program exited"))
+                self._marks.append((i + 1, "program raised" if _raised(e) else "program exited"))
         born = trace.born
         if len(born) > len(self._births):
             self._births.extend(itertools.islice(born.values(), len(self._births), None))
@@ -301,10 +307,10 @@ class Timeline:
                 i -= 1
             return f"{e.stream}: {line[:80]}"
         if t is ev.ProgramExited:
-            if e.error:
-                last = e.error.strip().splitlines()[-1]
+            last = e.error.strip().splitlines()[-1] if e.error and e.error.strip() else ""
+            if _raised(e):
                 return f"program raised: {last}"
-            return f"program exited (status {e.status})"
+            return f"program exited (status {e.status})" + (f": {last}" if last else "")
         return t.__name__
 
     def mark_count(self):

@@ -36,9 +36,17 @@ def render_graph(trace, path, collapsed=(), scale=None):
     from gradviz.graphmodel import GraphModel
     from .graph_view import build_scene, paint_state
 
+    folder = os.path.dirname(os.path.abspath(str(path)))
+    if not os.path.isdir(folder):
+        raise OSError(f"could not write {path}: no such directory {folder}")
     state = AppState(trace=trace)
     state.poll()
+    state.wait_layout()  # a large graph is laid out in a worker thread
     model = GraphModel(state)
+    unknown = sorted(set(collapsed) - set(model.scopes()))
+    if unknown:
+        raise ValueError(f"no module scope {', '.join(map(repr, unknown))} in this graph; its scopes: "
+                         f"{', '.join(model.scopes()[:12]) or 'none'}")
     model.set_collapsed(collapsed)
     scene = QGraphicsScene()
     nodes, edges = build_scene(scene, model, cache=False)  # a cached item would land as a bitmap
@@ -53,6 +61,8 @@ def render_graph(trace, path, collapsed=(), scale=None):
         gen.setViewBox(QRectF(0, 0, w, h))
         gen.setTitle("gradviz graph")
         painter = QPainter(gen)
+        if not painter.isActive():
+            raise OSError(f"could not write {path}")
         painter.fillRect(QRectF(0, 0, w, h), QColor("#ffffff"))
         scene.render(painter, QRectF(0, 0, w, h), source)
         painter.end()

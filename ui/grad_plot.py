@@ -240,10 +240,16 @@ class GradPlot(QTabWidget):
         for col, height in ((1, 0.8), (0, 0.45)):  # max behind, rms in front
             brushes = [FLOW_COLOURS[r.flag][col] for r in rows]
             pw.addItem(pg.BarGraphItem(x0=lo, x1=logs[:, col], y=y, height=height, brushes=brushes, pen=None))
-        for at, label in ((math.log10(plots.VANISHING_RMS), "vanishing"), (math.log10(plots.EXPLODING_MAX), "exploding")):
-            if lo <= at <= hi:
-                pw.addItem(pg.InfiniteLine(at, angle=90, pen=pg.mkPen("#808080", style=Qt.DashLine),
-                                           label=label, labelOpts={"color": "#808080", "position": 0.02}))
+        lines = getattr(self, "_flow_lines", None)
+        if lines is None:  # made once and re-added: a label made anew each time raced pyqtgraph's paint
+            lines = self._flow_lines = {
+                label: pg.InfiniteLine(at, angle=90, pen=pg.mkPen("#808080", style=Qt.DashLine), label=label,
+                                       labelOpts={"color": "#808080", "position": 0.06, "anchors": [(0, 0), (0, 0)]})
+                for at, label in ((math.log10(plots.VANISHING_RMS), "vanishing"),
+                                  (math.log10(plots.EXPLODING_MAX), "exploding"))}
+        for line in lines.values():
+            if lo <= line.value() <= hi:
+                pw.addItem(line)
         pi = pw.getPlotItem()
         pi.getAxis("left").setTicks([[(i, r.name + (" (NaN/Inf)" if r.nonfinite else "")) for i, r in enumerate(rows)]])
         step = max(1, math.ceil((hi - lo) / 8))

@@ -9,6 +9,8 @@ scene is built by ``build_scene`` / ``paint_state``, which the windowless export
 Big graphs (a 60-layer transformer: 5,279 nodes) stay smooth: one item per node and one per edge
 (its arrow head included), nodes cached as device pixmaps, text skipped when zoomed out."""
 
+from contextlib import nullcontext
+
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen,
                            QPolygonF)
@@ -119,7 +121,9 @@ class NodeItem(QGraphicsItem):
             painter.setBrush(QColor(255, 255, 255, 225))
             painter.drawRect(self._caption_rect)
             painter.setFont(SMALL)
-            painter.setPen(QColor("#2a6f2a"))
+            bad = "nan" in self.caption or "inf" in self.caption
+            painter.setPen(QColor("#c0392b") if bad else QColor("#2a6f2a") if "(pass" not in self.caption
+                           else QColor("#888888"))
             painter.drawText(self._caption_rect, Qt.AlignCenter, self.caption)
 
 
@@ -360,11 +364,17 @@ class GraphView(QGraphicsView):
         self.edges_by_key = {}
         self.overview = None  # drawn instead of the items when zoomed out far
         self._far = False
+        self.user_moved = False  # the user zoomed or panned: the window stops fitting the graph for them
 
     # -- drawing --
+    def _lock(self):
+        """The trace's lock (a live program's reader thread writes the passes painted here)."""
+        return getattr(self.state, "lock", None) or nullcontext()
+
     def rebuild(self):
         """Draw the model's graph anew (called when the graph or what is collapsed changed)."""
-        self.items_by_key, self.edges_by_key = build_scene(self.scene(), self.model)
+        with self._lock():
+            self.items_by_key, self.edges_by_key = build_scene(self.scene(), self.model)
         self.overview = None
         if len(self.items_by_key) > OVERVIEW_NODES:
             self.overview = OverviewItem(self.items_by_key, self.edges_by_key)
@@ -375,7 +385,8 @@ class GraphView(QGraphicsView):
 
     def refresh(self):
         """Recolour for the debugger's position, the selection and the search (no relayout)."""
-        paint_state(self.items_by_key, self.edges_by_key, self.model)
+        with self._lock():
+            paint_state(self.items_by_key, self.edges_by_key, self.model)
         if self.overview is not None:
             self.overview.invalidate()
 
@@ -408,6 +419,7 @@ class GraphView(QGraphicsView):
         return self.items_by_key.get(self.model.drawing().drawn_key(key))
 
     def fit(self):
+        self.user_moved = False
         rect = self.scene().itemsBoundingRect()
         if not rect.isEmpty():
             self.fitInView(rect.adjusted(-20, -20, 20, 20), Qt.KeepAspectRatio)
@@ -419,6 +431,7 @@ class GraphView(QGraphicsView):
             self.ensureVisible(item.rect, 60, 60)
 
     def zoom(self, factor):
+        self.user_moved = True
         scale = self.transform().m11()
         factor = max(0.01 / scale, min(factor, 8.0 / scale))
         self.scale(factor, factor)
@@ -511,6 +524,11 @@ class GraphView(QGraphicsView):
         if item is not None and event.button() == Qt.LeftButton:
             self.nodeClicked.emit(item.key)
         super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event):
+        if event.buttons() & Qt.LeftButton:
+            self.user_moved = True  # a drag pans the view
+        super().mouseMoveEvent(event)
 
     def mouseDoubleClickEvent(self, event):
         item = self._node_at(event.position().toPoint())

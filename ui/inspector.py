@@ -39,8 +39,15 @@ def value_html(value, title):
     if value is None:
         return f"<p style='margin:2px 0'><b>{_esc(title)}</b> <span style='color:#777'>none</span></p>"
     s = value.summary
-    stats = ", ".join(f"{k} {_fmt(getattr(s, k))}" for k in ("min", "max", "mean", "std", "norm"))
-    bad = f" <span style='color:#c00'>{s.nan} NaN, {s.inf} Inf</span>" if not s.finite else ""
+    if s.finite:
+        stats = ", ".join(f"{k} {_fmt(getattr(s, k))}" for k in ("min", "max", "mean", "std", "norm"))
+        bad = ""
+    else:  # the norm as numpy gives it; the other statistics are of the finite values
+        finite = s.numel - s.nan - s.inf
+        rest = (", ".join(f"{k} {_fmt(getattr(s, k))}" for k in ("min", "max", "mean", "std", "norm"))
+                if finite else "none")
+        stats = f"norm {_fmt(s.l2)}; of the {finite} finite values: {rest}"
+        bad = f" <span style='color:#c00'>{s.nan} NaN, {s.inf} Inf</span>"
     sampled = " <span style='color:#777'>(mean, std from a sample)</span>" if s.sampled else ""
     out = [f"<p style='margin:4px 0 0 0'><b>{_esc(title)}</b> {_esc(tuple(s.shape))} {_esc(dtype_name(s.dtype))}<br>"
            f"<span style='color:#333'>{stats}</span>{bad}{sampled}</p>"]
@@ -49,7 +56,8 @@ def value_html(value, title):
         rows = np.asarray(a, dtype=float)
         rows = rows.reshape(1, -1) if rows.ndim < 2 else rows.reshape(-1, rows.shape[-1])
         cells = "".join("<tr>" + "".join(
-            f"<td align='right' style='padding:0 6px;{'color:#c00' if not np.isfinite(v) else ''}'>{v:.4g}</td>"
+            f"<td align='right' style='padding:0 6px; white-space:nowrap;"
+            f"{'color:#c00' if not np.isfinite(v) else ''}'>{v:.4g}</td>"
             for v in row) + "</tr>" for row in rows)
         out.append(f"<table style='font-family:monospace; background:#f6f6f6' cellspacing=0>{cells}</table>")
     return "".join(out)

@@ -13,6 +13,7 @@ from .inspector import Inspector
 from .timeline import TimelineBar
 
 POLL_MS = 30
+CONSOLE_LINES = 20000
 STREAM_COLOURS = {"stdout": "#202020", "stderr": "#b00020", "exception": "#b00020"}
 
 
@@ -44,7 +45,7 @@ class MainWindow(QMainWindow):
         self.breakpoint_list.installEventFilter(self)
         self.console = QPlainTextEdit()
         self.console.setReadOnly(True)
-        self.console.setMaximumBlockCount(20000)
+        self.console.setMaximumBlockCount(CONSOLE_LINES)
         self.console.setPlaceholderText("The program's output appears here.")
         bp_dock = self._dock("Breakpoints", self.breakpoint_list, Qt.BottomDockWidgetArea)
         console_dock = self._dock("Console", self.console, Qt.BottomDockWidgetArea)
@@ -57,6 +58,8 @@ class MainWindow(QMainWindow):
         self._auto_flow = False  # the flow tab was chosen for the user (nothing selected), not by them
         self._actions()
         self.view.nodeClicked.connect(self.select)
+        # A box expanded under the selection: the selection goes with it (select() checks it).
+        self.view.collapsedChanged.connect(lambda: self.select(self.state.selected))
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.poll)
         self.timer.start(POLL_MS)
@@ -117,6 +120,15 @@ class MainWindow(QMainWindow):
 
     def _sync_switches(self):
         st = self.state
+        dbg = st.debugger
+        if dbg is not None:  # what the program can take now; Restart and Fit always
+            alive = dbg.state != "exited"
+            for name, on in (("Continue", dbg.state == "paused"), ("Step", dbg.state == "paused"),
+                             ("Pause", dbg.state == "running"), ("Stop", alive),
+                             ("Breakpoint", alive)):
+                act = self.actions_by_name[name]
+                if act.isEnabled() != on:
+                    act.setEnabled(on)
         for name, on in (("Every node", st.break_on_backward), ("Anomaly", st.anomaly_on),
                          ("Forward", st.break_on_forward)):
             act = self.actions_by_name[name]
@@ -161,8 +173,8 @@ class MainWindow(QMainWindow):
         with st.lock:
             if "graph" in changed:
                 self.view.rebuild()
-                if len(self.view.items_by_key) < 60:
-                    self.view.fit()
+                if len(self.view.items_by_key) < 60 and not self.view.user_moved:
+                    self.view.fit()  # a small graph kept whole in sight, until the user zooms or pans
             if changed:
                 self.view.refresh()
                 if "pause" in changed and st.current:
@@ -189,12 +201,25 @@ class MainWindow(QMainWindow):
             self._console_len = 0
         if len(lines) == self._console_len:
             return
+        # One insert per run of the same stream (a chatty program sends thousands of chunks a
+        # poll), and of a long backlog only what the console keeps (its last CONSOLE_LINES lines).
+        runs, budget = [], CONSOLE_LINES
+        for stream, text in reversed(lines[self._console_len:]):
+            if stream == "exception" and not text.endswith("\n"):
+                text += "\n"
+            if runs and runs[-1][0] == stream:
+                runs[-1][1].append(text)
+            else:
+                runs.append((stream, [text]))
+            budget -= text.count("\n")
+            if budget < 0:
+                break
         cursor = self.console.textCursor()
         cursor.movePosition(QTextCursor.End)
-        for stream, text in lines[self._console_len:]:
+        for stream, texts in reversed(runs):
             fmt = QTextCharFormat()
             fmt.setForeground(QColor(STREAM_COLOURS.get(stream, "#202020")))
-            cursor.insertText(text if text.endswith("\n") or stream != "exception" else text + "\n", fmt)
+            cursor.insertText("".join(reversed(texts)), fmt)
         self._console_len = len(lines)
         self.console.setTextCursor(cursor)
         self.console.ensureCursorVisible()

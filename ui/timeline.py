@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QStyle, Q
 
 
 THROTTLE_MS = 30
+LABEL_MAX = 460  # pixels
 
 
 class MarkedSlider(QSlider):
@@ -63,6 +64,7 @@ class TimelineBar(QWidget):
         self.live.setToolTip("Follow the program as it runs; uncheck or drag the slider to go back in time")
         self.label = QLabel()
         self.label.setMinimumWidth(320)
+        self.label.setMaximumWidth(LABEL_MAX)  # the slider keeps the rest: long lines are elided
         self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         box = QHBoxLayout(self)
         box.setContentsMargins(6, 2, 6, 2)
@@ -141,4 +143,6 @@ class TimelineBar(QWidget):
         n = len(tl)
         k = n if self.live.isChecked() else min(self.slider.value(), n)
         where = "live" if self.live.isChecked() else f"{k} / {n}"
-        self.label.setText(f"{where} · {tl.describe(k)}")
+        text = f"{where} · {tl.describe(k)}"
+        self.label.setToolTip(text)
+        self.label.setText(self.label.fontMetrics().elidedText(text, Qt.ElideRight, LABEL_MAX - 8))
