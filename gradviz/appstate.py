@@ -345,10 +345,11 @@ class AppState:
     def _can_command(self):
         return self.debugger is not None and self.debugger.state in ("running", "paused")
 
-    def breakpoint_for(self, key):
-        """The breakpoint F9 sets on a graph node: a line breakpoint at the code that made a
-        backward node (it holds in every iteration, where a node is one iteration's), the node
-        itself when no line is known, and for a leaf or its AccumulateGrad a breakpoint on its
+    def breakpoint_for(self, key, line=False):
+        """The breakpoint F9 sets on a graph node: for a backward node, that node in every
+        iteration (a ``peer`` breakpoint: where a node id is one iteration's), or with ``line`` a
+        line breakpoint at the code that made it (every backward node of that line); the node
+        itself when no line is known; for a leaf or its AccumulateGrad, a breakpoint on its
         gradient being accumulated. Returns (spec, label) or None."""
         g = self.trace.graph
         if key is None or key not in g:
@@ -361,6 +362,16 @@ class AppState:
             src = node.source if node is not None else None
             if src is None:
                 return {"node": int(key[1:])}, f"{op} ({key})"
+            if not line:
+                # This node in every iteration: the rank-th node of its op, scope and line (a
+                # model's whole forward is often one line; a node id holds for one iteration only).
+                alike = [m for m in self.trace.peers(node.id) if self.trace.nodes[m].iteration == node.iteration]
+                rank = alike.index(node.id)
+                where = f" in {node.scope}" if node.scope else ""
+                nth = f" · {rank + 1} of {len(alike)} alike" if len(alike) > 1 else ""
+                return ({"peer": {"op": node.op, "scope": node.scope, "source": f"{src.file}:{src.line}",
+                                  "rank": rank}},
+                        f"{op}{where} · {src.file.rsplit('/', 1)[-1]}:{src.line}{nth}, every iteration")
             # A line breakpoint stops at every backward node that line made: the label names them.
             line = f"line {src.file.rsplit('/', 1)[-1]}:{src.line}"
             same = str(src)
@@ -380,15 +391,17 @@ class AppState:
             return {"tensor": name or int(key[1:])}, f"{name or key}.grad accumulated"
         return None
 
-    def toggle_breakpoint(self, key=None):
+    def toggle_breakpoint(self, key=None, line=False):
         """F9: set the breakpoint for ``key`` (default: the selection, else the paused node), or
-        remove it if set. Returns True if one is now set; ``message`` says what happened."""
+        remove it if set: for a backward node, that node in every iteration; with ``line``, every
+        backward node its line made. Returns True if one is now set; ``message`` says what
+        happened."""
         key = key or self.selected or self.current
         if key is not None and key.startswith(MODULE_PREFIX):
             self.message = "A module box has no breakpoint: double-click it to expand, then F9 on a node"
             return False
         with self.lock:
-            found = self.breakpoint_for(key)
+            found = self.breakpoint_for(key, line)
         if found is None:
             self.message = "Select a node to set a breakpoint on (F9)"
             return False

@@ -77,7 +77,7 @@ class DebuggerError(RuntimeError):
     pass
 
 
-_SPEC_KEYS = ("op", "node", "source", "tensor", "anomaly", "grad_norm_above")
+_SPEC_KEYS = ("op", "node", "source", "peer", "tensor", "anomaly", "grad_norm_above")
 
 
 class Debugger:
@@ -332,15 +332,24 @@ class Debugger:
         self.breakpoints[given["id"]] = given
         return given
 
-    def add_breakpoint(self, op=None, node=None, tensor=None, anomaly=False, grad_norm_above=None, source=None):
+    def add_breakpoint(self, op=None, node=None, tensor=None, anomaly=False, grad_norm_above=None, source=None,
+                       peer=None):
         """Pause before a backward node named ``op`` or with id ``node``, or made at ``source``
         (``"file:line"``, or ``"name.py:line"``: a line breakpoint, which holds in every iteration,
-        where a node id is one iteration's); when ``tensor`` (a name or
+        where a node id is one iteration's); before "this node in every iteration": ``peer`` is
+        ``{"op", "scope", "source": "file:line", "rank"}``, the rank-th node of that op made at that
+        line in that module scope in each iteration (what F9 on a graph node sets: a model's
+        ``loss = loss_fn(model(x), y)`` line makes all its nodes); when ``tensor`` (a name or
         id) gets its gradient accumulated; at the first node whose output or gradient holds NaN or
         Inf (``anomaly``); or before a node whose incoming gradient's norm is above
         ``grad_norm_above``. Returns the breakpoint's id."""
+        if peer is not None:
+            missing = {"op", "scope", "source", "rank"} - set(peer)
+            if missing:
+                raise ValueError(f"a peer breakpoint needs op, scope, source and rank; missing {sorted(missing)}")
+            peer = {k: peer[k] for k in ("op", "scope", "source", "rank")}
         spec = self._new_breakpoint(dict(op=op, node=node, tensor=tensor, anomaly=anomaly,
-                                         grad_norm_above=grad_norm_above, source=source))
+                                         grad_norm_above=grad_norm_above, source=source, peer=peer))
         if self.state != "starting":
             self._send({"cmd": "add_breakpoint", "spec": spec})
         return spec["id"]

@@ -82,6 +82,14 @@ def _same_line(want, have):
     return wline == hline and os.sep not in wfile and os.path.basename(hfile) == wfile
 
 
+def _is_peer(want, have):
+    if have is None:
+        return False
+    (op, scope, line), rank = have
+    return want["op"] == op and want["scope"] == scope and want["rank"] == rank and \
+        (want["source"] == line or bool(line) and _same_line(want["source"], line))
+
+
 def _full(adapter, values):
     """Values with their full arrays, whatever the recording keeps: what a pause shows."""
     return tuple(None if x is None else ev.Value(adapter.summarize(x), adapter.to_numpy(x, False)) for x in values)
@@ -104,15 +112,26 @@ class Session:
         self.current = {}  # what the pause in progress can hand out: grad_outputs, grad_inputs
         self._anomaly_seen = set()
         self._sources = {}  # node id -> "file:line" of the forward code that made it
+        self._peer_of = {}  # node id -> ((op, scope, "file:line"), rank among such nodes in its iteration)
+        self._peer_counts, self._peer_iteration = {}, None
         self.producer = None
 
     # -- the stream ------------------------------------------------------------------------------
     def emit(self, e):
         self.writer.write(e)
         self.last_event = e
-        if type(e) is ev.NodeCreated and e.kind == "grad_fn" and e.source is not None:
+        if type(e) is ev.NodeCreated and e.kind == "grad_fn":
             # A line breakpoint stops at the ops the line made; AccumulateGrad belongs to its leaf.
-            self._sources[e.id] = f"{e.source.file}:{e.source.line}"
+            line = f"{e.source.file}:{e.source.line}" if e.source is not None else ""
+            if line:
+                self._sources[e.id] = line
+            # "This node in every iteration": its op, scope and line, and its rank among those.
+            if e.iteration != self._peer_iteration:
+                self._peer_counts, self._peer_iteration = {}, e.iteration
+            sig = (e.op, e.scope, line)
+            rank = self._peer_counts.get(sig, 0)
+            self._peer_counts[sig] = rank + 1
+            self._peer_of[e.id] = (sig, rank)
 
     # -- commands --------------------------------------------------------------------------------
     def configure(self, cfg):
@@ -248,6 +267,8 @@ class Session:
                 hit = f"breakpoint {spec['id']}"
             elif spec.get("source") is not None and _same_line(spec["source"], self._sources.get(node)):
                 hit = f"breakpoint {spec['id']}: made at {spec['source']}"
+            elif spec.get("peer") is not None and _is_peer(spec["peer"], self._peer_of.get(node)):
+                hit = f"breakpoint {spec['id']}: {spec['peer']['op']} made at {spec['peer']['source']}"
             elif spec.get("grad_norm_above") is not None and any(
                     v is not None and v.summary.norm > spec["grad_norm_above"] for v in e.grad_outputs):
                 hit = f"breakpoint {spec['id']}: gradient norm above {spec['grad_norm_above']}"

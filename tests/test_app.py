@@ -167,7 +167,7 @@ def test_breakpoints_switches_restart_and_console_without_a_window(tmp_path):
         mul = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "MulBackward0")
         st.select(mul)
         assert st.toggle_breakpoint() is True
-        assert st.breakpoint_rows() == [(1, "MulBackward0 · line loop.py:4")]
+        assert st.breakpoint_rows() == [(1, "MulBackward0 · loop.py:4, every iteration")]
         assert st.set_anomaly(True) and [label for _, label in st.breakpoint_rows()][-1].startswith("anomaly")
         seen = []
         for _ in range(3):  # Continue leaves the every-node mode: it stops only at the breakpoint
@@ -439,13 +439,15 @@ def test_a_line_breakpoint_names_every_node_its_line_made():
         st = AppState(debugger=dbg)
         _next_pause(st, None)
         sub = st.current
-        assert st.toggle_breakpoint(sub) is True
+        assert st.toggle_breakpoint(sub, line=True) is True
         (bid, label), = st.breakpoint_rows()
         assert label == "line seed.py:9 · 4 backward nodes: PowBackward0, MulBackward0, SubBackward0"
         assert st.message == f"Breakpoint set: {label}"
         mul = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "MulBackward0")
-        assert st.toggle_breakpoint(mul) is False
+        assert st.toggle_breakpoint(mul, line=True) is False
         assert st.breakpoint_rows() == [] and st.message == f"Breakpoint removed: {label}"
+        assert st.toggle_breakpoint(mul) is True  # F9 alone: that node (in every iteration), not its line
+        assert st.breakpoint_rows()[0][1] == "MulBackward0 · seed.py:9, every iteration"
 
 
 def test_restart_keeps_the_switches_the_user_set(tmp_path):
@@ -519,3 +521,25 @@ def test_the_window_stays_whole_while_a_long_run_streams_in(qtbot, tmp_path):
     finally:
         w.timer.stop()
         w.state.close()
+
+
+def test_f9_on_a_node_of_a_one_line_model_stops_at_that_node_in_every_iteration():
+    """The mlp demo makes its whole forward on one line (loss = loss_fn(model(x), y)): F9 on the
+    second ReLU stops at that ReLU, iteration after iteration, and nowhere else."""
+    with Debugger.launch(demo="mlp", break_on_backward=True) as dbg:
+        st = AppState(debugger=dbg)
+        p = _next_pause(st, None)
+        relus = [k for k in st.trace.iteration_graph(0) if st.trace.graph.nodes[k].get("op") == "ReluBackward0"]
+        assert len(relus) == 2
+        second = max(relus, key=lambda k: int(k[1:]))  # made later: the ReLU after layer 2
+        assert st.toggle_breakpoint(second) is True
+        label = st.breakpoint_rows()[0][1]
+        assert label == "ReluBackward0 in 3 · mlp.py:17, every iteration"
+        scope = st.trace.nodes[int(second[1:])].scope
+        hits = []
+        for _ in range(4):
+            st.resume()
+            p = _next_pause(st, p)
+            node = st.trace.nodes[p.node]
+            hits.append((p.reason, node.op, node.scope, node.iteration))
+        assert hits == [("breakpoint", "ReluBackward0", scope, i) for i in range(4)]

@@ -329,3 +329,11 @@ def test_launching_from_inside_a_gradviz_checkout(tmp_path):
         p = dbg.wait_paused(timeout=20)
         assert p.reason == "exited" and p.exit_code == 0, p
         assert f"cwd {tmp_path}" in "".join(t for _, t in dbg.output)
+
+
+def test_a_peer_breakpoint_needs_its_whole_signature():
+    dbg = Debugger()
+    with pytest.raises(ValueError, match=r"missing \['rank', 'scope'\]"):
+        dbg.add_breakpoint(peer={"op": "MulBackward0", "source": "x.py:3"})
+    bid = dbg.add_breakpoint(peer={"op": "MulBackward0", "scope": "", "source": "x.py:3", "rank": 1, "extra": 5})
+    assert dbg.breakpoints[bid]["peer"] == {"op": "MulBackward0", "scope": "", "source": "x.py:3", "rank": 1}

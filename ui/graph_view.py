@@ -348,6 +348,7 @@ def paint_state(nodes, edges, model):
 class GraphView(QGraphicsView):
     nodeClicked = Signal(str)
     collapsedChanged = Signal()
+    lineBreakpointAsked = Signal(str)  # "Breakpoint on its line" in a node's context menu
 
     def __init__(self, state, parent=None, model=None):
         super().__init__(parent)
@@ -462,6 +463,10 @@ class GraphView(QGraphicsView):
             collapsible = set(self.model.scopes())
             acts = [(f"Collapse {s}", lambda s=s: self.collapse(s))
                     for s in enclosing_scopes(node_scope(d)) if s in collapsible]
+            if d.get("kind") == "grad_fn" and d.get("source"):
+                line = d["source"].split(" in ")[0].rsplit("/", 1)[-1]
+                acts.insert(0, (f"Breakpoint on every node of line {line}",
+                                lambda: self.lineBreakpointAsked.emit(key)))
         if self.model.collapsed:
             acts.append(("Expand all", lambda: self.set_collapsed(())))
         return acts

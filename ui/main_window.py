@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
         self.view.nodeClicked.connect(self.select)
         # A box expanded under the selection: the selection goes with it (select() checks it).
         self.view.collapsedChanged.connect(lambda: self.select(self.state.selected))
+        self.view.lineBreakpointAsked.connect(lambda key: self.toggle_breakpoint(key, line=True))
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.poll)
         self.timer.start(POLL_MS)
@@ -280,8 +281,8 @@ class MainWindow(QMainWindow):
             self.search_count.setText(f" {model.match_index + 1} of {len(model.matches)} ")
 
     # -- commands -------------------------------------------------------------------------------------
-    def toggle_breakpoint(self):
-        self.state.toggle_breakpoint()
+    def toggle_breakpoint(self, key=None, line=False):
+        self.state.toggle_breakpoint(key, line=line)
         self.statusBar().showMessage(self.state.message, 5000)
         self._show_breakpoints()
 
