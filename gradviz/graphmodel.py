@@ -221,6 +221,23 @@ def root_keys(trace, graph=None):
 
 
 # -- the model the view renders -------------------------------------------------------------------
+def _collapsed_drawing(graph, labels, collapsed):
+    from .appstate import node_size  # appstate imports this module: import late
+    g2, members = collapse(graph, collapsed)
+    labels2 = {k: labels.get(k, k) for k in g2 if k not in members}
+    labels2.update({k: g2.nodes[k]["label"] for k in members})
+    lay = compute_layout(g2, node_size=lambda k: node_size(labels2[k]))
+    owner = {k: b for b, ks in members.items() for k in ks}
+    return Drawing(g2, labels2, lay, members, owner)
+
+
+def _collapse_into(box, graph, labels, collapsed):
+    try:
+        box["result"] = _collapsed_drawing(graph, labels, collapsed)
+    except BaseException as exc:  # handed to the GUI thread, raised there
+        box["error"] = exc
+
+
 @dataclass
 class Drawing:
     """The graph to draw: its nodes (boxes for collapsed modules), labels, layout, and which
@@ -247,6 +264,7 @@ class GraphModel:
         self.match_index = -1
         self._drawing = None
         self._made_from = None
+        self._job = None  # a collapsed graph being laid out off the GUI thread: (thread, box, made_from)
 
     # -- collapsing --
     def scopes(self):
@@ -272,25 +290,60 @@ class GraphModel:
 
     def drawing(self):
         """The graph to draw now (recomputed only when the state's layout or the collapsed set
-        changed; with nothing collapsed it is the state's own graph and layout)."""
+        changed; with nothing collapsed it is the state's own graph and layout). A large graph
+        with modules collapsed is laid out in a worker thread: meanwhile the last drawing stays
+        (``laying_out`` is True) and ``take_ready()`` says when the new one can be drawn."""
         st = self.state
-        made_from = self._made_from
-        if made_from is not None and made_from[0] is st.layout and made_from[1] == self.collapsed:
+        made_from = (st.layout, self.collapsed)
+        if self._made_from is not None and self._made_from[0] is made_from[0] and self._made_from[1] == made_from[1]:
             return self._drawing
         if st.layout is None:
             d = Drawing(nx.DiGraph(), {}, None)
         elif not self.collapsed:
             d = Drawing(st.graph, st.labels, st.layout)
         else:
-            from .appstate import node_size  # appstate may hold a GraphModel: import late
-            g2, members = collapse(st.graph, self.collapsed)
-            labels = {k: st.labels.get(k, k) for k in g2 if k not in members}
-            labels.update({k: g2.nodes[k]["label"] for k in members})
-            lay = compute_layout(g2, node_size=lambda k: node_size(labels[k]))
-            owner = {k: b for b, ks in members.items() for k in ks}
-            d = Drawing(g2, labels, lay, members, owner)
-        self._drawing, self._made_from = d, (st.layout, self.collapsed)
+            from .appstate import INLINE_LAYOUT_NODES  # appstate holds a GraphModel: import late
+            if st.graph.number_of_nodes() <= INLINE_LAYOUT_NODES:
+                d = _collapsed_drawing(st.graph, st.labels, self.collapsed)
+            else:
+                job = self._job
+                if job is None or job[2][0] is not made_from[0] or job[2][1] != made_from[1]:
+                    import threading
+                    box = {}
+                    thread = threading.Thread(target=_collapse_into, args=(box, st.graph, dict(st.labels),
+                                                                            self.collapsed),
+                                              daemon=True, name="gradviz-collapse")
+                    self._job = (thread, box, made_from)
+                    thread.start()
+                if self._drawing is None:
+                    self._drawing = Drawing(st.graph, st.labels, st.layout)
+                return self._drawing  # the last drawing, until the worker is done
+        self._job = None
+        self._drawing, self._made_from = d, made_from
         return d
+
+    @property
+    def laying_out(self):
+        return self._job is not None
+
+    def take_ready(self, wait=None):
+        """True once a collapsed graph laid out in the worker thread is taken in (draw it anew);
+        ``wait``: seconds to block for it (tests, export)."""
+        job = self._job
+        if job is None:
+            return False
+        if wait is not None:
+            job[0].join(wait)
+        if job[0].is_alive():
+            return False
+        self._job = None
+        if "error" in job[1]:
+            raise job[1]["error"]
+        st = self.state
+        if job[2][0] is not st.layout or job[2][1] != self.collapsed:
+            return False  # overtaken: the next drawing() starts anew
+        self._drawing, self._made_from = job[1]["result"], job[2]
+        return True
 
     # -- search --
     def search(self, text):

@@ -377,3 +377,28 @@ def test_the_qt_binding_keeps_its_references_to_none():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-500:]
     assert abs(int(r.stdout)) < 100, f"{r.stdout.strip()} references to None lost in 2,000 calls"
+
+
+def test_collapsing_a_large_graph_lays_it_out_off_the_gui_thread():
+    """Over INLINE_LAYOUT_NODES nodes, drawing() answers at once with the last drawing while a
+    worker lays the collapsed graph out; take_ready() then hands the boxes over."""
+    import gradviz
+    import gradviz.engine as torch
+    from gradviz.appstate import INLINE_LAYOUT_NODES, AppState
+    from gradviz.engine import nn
+    blocks = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.Tanh()) for _ in range(60)])
+    with gradviz.record(values="summaries") as rec:
+        blocks(torch.randn(2, 4)).sum().backward()
+    st = AppState(trace=rec.trace)
+    st.poll()
+    st.wait_layout()
+    assert st.graph.number_of_nodes() > INLINE_LAYOUT_NODES
+    model = st.graph_model
+    whole = model.drawing()
+    assert model.set_collapsed({"3", "7"})
+    assert model.drawing() is whole and model.laying_out  # the last drawing meanwhile
+    assert model.take_ready(wait=120) is True and not model.laying_out
+    d = model.drawing()
+    assert set(d.members) == {"m:3", "m:7"} and d.graph.number_of_nodes() < whole.graph.number_of_nodes()
+    assert set(d.layout.positions) == set(d.graph)
+    assert model.take_ready() is False

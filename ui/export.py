@@ -48,6 +48,8 @@ def render_graph(trace, path, collapsed=(), scale=None):
         raise ValueError(f"no module scope {', '.join(map(repr, unknown))} in this graph; its scopes: "
                          f"{', '.join(model.scopes()[:12]) or 'none'}")
     model.set_collapsed(collapsed)
+    model.drawing()
+    model.take_ready(wait=600)  # a large graph's collapsed layout runs in a worker thread
     scene = QGraphicsScene()
     nodes, edges = build_scene(scene, model, cache=False)  # a cached item would land as a bitmap
     paint_state(nodes, edges, model)

@@ -441,7 +441,7 @@ class GraphView(QGraphicsView):
     def set_collapsed(self, scopes):
         """Show each of ``scopes`` (module paths such as 'layer1.0') as one box."""
         if self.model.set_collapsed(scopes):
-            self.rebuild()
+            self._redraw()
             self.collapsedChanged.emit()
 
     def collapse(self, scope):
@@ -449,8 +449,15 @@ class GraphView(QGraphicsView):
 
     def expand(self, scope):
         if self.model.expand(scope):
-            self.rebuild()
+            self._redraw()
             self.collapsedChanged.emit()
+
+    def _redraw(self):
+        """Draw what is collapsed now; a large graph's new layout comes from a worker thread, and
+        the window draws it when ready (MainWindow.poll: model.take_ready())."""
+        self.model.drawing()
+        if not self.model.laying_out:
+            self.rebuild()
 
     def context_actions(self, key):
         """What the context menu offers on node ``key``: [(text, callable)]."""

@@ -152,6 +152,8 @@ class MainWindow(QMainWindow):
     # -- following the state ------------------------------------------------------------------------
     def poll(self):
         changed = self.state.poll()
+        if self.view.model.take_ready():  # a collapsed large graph, laid out off this thread
+            self.view.rebuild()
         self._show(changed)
         if len(self.state.timeline) != self.timeline_bar.slider.maximum() or "pause" in changed:
             with self.state.lock:
@@ -184,7 +186,7 @@ class MainWindow(QMainWindow):
             text = st.status_text()
         self._show_console()
         self._sync_switches()
-        if st.laying_out:
+        if st.laying_out or self.view.model.laying_out:
             text += " · laying out the graph…"
         self.status.setText(text)
 
