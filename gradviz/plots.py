@@ -18,10 +18,10 @@ MAX_TILE_ROWS = 32
 MAX_TILE_COLS = 32
 MAX_TILE_ASPECT = 4
 
-# Gradient flow flags. An RMS below VANISHING_RMS is under float32's resolution of a weight of
-# order 1 (eps ~1.2e-7): an SGD step of any sane learning rate leaves the weight unchanged.
+# Gradient flow flags. A mean |grad| below VANISHING_MEAN is under float32's resolution of a weight
+# of order 1 (eps ~1.2e-7): an SGD step of any sane learning rate leaves the weight unchanged.
 # A max |grad| above EXPLODING_MAX, or any NaN or Inf, is what a diverging step looks like.
-VANISHING_RMS = 1e-7
+VANISHING_MEAN = 1e-7
 EXPLODING_MAX = 1e3
 
 
@@ -117,23 +117,25 @@ def latest_grad(trace, key):
 
 @dataclass(frozen=True)
 class FlowRow:
-    """One parameter's gradient in one backward pass. ``rms`` is the root mean square of the
-    gradient (norm / sqrt(numel)), ``max_abs`` its largest magnitude; both exact (a summary holds no
-    mean |grad|). ``flag``: 'vanishing', 'exploding' or ''."""
+    """One parameter's gradient in one backward pass: ``mean_abs`` its mean |grad| (exact up to
+    4,096 elements, else from the summary's sample, as its mean and std; the rms where a trace
+    written before summaries kept it has none), ``rms`` its root mean square (norm / sqrt(numel),
+    exact), ``max_abs`` its largest magnitude (exact). ``flag``: 'vanishing', 'exploding' or ''."""
 
     name: str
     key: str
     shape: tuple
+    mean_abs: float
     rms: float
     max_abs: float
     nonfinite: int
     flag: str
 
 
-def flag_of(rms, max_abs, nonfinite):
+def flag_of(mean_abs, max_abs, nonfinite):
     if nonfinite or max_abs > EXPLODING_MAX:
         return "exploding"
-    return "vanishing" if rms < VANISHING_RMS else ""
+    return "vanishing" if mean_abs < VANISHING_MEAN else ""
 
 
 def gradient_flow(trace, pass_index=-1):
@@ -157,7 +159,8 @@ def gradient_flow(trace, pass_index=-1):
         nonfinite = s.nan + s.inf
         rms = norm_of(s) / math.sqrt(s.numel)
         max_abs = (math.nan if s.nan else math.inf) if nonfinite else max(abs(s.min), abs(s.max))
+        mean_abs = max_abs if nonfinite else s.mean_abs if math.isfinite(s.mean_abs) else rms
         t = trace.tensors.get(tid)
-        rows.append(FlowRow((t.name if t else None) or f"t{tid}", f"t{tid}", tuple(s.shape), rms, max_abs,
-                            nonfinite, flag_of(rms, max_abs, nonfinite)))
+        rows.append(FlowRow((t.name if t else None) or f"t{tid}", f"t{tid}", tuple(s.shape), mean_abs, rms, max_abs,
+                            nonfinite, flag_of(mean_abs, max_abs, nonfinite)))
     return rows

@@ -1,8 +1,8 @@
 """Summaries of tensor values: what gradviz always keeps of every tensor and gradient, whatever
 the memory budget.
 
-Count, min, max, L2 norm and the NaN and Inf counts are exact. Mean, std and the 64-bin histogram
-(over [min, max] of the finite values) are exact for tensors of up to ``EXACT_LIMIT`` elements; for
+Count, min, max, L2 norm and the NaN and Inf counts are exact. Mean, std, mean |x| and the 64-bin
+histogram (over [min, max] of the finite values) are exact for tensors of up to ``EXACT_LIMIT`` elements; for
 larger ones they come from an evenly strided sample of about ``SAMPLE_SIZE`` elements
 (``sampled`` is then True), which keeps recording cheap beside the work the tensor took to make.
 """
@@ -34,6 +34,7 @@ class Summary:
     hist_lo: float
     hist_hi: float
     sampled: bool = False
+    mean_abs: float = math.nan  # mean |x| (NaN in traces written before it was kept)
 
     @property
     def finite(self):
@@ -108,6 +109,7 @@ def from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, samp
     size = s.size
     if size:
         mean = float(s.sum()) / size
+        mean_abs = float(np.abs(s).sum()) / size
         d = s - mean
         std = math.sqrt(float(np.dot(d, d)) / size)
         if hi > lo:
@@ -119,10 +121,10 @@ def from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, samp
         else:
             hist = (size,) + (0,) * (HIST_BINS - 1)
     else:
-        mean = std = float("nan")
+        mean = std = mean_abs = float("nan")
         hist = _EMPTY_HIST
     return Summary(tuple(shape), dtype, n, lo, hi, mean, std, norm, nan_count, inf_count, hist,
-                   lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0, sampled)
+                   lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0, sampled, mean_abs)
 
 
 def empty(shape, dtype):

@@ -189,8 +189,8 @@ _SUMMARY_FLOATS = ("min", "max", "mean", "std", "norm", "hist_lo", "hist_hi")
 
 
 def _summary(d, off):
-    if type(d) is not dict or set(d) != set(Summary.__dataclass_fields__):
-        _fail("a value summary has missing or unknown fields", off)
+    if type(d) is not dict or set(d) - {"mean_abs"} != set(Summary.__dataclass_fields__) - {"mean_abs"}:
+        _fail("a value summary has missing or unknown fields", off)  # (mean_abs came later: optional)
     hist = tuple(_count(n, "summary histogram count", off) for n in _list(d["hist"], "summary histogram", off))
     if len(hist) != HIST_BINS:
         _fail(f"a summary histogram has {len(hist)} bins, not {HIST_BINS}", off)
@@ -201,7 +201,7 @@ def _summary(d, off):
                                                             ("min", "max", "mean", "std", "norm")),
                    _count(d["nan"], "summary nan", off), _count(d["inf"], "summary inf", off), hist,
                    _float(d["hist_lo"], "summary hist_lo", off), _float(d["hist_hi"], "summary hist_hi", off),
-                   d["sampled"])
+                   d["sampled"], _float(d.get("mean_abs", math.nan), "summary mean_abs", off))
 
 
 def _value(d, arrays, used, off):

@@ -2,6 +2,10 @@ import os
 
 import pytest
 
+# Every GUI test runs offscreen, whichever file is run alone (pytest-qt makes the QApplication
+# before any test module could set this itself).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
 
 def _child_pids():
     me = os.getpid()

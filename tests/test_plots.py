@@ -97,12 +97,13 @@ def test_latest_grad_finds_the_last_pass_that_reached_a_node(mlp):
     assert plots.latest_grad(gradviz.Trace(), "t1") is None
 
 
-def test_gradient_flow_rows_in_layer_order_with_exact_rms_and_max(mlp):
+def test_gradient_flow_rows_in_layer_order_with_mean_rms_and_max(mlp):
     rows = plots.gradient_flow(mlp)
     assert [r.name for r in rows] == MLP_LAYERS
     for r in rows:
         g = mlp.grad(r.name).array.astype(np.float64)
         assert r.shape == g.shape
+        assert r.mean_abs == pytest.approx(np.mean(np.abs(g)), rel=1e-9)  # <= 4,096 elements: exact
         assert r.rms == pytest.approx(np.sqrt(np.mean(g ** 2)), rel=1e-5)
         assert r.max_abs == pytest.approx(np.abs(g).max(), rel=1e-6)
         assert r.flag == ""
@@ -128,10 +129,10 @@ def test_gradient_flow_flags_vanishing_and_exploding():
         (a * 1e-9 + b * 5e3 + c).sum().backward()
     rows = {r.name: r for r in plots.gradient_flow(_record(tiny_and_huge))}
     assert [rows[n].flag for n in "abc"] == ["vanishing", "exploding", ""]
-    assert rows["a"].rms == pytest.approx(1e-9) and rows["b"].max_abs == pytest.approx(5e3)
+    assert rows["a"].mean_abs == pytest.approx(1e-9) and rows["b"].max_abs == pytest.approx(5e3)
     nan_rows = plots.gradient_flow(_record(lambda: demos.run("nan")))
     assert [(r.name, r.flag, r.nonfinite) for r in nan_rows] == [("p", "exploding", 2)]
-    assert plots.flag_of(plots.VANISHING_RMS, plots.EXPLODING_MAX, 0) == ""
+    assert plots.flag_of(plots.VANISHING_MEAN, plots.EXPLODING_MAX, 0) == ""
 
 
 # -- the widget -------------------------------------------------------------------------------------

@@ -1190,3 +1190,21 @@ def test_decoder_fed_in_random_pieces(data):
         assert len(got) == enc.whole_frames_before(b)
     dec.finish()
     assert same_frames(got, enc.frames)
+
+
+def test_a_summary_without_mean_abs_still_loads(tmp_path):
+    """Traces written before summaries kept mean |x| load, with NaN in its place."""
+    import json
+    from gradviz import tracefile
+    from gradviz.summary import summarize
+    s = summarize(np.array([1.0, -3.0], dtype=np.float32))
+    assert s.mean_abs == 2.0
+    d = s.to_dict()
+    d["hist"] = list(d["hist"])
+    d["shape"] = list(d["shape"])
+    del d["mean_abs"]
+    old = tracefile._summary(json.loads(json.dumps(d)), 0)
+    assert np.isnan(old.mean_abs) and (old.min, old.max, old.norm) == (s.min, s.max, s.norm)
+    d["extra"] = 1
+    with pytest.raises(gradviz.TraceFormatError, match="missing or unknown fields"):
+        tracefile._summary(d, 0)

@@ -14,7 +14,7 @@ from gradviz import plots
 SMALL = 64
 BAR = "#4a7bd0"
 TEXT = "#202020"
-# Flow bars: (rms, max) colours for a healthy, a vanishing and an exploding gradient.
+# Flow bars: (mean, max) colours for a healthy, a vanishing and an exploding gradient.
 FLOW_COLOURS = {"": ("#2f62b8", "#b9cdee"), "vanishing": ("#d98200", "#f7d9a6"),
                 "exploding": ("#c0392b", "#f0b3ab")}
 FLOW_ROW_PX = 22
@@ -81,8 +81,8 @@ class GradPlot(QTabWidget):
         self.flow_note.setWordWrap(True)
         self.flow_legend.setText("&nbsp; ".join(
             f"<span style='color:{c}'>■</span>&nbsp;{t}" for c, t in (
-                (FLOW_COLOURS[""][0], "rms |grad|"), (FLOW_COLOURS[""][1], "max |grad|"),
-                (FLOW_COLOURS["vanishing"][0], f"vanishing (rms &lt; {_decade(plots.VANISHING_RMS)})"),
+                (FLOW_COLOURS[""][0], "mean |grad|"), (FLOW_COLOURS[""][1], "max |grad|"),
+                (FLOW_COLOURS["vanishing"][0], f"vanishing (mean &lt; {_decade(plots.VANISHING_MEAN)})"),
                 (FLOW_COLOURS["exploding"][0], f"exploding (max &gt; {_decade(plots.EXPLODING_MAX)}, NaN or Inf)"))))
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -220,7 +220,7 @@ class GradPlot(QTabWidget):
 
     # -- the whole model ------------------------------------------------------------------------------
     def show_flow(self, trace, pass_index=-1):
-        """The Gradient flow tab: rms and max |grad| of every parameter in layer order, log scale."""
+        """The Gradient flow tab: mean and max |grad| of every parameter in layer order, log scale."""
         page, pw = self.pages["Gradient flow"], self.flow_plot
         pw.clear()
         rows = plots.gradient_flow(trace, pass_index) if trace is not None else []
@@ -228,7 +228,7 @@ class GradPlot(QTabWidget):
         if not rows:
             return page.say("No backward pass yet." if trace is None or not trace.passes else
                             "No tensor received a gradient in this backward pass.")
-        values = np.array([[r.rms, r.max_abs] for r in rows])
+        values = np.array([[r.mean_abs, r.max_abs] for r in rows])
         finite = values[np.isfinite(values) & (values > 0)]
         lo = math.floor(np.log10(finite.min())) - 1 if finite.size else -1
         hi = math.ceil(np.log10(finite.max())) if finite.size else 1
@@ -237,7 +237,7 @@ class GradPlot(QTabWidget):
             logs = np.log10(np.where(values > 0, values, 10.0 ** lo))
         logs = np.where(np.isfinite(values), logs, hi)  # NaN and Inf reach the right edge
         y = np.arange(len(rows))
-        for col, height in ((1, 0.8), (0, 0.45)):  # max behind, rms in front
+        for col, height in ((1, 0.8), (0, 0.45)):  # max behind, mean in front
             brushes = [FLOW_COLOURS[r.flag][col] for r in rows]
             pw.addItem(pg.BarGraphItem(x0=lo, x1=logs[:, col], y=y, height=height, brushes=brushes, pen=None))
         lines = getattr(self, "_flow_lines", None)
@@ -245,7 +245,7 @@ class GradPlot(QTabWidget):
             lines = self._flow_lines = {
                 label: pg.InfiniteLine(at, angle=90, pen=pg.mkPen("#808080", style=Qt.DashLine), label=label,
                                        labelOpts={"color": "#808080", "position": 0.06, "anchors": [(0, 0), (0, 0)]})
-                for at, label in ((math.log10(plots.VANISHING_RMS), "vanishing"),
+                for at, label in ((math.log10(plots.VANISHING_MEAN), "vanishing"),
                                   (math.log10(plots.EXPLODING_MAX), "exploding"))}
         for line in lines.values():
             if lo <= line.value() <= hi:
