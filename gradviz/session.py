@@ -21,6 +21,7 @@ import weakref
 
 from . import events as ev, protocol
 from .producer import Producer
+from .trace import peer_signature
 from .tracefile import TraceWriter
 
 PAUSE_REASONS = ("entry", "step", "breakpoint", "anomaly", "exception", "interrupt", "exited")
@@ -122,13 +123,12 @@ class Session:
         self.last_event = e
         if type(e) is ev.NodeCreated and e.kind == "grad_fn":
             # A line breakpoint stops at the ops the line made; AccumulateGrad belongs to its leaf.
-            line = f"{e.source.file}:{e.source.line}" if e.source is not None else ""
-            if line:
-                self._sources[e.id] = line
+            sig = peer_signature(e)  # (op, scope, "file:line")
+            if sig[2]:
+                self._sources[e.id] = sig[2]
             # "This node in every iteration": its op, scope and line, and its rank among those.
             if e.iteration != self._peer_iteration:
                 self._peer_counts, self._peer_iteration = {}, e.iteration
-            sig = (e.op, e.scope, line)
             rank = self._peer_counts.get(sig, 0)
             self._peer_counts[sig] = rank + 1
             self._peer_of[e.id] = (sig, rank)

@@ -12,6 +12,14 @@ from . import events as ev
 DEFAULT_BUDGET = 512 * 2**20
 
 
+def peer_signature(e):
+    """What makes grad_fn nodes of different iterations "the same node": op, module scope and the
+    line that made them (``file:line``, "" when unknown). The debugger's child keys its peer
+    breakpoints the same way (gradviz.session), so the ranks the app computes are the child's."""
+    src = e.source
+    return e.op, e.scope, f"{src.file}:{src.line}" if src is not None else ""
+
+
 def node_key(node_id):
     return f"n{node_id}"
 
@@ -95,7 +103,7 @@ class Trace:
         self.born = {}  # graph key -> position of the event that added it to the graph
         self.iteration_nodes = {}  # iteration -> keys of its grad_fn nodes, in creation order
         self._made_by = {}  # tensor id -> id of the grad_fn node whose output it is
-        self._peers = {}  # (op, source, scope) -> ids of grad_fn nodes made so, in creation order
+        self._peers = {}  # peer_signature -> ids of grad_fn nodes made so, in creation order
         self._tensor_rank = {}  # tensor id -> rank of its first description (the order read)
         self._pass_place = {}  # pass index -> its place in passes (the latest with that index)
         self._entered_in = {}  # node id -> places in passes of the passes that ran it
@@ -134,7 +142,7 @@ class Trace:
         born.setdefault(key, position)
         if e.kind == "grad_fn":
             self.iteration_nodes.setdefault(e.iteration, []).append(key)
-            self._peers.setdefault((e.op, e.source, e.scope), []).append(e.id)
+            self._peers.setdefault(peer_signature(e), []).append(e.id)
             if e.output is not None:
                 self._made_by[e.output] = e.id
         g.add_node(key, op=e.op, kind=e.kind, label=e.op, scope=e.scope,
@@ -280,7 +288,7 @@ class Trace:
         n = self.nodes.get(node_id)
         if n is None:
             return []
-        return [m for m in self._peers.get((n.op, n.source, n.scope), ()) if m in self.nodes]
+        return [m for m in self._peers.get(peer_signature(n), ()) if m in self.nodes]
 
     def node_count(self):
         """The number of nodes in ``graph`` (cheap also for a trace in the past)."""
