@@ -407,8 +407,11 @@ def test_commands_to_a_program_that_died_are_refused_quietly():
         st.select(st.current)
         dbg.proc.kill()
         dbg.proc.wait()
-        dbg._conn.close()  # as a dead peer's socket behaves: writes fail
-        assert dbg.state == "paused"  # the reader thread has not noticed yet, or has
+        _wait(lambda: dbg.state == "exited")
+        # The moment between the program's death and the reader thread noticing it, made to
+        # last: the state still says paused, and every send fails.
+        dbg.state = "paused"
+        dbg._conn.close()
         for command in (st.step, st.resume, st.interrupt, lambda: st.set_break_on_backward(False),
                         lambda: st.set_break_on_forward(True), lambda: st.set_anomaly(True),
                         st.toggle_breakpoint):
@@ -510,8 +513,9 @@ def test_the_window_stays_whole_while_a_long_run_streams_in(qtbot, tmp_path):
     w.show()
     try:
         st = w.state
-        moves = 0
+        moves, deadline = 0, time.monotonic() + 120
         while st.live_pause is None or st.live_pause.reason != "exited":
+            assert time.monotonic() < deadline, "the program did not end"
             qtbot.wait(20)
             if moves < 40 and len(st.timeline) > 100:
                 w.timeline_bar.set_position(len(st.timeline) // 2)
