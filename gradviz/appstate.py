@@ -53,6 +53,7 @@ class AppState:
         self.anomaly = None  # its breakpoint's id in the running program
         self.break_on_forward = False
         self._every_node_choice = None  # the Every node switch as the user last set it, if they did
+        self.layout_error = None  # why the last layout in the worker thread failed, if it did
         self.message = ""  # what the last command did, for a status line (F9: "Breakpoint set: ...")
         self._attach(debugger, trace)
         from .graphmodel import GraphModel
@@ -130,8 +131,10 @@ class AppState:
         job = self._job
         if job is not None and not job[0].is_alive():
             self._job = None
-            if "error" in job[1]:
-                raise job[1]["error"]
+            if "error" in job[1]:  # said in the status line; the pauses taken above are not lost
+                exc = job[1]["error"]
+                self.layout_error = f"{type(exc).__name__}: {exc}"
+                return changed
             self._take(job[1]["result"], job[2])
             changed.add("graph")
         with self.lock:
@@ -166,7 +169,7 @@ class AppState:
         """True while a large graph's layout is being computed off the GUI thread."""
         return self._job is not None
 
-    def wait_layout(self, timeout=60.0):
+    def wait_layout(self, timeout=60.0):  # None: as long as it takes
         """Block until a layout running off-thread is done and taken in (for scripts and tests)."""
         if self._job is not None:
             self._job[0].join(timeout)
@@ -374,10 +377,10 @@ class AppState:
                         f"{op}{where} · {src.file.rsplit('/', 1)[-1]}:{src.line}{nth}, every iteration")
             # A line breakpoint stops at every backward node that line made: the label names them.
             line = f"line {src.file.rsplit('/', 1)[-1]}:{src.line}"
-            same = str(src)
+            same = f"{src.file}:{src.line}"  # what the child matches: any function on that line
             shown = self.graph if self.graph is not None and key in self.graph else g
             ops = [(dd.get("op") or k).replace(_SHORT, "") for k, dd in shown.nodes(data=True)
-                   if dd.get("kind") == "grad_fn" and dd.get("source") == same]
+                   if dd.get("kind") == "grad_fn" and (dd.get("source") or "").split(" in ")[0] == same]
             if len(ops) <= 1:
                 return {"source": f"{src.file}:{src.line}"}, f"{op} · {line}"
             names = ", ".join(sorted(set(ops), key=ops.index))

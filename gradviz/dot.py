@@ -32,10 +32,8 @@ def to_dot(graph, name="gradviz"):
     return "\n".join(lines) + "\n"
 
 
-_ID = r'(?:"(?:[^"\\]|\\.)*"|[\w.]+)'
-_STMT = re.compile(rf'({_ID})\s*(?:->\s*({_ID}))?\s*(?:\[((?:[^\]"]|"(?:[^"\\]|\\.)*")*)\])?')
-_LABEL = re.compile(r'label\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s\]]+))')
-_FILL = re.compile(r'fillcolor\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s\]]+))')
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*>|->|--|[\w.]+|[\[\]{}=;,:]|\S', re.S)
+_COMMENT = re.compile(r'("(?:[^"\\]|\\.)*")|//[^\n]*|/\*.*?\*/|^[ \t]*#[^\n]*', re.S | re.M)
 _KEYWORDS = {"digraph", "graph", "node", "edge", "strict", "subgraph"}
 
 
@@ -43,30 +41,74 @@ def _unquote(s):
     return s[1:-1].replace('\\"', '"') if s.startswith('"') else s
 
 
+def _is_id(tok):
+    return tok[:1] == '"' or tok[:1] == "<" or re.match(r"[\w.]", tok) is not None
+
+
+def _attrs(tokens, i):
+    """The ``[a=b, c=d][...]`` lists from token ``i``: (dict, index after them)."""
+    out = {}
+    while i < len(tokens) and tokens[i] == "[":
+        i += 1
+        while i < len(tokens) and tokens[i] != "]":
+            if _is_id(tokens[i]) and i + 2 < len(tokens) and tokens[i + 1] == "=":
+                out[_unquote(tokens[i])] = _unquote(tokens[i + 2])
+                i += 3
+            else:
+                i += 1
+        i += 1
+    return out, i
+
+
 def read_dot(text):
-    """A networkx DiGraph from a DOT file as torchviz writes it (statements ``id [label=...]`` and
-    ``a -> b``, labels possibly spanning lines). Edges keep torchviz's direction: from a node to the
-    node that consumes its output."""
+    """A networkx DiGraph from a DOT digraph as torchviz writes it: node statements ``id [label=..,
+    fillcolor=..]`` (a label possibly spanning lines; each attribute kept as it was last given,
+    and every fill an id was given in ``fills``), edges ``a -> b -> c [..]`` (kept with their
+    attributes), comments, ``key=value`` and ``graph/node/edge [..]`` statements and subgraph
+    names skipped. Edges keep torchviz's direction: from a node to the node that consumes its
+    output."""
     import networkx as nx
     g = nx.DiGraph()
+    text = _COMMENT.sub(lambda m: m.group(1) or " ", text)
     body = text[text.index("{") + 1:text.rindex("}")] if "{" in text else text
-    for m in _STMT.finditer(body):
-        a, b, attrs = m.group(1), m.group(2), m.group(3)
-        if a in _KEYWORDS:
+    tokens = _TOKEN.findall(body)
+    i, n = 0, len(tokens)
+    while i < n:
+        tok = tokens[i]
+        if tok in _KEYWORDS:
+            i += 1
+            if tok == "subgraph" and i < n and _is_id(tokens[i]):
+                i += 1  # its name
+            elif tok in ("graph", "node", "edge"):
+                _, i = _attrs(tokens, i)
             continue
-        a = _unquote(a)
-        if b is not None:
-            g.add_edge(a, _unquote(b))
+        if not _is_id(tok):
+            i += 1
             continue
-        label = fill = ""
-        if attrs:
-            lm = _LABEL.search(attrs)
-            if lm:
-                label = (lm.group(1) if lm.group(1) is not None else lm.group(2)).strip()
-            fm = _FILL.search(attrs)
-            if fm:
-                fill = fm.group(1) if fm.group(1) is not None else fm.group(2)
-        g.add_node(a, label=label, fillcolor=fill)
+        if i + 2 < n and tokens[i + 1] == "=":  # a graph attribute: rankdir=LR
+            i += 3
+            continue
+        ids = [_unquote(tok)]
+        i += 1
+        while i + 1 < n and tokens[i] in ("->", "--") and _is_id(tokens[i + 1]):
+            ids.append(_unquote(tokens[i + 1]))
+            i += 2
+        attrs, i = _attrs(tokens, i)
+        if len(ids) > 1:
+            for a, b in zip(ids, ids[1:]):
+                g.add_edge(a, b, **attrs)
+            continue
+        a = ids[0]
+        if a not in g:
+            g.add_node(a, label="", fillcolor="", fills=())
+        d = g.nodes[a]
+        d.setdefault("label", "")
+        d.setdefault("fillcolor", "")
+        if "label" in attrs:
+            d["label"] = attrs["label"].strip()
+        if "fillcolor" in attrs:
+            d["fillcolor"] = attrs["fillcolor"]
+            d["fills"] = tuple(d.get("fills", ())) + (attrs["fillcolor"],)
     return g
 
 
@@ -74,6 +116,7 @@ class DotFormatError(ValueError):
     """A DOT file that is not an autograd graph as torchviz draws it."""
 
 
+_TENSOR_FILLS = {"lightblue", "orange", "darkolivegreen1", "darkolivegreen3"}
 _SHAPE = re.compile(r"\(([\d,\s]*)\)\s*$")
 
 
@@ -96,6 +139,8 @@ def trace_from_dot(text):
     if not re.match(r"\s*(?:strict\s+)?digraph\b[^{]*\{", text) or "}" not in text:
         raise DotFormatError("not a DOT digraph (it should start with 'digraph {' as torchviz writes it)")
     g = read_dot(text)
+    # torchviz links a saved tensor to its node with dir=none: not a part of the graph's flow.
+    g.remove_edges_from([(u, v) for u, v, d in g.edges(data=True) if d.get("dir") == "none"])
     if g.number_of_nodes() == 0:
         raise DotFormatError("no nodes found: not a DOT graph as torchviz writes it")
     try:
@@ -106,16 +151,19 @@ def trace_from_dot(text):
     tensors, events = {}, [ev.IterationStarted(0)]
     for key in order:
         d = g.nodes[key]
-        label, fill = d.get("label", ""), d.get("fillcolor", "")
-        if fill in ("lightblue", "orange", "darkolivegreen1") or "\n" in label.replace("\\n", "\n"):
-            if fill == "lightblue":  # a leaf that requires grad: a parameter when it has a name
-                name, shape = _tensor_label(label)
-                tensors[key] = ids[key]
-                events.append(ev.TensorDescribed(ids[key], name, shape, "", True,
-                                                 "parameter" if name else "leaf"))
-            continue  # the output (darkolivegreen1) and saved tensors (orange) are not graph nodes
-        feeds = [u for u in g.predecessors(key) if u not in tensors and u in ids]
-        feeds = [u for u in feeds if g.nodes[u].get("fillcolor", "") not in ("orange", "darkolivegreen1")]
+        label, fills = d.get("label", ""), set(d.get("fills", ()))
+        # torchviz's fills tell tensors apart: lightblue a leaf that requires grad (also when the
+        # same tensor is drawn again orange, as saved); orange a saved tensor; darkolivegreen an
+        # output. A node without one of those is a grad_fn (its label's first line is its name).
+        if "lightblue" in fills:  # a parameter when it has a name
+            name, shape = _tensor_label(label)
+            tensors[key] = ids[key]
+            events.append(ev.TensorDescribed(ids[key], name, shape, "", True, "parameter" if name else "leaf"))
+            continue
+        if fills & _TENSOR_FILLS:
+            continue
+        feeds = [u for u in g.predecessors(key) if u not in tensors and u in ids and
+                 not set(g.nodes[u].get("fills", ())) & _TENSOR_FILLS]
         leaf = next((u for u in g.predecessors(key) if u in tensors), None)
         if label == "AccumulateGrad" or (leaf is not None and not feeds):
             shape = next((e.shape for e in events if type(e) is ev.TensorDescribed and e.id == tensors.get(leaf)),
@@ -123,8 +171,8 @@ def trace_from_dot(text):
             events.append(ev.NodeCreated(ids[key], "AccumulateGrad", "accumulate_grad", 0, (),
                                          tensors.get(leaf), (), shape))
         else:
-            events.append(ev.NodeCreated(ids[key], label or str(key), "grad_fn", 0, (), None,
-                                         tuple(ids[u] for u in feeds)))
+            op = label.replace("\\n", "\n").split("\n")[0].strip() or str(key)
+            events.append(ev.NodeCreated(ids[key], op, "grad_fn", 0, (), None, tuple(ids[u] for u in feeds)))
     if not any(type(e) is ev.NodeCreated for e in events):
         raise DotFormatError("no autograd nodes found: not a graph as torchviz's make_dot draws it")
     trace = Trace()

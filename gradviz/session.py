@@ -324,11 +324,11 @@ def _user_traceback(tb):
     """The traceback from the user's first frame on: gradviz's and runpy's frames that ran the
     script are left out; all of them when the error is in them (a SyntaxError: its message points
     at the script's line)."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
     start = tb
     while start is not None:
         name = start.tb_frame.f_code.co_filename
-        if not (name.startswith(here) or "runpy" in name):
+        if not (name.startswith(here) or name in ("<frozen runpy>", runpy.__file__)):
             return start
         start = start.tb_next
     return None

@@ -16,8 +16,11 @@ running at k is rebuilt, from its own events. So a moment costs about one pass o
 the length of the run (bench/bench_timeline.py), and holds no memory of its own.
 
 What a view does not go back in time on: a tensor node's drawing attributes (its name and kind as
-last described; a tensor's TensorDescribed event itself is the one of its moment), and the full
-arrays, which are the ones the trace holds now (summaries are always there). Reading a view of a
+last described; a tensor's TensorDescribed event itself is the one of its moment), the full
+arrays, which are the ones the trace holds now (summaries are always there), and a node named as a
+next node before its own NodeCreated (gradviz's producers announce nodes after the nodes they
+feed; a file from elsewhere might not): from its first mention it shows the edges and attributes
+its NodeCreated gave it. Reading a view of a
 live trace takes the lock its writer holds (``Debugger.lock``), as reading the trace does.
 """
 from __future__ import annotations
@@ -50,10 +53,13 @@ class _NodesAt(Mapping):
         self._tl, self._k = timeline, k
 
     def __getitem__(self, nid):
-        pos = self._tl._node_pos.get(nid)
-        if pos is None or pos >= self._k:
+        hist = self._tl._node_hist.get(nid)
+        if hist is None:
             raise KeyError(nid)
-        return self._tl._node_event[nid]
+        i = bisect.bisect_left(hist[0], self._k)
+        if i == 0:
+            raise KeyError(nid)
+        return hist[1][i - 1]  # its latest NodeCreated by then (a file may announce a node twice)
 
     def __len__(self):
         return bisect.bisect_left(self._tl._node_order_pos, self._k)
@@ -133,17 +139,17 @@ class Timeline:
         self._node_tensor = {}  # AccumulateGrad node id -> the tensor id it feeds
         self._names = {}  # tensor id -> name
         self._marks = []
-        self._node_pos, self._node_event = {}, {}  # node id -> position of its NodeCreated, the event
+        self._node_hist = {}  # node id -> ([positions], [NodeCreated]): a file may announce one twice
         self._node_order, self._node_order_pos = [], []  # node ids as first created, their positions
         self._tensor_hist = {}  # tensor id -> ([positions], [TensorDescribed])
         self._tensor_order, self._tensor_order_pos = [], []
         self._step_pos = []
         self._iteration_pos, self._iterations_after = [], []
         self._births = []  # positions of Trace.born, in order (nondecreasing)
-        # Backward passes, by their place in trace.passes: start, finish (None: running), events.
-        self._pass_start, self._pass_finish, self._pass_events = [], [], []
+        # Backward passes, by their place in trace.passes: start, events (positions).
+        self._pass_start, self._pass_events = [], []
         self._pass_of = {}  # pass index -> place
-        self._overlapped = []  # places of passes still running when the next one started
+        self._overlapped = set()  # places of passes that got an event after the next one started
 
     def __len__(self):
         return len(self.trace.events)
@@ -171,12 +177,12 @@ class Timeline:
         then, a Pass rebuilt from its events for one still running at k."""
         n = bisect.bisect_left(self._pass_start, k)
         passes = self.trace.passes[:n]
-        running = {j for j in self._overlapped if j < n}
+        maybe = {j for j in self._overlapped if j < n}
         if n:
-            running.add(n - 1)
-        for j in running:
-            finish = self._pass_finish[j]
-            if finish is None or finish >= k:
+            maybe.add(n - 1)
+        for j in maybe:  # a pass with an event at or after k is cut there
+            events = self._pass_events[j]
+            if events and events[-1] >= k:
                 passes[j] = self._rebuild_pass(j, k)
         return passes
 
@@ -214,10 +220,13 @@ class Timeline:
                 self._ops[e.id] = _short(e.op)
                 if e.kind == "accumulate_grad" and e.output is not None:
                     self._node_tensor[e.id] = e.output
-                if e.id not in self._node_pos:
+                hist = self._node_hist.get(e.id)
+                if hist is None:
+                    self._node_hist[e.id] = hist = ([], [])
                     self._node_order.append(e.id)
                     self._node_order_pos.append(i)
-                self._node_pos[e.id], self._node_event[e.id] = i, e
+                hist[0].append(i)
+                hist[1].append(e)
             elif t is ev.TensorDescribed:
                 if e.name:
                     self._names[e.id] = e.name
@@ -235,20 +244,16 @@ class Timeline:
                 self._iterations_after.append(max(before, e.index + 1))
             elif t is ev.BackwardStarted:
                 self._marks.append((i + 1, f"pass {e.pass_index} starts"))
-                if self._pass_start and self._pass_finish[-1] is None:
-                    self._overlapped.append(len(self._pass_start) - 1)
                 self._pass_of[e.pass_index] = len(self._pass_start)
                 self._pass_start.append(i)
-                self._pass_finish.append(None)
                 self._pass_events.append([])
             elif t in (ev.NodeEntered, ev.NodeExited, ev.GradAccumulated, ev.BackwardFinished):
                 j = self._pass_of.get(e.pass_index)
                 if j is not None:  # else an event of no pass: the trace's apply refused it too
                     self._pass_events[j].append(i)
-                    if t is ev.BackwardFinished:
-                        self._marks.append((i + 1, f"pass {e.pass_index} ends"))
-                        self._pass_finish[j] = i
-                elif t is ev.BackwardFinished:
+                    if j != len(self._pass_start) - 1:
+                        self._overlapped.add(j)  # an older pass still getting events
+                if t is ev.BackwardFinished:
                     self._marks.append((i + 1, f"pass {e.pass_index} ends"))
             elif t is ev.OptimizerStep:
                 self._step_pos.append(i)

@@ -66,11 +66,15 @@ class ValueStore:
 
 
 def _note(index, key, place):
+    """Add ``place`` to the sorted list ``index[key]`` (places arrive in order but for passes that
+    overlap, which a trace file may hold)."""
     places = index.get(key)
     if places is None:
         index[key] = [place]
-    elif places[-1] != place:
+    elif places[-1] < place:
         places.append(place)
+    elif place not in places:
+        bisect.insort(places, place)
 
 
 def _values_of(e):

@@ -101,3 +101,80 @@ def test_the_app_state_of_a_drawing_says_it_has_no_gradients():
     assert set(st.layout.positions) == set(st.graph) and st.graph.number_of_nodes() == 6
     assert st.status_text() == "graph: 6 nodes, no backward pass recorded (no gradients to show)"
     assert st.selected_value() is None
+
+
+SHOW_ATTRS = """digraph {
+	1 [label="
+ ()" fillcolor=darkolivegreen1]
+	2 [label="SumBackward0
+----------------------
+self_sym_sizes: (5, 2)"]
+	3 -> 2
+	3 [label="MulBackward0
+---------------------
+other: [saved tensor]"]
+	4 -> 3
+	4 [label=AccumulateGrad]
+	5 -> 4
+	5 [label="w
+ (3)" fillcolor=lightblue]
+	2 -> 1
+}
+"""
+
+# A custom Function saving its leaf inputs: torchviz draws each again, orange, with the same id,
+# linked by a dir=none edge (show_saved) that is not a part of the gradient's flow.
+SAVED_LEAF = """digraph {
+	10 [label="
+ ()" fillcolor=darkolivegreen1]
+	11 [label=SumBackward0]
+	12 -> 11
+	12 [label=FBackward]
+	13 -> 12
+	14 [label="
+ (3)" fillcolor=lightblue]
+	14 -> 13
+	13 [label=AccumulateGrad]
+	15 -> 12
+	16 [label="w
+ (3)" fillcolor=lightblue]
+	16 -> 15
+	15 [label=AccumulateGrad]
+	12 -> 14 [dir=none]
+	14 [label="
+ (3)" fillcolor=orange]
+	16 -> 12 [dir=none]
+	16 [label="w
+ (3)" fillcolor=orange]
+	11 -> 10
+}
+"""
+
+
+def _ops(t):
+    return sorted((d["kind"], d["op"] or d["name"]) for _, d in t.graph.nodes(data=True))
+
+
+def test_drawings_with_attributes_or_saved_leaves_keep_every_node():
+    t = trace_from_dot(SHOW_ATTRS)
+    assert _ops(t) == [("accumulate_grad", "AccumulateGrad"), ("grad_fn", "MulBackward0"),
+                       ("grad_fn", "SumBackward0"), ("parameter", "w")]
+    t = trace_from_dot(SAVED_LEAF)
+    assert _ops(t) == [("accumulate_grad", "AccumulateGrad"), ("accumulate_grad", "AccumulateGrad"),
+                       ("grad_fn", "FBackward"), ("grad_fn", "SumBackward0"), ("leaf", None), ("parameter", "w")]
+    f = next(k for k, d in t.graph.nodes(data=True) if d["op"] == "FBackward")
+    assert [t.graph.nodes[k]["op"] for k in t.graph.successors(f)] == ["AccumulateGrad", "AccumulateGrad"]
+
+
+@pytest.mark.parametrize("extra", [
+    "subgraph cluster_0 { label=block; 3 }",
+    "rankdir=LR",
+    "// a comment 9 -> 8\n/* another: 7 */",
+    "3 -> 2 -> 1",
+])
+def test_dot_statements_torchviz_does_not_write_are_understood(extra):
+    text = ("digraph {\n graph [rankdir=TB]\n node [shape=box]\n 1 [label=SumBackward0]\n"
+            " 2 [label=MulBackward0]\n 3 [label=AddBackward0]\n 3 -> 2\n 2 -> 1\n" + extra + "\n}\n")
+    t = trace_from_dot(text)
+    assert _ops(t) == [("grad_fn", "AddBackward0"), ("grad_fn", "MulBackward0"), ("grad_fn", "SumBackward0")]
+    assert t.graph.number_of_edges() == 2

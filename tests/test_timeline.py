@@ -492,3 +492,55 @@ def test_marks_of_a_long_run_draw_one_tick_per_column(bar):
     bar.slider.grab()
     columns = bar.slider._columns[1]
     assert len(columns) == len(set(columns)) <= 26
+
+
+# -- event orders gradviz's producers never emit, as a trace file from elsewhere may hold ---------------
+def _v(x):
+    from gradviz.summary import summarize
+    a = np.asarray(x, dtype=np.float32)
+    return ev.Value(summarize(a), a)
+
+
+_SRC = ev.Source("/x.py", 3, "f")
+_BASE = [ev.IterationStarted(0),
+         ev.TensorDescribed(1, "w", (2,), "float32", True, "parameter", None),
+         ev.NodeCreated(2, "AccumulateGrad", "accumulate_grad", 0, (1,), 1, (), (2,), "float32"),
+         ev.NodeCreated(3, "MulBackward0", "grad_fn", 0, (1,), 4, (2,), (2,), "float32", "", _SRC),
+         ev.NodeCreated(5, "SumBackward0", "grad_fn", 0, (4,), 6, (3,), (), "float32", "", _SRC)]
+
+
+def test_overlapping_passes_answer_the_last_pass_that_ran_a_node_at_every_moment():
+    from gradviz import plots
+    events = _BASE + [ev.BackwardStarted(0, 0, (5,)), ev.BackwardStarted(1, 0, (3,)), ev.BackwardStarted(2, 0, (3,)),
+                      ev.NodeEntered(2, 2, (_v([1, 1]),)), ev.GradAccumulated(2, 2, 1, _v([1, 1]), _v([1, 1])),
+                      ev.NodeEntered(0, 2, (_v([1, 1]),)), ev.GradAccumulated(0, 2, 1, _v([1, 1]), _v([2, 2]))]
+    trace = _replayed(events, 2**20)
+    assert trace._entered_in[2] == [0, 2]  # sorted by place, whatever the order they ran in
+    assert trace.last_run(2).index == 2 and trace.last_accumulated(1).index == 2  # the last in passes
+    tl = Timeline(trace)
+    for k in range(len(events) + 1):
+        t, fresh = tl.trace_at(k), _replayed(events[:k], 2**20)
+        _same(t, fresh)
+        for what in ("t1", "n2"):
+            assert plots.latest_grad(t, what) is plots.latest_grad(fresh, what)
+
+
+def test_events_of_a_pass_after_its_end_are_cut_at_the_moment():
+    events = _BASE + [ev.BackwardStarted(0, 0, (5,)), ev.NodeEntered(0, 5, (_v(1),)),
+                      ev.NodeExited(0, 5, (_v([1, 1]),)), ev.BackwardFinished(0),
+                      ev.NodeEntered(0, 3, (_v([1, 1]),)), ev.NodeExited(0, 3, (_v([1, 1]),)),
+                      ev.BackwardStarted(1, 0, (5,)), ev.NodeEntered(0, 2, (_v([1, 1]),))]
+    trace = _replayed(events, 2**20)
+    tl = Timeline(trace)
+    for k in range(len(events) + 1):
+        _same(tl.trace_at(k), _replayed(events[:k], 2**20))
+    assert tl.trace_at(9).passes[0].order == [5]
+
+
+def test_a_node_announced_twice_is_the_one_of_its_moment():
+    again = ev.NodeCreated(2, "AccumulateGrad", "accumulate_grad", 1, (1,), 1, (), (2,), "float32")
+    events = _BASE + [ev.IterationStarted(1), again]
+    tl = Timeline(_replayed(events, 2**20))
+    t = tl.trace_at(5)
+    assert dict(t.nodes) == _replayed(events[:5], 2**20).nodes and t.nodes[2] is events[2]
+    assert tl.trace_at(len(events)).nodes[2] is again

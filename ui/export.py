@@ -41,7 +41,7 @@ def render_graph(trace, path, collapsed=(), scale=None):
         raise OSError(f"could not write {path}: no such directory {folder}")
     state = AppState(trace=trace)
     state.poll()
-    state.wait_layout()  # a large graph is laid out in a worker thread
+    state.wait_layout(timeout=None)  # a large graph is laid out in a worker thread
     model = GraphModel(state)
     unknown = sorted(set(collapsed) - set(model.scopes()))
     if unknown:

@@ -188,6 +188,8 @@ class MainWindow(QMainWindow):
         self._sync_switches()
         if st.laying_out or self.view.model.laying_out:
             text += " · laying out the graph…"
+        if st.layout_error:
+            text += f" · the layout failed ({st.layout_error})"
         self.status.setText(text)
 
     def _prefetch(self):
@@ -289,7 +291,14 @@ class MainWindow(QMainWindow):
         self._show_breakpoints()
 
     def restart(self):
-        if self.state.restart():
+        from gradviz.debugger import DebuggerError
+        try:
+            restarted = self.state.restart()
+        except DebuggerError as exc:  # the program no longer starts (its file gone, say)
+            self.statusBar().showMessage(f"Restart failed: {str(exc).splitlines()[0]}", 10000)
+            self.console.appendPlainText(f"Restart failed: {exc}")
+            return
+        if restarted:
             self.timeline_bar.set_position(None)
             self.timeline_bar.refresh(self.state.timeline)
             self._console_len = 0
