@@ -11,12 +11,13 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QStyle, Q
 
 THROTTLE_MS = 30
 LABEL_MAX = 460  # pixels
+TICK_GAP = 4  # pixels at least between two ticks: a long run's hundreds of marks thinned
 
 
 class MarkedSlider(QSlider):
     """A horizontal slider with a tick under each of ``marks`` (positions), where QSlider only
-    draws evenly spaced ones; one tick per pixel column however many marks (a long run has tens of
-    thousands)."""
+    draws evenly spaced ones; ticks at least ``TICK_GAP`` pixels apart however many marks (a long
+    run has tens of thousands)."""
 
     def __init__(self, parent=None):
         super().__init__(Qt.Horizontal, parent)
@@ -42,7 +43,12 @@ class MarkedSlider(QSlider):
         key = (len(self.marks), id(self.marks), self.minimum(), self.maximum(), span)
         if self._columns is None or self._columns[0] != key:
             lo, size = self.minimum(), self.maximum() - self.minimum()
-            self._columns = (key, sorted({(position - lo) * span // size for position, _ in self.marks}))
+            kept, last = [], None
+            for dx in sorted({(position - lo) * span // size for position, _ in self.marks}):
+                if last is None or dx - last >= TICK_GAP:  # ticks a few pixels apart, not a solid bar
+                    kept.append(dx)
+                    last = dx
+            self._columns = (key, kept)
         painter = QPainter(self)
         painter.setPen(QPen(QColor("#8a6d00"), 1))
         for dx in self._columns[1]:
