@@ -133,6 +133,9 @@ class GradPlot(QTabWidget):
         self.bars = pg.BarGraphItem(x=x, height=np.nan_to_num(heights), width=width, brush=BAR)
         pw.addItem(self.bars)
         pw.getPlotItem().setLabel("bottom", "element" if kind == "values" else "gradient value")
+        # Elements are whole numbers: a tick on each when they are few (not 0.5 between 0 and 1).
+        few = kind == "values" and x.size <= 16
+        pw.getPlotItem().getAxis("bottom").setTicks([[(int(i), str(int(i))) for i in x]] if few else None)
         pw.getPlotItem().setLabel("left", "value" if kind == "values" else
                                   "count" + (" (sampled)" if s.sampled else ""))
         self.setTabText(0, "Values" if kind == "values" else "Histogram")
