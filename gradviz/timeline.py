@@ -46,49 +46,45 @@ def _short(op):
     return (op or "").replace(_SHORT, "")
 
 
-class _NodesAt(Mapping):
-    """``trace.nodes`` (node id -> NodeCreated) as it was after ``k`` events."""
+class _History:
+    """Events about ids (NodeCreated for nodes, TensorDescribed for tensors), indexed as they
+    arrive: each id's positions and events, and the ids in the order first seen."""
 
-    def __init__(self, timeline, k):
-        self._tl, self._k = timeline, k
+    def __init__(self):
+        self.by_id = {}  # id -> ([positions], [events])
+        self.order, self.order_pos = [], []
 
-    def __getitem__(self, nid):
-        hist = self._tl._node_hist.get(nid)
+    def add(self, key, position, e):
+        hist = self.by_id.get(key)
         if hist is None:
-            raise KeyError(nid)
+            self.by_id[key] = hist = ([], [])
+            self.order.append(key)
+            self.order_pos.append(position)
+        hist[0].append(position)
+        hist[1].append(e)
+
+
+class _MapAt(Mapping):
+    """``trace.nodes`` or ``trace.tensors`` (id -> its latest event) as it was after ``k`` events
+    (a file may announce a node twice; a tensor is described again each iteration)."""
+
+    def __init__(self, history, k):
+        self._h, self._k = history, k
+
+    def __getitem__(self, key):
+        hist = self._h.by_id.get(key)
+        if hist is None:
+            raise KeyError(key)
         i = bisect.bisect_left(hist[0], self._k)
         if i == 0:
-            raise KeyError(nid)
-        return hist[1][i - 1]  # its latest NodeCreated by then (a file may announce a node twice)
-
-    def __len__(self):
-        return bisect.bisect_left(self._tl._node_order_pos, self._k)
-
-    def __iter__(self):
-        order = self._tl._node_order
-        return iter(order[:len(self)])
-
-
-class _TensorsAt(Mapping):
-    """``trace.tensors`` (tensor id -> its latest TensorDescribed) as it was after ``k`` events."""
-
-    def __init__(self, timeline, k):
-        self._tl, self._k = timeline, k
-
-    def __getitem__(self, tid):
-        hist = self._tl._tensor_hist.get(tid)
-        if hist is None:
-            raise KeyError(tid)
-        i = bisect.bisect_left(hist[0], self._k)
-        if i == 0:
-            raise KeyError(tid)
+            raise KeyError(key)
         return hist[1][i - 1]
 
     def __len__(self):
-        return bisect.bisect_left(self._tl._tensor_order_pos, self._k)
+        return bisect.bisect_left(self._h.order_pos, self._k)
 
     def __iter__(self):
-        return iter(self._tl._tensor_order[:len(self)])
+        return iter(self._h.order[:len(self)])
 
 
 class TraceAt(Trace):
@@ -101,8 +97,8 @@ class TraceAt(Trace):
         self._live = live
         born = live.born
         self.graph = nx.subgraph_view(live.graph, filter_node=lambda key: born.get(key, k) < k)
-        self.nodes = _NodesAt(tl, k)
-        self.tensors = _TensorsAt(tl, k)
+        self.nodes = _MapAt(tl._nodes, k)
+        self.tensors = _MapAt(tl._tensors, k)
         self.steps = live.steps[:bisect.bisect_left(tl._step_pos, k)]
         n = bisect.bisect_left(tl._iteration_pos, k)
         self.iterations = tl._iterations_after[n - 1] if n else 0
@@ -139,10 +135,7 @@ class Timeline:
         self._node_tensor = {}  # AccumulateGrad node id -> the tensor id it feeds
         self._names = {}  # tensor id -> name
         self._marks = []
-        self._node_hist = {}  # node id -> ([positions], [NodeCreated]): a file may announce one twice
-        self._node_order, self._node_order_pos = [], []  # node ids as first created, their positions
-        self._tensor_hist = {}  # tensor id -> ([positions], [TensorDescribed])
-        self._tensor_order, self._tensor_order_pos = [], []
+        self._nodes, self._tensors = _History(), _History()  # NodeCreated, TensorDescribed
         self._step_pos = []
         self._iteration_pos, self._iterations_after = [], []
         self._births = []  # positions of Trace.born, in order (nondecreasing)
@@ -220,23 +213,11 @@ class Timeline:
                 self._ops[e.id] = _short(e.op)
                 if e.kind == "accumulate_grad" and e.output is not None:
                     self._node_tensor[e.id] = e.output
-                hist = self._node_hist.get(e.id)
-                if hist is None:
-                    self._node_hist[e.id] = hist = ([], [])
-                    self._node_order.append(e.id)
-                    self._node_order_pos.append(i)
-                hist[0].append(i)
-                hist[1].append(e)
+                self._nodes.add(e.id, i, e)
             elif t is ev.TensorDescribed:
                 if e.name:
                     self._names[e.id] = e.name
-                hist = self._tensor_hist.get(e.id)
-                if hist is None:
-                    self._tensor_hist[e.id] = hist = ([], [])
-                    self._tensor_order.append(e.id)
-                    self._tensor_order_pos.append(i)
-                hist[0].append(i)
-                hist[1].append(e)
+                self._tensors.add(e.id, i, e)
             elif t is ev.IterationStarted:
                 self._marks.append((i + 1, f"iteration {e.index}"))
                 before = self._iterations_after[-1] if self._iterations_after else 0
