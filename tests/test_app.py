@@ -549,3 +549,28 @@ def test_f9_on_a_node_of_a_one_line_model_stops_at_that_node_in_every_iteration(
             node = st.trace.nodes[p.node]
             hits.append((p.reason, node.op, node.scope, node.iteration))
         assert hits == [("breakpoint", "ReluBackward0", scope, i) for i in range(4)]
+
+
+def test_the_inspector_shows_what_a_node_that_raised_before_running_was_given(qtbot, tmp_path):
+    """A hook on b raises as b's gradient arrives: the program pauses on the exception at
+    MulBackward0 before its entry was recorded; the inspector shows the gradient sent to it."""
+    from gradviz.ui.main_window import MainWindow
+    script = tmp_path / "hook.py"
+    script.write_text("import gradviz.engine as torch\n"
+                      "a = torch.tensor([1., 2.], requires_grad=True)\n"
+                      "b = a * 2\n"
+                      "b.register_hook(lambda g: 1 / 0)\n"
+                      "b.sum().backward()\n")
+    w = MainWindow(AppState(launch=_launcher(script=str(script))))
+    qtbot.addWidget(w)
+    try:
+        st = w.state
+        qtbot.waitUntil(lambda: st.pause is not None and st.pause.reason == "exception", timeout=20000)
+        w.poll()
+        text = w.inspector.toPlainText()
+        assert st.trace.last_run(st.pause.node) is None  # its entry was never recorded
+        assert "not run yet; gradients arrived so far\nfrom SumBackward0" in text
+        assert "(2,) float32\nmin 1, max 1" in text and "Not run in backward yet" not in text
+    finally:
+        w.timer.stop()
+        w.state.close()

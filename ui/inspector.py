@@ -139,7 +139,13 @@ class Inspector(QTextBrowser):
                     parts.append(value_html(_Value(summarize(array), array), name))
         ran = trace.last_run(nid)
         if ran is None:
-            parts.append("<p style='color:#777'>Not run in backward yet.</p>")
+            arrived = self._arrived(trace, nid)
+            if arrived:  # the pass under way has sent it gradients: what it will sum and use
+                parts.append("<h4 style='margin:8px 0 0 0'>not run yet; gradients arrived so far</h4>")
+                for src, v in arrived:
+                    parts.append(value_html(v, f"from {src}"))
+            else:
+                parts.append("<p style='color:#777'>Not run in backward yet.</p>")
             return parts
         parts.append(f"<h4 style='margin:8px 0 0 0'>backward pass {ran.index}</h4>")
         for i, v in enumerate(ran.grad_outputs[nid]):
@@ -153,6 +159,21 @@ class Inspector(QTextBrowser):
             contribution, grad = ran.accumulated[node.output]
             parts.append(value_html(grad, f"{self._name(trace, node.output)}.grad after the pass"))
         return parts
+
+    @staticmethod
+    def _arrived(trace, nid):
+        """[(sender, Value)]: what the latest backward pass has sent node ``nid`` so far."""
+        if not trace.passes:
+            return []
+        out = []
+        for src, grad_inputs in list(trace.passes[-1].grad_inputs.items()):
+            sender = trace.nodes.get(src)
+            if sender is None:
+                continue
+            for i, nxt in enumerate(sender.next_nodes):
+                if nxt == nid and i < len(grad_inputs) and grad_inputs[i] is not None:
+                    out.append((f"{sender.op.replace(_SHORT, '')} ({node_key(src)})", grad_inputs[i]))
+        return out
 
     def _tensor(self, trace, tid):
         t = trace.tensors.get(tid)
