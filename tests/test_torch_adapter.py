@@ -1,4 +1,5 @@
 """Recording and debugging real PyTorch programs: the same events as the engine's."""
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,17 @@ import gradviz.engine as gt
 from gradviz import Debugger, events as ev
 
 torch = pytest.importorskip("torch")
+
+# GRADVIZ_TEST_TORCH_DEVICE=cuda runs these tests with the tensors they make on that device (the
+# adapter must work unchanged on CUDA tensors); the programs run in a child read it too.
+DEVICE = os.environ.get("GRADVIZ_TEST_TORCH_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _default_device():
+    torch.set_default_device(DEVICE)
+    yield
+    torch.set_default_device("cpu")
 
 
 def _norm(op):
@@ -107,7 +119,8 @@ def test_autograd_grad_is_recorded_and_leaves_grad_alone():
 
 
 TORCH_SEED = """
-import torch
+import os, torch
+torch.set_default_device(os.environ.get("GRADVIZ_TEST_TORCH_DEVICE", "cpu"))
 a = torch.tensor([2., 3.], requires_grad=True)
 b = torch.tensor([6., 4.], requires_grad=True)
 Q = 3*a**3 - b**2
@@ -123,7 +136,7 @@ def test_stepping_pauses_pytorchs_own_backward(tmp_path):
         seen = []
         for _ in range(6):
             p = dbg.wait_paused(timeout=60)
-            assert p.reason == "step" and p.source.file == str(script) and p.source.line == 5
+            assert p.reason == "step" and p.source.file == str(script) and p.source.line == 6
             seen.append((_norm(p.op), p.grad_outputs[0].tolist(), [(n, a.tolist()) for n, a in dbg.saved_tensors()]))
             dbg.step()
         # saved tensors by PyTorch's own names: b**2 saved self = b; 3*(a**3) saved other = 3
@@ -158,7 +171,7 @@ def test_torch_resnet_demo_records_only_the_trained_fc():
 
 def test_nan_anomaly_in_torch(tmp_path):
     script = tmp_path / "nan.py"
-    script.write_text("import torch\np = torch.zeros(2, requires_grad=True)\n"
+    script.write_text(f"import torch\ntorch.set_default_device({DEVICE!r}); p = torch.zeros(2, requires_grad=True)\n"
                       "d = ((p - torch.zeros(2)) ** 2).sum().sqrt()\nd.backward()\n")
     with Debugger.launch(script=script, breakpoints=[{"anomaly": True}]) as dbg:
         p = dbg.wait_paused(timeout=60)
@@ -186,7 +199,7 @@ def test_torch_summaries_equal_numpys(make):
     from gradviz.summary import summarize
     from gradviz.torch_adapter import TorchAdapter
     x = make()
-    got, want = TorchAdapter(torch).summarize(x), summarize(x.contiguous().numpy())
+    got, want = TorchAdapter(torch).summarize(x), summarize(x.cpu().contiguous().numpy())
     assert (got.shape, got.numel, got.nan, got.inf, got.sampled) == (want.shape, want.numel, want.nan, want.inf,
                                                                      want.sampled)
     assert (got.min, got.max) == (want.min, want.max) == (x.min().item(), x.max().item())
