@@ -127,20 +127,22 @@ class TorchAdapter:
             s = _summary.summarize(t.numpy())
             return s if s.dtype == dtype else replace(s, dtype=dtype)
         x = t if t.is_floating_point() else t.double()
-        lo, hi = torch.aminmax(x)
-        norm = torch.linalg.vector_norm(x, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-        lo, hi, norm = torch.stack([lo.double(), hi.double(), norm.double()]).tolist()
-        nan = inf = 0
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            nan, inf = (int(v) for v in torch.stack([torch.isnan(x).sum(), torch.isinf(x).sum()]).tolist())
-            finite = x[torch.isfinite(x)]
-            lo, hi = (finite.min().item(), finite.max().item()) if finite.numel() else (float("nan"),) * 2
-            norm = torch.linalg.vector_norm(finite.double()).item() if finite.numel() else 0.0
-        sampled = n > _summary.EXACT_LIMIT
         flat = x.reshape(-1)
+        sampled = n > _summary.EXACT_LIMIT
+        # One copy to the host, so one wait on the device: min, max, norm and the sample together.
+        lo, hi = torch.aminmax(flat)
+        norm = torch.linalg.vector_norm(flat, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
         sample = flat[:: n // _summary.SAMPLE_SIZE] if sampled else flat
-        return _summary.from_parts(shape, dtype, n, lo, hi, norm, nan, inf,
-                                   sample.to(torch.float64).cpu().numpy(), sampled)
+        host = torch.cat([torch.stack([lo, hi, norm.to(lo.dtype)]).double(), sample.double()]).cpu().numpy()
+        lo, hi, norm = (float(v) for v in host[:3])
+        if np.isfinite(lo) and np.isfinite(hi):
+            return _summary.from_parts(shape, dtype, n, lo, hi, norm, 0, 0, host[3:], sampled)
+        # A NaN or an Inf (min or max says so): counted exactly, the rest of the finite values.
+        nan, inf = (int(v) for v in torch.stack([torch.isnan(x).sum(), torch.isinf(x).sum()]).tolist())
+        finite = x[torch.isfinite(x)]
+        lo, hi = (finite.min().item(), finite.max().item()) if finite.numel() else (float("nan"),) * 2
+        norm = torch.linalg.vector_norm(finite.double()).item() if finite.numel() else 0.0
+        return _summary.from_parts(shape, dtype, n, lo, hi, norm, nan, inf, host[3:], sampled)
 
     @staticmethod
     def view_onto(view, owner, snapshot):

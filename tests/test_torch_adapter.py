@@ -216,3 +216,19 @@ def test_torch_summary_of_a_large_tensor_with_nan_and_inf_counts_them():
     finite = x[torch.isfinite(x)]
     assert (s.nan, s.inf) == (1, 2)
     assert (s.min, s.max) == (finite.min().item(), finite.max().item())
+
+
+def test_the_device_path_of_summaries_on_bfloat16():
+    """bfloat16 takes the path a CUDA tensor takes (torch's reductions and one copy to the host):
+    exact min and max, the sample's histogram, NaN and Inf counted."""
+    from gradviz.summary import summarize
+    from gradviz.torch_adapter import TorchAdapter
+    x = torch.randn(8, 64, 32, 32).to(torch.bfloat16)
+    got, want = TorchAdapter(torch).summarize(x), summarize(x.float().cpu().numpy())
+    assert (got.min, got.max, got.numel, got.sampled, got.hist) == (want.min, want.max, want.numel, True, want.hist)
+    assert got.norm == pytest.approx(want.norm, rel=1e-2)
+    y = torch.randn(5000).to(torch.bfloat16)
+    y[3], y[7] = float("nan"), float("inf")
+    s = TorchAdapter(torch).summarize(y)
+    finite = y.float()[torch.isfinite(y.float())]
+    assert (s.nan, s.inf, s.max) == (1, 1, finite.max().item())
