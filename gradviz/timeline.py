@@ -167,15 +167,17 @@ class Timeline:
 
     def _passes_at(self, k):
         """trace.passes after ``k`` events: the trace's own Pass objects for passes finished by
-        then, a Pass rebuilt from its events for one still running at k."""
+        then, a Pass rebuilt from its events for one still running at k (the live one keeps
+        growing, and a moment must not)."""
         n = bisect.bisect_left(self._pass_start, k)
         passes = self.trace.passes[:n]
         maybe = {j for j in self._overlapped if j < n}
         if n:
             maybe.add(n - 1)
-        for j in maybe:  # a pass with an event at or after k is cut there
-            events = self._pass_events[j]
-            if events and events[-1] >= k:
+        events = self.trace.events
+        for j in maybe:
+            mine = self._pass_events[j]
+            if not mine or mine[-1] >= k or type(events[mine[-1]]) is not ev.BackwardFinished:
                 passes[j] = self._rebuild_pass(j, k)
         return passes
 

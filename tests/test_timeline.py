@@ -545,3 +545,15 @@ def test_a_node_announced_twice_is_the_one_of_its_moment():
     t = tl.trace_at(5)
     assert dict(t.nodes) == _replayed(events[:5], 2**20).nodes and t.nodes[2] is events[2]
     assert tl.trace_at(len(events)).nodes[2] is again
+
+
+def test_a_moment_inside_a_running_pass_does_not_grow_with_it(seed):
+    """The live trace stops mid-backward (a paused program); the moment at its end is taken; the
+    program steps on: that moment still has the nodes run by then, not the later ones."""
+    live = Trace()
+    live.extend(seed.events[:15])  # 3 nodes entered, the pass running
+    tl = Timeline(live)
+    at = tl.trace_at(15)
+    live.extend(seed.events[15:])
+    assert at.passes[0].order == [11, 9, 8] and not at.passes[0].finished
+    assert tl.trace_at(15) is at and tl.trace_at(SEED_LEN).passes[0].finished
