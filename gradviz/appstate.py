@@ -17,8 +17,10 @@ from .trace import node_key
 # Graphs up to this many nodes are laid out at once, in the caller's thread (stepping stays
 # instant); larger ones in a worker thread, so the window never waits on a layout.
 INLINE_LAYOUT_NODES = 400
-# Layouts of past moments kept for time travel (a drag back and forth lays each graph out once).
+# Layouts kept for time travel (a drag back and forth lays each graph out once): at most this many,
+# holding at most LAYOUT_CACHE_NODES nodes together (each holds its graph: a big model's would weigh).
 LAYOUT_CACHE = 64
+LAYOUT_CACHE_NODES = 50_000
 
 _SHORT = "torch::autograd::"
 
@@ -190,7 +192,8 @@ class AppState:
         graph seen again keeps its place on screen, and is not laid out twice)."""
         self.graph, self.iteration, self.labels, self.layout = result
         self._layouts[key] = result
-        while len(self._layouts) > LAYOUT_CACHE:
+        while len(self._layouts) > 1 and (len(self._layouts) > LAYOUT_CACHE or
+                                          sum(r[0].number_of_nodes() for r in self._layouts.values()) > LAYOUT_CACHE_NODES):
             self._layouts.popitem(last=False)
 
     # -- where the debugger stands ----------------------------------------------------------------
