@@ -27,6 +27,11 @@ class Producer:
         self.pass_index = -1
         self.step_index = -1
         self._described = {}  # tensor id -> iteration last described in
+        # tensor id -> (content token, Summary): a leaf whose memory has not changed since its last
+        # description (a frozen layer, an input batch, weights between optimizer steps) keeps
+        # its summary; only frameworks that can tell (adapter.content_token) take part.
+        self._leaf_summaries = {}
+        self._leaf_summaries_purge = 64
         # id(memory owner) -> (weak reference to it, Value, snapshot): one summary per array within a
         # pass. Weak, so that recording never keeps a gradient alive longer than the program would:
         # held arrays make every later allocation fresh memory, which costs more than the summaries.
@@ -165,8 +170,26 @@ class Producer:
         if name is None and frame is not None:
             name = next((k for k, v in frame.f_locals.items() if v is tensor), None)
         kind = ("parameter" if requires_grad else "frozen") if is_param else "leaf" if requires_grad else "input"
-        return ev.TensorDescribed(tid, name, shape, dtype, requires_grad, kind,
-                                  self.value(a.array(tensor), copy=True))
+        return ev.TensorDescribed(tid, name, shape, dtype, requires_grad, kind, self._leaf_value(tensor, tid))
+
+    def _leaf_value(self, tensor, tid):
+        a = self.adapter
+        array = a.array(tensor)
+        token = a.content_token(array)
+        if token is None:
+            return self.value(array, copy=True)
+        known = self._leaf_summaries.get(tid)
+        if known is not None and known[0] == token and known[2]() is tensor:
+            return ev.Value(known[1], a.to_numpy(array, True) if self.keep_arrays else None)
+        v = self.value(array, copy=True)
+        if len(self._leaf_summaries) >= self._leaf_summaries_purge:  # forget the leaves that died
+            self._leaf_summaries = {k: e for k, e in self._leaf_summaries.items() if e[2]() is not None}
+            self._leaf_summaries_purge = 2 * len(self._leaf_summaries) + 64
+        try:
+            self._leaf_summaries[tid] = (token, v.summary, weakref.ref(tensor))
+        except TypeError:  # not weak-referenceable: described afresh each time
+            pass
+        return v
 
     def node_created(self, node, inputs, output):
         a = self.adapter

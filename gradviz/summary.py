@@ -56,7 +56,8 @@ class Summary:
 
 
 _EMPTY_HIST = (0,) * HIST_BINS
-_min, _max = np.minimum.reduce, np.maximum.reduce  # ndarray.min/max add a Python layer per call
+# ndarray.min/max/sum add a Python layer per call
+_min, _max, _add = np.minimum.reduce, np.maximum.reduce, np.add.reduce
 
 
 def _flat_view(a):
@@ -102,22 +103,32 @@ def _summarize_nonfinite(a, flat, shape, dtype, n):
 def from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled):
     """A Summary from the exact statistics and a numpy sample of the values (all of them when
     ``sampled`` is False): how frameworks summarise tensors where they live (a GPU, say) and move
-    only the sample."""
+    only the sample. ``lo`` must be the minimum of the finite values, ``hi`` their maximum."""
     s = np.asarray(sample, dtype=np.float64)
     if nan_count or inf_count:
         s = s[np.isfinite(s)]
     size = s.size
     if size:
-        mean = float(s.sum()) / size
-        mean_abs = float(np.abs(s).sum()) / size
-        d = s - mean
-        std = math.sqrt(float(np.dot(d, d)) / size)
+        # A summary is made for every tensor and gradient, hundreds a step: each numpy call here
+        # costs about a microsecond whatever its size, so there are as few as the figures allow.
+        mean = float(_add(s)) / size
+        mean_abs = float(_add(np.abs(s))) / size
+        sq = float(np.dot(s, s)) / size
+        var = sq - mean * mean
+        if var <= sq * 1e-6:
+            # Most of the second moment is the mean's: E[x^2] - mean^2 has lost too many digits
+            # (a near-constant tensor), so take the deviations themselves.
+            d = s - mean
+            var = float(np.dot(d, d)) / size
+        std = math.sqrt(var) if var > 0.0 else 0.0
         if hi > lo:
-            d -= lo - mean  # now s - lo
+            d = np.subtract(s, lo)
             d *= HIST_BINS / (hi - lo)
-            idx = d.astype(np.intp)  # >= 0: lo is the minimum (a rounding below it truncates to 0)
-            np.minimum(idx, HIST_BINS - 1, out=idx)  # the maximum lands in the last bin
-            hist = tuple(np.bincount(idx, minlength=HIST_BINS).tolist())
+            counts = np.bincount(d.astype(np.intp), minlength=HIST_BINS).tolist()
+            if len(counts) > HIST_BINS:  # the maximum itself: in the last bin, as np.histogram puts it
+                counts[HIST_BINS - 1] += sum(counts[HIST_BINS:])
+                del counts[HIST_BINS:]
+            hist = tuple(counts)
         else:
             hist = (size,) + (0,) * (HIST_BINS - 1)
     else:

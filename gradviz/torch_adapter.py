@@ -104,6 +104,18 @@ class TorchAdapter:
         owner = t._base if t._base is not None else t
         return owner, owner.numel(), t.numel(), tuple(t.shape)
 
+    def content_token(self, t):
+        """Equal at two moments only if ``t``'s memory did not change between them: its version
+        counter (every in-place op bumps it, optimizer steps included), its storage and shape, and
+        a probe of 64 of its values (writes through ``.data`` or numpy bypass the version counter;
+        a dense update such as the tutorials' ``p.data.sub_(lr * p.grad)`` changes the probe).
+        None where reading a probe would wait on a device, or for a tensor with holes."""
+        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype == self.torch.bfloat16:
+            return None
+        n = t.numel()
+        probe = t.view(-1)[:: max(1, n // 64)].numpy().tobytes() if n else b""
+        return t._version, t.data_ptr(), tuple(t.shape), t.dtype, probe
+
     def summarize(self, t):
         torch = self.torch
         t = t.detach()
@@ -173,7 +185,7 @@ class MultiAdapter:
         for name in ("get_tag", "set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
                      "tensor_meta", "array", "is_parameter", "given_name", "saved"):
             setattr(self, name, _dispatch(node_types, getattr(torch_adapter, name), getattr(engine, name)))
-        for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto"):
+        for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto", "content_token"):
             setattr(self, name, _dispatch(tensor_types, getattr(torch_adapter, name), getattr(engine, name)))
 
 

@@ -6,7 +6,7 @@ import gradviz
 import gradviz.engine as torch
 from gradviz import demos, events as ev
 from gradviz.engine import nn
-from gradviz.summary import HIST_BINS, summarize
+from gradviz.summary import HIST_BINS, SAMPLE_SIZE, summarize
 
 
 def record_seed():
@@ -226,6 +226,35 @@ def test_summary_values():
     assert abs(s.mean) < 0.1 and s.std == pytest.approx(1.0, abs=0.05)
     assert summarize(np.zeros((0, 3))).numel == 0
     assert summarize(np.array([True, False])).max == 1.0
+
+
+@pytest.mark.parametrize("case", ["normal", "offset", "integers", "one", "two", "float64", "sampled", "nonfinite"])
+def test_summary_statistics_match_numpy(case):
+    """mean, std, mean |x| and the 64-bin histogram against numpy's own, for the values a summary
+    reads (all of them up to EXACT_LIMIT elements, else its strided sample)."""
+    rng = np.random.default_rng(1)
+    x = {"normal": rng.normal(size=3000).astype(np.float32),
+         "offset": (1000.0 + 1e-4 * rng.normal(size=2000)).astype(np.float64),  # E[x^2] - mean^2 cancels
+         "integers": np.arange(65, dtype=np.float32),  # every value on a bin edge
+         "one": np.array([3.5], dtype=np.float32),
+         "two": np.array([-1.0, 2.0]),
+         "float64": rng.normal(3.0, 2.0, size=(40, 50)),
+         "sampled": rng.standard_cauchy(size=(512, 640)).astype(np.float32),
+         "nonfinite": np.array([1.0, np.nan, 4.0, np.inf, -2.0, 7.0, -np.inf])}[case]
+    s = summarize(x)
+    flat = x.reshape(-1)
+    read = flat[:: flat.size // SAMPLE_SIZE] if s.sampled else flat
+    read = read[np.isfinite(read)].astype(np.float64)
+    finite = flat[np.isfinite(flat)]
+    assert s.sampled == (case == "sampled")
+    assert (s.min, s.max) == (finite.min(), finite.max())
+    assert s.mean == pytest.approx(read.mean(), rel=1e-12, abs=1e-12)
+    assert s.std == pytest.approx(read.std(), rel=1e-9, abs=1e-12)
+    assert s.mean_abs == pytest.approx(np.abs(read).mean(), rel=1e-12)
+    want = np.histogram(read, bins=HIST_BINS, range=(s.min, s.max))[0] if s.max > s.min else \
+        np.array([read.size] + [0] * (HIST_BINS - 1))
+    assert s.hist == tuple(want.tolist())
+    assert s.norm == pytest.approx(np.linalg.norm(finite.astype(np.float64)), rel=1e-6)
 
 
 def test_kept_values_do_not_change_when_tensors_change_in_place():

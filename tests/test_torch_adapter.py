@@ -232,3 +232,49 @@ def test_the_device_path_of_summaries_on_bfloat16():
     s = TorchAdapter(torch).summarize(y)
     finite = y.float()[torch.isfinite(y.float())]
     assert (s.nan, s.inf, s.max) == (1, 1, finite.max().item())
+
+
+def _described(trace, name):
+    """The summaries of the tensor named ``name``, one per iteration it was described in."""
+    return [e.value.summary for e in trace.events if isinstance(e, ev.TensorDescribed) and e.name == name]
+
+
+def test_an_unchanged_leaf_keeps_its_summary_and_any_change_makes_a_new_one():
+    """A leaf described again with its memory unchanged (a frozen layer, the same input batch)
+    keeps its summary, which is not read again; an optimizer step (version counter), a write
+    through ``.data`` (which bypasses it, as in the tutorials' manual SGD) and a new ``.data``
+    each give a new, right one."""
+    w = torch.nn.Parameter(torch.arange(1000.0).reshape(10, 100) / 1000)
+    x = torch.ones(100, 3)
+    changes = [lambda: None,
+               lambda: torch.optim.SGD([w], lr=1.0).step(),
+               lambda: w.data.sub_(0.5),
+               lambda: setattr(w, "data", torch.full((10, 100), 7.0)),
+               lambda: None]
+    with gradviz.record(values="summaries") as rec:
+        for change in changes:
+            (w @ x).sum().backward()
+            change()
+            w.grad = None
+    got = _described(rec.trace, "w")
+    assert len(got) == 5
+    assert got[1] is got[0]  # nothing changed: the same summary
+    assert got[2] is not got[1] and got[2].min == pytest.approx(-3.0, abs=1e-6)  # w - 3 (sum of x's rows)
+    assert got[3].min == pytest.approx(-3.5, abs=1e-6) and got[3].max == pytest.approx(-2.501, abs=1e-6)
+    assert (got[4].min, got[4].max, got[4].numel) == (7.0, 7.0, 1000)
+    assert [s.norm for s in got[1:]] == pytest.approx([float(np.linalg.norm(v)) for v in (
+        np.arange(1000.0) / 1000, np.arange(1000.0) / 1000 - 3, np.arange(1000.0) / 1000 - 3.5, np.full(1000, 7.0))],
+        rel=1e-5)
+    x_summaries = _described(rec.trace, "x")
+    assert len(x_summaries) == 5 and all(s is x_summaries[0] for s in x_summaries)
+
+
+def test_kept_summaries_of_leaves_that_died_are_let_go():
+    w = torch.nn.Parameter(torch.ones(3))
+    with gradviz.record(values="summaries") as rec:
+        for i in range(300):
+            batch = torch.full((3,), float(i))  # a new input every iteration, dropped after it
+            (w * batch).sum().backward()
+    producer = rec.producer
+    assert len(producer._leaf_summaries) < 150
+    assert [s.max for s in _described(rec.trace, "batch")][-3:] == [297.0, 298.0, 299.0]
