@@ -37,6 +37,7 @@ class Producer:
         # held arrays make every later allocation fresh memory, which costs more than the summaries.
         self._values = {}
         self._module_stack = []
+        self._sources = {}  # (code, line) -> Source
         self._module_names = {}
         self._param_names = {}
         self._roots = []
@@ -107,11 +108,15 @@ class Producer:
             f = f.f_back
         return f
 
-    @staticmethod
-    def _source(frame):
+    def _source(self, frame):
+        """The Source of ``frame``'s line; one object per line, reused each iteration."""
         if frame is None:
             return None
-        return ev.Source(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        key = (frame.f_code, frame.f_lineno)
+        src = self._sources.get(key)
+        if src is None:
+            src = self._sources[key] = ev.Source(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        return src
 
     def module_entered(self, module):
         names = self._module_names

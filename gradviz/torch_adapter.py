@@ -31,9 +31,15 @@ _NP_DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i
               "int16": "<i2", "int8": "|i1", "uint8": "|u1", "bool": "|b1"}
 
 
+_DTYPE_STRS = {}
+
+
 def _dtype_str(dtype):
-    name = str(dtype).rpartition(".")[2]
-    return _NP_DTYPES.get(name, name)
+    got = _DTYPE_STRS.get(dtype)
+    if got is None:
+        name = str(dtype).rpartition(".")[2]
+        got = _DTYPE_STRS[dtype] = _NP_DTYPES.get(name, name)
+    return got
 
 
 class TorchAdapter:
@@ -54,6 +60,14 @@ class TorchAdapter:
             obj.__dict__["_gv_tag"] = tag
         else:
             obj.metadata["_gv_tag"] = tag
+
+    @staticmethod
+    def tensor_tag(t):
+        return t.__dict__.get("_gv_tag")
+
+    @staticmethod
+    def node_tag(node):
+        return node.metadata.get("_gv_tag")
 
     @staticmethod
     def op_name(node):
@@ -92,7 +106,8 @@ class TorchAdapter:
         return tensor.detach()
 
     def is_parameter(self, tensor):
-        return isinstance(tensor, self.Parameter)
+        # Parameter's isinstance goes through a Python __instancecheck__; most are exactly one.
+        return type(tensor) is self.Parameter or isinstance(tensor, self.Parameter)
 
     @staticmethod
     def given_name(tensor):
@@ -107,23 +122,30 @@ class TorchAdapter:
     def content_token(self, t):
         """Equal at two moments only if ``t``'s memory did not change between them: its version
         counter (every in-place op bumps it, optimizer steps included), its storage and shape, and
-        a probe of 64 of its values (writes through ``.data`` or numpy bypass the version counter;
+        a probe of 16 of its values (writes through ``.data`` or numpy bypass the version counter;
         a dense update such as the tutorials' ``p.data.sub_(lr * p.grad)`` changes the probe).
         None where reading a probe would wait on a device, or for a tensor with holes."""
-        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype == self.torch.bfloat16:
+        try:
+            if t.device.type != "cpu" or not t.is_contiguous() or t.dtype == self.torch.bfloat16:
+                return None
+            a = t.numpy().reshape(-1)
+        except (RuntimeError, TypeError):  # no numpy view: sparse, conjugate or negative-bit tensors
             return None
-        n = t.numel()
-        probe = t.view(-1)[:: max(1, n // 64)].numpy().tobytes() if n else b""
-        return t._version, t.data_ptr(), tuple(t.shape), t.dtype, probe
+        return t._version, t.data_ptr(), a.shape, a.dtype, tuple(t.shape), a[:: max(1, a.size // 16)].tobytes()
 
     def summarize(self, t):
         torch = self.torch
         t = t.detach()
         n = t.numel()
-        shape, dtype = tuple(t.shape), _dtype_str(t.dtype)
+        dtype = _dtype_str(t.dtype)
         if n == 0:
-            return _summary.empty(shape, dtype)
-        if t.device.type == "cpu" and t.dtype != torch.bfloat16:
+            return _summary.empty(tuple(t.shape), dtype)
+        on_cpu = t.device.type == "cpu"
+        if on_cpu and n < TORCH_REDUCE_MIN and dtype != "bfloat16":
+            s = _summary.summarize(t.numpy())  # the common case, first: a small tensor on the CPU
+            return s if s.dtype == dtype else replace(s, dtype=dtype)
+        shape = tuple(t.shape)
+        if on_cpu and t.dtype != torch.bfloat16:
             # On the CPU the tensor's memory is a numpy array already. A large float tensor's exact
             # part (sum of squares, min and max) comes from torch: aminmax reads it once for both,
             # and torch's reductions use every core (measured 3x numpy's three passes at 12.8 M
@@ -182,7 +204,12 @@ class MultiAdapter:
         self.source_dirs = tuple(engine.source_dirs) + tuple(torch_adapter.source_dirs)
         torch = torch_adapter.torch
         tensor_types, node_types = (torch.Tensor,), (torch.Tensor, torch.autograd.graph.Node)
-        for name in ("get_tag", "set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
+        # The hottest one (ids of every tensor and node met), resolved per type once: a torch
+        # tensor's tag is in its __dict__, a torch node's in its metadata.
+        self.get_tag = _dispatch_by(lambda cls: torch_adapter.tensor_tag if issubclass(cls, torch.Tensor)
+                                    else torch_adapter.node_tag if issubclass(cls, torch.autograd.graph.Node)
+                                    else engine.get_tag)
+        for name in ("set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
                      "tensor_meta", "array", "is_parameter", "given_name", "saved"):
             setattr(self, name, _dispatch(node_types, getattr(torch_adapter, name), getattr(engine, name)))
         for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto", "content_token"):
@@ -198,6 +225,18 @@ def _dispatch(types, for_torch, for_engine):
         f = by_type.get(type(obj))
         if f is None:
             f = by_type[type(obj)] = for_torch if isinstance(obj, types) else for_engine
+        return f(obj, *args)
+    return method
+
+
+def _dispatch_by(resolve):
+    """A method that runs ``resolve(type(obj))(obj, *args)``, resolving each type once."""
+    by_type = {}
+
+    def method(obj, *args):
+        f = by_type.get(type(obj))
+        if f is None:
+            f = by_type[type(obj)] = resolve(type(obj))
         return f(obj, *args)
     return method
 
@@ -308,12 +347,13 @@ class TorchRecording:
             if node is None or node in seen:
                 continue
             seen.add(node)
-            handles.append(node.register_prehook(lambda go, node=node: entered(node, go)))
-            handles.append(node.register_hook(lambda gi, go, node=node: exited(node, gi)))
             var = getattr(node, "variable", None)
-            if var is not None:
+            if var is None:
+                handles.append(node.register_prehook(lambda go, node=node: entered(node, go)))
+            else:
                 def before(go, node=node, var=var):
                     pending[node] = (go[0], var.grad is None)
+                    entered(node, go)
 
                 def after(tensor, node=node):
                     contribution, fresh = pending.pop(node, (None, False))
@@ -321,6 +361,7 @@ class TorchRecording:
 
                 handles.append(node.register_prehook(before))
                 handles.append(var.register_post_accumulate_grad_hook(after))
+            handles.append(node.register_hook(lambda gi, go, node=node: exited(node, gi)))
             stack.extend(fn for fn, _ in node.next_functions)
         return handles
 
