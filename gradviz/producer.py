@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from dataclasses import replace
 
 from . import events as ev
 
@@ -78,7 +77,7 @@ class Producer:
             cached, snapshot = hit[1], hit[2]
             if cached.summary.shape == shape and (not copy or not self.keep_arrays or snapshot is not None):
                 return cached
-            summary = cached.summary if cached.summary.shape == shape else replace(cached.summary, shape=shape)
+            summary = cached.summary if cached.summary.shape == shape else cached.summary.with_shape(shape)
             if snapshot is not None and self.keep_arrays:
                 # The same view, onto the copy already taken of this memory: no second copy.
                 array = a.view_onto(x, owner, snapshot)

@@ -51,6 +51,12 @@ class Summary:
     def hist_edges(self):
         return np.linspace(self.hist_lo, self.hist_hi, HIST_BINS + 1)
 
+    def with_shape(self, shape):
+        """This summary for a view of the same values in another shape (a transpose, say);
+        ``dataclasses.replace`` costs several times more, and this runs per view recorded."""
+        return Summary(tuple(shape), self.dtype, self.numel, self.min, self.max, self.mean, self.std, self.norm,
+                       self.nan, self.inf, self.hist, self.hist_lo, self.hist_hi, self.sampled, self.mean_abs)
+
     def to_dict(self):
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 

@@ -77,6 +77,9 @@ def _note(index, key, place):
         bisect.insort(places, place)
 
 
+_UNKNOWN = object()
+
+
 def _values_of(e):
     t = type(e)
     if t is ev.NodeEntered:
@@ -96,6 +99,7 @@ class Trace:
     def __init__(self, budget_bytes=DEFAULT_BUDGET):
         import networkx as nx
         self.events = []
+        self._handlers = {}  # event type -> its handler (a function of the class), or None
         self.graph = nx.DiGraph()
         self.nodes = {}  # node id -> NodeCreated
         self.tensors = {}  # tensor id -> its latest TensorDescribed
@@ -118,9 +122,12 @@ class Trace:
         self.events.append(e)
         for v in _values_of(e):
             self.values.add(v)
-        handler = getattr(self, "_on_" + type(e).__name__, None)
+        cls = type(e)
+        handler = self._handlers.get(cls, _UNKNOWN)
+        if handler is _UNKNOWN:  # each event type's handler, found once (unbound: no cycle to self)
+            handler = self._handlers[cls] = getattr(type(self), "_on_" + cls.__name__, None)
         if handler is not None:
-            handler(e)
+            handler(self, e)
 
     def extend(self, events):
         for e in events:

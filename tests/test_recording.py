@@ -257,6 +257,19 @@ def test_summary_statistics_match_numpy(case):
     assert s.norm == pytest.approx(np.linalg.norm(finite.astype(np.float64)), rel=1e-6)
 
 
+@pytest.mark.parametrize("values", ["summaries", "full"])
+def test_a_view_shares_its_memorys_summary_in_its_own_shape(values):
+    w = torch.tensor([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]], requires_grad=True)
+    with gradviz.record(values=values) as rec:
+        (torch.ones(4, 3) @ w.t()).sum().backward()
+    t = rec.trace
+    transposed = next(n for n in t.nodes.values() if n.op == "TBackward0").value.summary
+    weight = t.tensors[next(iter(t.tensors))].value.summary
+    assert (transposed.shape, weight.shape) == ((3, 2), (2, 3))
+    assert (transposed.min, transposed.max, transposed.norm, transposed.hist) == (-6.0, 5.0, weight.norm, weight.hist)
+    assert transposed.to_dict() == {**weight.to_dict(), "shape": (3, 2)}
+
+
 def test_kept_values_do_not_change_when_tensors_change_in_place():
     w = torch.ones(2, 3, requires_grad=True)
     x = torch.ones(4, 3)
