@@ -46,6 +46,7 @@ class Producer:
     def refresh_skip_dirs(self):
         """Frames in these folders are not the user's: gradviz's own, and the frameworks'."""
         self._skip = tuple(os.path.join(p, "") for p in (_GRADVIZ_DIR,) + tuple(self.adapter.source_dirs))
+        self._skip_file = {}  # file name -> whether its frames are skipped (asked for every node made)
 
     # -- ids -----------------------------------------------------------------------------------
     def _new_id(self):
@@ -99,10 +100,13 @@ class Producer:
     # -- where the user is ---------------------------------------------------------------------
     def _user_frame(self):
         f = sys._getframe(2)
-        skip, user = self._skip, self._user_code
+        known = self._skip_file
         while f is not None:
             name = f.f_code.co_filename
-            if not name.startswith(skip) or name.startswith(user):
+            skipped = known.get(name)
+            if skipped is None:
+                skipped = known[name] = name.startswith(self._skip) and not name.startswith(self._user_code)
+            if not skipped:
                 break
             f = f.f_back
         return f
