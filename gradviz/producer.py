@@ -26,11 +26,11 @@ class Producer:
         self.pass_index = -1
         self.step_index = -1
         self._described = {}  # tensor id -> iteration last described in
-        # tensor id -> (content token, Summary): a leaf whose memory has not changed since its last
-        # description (a frozen layer, an input batch, weights between optimizer steps) keeps
-        # its summary; only frameworks that can tell (adapter.content_token) take part.
-        self._leaf_summaries = {}
-        self._leaf_summaries_purge = 64
+        # tensor id -> (what its last description said, weak reference to the tensor): a leaf
+        # unchanged since (a frozen layer, the same input batch, weights between optimizer steps)
+        # is not described again; only frameworks that can tell (adapter.content_token) take part.
+        self._leaf_marks = {}
+        self._leaf_marks_purge = 64
         # id(memory owner) -> (weak reference to it, Value, snapshot): one summary per array within a
         # pass. Weak, so that recording never keeps a gradient alive longer than the program would:
         # held arrays make every later allocation fresh memory, which costs more than the summaries.
@@ -159,15 +159,33 @@ class Producer:
 
     def _tensor_id(self, tensor, frame):
         """The id of an input tensor, describing it first if it is a leaf not yet described in
-        this iteration."""
+        this iteration, unless the framework can tell that nothing about it changed since its
+        last description."""
         tid = self._lookup(tensor)
         if tid is None:
             tid = self._assign(tensor)
             self.tensor_seen(tid, tensor)
-        if not self.adapter.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
+        a = self.adapter
+        if not a.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
             self._described[tid] = self.iteration
+            token = a.content_token(a.array(tensor))
+            if token is not None:
+                mark = (token, a.tensor_meta(tensor)[2], a.given_name(tensor))  # requires_grad: frozen since?
+                known = self._leaf_marks.get(tid)
+                if known is not None and known[0] == mark and known[1]() is tensor:
+                    return tid
+                self._mark_leaf(tid, mark, tensor)
             self.sink(self._describe(tensor, tid, frame))
         return tid
+
+    def _mark_leaf(self, tid, mark, tensor):
+        if len(self._leaf_marks) >= self._leaf_marks_purge:  # forget the leaves that died
+            self._leaf_marks = {k: m for k, m in self._leaf_marks.items() if m[1]() is not None}
+            self._leaf_marks_purge = 2 * len(self._leaf_marks) + 64
+        try:
+            self._leaf_marks[tid] = (mark, weakref.ref(tensor))
+        except TypeError:  # not weak-referenceable: described again each iteration
+            pass
 
     def _describe(self, tensor, tid, frame):
         a = self.adapter
@@ -178,26 +196,8 @@ class Producer:
         if name is None and frame is not None:
             name = next((k for k, v in frame.f_locals.items() if v is tensor), None)
         kind = ("parameter" if requires_grad else "frozen") if is_param else "leaf" if requires_grad else "input"
-        return ev.TensorDescribed(tid, name, shape, dtype, requires_grad, kind, self._leaf_value(tensor, tid))
-
-    def _leaf_value(self, tensor, tid):
-        a = self.adapter
-        array = a.array(tensor)
-        token = a.content_token(array)
-        if token is None:
-            return self.value(array, copy=True)
-        known = self._leaf_summaries.get(tid)
-        if known is not None and known[0] == token and known[2]() is tensor:
-            return ev.Value(known[1], a.to_numpy(array, True) if self.keep_arrays else None)
-        v = self.value(array, copy=True)
-        if len(self._leaf_summaries) >= self._leaf_summaries_purge:  # forget the leaves that died
-            self._leaf_summaries = {k: e for k, e in self._leaf_summaries.items() if e[2]() is not None}
-            self._leaf_summaries_purge = 2 * len(self._leaf_summaries) + 64
-        try:
-            self._leaf_summaries[tid] = (token, v.summary, weakref.ref(tensor))
-        except TypeError:  # not weak-referenceable: described afresh each time
-            pass
-        return v
+        return ev.TensorDescribed(tid, name, shape, dtype, requires_grad, kind,
+                                  self.value(a.array(tensor), copy=True))
 
     def node_created(self, node, inputs, output):
         a = self.adapter

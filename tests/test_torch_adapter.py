@@ -235,46 +235,46 @@ def test_the_device_path_of_summaries_on_bfloat16():
 
 
 def _described(trace, name):
-    """The summaries of the tensor named ``name``, one per iteration it was described in."""
-    return [e.value.summary for e in trace.events if isinstance(e, ev.TensorDescribed) and e.name == name]
+    """The TensorDescribed events of the tensor named ``name``, in order."""
+    return [e for e in trace.events if isinstance(e, ev.TensorDescribed) and e.name == name]
 
 
-def test_an_unchanged_leaf_keeps_its_summary_and_any_change_makes_a_new_one():
-    """A leaf described again with its memory unchanged (a frozen layer, the same input batch)
-    keeps its summary, which is not read again; an optimizer step (version counter), a write
-    through ``.data`` (which bypasses it, as in the tutorials' manual SGD) and a new ``.data``
-    each give a new, right one."""
+def test_a_leaf_is_described_again_only_when_it_changed():
+    """A leaf unchanged since its last description (a frozen layer, the same input batch) is not
+    described again in the next iteration; an optimizer step (version counter), a write through
+    ``.data`` (which bypasses it, as in the tutorials' manual SGD), a new ``.data`` and freezing
+    each give a new, right description."""
     w = torch.nn.Parameter(torch.arange(1000.0).reshape(10, 100) / 1000)
-    x = torch.ones(100, 3)
+    x = torch.ones(100, 3, requires_grad=True)  # so that a graph is made once w is frozen too
     changes = [lambda: None,
                lambda: torch.optim.SGD([w], lr=1.0).step(),
                lambda: w.data.sub_(0.5),
                lambda: setattr(w, "data", torch.full((10, 100), 7.0)),
+               lambda: w.requires_grad_(False),
                lambda: None]
     with gradviz.record(values="summaries") as rec:
         for change in changes:
             (w @ x).sum().backward()
             change()
-            w.grad = None
+            w.grad = x.grad = None
+    assert rec.trace.iterations == 6
     got = _described(rec.trace, "w")
-    assert len(got) == 5
-    assert got[1] is got[0]  # nothing changed: the same summary
-    assert got[2] is not got[1] and got[2].min == pytest.approx(-3.0, abs=1e-6)  # w - 3 (sum of x's rows)
-    assert got[3].min == pytest.approx(-3.5, abs=1e-6) and got[3].max == pytest.approx(-2.501, abs=1e-6)
-    assert (got[4].min, got[4].max, got[4].numel) == (7.0, 7.0, 1000)
-    assert [s.norm for s in got[1:]] == pytest.approx([float(np.linalg.norm(v)) for v in (
-        np.arange(1000.0) / 1000, np.arange(1000.0) / 1000 - 3, np.arange(1000.0) / 1000 - 3.5, np.full(1000, 7.0))],
-        rel=1e-5)
-    x_summaries = _described(rec.trace, "x")
-    assert len(x_summaries) == 5 and all(s is x_summaries[0] for s in x_summaries)
+    assert [e.kind for e in got] == ["parameter"] * 4 + ["frozen"]  # iteration 1 and 6: unchanged
+    s = [e.value.summary for e in got]
+    want = [np.arange(1000.0) / 1000, np.arange(1000.0) / 1000 - 3, np.arange(1000.0) / 1000 - 3.5]
+    for summary, values in zip(s, want):
+        assert (summary.min, summary.max) == pytest.approx((values.min(), values.max()), abs=1e-6)
+        assert summary.norm == pytest.approx(float(np.linalg.norm(values)), rel=1e-5)
+    assert (s[3].min, s[3].max, s[3].numel) == (s[4].min, s[4].max, s[4].numel) == (7.0, 7.0, 1000)
+    assert [e.kind for e in _described(rec.trace, "x")] == ["leaf"]  # the same tensor throughout
+    assert rec.trace.tensors[got[0].id] is got[-1]
 
 
-def test_kept_summaries_of_leaves_that_died_are_let_go():
+def test_leaves_that_died_are_forgotten():
     w = torch.nn.Parameter(torch.ones(3))
     with gradviz.record(values="summaries") as rec:
         for i in range(300):
             batch = torch.full((3,), float(i))  # a new input every iteration, dropped after it
             (w * batch).sum().backward()
-    producer = rec.producer
-    assert len(producer._leaf_summaries) < 150
-    assert [s.max for s in _described(rec.trace, "batch")][-3:] == [297.0, 298.0, 299.0]
+    assert len(rec.producer._leaf_marks) < 150
+    assert [e.value.summary.max for e in _described(rec.trace, "batch")][-3:] == [297.0, 298.0, 299.0]
