@@ -31,6 +31,8 @@ class Producer:
         # is not described again; only frameworks that can tell (adapter.content_token) take part.
         self._leaf_marks = {}
         self._leaf_marks_purge = 64
+        self._accumulators = {}  # leaf's tensor id -> (id of its AccumulateGrad node, weak ref to the leaf)
+        self._accumulators_purge = 64
         # id(memory owner) -> (weak reference to it, Value, snapshot): one summary per array within a
         # pass. Weak, so that recording never keeps a gradient alive longer than the program would:
         # held arrays make every later allocation fresh memory, which costs more than the summaries.
@@ -178,6 +180,15 @@ class Producer:
             self.sink(self._describe(tensor, tid, frame))
         return tid
 
+    def _remember_accumulator(self, tid, nid, var):
+        if len(self._accumulators) >= self._accumulators_purge:  # forget the leaves that died
+            self._accumulators = {k: v for k, v in self._accumulators.items() if v[1]() is not None}
+            self._accumulators_purge = 2 * len(self._accumulators) + 64
+        try:
+            self._accumulators[tid] = (nid, weakref.ref(var))
+        except TypeError:
+            pass
+
     def _mark_leaf(self, tid, mark, tensor):
         if len(self._leaf_marks) >= self._leaf_marks_purge:  # forget the leaves that died
             self._leaf_marks = {k: m for k, m in self._leaf_marks.items() if m[1]() is not None}
@@ -245,6 +256,14 @@ class Producer:
             var = a.accumulate_variable(n)
             if var is not None:
                 tid = self._tensor_id(var, None)
+                known = self._accumulators.get(tid)
+                if known is not None and known[1]() is var:
+                    # PyTorch keeps a leaf's AccumulateGrad only while a graph holds it, and makes
+                    # a new one for the next iteration's graph: the same node as far as the
+                    # vocabulary goes (its id lives as long as the leaf), so no new announcement.
+                    self.adapter.set_tag(n, (self._token, known[0]))
+                    continue
+                self._remember_accumulator(tid, self._lookup(n), var)
                 self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
                                          tid, (), *a.tensor_meta(var)[:2], self._param_scope(var), source))
             else:

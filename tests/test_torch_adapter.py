@@ -278,3 +278,29 @@ def test_leaves_that_died_are_forgotten():
             (w * batch).sum().backward()
     assert len(rec.producer._leaf_marks) < 150
     assert [e.value.summary.max for e in _described(rec.trace, "batch")][-3:] == [297.0, 298.0, 299.0]
+
+
+def test_a_leafs_accumulate_grad_keeps_its_id_across_iterations_as_in_the_engine():
+    """PyTorch makes a new AccumulateGrad node for each iteration's graph (it keeps one only while
+    a graph holds it); the vocabulary's AccumulateGrad lives as long as its leaf, as the engine's
+    does, so the graph does not grow by one node per parameter and iteration."""
+    graphs = []
+    for lib in (gt, torch):
+        model = _mlp(lib)
+        opt = lib.optim.SGD(model.parameters(), lr=0.1)
+        x, y = lib.ones(6, 4), lib.tensor([0, 1, 2, 1, 0, 2])
+
+        def step():  # the loss, and with it the graph, is let go after each step
+            opt.zero_grad()
+            lib.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        with gradviz.record(values="summaries") as rec:
+            for _ in range(4):
+                step()
+        t = rec.trace
+        acc = [e for e in t.events if isinstance(e, ev.NodeCreated) and e.kind == "accumulate_grad"]
+        assert len(acc) == 4  # one per parameter, announced once
+        runs = [[n for n in p.order if t.nodes[n].kind == "accumulate_grad"] for p in t.passes]
+        assert len(runs) == 4 and all(sorted(r) == sorted(e.id for e in acc) for r in runs)
+        graphs.append((t.graph.number_of_nodes(), t.graph.number_of_edges()))
+    assert graphs[0] == graphs[1]
