@@ -304,3 +304,16 @@ def test_a_leafs_accumulate_grad_keeps_its_id_across_iterations_as_in_the_engine
         assert len(runs) == 4 and all(sorted(r) == sorted(e.id for e in acc) for r in runs)
         graphs.append((t.graph.number_of_nodes(), t.graph.number_of_edges()))
     assert graphs[0] == graphs[1]
+
+
+def test_content_token_says_unknown_where_a_probe_would_wait_or_cannot_be_read():
+    from gradviz.torch_adapter import TorchAdapter
+    adapter = TorchAdapter(torch)
+    cpu = torch.arange(100.0, device="cpu")
+    assert adapter.content_token(cpu) == adapter.content_token(cpu.detach())  # same memory, same version
+    before = adapter.content_token(cpu)
+    cpu.numpy()[48] = -1.0  # behind the version counter's back, but on the probe (every 6th value)
+    assert adapter.content_token(cpu) != before
+    for t in (torch.empty(3, device="meta"), torch.randn(3, dtype=torch.complex64).conj(),
+              torch.eye(3).to_sparse(), torch.ones(3, 4, device="cpu").t()):
+        assert adapter.content_token(t) is None, t
