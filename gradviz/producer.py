@@ -14,6 +14,32 @@ _GRADVIZ_DIR = os.path.dirname(os.path.abspath(__file__))
 _DEMOS_DIR = os.path.join(_GRADVIZ_DIR, "demos", "")
 
 
+class _PerLeaf:
+    """What the producer keeps about a leaf (tensor id -> value), for as long as that tensor lives:
+    entries of tensors that died are let go from time to time, and an id's entry only answers for
+    the tensor it was put with."""
+
+    def __init__(self):
+        self._entries = {}  # tensor id -> (value, weak reference to the tensor)
+        self._purge_at = 64
+
+    def __len__(self):
+        return len(self._entries)
+
+    def get(self, tid, tensor):
+        entry = self._entries.get(tid)
+        return entry[0] if entry is not None and entry[1]() is tensor else None
+
+    def put(self, tid, tensor, value):
+        if len(self._entries) >= self._purge_at:
+            self._entries = {k: e for k, e in self._entries.items() if e[1]() is not None}
+            self._purge_at = 2 * len(self._entries) + 64
+        try:
+            self._entries[tid] = (value, weakref.ref(tensor))
+        except TypeError:  # not weak-referenceable: nothing kept
+            pass
+
+
 class Producer:
     def __init__(self, adapter, sink, keep_arrays=True):
         self.adapter = adapter
@@ -29,10 +55,8 @@ class Producer:
         # tensor id -> (what its last description said, weak reference to the tensor): a leaf
         # unchanged since (a frozen layer, the same input batch, weights between optimizer steps)
         # is not described again; only frameworks that can tell (adapter.content_token) take part.
-        self._leaf_marks = {}
-        self._leaf_marks_purge = 64
-        self._accumulators = {}  # leaf's tensor id -> (id of its AccumulateGrad node, weak ref to the leaf)
-        self._accumulators_purge = 64
+        self._leaf_marks = _PerLeaf()
+        self._accumulators = _PerLeaf()  # a leaf's tensor id -> the id of its AccumulateGrad node
         # id(memory owner) -> (weak reference to it, Value, snapshot): one summary per array within a
         # pass. Weak, so that recording never keeps a gradient alive longer than the program would:
         # held arrays make every later allocation fresh memory, which costs more than the summaries.
@@ -173,30 +197,11 @@ class Producer:
             token = a.content_token(a.array(tensor))
             if token is not None:
                 mark = (token, a.tensor_meta(tensor)[2], a.given_name(tensor))  # requires_grad: frozen since?
-                known = self._leaf_marks.get(tid)
-                if known is not None and known[0] == mark and known[1]() is tensor:
+                if self._leaf_marks.get(tid, tensor) == mark:
                     return tid
-                self._mark_leaf(tid, mark, tensor)
+                self._leaf_marks.put(tid, tensor, mark)
             self.sink(self._describe(tensor, tid, frame))
         return tid
-
-    def _remember_accumulator(self, tid, nid, var):
-        if len(self._accumulators) >= self._accumulators_purge:  # forget the leaves that died
-            self._accumulators = {k: v for k, v in self._accumulators.items() if v[1]() is not None}
-            self._accumulators_purge = 2 * len(self._accumulators) + 64
-        try:
-            self._accumulators[tid] = (nid, weakref.ref(var))
-        except TypeError:
-            pass
-
-    def _mark_leaf(self, tid, mark, tensor):
-        if len(self._leaf_marks) >= self._leaf_marks_purge:  # forget the leaves that died
-            self._leaf_marks = {k: m for k, m in self._leaf_marks.items() if m[1]() is not None}
-            self._leaf_marks_purge = 2 * len(self._leaf_marks) + 64
-        try:
-            self._leaf_marks[tid] = (mark, weakref.ref(tensor))
-        except TypeError:  # not weak-referenceable: described again each iteration
-            pass
 
     def _describe(self, tensor, tid, frame):
         a = self.adapter
@@ -256,14 +261,14 @@ class Producer:
             var = a.accumulate_variable(n)
             if var is not None:
                 tid = self._tensor_id(var, None)
-                known = self._accumulators.get(tid)
-                if known is not None and known[1]() is var:
+                known = self._accumulators.get(tid, var)
+                if known is not None:
                     # PyTorch keeps a leaf's AccumulateGrad only while a graph holds it, and makes
                     # a new one for the next iteration's graph: the same node as far as the
                     # vocabulary goes (its id lives as long as the leaf), so no new announcement.
-                    self.adapter.set_tag(n, (self._token, known[0]))
+                    self.adapter.set_tag(n, (self._token, known))
                     continue
-                self._remember_accumulator(tid, self._lookup(n), var)
+                self._accumulators.put(tid, var, self._lookup(n))
                 self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
                                          tid, (), *a.tensor_meta(var)[:2], self._param_scope(var), source))
             else:
