@@ -78,12 +78,6 @@ class EngineAdapter:
         return np.ndarray(view.shape, view.dtype, buffer=snapshot, offset=offset, strides=view.strides)
 
     @staticmethod
-    def content_token(array):
-        """Something equal between two moments only if the memory did not change between them, or
-        None: the engine keeps no version counters, so its leaves are summarised afresh each time."""
-        return None
-
-    @staticmethod
     def is_view(array):
         return isinstance(array.base, np.ndarray)
 

@@ -63,11 +63,9 @@ class IterationStarted:
 class TensorDescribed:
     """A tensor the graph reads that no graph node made: a leaf. ``kind`` is ``parameter`` (a
     module's, requiring grad), ``frozen`` (a module's, not requiring grad), ``leaf`` (any other
-    tensor requiring grad) or ``input`` (data: requires no grad). A leaf is described when an
-    iteration's graph first reads it, unless its producer can tell it has not changed since its
-    last description (PyTorch's version counter, storage and a probe of its values: a frozen layer
-    or the same input batch is described once; gradviz's engine keeps no version counters and
-    describes its leaves in every iteration). The latest description before a moment holds."""
+    tensor requiring grad) or ``input`` (data: requires no grad). A leaf is described in every
+    iteration whose graph reads it, with its value then; the latest description before a moment
+    holds."""
 
     id: int
     name: Optional[str]

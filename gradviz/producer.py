@@ -52,10 +52,6 @@ class Producer:
         self.pass_index = -1
         self.step_index = -1
         self._described = {}  # tensor id -> iteration last described in
-        # tensor id -> (what its last description said, weak reference to the tensor): a leaf
-        # unchanged since (a frozen layer, the same input batch, weights between optimizer steps)
-        # is not described again; only frameworks that can tell (adapter.content_token) take part.
-        self._leaf_marks = _PerLeaf()
         self._accumulators = _PerLeaf()  # a leaf's tensor id -> the id of its AccumulateGrad node
         # id(memory owner) -> (weak reference to it, Value, snapshot): one summary per array within a
         # pass. Weak, so that recording never keeps a gradient alive longer than the program would:
@@ -185,21 +181,16 @@ class Producer:
 
     def _tensor_id(self, tensor, frame):
         """The id of an input tensor, describing it first if it is a leaf not yet described in
-        this iteration, unless the framework can tell that nothing about it changed since its
-        last description."""
+        this iteration. Every iteration reads its leaves afresh: nothing a framework offers
+        tells cheaply and surely that a tensor is unchanged (PyTorch's version counter misses
+        fused optimizers' steps and writes through ``.data``, which sparse updates and EMA
+        teachers use), and a stale value would be a lie in a debugger."""
         tid = self._lookup(tensor)
         if tid is None:
             tid = self._assign(tensor)
             self.tensor_seen(tid, tensor)
-        a = self.adapter
-        if not a.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
+        if not self.adapter.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
             self._described[tid] = self.iteration
-            token = a.content_token(a.array(tensor))
-            if token is not None:
-                mark = (token, a.tensor_meta(tensor)[2], a.given_name(tensor))  # requires_grad: frozen since?
-                if self._leaf_marks.get(tid, tensor) == mark:
-                    return tid
-                self._leaf_marks.put(tid, tensor, mark)
             self.sink(self._describe(tensor, tid, frame))
         return tid
 

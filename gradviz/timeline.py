@@ -66,7 +66,7 @@ class _History:
 
 class _MapAt(Mapping):
     """``trace.nodes`` or ``trace.tensors`` (id -> its latest event) as it was after ``k`` events
-    (a file may announce a node twice; a tensor is described again when it changed)."""
+    (a file may announce a node twice; a tensor is described again each iteration)."""
 
     def __init__(self, history, k):
         self._h, self._k = history, k

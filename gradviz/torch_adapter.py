@@ -119,20 +119,6 @@ class TorchAdapter:
         owner = t._base if t._base is not None else t
         return owner, owner.numel(), t.numel(), tuple(t.shape)
 
-    def content_token(self, t):
-        """Equal at two moments only if ``t``'s memory did not change between them: its version
-        counter (every in-place op bumps it, optimizer steps included), its storage and shape, and
-        a probe of 16 of its values (writes through ``.data`` or numpy bypass the version counter;
-        a dense update such as the tutorials' ``p.data.sub_(lr * p.grad)`` changes the probe).
-        None where reading a probe would wait on a device, or for a tensor with holes."""
-        try:
-            if t.device.type != "cpu" or not t.is_contiguous() or t.dtype == self.torch.bfloat16:
-                return None
-            a = t.numpy().reshape(-1)
-        except (RuntimeError, TypeError):  # no numpy view: sparse, conjugate or negative-bit tensors
-            return None
-        return t._version, t.data_ptr(), a.shape, a.dtype, tuple(t.shape), a[:: max(1, a.size // 16)].tobytes()
-
     def summarize(self, t):
         torch = self.torch
         t = t.detach()
@@ -212,7 +198,7 @@ class MultiAdapter:
         for name in ("set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
                      "tensor_meta", "array", "is_parameter", "given_name", "saved"):
             setattr(self, name, _dispatch(node_types, getattr(torch_adapter, name), getattr(engine, name)))
-        for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto", "content_token"):
+        for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto"):
             setattr(self, name, _dispatch(tensor_types, getattr(torch_adapter, name), getattr(engine, name)))
 
 

@@ -239,45 +239,31 @@ def _described(trace, name):
     return [e for e in trace.events if isinstance(e, ev.TensorDescribed) and e.name == name]
 
 
-def test_a_leaf_is_described_again_only_when_it_changed():
-    """A leaf unchanged since its last description (a frozen layer, the same input batch) is not
-    described again in the next iteration; an optimizer step (version counter), a write through
-    ``.data`` (which bypasses it, as in the tutorials' manual SGD), a new ``.data`` and freezing
-    each give a new, right description."""
-    w = torch.nn.Parameter(torch.arange(1000.0).reshape(10, 100) / 1000)
-    x = torch.ones(100, 3, requires_grad=True)  # so that a graph is made once w is frozen too
-    changes = [lambda: None,
-               lambda: torch.optim.SGD([w], lr=1.0).step(),
-               lambda: w.data.sub_(0.5),
-               lambda: setattr(w, "data", torch.full((10, 100), 7.0)),
-               lambda: w.requires_grad_(False),
-               lambda: None]
+@pytest.mark.parametrize("update", ["fused", "data"])
+def test_each_iteration_describes_a_leaf_with_its_value_then(update):
+    """Ways a weight changes that PyTorch's version counter does not see (a fused optimizer's step;
+    the manual SGD of pytorch/examples, ``p.data.add_``, here on an embedding whose untouched rows
+    keep their values): each iteration's description still holds the weight's value then. (A
+    recording once trusted the version counter and a probe of 16 values, and showed stale
+    weights in 18 of 20 iterations here.)"""
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(1000, 8)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.5, fused=update == "fused") if update == "fused" else None
+    recorded, actual = [], []
     with gradviz.record(values="summaries") as rec:
-        for change in changes:
-            (w @ x).sum().backward()
-            change()
-            w.grad = x.grad = None
-    assert rec.trace.iterations == 6
-    got = _described(rec.trace, "w")
-    assert [e.kind for e in got] == ["parameter"] * 4 + ["frozen"]  # iteration 1 and 6: unchanged
-    s = [e.value.summary for e in got]
-    want = [np.arange(1000.0) / 1000, np.arange(1000.0) / 1000 - 3, np.arange(1000.0) / 1000 - 3.5]
-    for summary, values in zip(s, want):
-        assert (summary.min, summary.max) == pytest.approx((values.min(), values.max()), abs=1e-6)
-        assert summary.norm == pytest.approx(float(np.linalg.norm(values)), rel=1e-5)
-    assert (s[3].min, s[3].max, s[3].numel) == (s[4].min, s[4].max, s[4].numel) == (7.0, 7.0, 1000)
-    assert [e.kind for e in _described(rec.trace, "x")] == ["leaf"]  # the same tensor throughout
-    assert rec.trace.tensors[got[0].id] is got[-1]
-
-
-def test_leaves_that_died_are_forgotten():
-    w = torch.nn.Parameter(torch.ones(3))
-    with gradviz.record(values="summaries") as rec:
-        for i in range(300):
-            batch = torch.full((3,), float(i))  # a new input every iteration, dropped after it
-            (w * batch).sum().backward()
-    assert len(rec.producer._leaf_marks) < 150
-    assert [e.value.summary.max for e in _described(rec.trace, "batch")][-3:] == [297.0, 298.0, 299.0]
+        for _ in range(6):
+            actual.append(float(np.linalg.norm(emb.weight.detach().cpu().numpy())))
+            emb(torch.randint(0, 1000, (10,))).pow(2).sum().backward()
+            if opt is not None:
+                opt.step()
+                opt.zero_grad()
+            else:
+                with torch.no_grad():
+                    emb.weight.data.add_(emb.weight.grad, alpha=-0.5)
+                emb.weight.grad = None
+    recorded = [e.value.summary.norm for e in _described(rec.trace, "weight")]
+    assert len(recorded) == 6 and len(set(actual)) == 6
+    assert recorded == pytest.approx(actual, rel=1e-5)
 
 
 def test_a_leafs_accumulate_grad_keeps_its_id_across_iterations_as_in_the_engine():
@@ -306,14 +292,12 @@ def test_a_leafs_accumulate_grad_keeps_its_id_across_iterations_as_in_the_engine
     assert graphs[0] == graphs[1]
 
 
-def test_content_token_says_unknown_where_a_probe_would_wait_or_cannot_be_read():
-    from gradviz.torch_adapter import TorchAdapter
-    adapter = TorchAdapter(torch)
-    cpu = torch.arange(100.0, device="cpu")
-    assert adapter.content_token(cpu) == adapter.content_token(cpu.detach())  # same memory, same version
-    before = adapter.content_token(cpu)
-    cpu.numpy()[48] = -1.0  # behind the version counter's back, but on the probe (every 6th value)
-    assert adapter.content_token(cpu) != before
-    for t in (torch.empty(3, device="meta"), torch.randn(3, dtype=torch.complex64).conj(),
-              torch.eye(3).to_sparse(), torch.ones(3, 4, device="cpu").t()):
-        assert adapter.content_token(t) is None, t
+def test_the_accumulate_grad_ids_of_leaves_that_died_are_let_go():
+    w = torch.nn.Parameter(torch.ones(3))
+    with gradviz.record(values="summaries") as rec:
+        for i in range(300):
+            x = torch.full((3,), float(i), requires_grad=True)  # a new leaf every iteration, then dropped
+            (w * x).sum().backward()
+    assert len(rec.producer._accumulators) < 150
+    acc = [e for e in rec.trace.events if isinstance(e, ev.NodeCreated) and e.kind == "accumulate_grad"]
+    assert len(acc) == 301  # w's once, and one for each new leaf
