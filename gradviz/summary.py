@@ -74,6 +74,13 @@ def _flat_view(a):
 
 
 def summarize(array) -> Summary:
+    # A program's huge or non-finite values are its own business: PyTorch does not warn when they
+    # overflow a sum of squares, and gradviz must not write numpy's warnings into its output.
+    with np.errstate(all="ignore"):
+        return _summarize(array)
+
+
+def _summarize(array):
     a = np.asarray(array)
     shape, dtype, n = tuple(a.shape), a.dtype.str, int(a.size)
     if n == 0:
@@ -91,7 +98,7 @@ def summarize(array) -> Summary:
     sampled = n > EXACT_LIMIT
     sample = flat[:: n // SAMPLE_SIZE] if sampled else flat
     lo, hi = float(_min(flat)), float(_max(flat))
-    return from_parts(shape, dtype, n, lo, hi, math.sqrt(sq), 0, 0, sample, sampled)
+    return _from_parts(shape, dtype, n, lo, hi, math.sqrt(sq), 0, 0, sample, sampled)
 
 
 def _summarize_nonfinite(a, flat, shape, dtype, n):
@@ -103,13 +110,18 @@ def _summarize_nonfinite(a, flat, shape, dtype, n):
     norm = float(np.linalg.norm(finite))  # of the finite values (also when float32 squares overflowed)
     sampled = n > EXACT_LIMIT
     sample = flat[:: n // SAMPLE_SIZE] if sampled else flat
-    return from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled)
+    return _from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled)
 
 
 def from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled):
     """A Summary from the exact statistics and a numpy sample of the values (all of them when
     ``sampled`` is False): how frameworks summarise tensors where they live (a GPU, say) and move
     only the sample. ``lo`` must be the minimum of the finite values, ``hi`` their maximum."""
+    with np.errstate(all="ignore"):
+        return _from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled)
+
+
+def _from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sampled):
     s = np.asarray(sample, dtype=np.float64)
     if nan_count or inf_count:
         s = s[np.isfinite(s)]
@@ -121,15 +133,26 @@ def from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, samp
         mean_abs = float(_add(np.abs(s))) / size
         sq = float(np.dot(s, s)) / size
         var = sq - mean * mean
-        if var <= sq * 1e-6:
+        if not var > sq * 1e-6:
             # Most of the second moment is the mean's: E[x^2] - mean^2 has lost too many digits
-            # (a near-constant tensor), so take the deviations themselves.
+            # (a near-constant tensor), or the squares overflowed (values past 1e154): take the
+            # deviations themselves.
             d = s - mean
             var = float(np.dot(d, d)) / size
         std = math.sqrt(var) if var > 0.0 else 0.0
         if hi > lo:
-            d = np.subtract(s, lo)
-            d *= HIST_BINS / (hi - lo)
+            span = hi - lo
+            if not math.isfinite(span):  # a range past the largest float: halve values and range alike
+                d = s * 0.5
+                d -= lo * 0.5
+                d *= HIST_BINS / (hi * 0.5 - lo * 0.5)
+            elif HIST_BINS / span < math.inf:
+                d = np.subtract(s, lo)
+                d *= HIST_BINS / span
+            else:  # a span of a few denormals, whose reciprocal overflows
+                d = np.subtract(s, lo)
+                d /= span
+                d *= HIST_BINS
             counts = np.bincount(d.astype(np.intp), minlength=HIST_BINS).tolist()
             if len(counts) > HIST_BINS:  # the maximum itself: in the last bin, as np.histogram puts it
                 counts[HIST_BINS - 1] += sum(counts[HIST_BINS:])

@@ -1,4 +1,6 @@
 """Recording: the events the engine emits, the Trace built from them, summaries and the budget."""
+import math
+
 import numpy as np
 import pytest
 
@@ -228,7 +230,8 @@ def test_summary_values():
     assert summarize(np.array([True, False])).max == 1.0
 
 
-@pytest.mark.parametrize("case", ["normal", "offset", "integers", "one", "two", "float64", "sampled", "nonfinite"])
+@pytest.mark.parametrize("case", ["normal", "offset", "integers", "one", "two", "float64", "sampled", "nonfinite",
+                                  "huge"])
 def test_summary_statistics_match_numpy(case):
     """mean, std, mean |x| and the 64-bin histogram against numpy's own, for the values a summary
     reads (all of them up to EXACT_LIMIT elements, else its strided sample)."""
@@ -240,7 +243,8 @@ def test_summary_statistics_match_numpy(case):
          "two": np.array([-1.0, 2.0]),
          "float64": rng.normal(3.0, 2.0, size=(40, 50)),
          "sampled": rng.standard_cauchy(size=(512, 640)).astype(np.float32),
-         "nonfinite": np.array([1.0, np.nan, 4.0, np.inf, -2.0, 7.0, -np.inf])}[case]
+         "nonfinite": np.array([1.0, np.nan, 4.0, np.inf, -2.0, 7.0, -np.inf]),
+         "huge": np.array([1e160, 1e160 + 1e150, 1e160 - 2e150])}[case]  # squares overflow, deviations do not
     s = summarize(x)
     flat = x.reshape(-1)
     read = flat[:: flat.size // SAMPLE_SIZE] if s.sampled else flat
@@ -255,6 +259,25 @@ def test_summary_statistics_match_numpy(case):
         np.array([read.size] + [0] * (HIST_BINS - 1))
     assert s.hist == tuple(want.tolist())
     assert s.norm == pytest.approx(np.linalg.norm(finite.astype(np.float64)), rel=1e-6)
+
+
+def test_summaries_of_huge_and_non_finite_values_write_no_numpy_warnings():
+    """PyTorch says nothing when a tensor's squares overflow; gradviz must not write numpy's
+    RuntimeWarnings into the program's output either."""
+    import warnings
+    from gradviz.summary import from_parts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = summarize(np.array([3e38, -3e38, np.inf, np.nan], dtype=np.float32))
+        assert (s.nan, s.inf, s.norm) == (1, 1, pytest.approx(np.hypot(3e38, 3e38), rel=1e-6))
+        assert math.isinf(summarize(np.full(5000, 1e300)).norm)
+        # Ranges past the largest float, and of a few denormals, still make a histogram.
+        wide = summarize(np.array([-1e308, 0.0, 1e308]))
+        assert wide.hist == tuple(np.histogram([-0.5, 0.0, 0.5], bins=HIST_BINS, range=(-0.5, 0.5))[0].tolist())
+        tiny = summarize(np.array([0.0, 5e-324, 1e-323]))
+        assert tiny.hist[0] == 1 and tiny.hist[HIST_BINS // 2] == 1 and tiny.hist[-1] == 1
+        ends = from_parts((2,), "<f8", 2, -1.5e308, 1.5e308, math.inf, 0, 0, np.array([-1.5e308, 1.5e308]), False)
+        assert (ends.hist[0], ends.hist[-1], sum(ends.hist)) == (1, 1, 2)
 
 
 @pytest.mark.parametrize("values", ["summaries", "full"])
