@@ -14,6 +14,7 @@ adapter when the program has imported torch, or as soon as it does.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import math
@@ -366,15 +367,29 @@ class TorchRecording:
     def _params_of(self, optimizer):
         return [q for g in optimizer.param_groups for q in g["params"] if q.grad is not None]
 
+    def _torch_function_off(self):
+        off = getattr(self.torch._C, "DisableTorchFunction", None)
+        return off() if off is not None else contextlib.nullcontext()
+
+    # The step hooks run outside any torch call, so with gradviz's mode on: each of their torch
+    # calls would go through its Python dispatch (about 20 µs each, four a parameter).
     def _step_pre(self, optimizer, args, kwargs):
-        with self.torch.no_grad():
+        with self._torch_function_off(), self.torch.no_grad():
             self._before_step[id(optimizer)] = [(q, q.detach().clone()) for q in self._params_of(optimizer)]
 
     def _step_post(self, optimizer, args, kwargs):
         before = self._before_step.pop(id(optimizer), [])
-        with self.torch.no_grad():
-            norms = self.torch.stack([self.torch.linalg.vector_norm((q.detach() - b).double())
-                                      for q, b in before]).tolist() if before else []
+        torch = self.torch
+        with self._torch_function_off(), torch.no_grad():
+            norms = []
+            for q, b in before:
+                b.sub_(q.detach())  # the change, in the copy's own memory: no new arrays
+                low = b.dtype in (torch.float16, torch.bfloat16)
+                norms.append(torch.linalg.vector_norm(b, dtype=torch.float32 if low else None).double())
+            if len({n.device for n in norms}) > 1:
+                norms = [n.item() for n in norms]
+            elif norms:
+                norms = torch.stack(norms).tolist()  # one wait on a device for them all
         lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
         self.producer.optimizer_step(type(optimizer).__name__, list(zip([q for q, _ in before], norms)),
                                      float(lr) if isinstance(lr, (int, float)) else None)

@@ -301,3 +301,32 @@ def test_the_accumulate_grad_ids_of_leaves_that_died_are_let_go():
     assert len(rec.producer._accumulators) < 150
     acc = [e for e in rec.trace.events if isinstance(e, ev.NodeCreated) and e.kind == "accumulate_grad"]
     assert len(acc) == 301  # w's once, and one for each new leaf
+
+
+def test_optimizer_steps_record_each_parameters_change_and_leave_the_weights_as_torch_made_them():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(50, 20))
+    h = torch.nn.Parameter(torch.randn(20, dtype=torch.bfloat16))
+    opt = torch.optim.Adam([w, h], lr=0.1)
+    expected, after = [], []
+    with gradviz.record(values="summaries") as rec:
+        for _ in range(3):
+            before = [w.detach().clone(), h.detach().clone()]
+            ((w @ torch.ones(20)).sum() + h.float().pow(2).sum()).backward()
+            opt.step()
+            opt.zero_grad()
+            expected.append([float(torch.linalg.vector_norm((p.detach() - b).double())) for p, b in zip((w, h), before)])
+            after.append([w.detach().clone(), h.detach().clone()])
+    steps = rec.trace.steps
+    assert [s.optimizer for s in steps] == ["Adam"] * 3 and [s.lr for s in steps] == [0.1] * 3
+    for s, want in zip(steps, expected):
+        assert s.update_norms == pytest.approx(want, rel=1e-5)
+    # Recording read the weights and changed nothing: a second run without gradviz gives the same.
+    torch.manual_seed(0)
+    w2, h2 = torch.nn.Parameter(torch.randn(50, 20)), torch.nn.Parameter(torch.randn(20, dtype=torch.bfloat16))
+    opt2 = torch.optim.Adam([w2, h2], lr=0.1)
+    for _ in range(3):
+        ((w2 @ torch.ones(20)).sum() + h2.float().pow(2).sum()).backward()
+        opt2.step()
+        opt2.zero_grad()
+    assert torch.equal(w2, after[-1][0]) and torch.equal(h2, after[-1][1])
