@@ -353,23 +353,21 @@ class TorchRecording:
         return handles
 
     # -- optimizers -----------------------------------------------------------------------------
-    def _quiet(self, fn):
-        """``fn`` run with torch's __torch_function__ handling off (modes included)."""
+    def _torch_function_off(self):
+        """A context in which torch's __torch_function__ handling is off (modes included), where
+        this torch has one."""
         off = getattr(self.torch._C, "DisableTorchFunction", None)
-        if off is None:  # not in this torch: as it is
-            return fn
+        return off() if off is not None else contextlib.nullcontext()
 
+    def _quiet(self, fn):
+        """``fn`` run with torch's __torch_function__ handling off."""
         def call(*args):
-            with off():
+            with self._torch_function_off():
                 return fn(*args)
         return call
 
     def _params_of(self, optimizer):
         return [q for g in optimizer.param_groups for q in g["params"] if q.grad is not None]
-
-    def _torch_function_off(self):
-        off = getattr(self.torch._C, "DisableTorchFunction", None)
-        return off() if off is not None else contextlib.nullcontext()
 
     # The step hooks run outside any torch call, so with gradviz's mode on: each of their torch
     # calls would go through its Python dispatch (about 20 µs each, four a parameter).
