@@ -281,15 +281,21 @@ class Producer:
         self.sink(ev.BackwardStarted(self.pass_index, self.iteration, root_ids, tuple(self.value(g) for g in grads)))
 
     def node_entered(self, node, grad_outputs):
-        self.sink(ev.NodeEntered(self.pass_index, self._node_id(node), tuple(self.value(g) for g in grad_outputs)))
+        """Returns the gradients' Values (a hook that needs them later keeps these, not the
+        tensors: PyTorch copies a gradient into ``.grad`` instead of taking it while anyone else
+        holds it)."""
+        values = tuple(self.value(g) for g in grad_outputs)
+        self.sink(ev.NodeEntered(self.pass_index, self._node_id(node), values))
+        return values
 
     def node_exited(self, node, grad_inputs):
         self.sink(ev.NodeExited(self.pass_index, self._node_id(node), tuple(self.value(g) for g in grad_inputs)))
 
     def grad_accumulated(self, node, tensor, contribution, grad, fresh=False):
-        """``fresh``: ``.grad`` was None before, so it now holds exactly ``contribution`` (whose
+        """``contribution``: the gradient accumulated, or its Value when the caller has that.
+        ``fresh``: ``.grad`` was None before, so it now holds exactly ``contribution`` (whose
         array nobody writes to), and one Value serves both."""
-        given = self.value(contribution)
+        given = contribution if type(contribution) is ev.Value else self.value(contribution)
         self.sink(ev.GradAccumulated(self.pass_index, self._node_id(node), self._tensor_id(tensor, None),
                                      given, given if fresh else self.value(grad, copy=True)))
 

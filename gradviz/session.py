@@ -53,9 +53,10 @@ class SessionProducer(Producer):
         self.session.after_forward(self._lookup(node), self.adapter.array(output))
 
     def node_entered(self, node, grad_outputs):
-        super().node_entered(node, grad_outputs)
+        values = super().node_entered(node, grad_outputs)
         self.session.current_node_obj = node  # for its saved tensors, while paused there
         self.session.before_backward(self._lookup(node), self.adapter.op_name(node), grad_outputs)
+        return values
 
     def node_exited(self, node, grad_inputs):
         super().node_exited(node, grad_inputs)
@@ -177,17 +178,22 @@ class Session:
         adapter = self.producer.adapter if self.producer else None
         self.emit(ev.Paused(reason, phase, node, pass_index, _full(adapter, grad_outputs),
                             _full(adapter, grad_inputs), detail, tb))
-        while True:
-            cmd = self.commands.get()
-            c = cmd.get("cmd")
-            if c == "resume":
-                return
-            if c == "step":
-                self.step_target = {"forward": "forward", "backward": "backward",
-                                    "backward-done": "backward"}.get(phase, "any")
-                return
-            if c == "fetch":
-                self.emit(self.fetch(cmd))
+        try:
+            while True:
+                cmd = self.commands.get()
+                c = cmd.get("cmd")
+                if c == "resume":
+                    return
+                if c == "step":
+                    self.step_target = {"forward": "forward", "backward": "backward",
+                                        "backward-done": "backward"}.get(phase, "any")
+                    return
+                if c == "fetch":
+                    self.emit(self.fetch(cmd))
+        finally:
+            # Let go of the pause's tensors: a gradient still held here would make PyTorch copy
+            # it into .grad later instead of taking it, and keep its memory alive.
+            self.current = {}
 
     def fetch(self, cmd):
         request = cmd.get("request", 0)

@@ -336,11 +336,17 @@ class TorchRecording:
             seen.add(node)
             var = getattr(node, "variable", None)
             if var is None:
-                handles.append(node.register_prehook(lambda go, node=node: entered(node, go)))
+                def pre(go, node=node):
+                    entered(node, go)  # (a pre-hook's return value would replace the gradients)
+
+                handles.append(node.register_prehook(pre))
             else:
                 def before(go, node=node, var=var):
-                    pending[node] = (go[0], var.grad is None)
-                    entered(node, go)
+                    # The gradient's Value, not the tensor: while anything else holds the
+                    # tensor, AccumulateGrad copies it into .grad instead of taking it.
+                    fresh = var.grad is None
+                    values = entered(node, go)
+                    pending[node] = (values[0] if values else None, fresh)
 
                 def after(tensor, node=node):
                     contribution, fresh = pending.pop(node, (None, False))
@@ -348,7 +354,11 @@ class TorchRecording:
 
                 handles.append(node.register_prehook(before))
                 handles.append(var.register_post_accumulate_grad_hook(after))
-            handles.append(node.register_hook(lambda gi, go, node=node: exited(node, gi)))
+
+            def post(gi, go, node=node):
+                exited(node, gi)  # (as for pre: None leaves the gradients as they are)
+
+            handles.append(node.register_hook(post))
             stack.extend(fn for fn, _ in node.next_functions)
         return handles
 

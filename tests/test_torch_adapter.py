@@ -110,6 +110,44 @@ def test_hooks_are_removed_when_the_pass_ends():
     assert calls == [1] and w.grad.tolist() == [4., 4., 4.]
 
 
+def _accumulations(model, x):
+    """One backward pass of ``model``: for each parameter, whether ``.grad`` is the very gradient
+    its AccumulateGrad node was handed (PyTorch takes it when nobody else holds it) or a copy."""
+    model.zero_grad()
+    y = model(x).sum()
+    accs, stack, seen = [], [y.grad_fn], set()
+    while stack:
+        n = stack.pop()
+        if n is not None and n not in seen:
+            seen.add(n)
+            if hasattr(n, "variable"):
+                accs.append(n)
+            stack.extend(f for f, _ in n.next_functions)
+    handed = {}
+    for a in accs:  # the pointer only: holding the tensor here would itself force a copy
+        a.register_prehook(lambda go, a=a: handed.__setitem__(a, go[0].data_ptr()))
+    y.backward()
+    return sorted("taken" if a.variable.grad.data_ptr() == p else "copied" for a, p in handed.items())
+
+
+@pytest.mark.parametrize("values", ["summaries", "full"])
+def test_recording_lets_pytorch_take_the_gradient_into_grad_without_a_copy(values):
+    # gradviz's hooks once kept the gradient an AccumulateGrad node was handed until it had been
+    # accumulated, and PyTorch then copied every parameter's gradient (a model's worth of memory
+    # and time, each step).
+    model = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Linear(20, 1))
+    x = torch.randn(8, 30)
+    assert _accumulations(model, x) == ["taken"] * 4  # plain PyTorch
+    with gradviz.record(values=values) as rec:
+        for _ in range(2):
+            assert _accumulations(model, x) == ["taken"] * 4
+    # and the recorded accumulations still carry the gradients
+    last = [e for e in rec.trace.events if isinstance(e, ev.GradAccumulated)][-4:]
+    grads = {id(p): p.grad for p in model.parameters()}
+    recorded = sorted(round(e.grad.summary.norm, 4) for e in last)
+    assert recorded == sorted(round(float(g.norm()), 4) for g in grads.values())
+    assert all(e.contribution is e.grad for e in last)  # .grad was None: the contribution is .grad
+
 def test_autograd_grad_is_recorded_and_leaves_grad_alone():
     x = torch.tensor([1., 2.], requires_grad=True)
     with gradviz.record() as rec:
