@@ -250,6 +250,9 @@ class TorchRecording:
         self._before_step = {}
         self._backward_funcs = {torch.Tensor.backward: "tensor", torch.autograd.backward: "backward",
                                 torch.autograd.grad: "grad"}
+        # A context in which torch's __torch_function__ handling is off (modes included), where
+        # this torch has one.
+        self._torch_function_off = getattr(torch._C, "DisableTorchFunction", None) or contextlib.nullcontext
 
     def attach(self):
         torch = self.torch
@@ -259,7 +262,8 @@ class TorchRecording:
         p.adapter = MultiAdapter(p.adapter, self.adapter)
         p.refresh_skip_dirs()
         self._handles = [
-            nn_module.register_module_forward_pre_hook(lambda m, args: p.module_entered(m)),
+            # quiet: the entry reads each parameter's requires_grad, through the mode otherwise
+            nn_module.register_module_forward_pre_hook(self._quiet(lambda m, args: p.module_entered(m))),
             nn_module.register_module_forward_hook(lambda m, args, out: p.module_exited(m), always_call=True),
             optim_module.register_optimizer_step_pre_hook(self._step_pre),
             optim_module.register_optimizer_step_post_hook(self._step_post),
@@ -325,8 +329,8 @@ class TorchRecording:
         # summary's reductions, a copy to the host) would go through its Python dispatch, and the
         # mode has nothing to record in backward. Off while a hook runs (measured: most of the
         # recorded step's time on CUDA, where a summary makes ~8 calls).
-        quiet = self._quiet
-        entered, exited, accumulated = quiet(p.node_entered), quiet(p.node_exited), quiet(p.grad_accumulated)
+        off = self._torch_function_off
+        entered, exited, accumulated = p.node_entered, p.node_exited, p.grad_accumulated
         handles, seen, stack = [], set(), list(roots)
         pending = {}
         while stack:
@@ -336,43 +340,46 @@ class TorchRecording:
             seen.add(node)
             var = getattr(node, "variable", None)
             if var is None:
+                # (A hook's return value would replace the gradients: these return None.)
                 def pre(go, node=node):
-                    entered(node, go)  # (a pre-hook's return value would replace the gradients)
+                    with off():
+                        entered(node, go)
+
+                def post(gi, go, node=node):
+                    with off():
+                        exited(node, gi)
 
                 handles.append(node.register_prehook(pre))
+                handles.append(node.register_hook(post))
             else:
                 def before(go, node=node, var=var):
                     # The gradient's Value, not the tensor: while anything else holds the
                     # tensor, AccumulateGrad copies it into .grad instead of taking it.
-                    fresh = var.grad is None
-                    values = entered(node, go)
+                    with off():
+                        fresh = var.grad is None
+                        values = entered(node, go)
                     pending[node] = (values[0] if values else None, fresh)
 
                 def after(tensor, node=node):
+                    # AccumulateGrad's work is done here, and it has no gradients to hand on:
+                    # its exit is told here too, in the engine's order, without a third hook.
                     contribution, fresh = pending.pop(node, (None, False))
-                    accumulated(node, tensor, contribution, tensor.grad, fresh)
+                    with off():
+                        accumulated(node, tensor, contribution, tensor.grad, fresh)
+                        exited(node, ())
 
                 handles.append(node.register_prehook(before))
                 handles.append(var.register_post_accumulate_grad_hook(after))
-
-            def post(gi, go, node=node):
-                exited(node, gi)  # (as for pre: None leaves the gradients as they are)
-
-            handles.append(node.register_hook(post))
             stack.extend(fn for fn, _ in node.next_functions)
         return handles
 
     # -- optimizers -----------------------------------------------------------------------------
-    def _torch_function_off(self):
-        """A context in which torch's __torch_function__ handling is off (modes included), where
-        this torch has one."""
-        off = getattr(self.torch._C, "DisableTorchFunction", None)
-        return off() if off is not None else contextlib.nullcontext()
-
     def _quiet(self, fn):
         """``fn`` run with torch's __torch_function__ handling off."""
+        off = self._torch_function_off
+
         def call(*args):
-            with self._torch_function_off():
+            with off():
                 return fn(*args)
         return call
 

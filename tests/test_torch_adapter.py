@@ -84,6 +84,13 @@ def test_parity_engine_and_torch_give_the_same_trace():
     import networkx as nx
     assert nx.is_isomorphic(te.graph, tt.graph, node_match=lambda a, b: _norm(a["op"]) == _norm(b["op"]))
     assert len(te.passes) == len(tt.passes) == 3 and len(te.steps) == len(tt.steps) == 3
+    # Within a pass, the same moments in the same order: an AccumulateGrad node is entered, adds
+    # its gradient, then exits, in both.
+    moments = lambda t: [(type(e).__name__, _norm(t.nodes[e.node].op)) for e in t.events  # noqa: E731
+                         if isinstance(e, (ev.NodeEntered, ev.GradAccumulated, ev.NodeExited))]
+    assert moments(te) == moments(tt)
+    assert moments(tt)[-3:] == [("NodeEntered", "AccumulateGrad"), ("GradAccumulated", "AccumulateGrad"),
+                                ("NodeExited", "AccumulateGrad")]
     for pe, pt in zip(te.passes, tt.passes):
         assert [_norm(te.nodes[n].op) for n in pe.order] == [_norm(tt.nodes[n].op) for n in pt.order]
         for ne, nt in zip(pe.order, pt.order):
