@@ -6,7 +6,8 @@ A training run is long: the overhead that matters is per step once the recording
 Each mode's recorder therefore runs ``--warmup`` steps first (with full values, the default
 512 MiB budget fills in about 17 steps; until then every kept array is fresh memory), then steps
 alternate between that recorder's hooks off and on (bench/_paired.py: this machine drifts too much
-for one side to be timed after the other). The overhead is the median of the pairs' ratios.
+for one side to be timed after the other). The overhead is the median of the pairs' ratios; "all
+steps" is that of the totals, which also counts the garbage collector's rare full passes.
 
 Run: python bench/bench_recorder.py [--pairs N] [--warmup N]
 """
@@ -29,12 +30,14 @@ def main():
     import gradviz.engine as gt
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
     step = mlp_step(gt)
-    print(f"{'MLP training step':<18} {'plain ms':>9} {'recorded ms':>12} {'overhead':>9} {'middle half':>15} {'target':>7}")
+    print(f"{'MLP training step':<18} {'plain ms':>9} {'recorded ms':>12} {'overhead':>9} {'middle half':>15} "
+          f"{'target':>7} {'':4} {'all steps':>9}")
     for name, values, target in [("summaries only", "summaries", 0.10), ("full values", "full", 0.30)]:
-        p, r, ratio, (lo, hi) = summary(*paired(step, gradviz.record(values=values), args.warmup, args.pairs))
+        p, r, ratio, (lo, hi), total = summary(*paired(step, gradviz.record(values=values), args.warmup, args.pairs))
         over = ratio - 1
         print(f"{name:<18} {p * 1e3:>9.2f} {r * 1e3:>12.2f} {over * 100:>8.1f}% {(lo - 1) * 100:>6.1f}% to"
-              f"{(hi - 1) * 100:>5.1f}% {'<= ' + format(target, '.0%'):>7} {'ok' if over <= target else 'MISS'}")
+              f"{(hi - 1) * 100:>5.1f}% {'<= ' + format(target, '.0%'):>7} {'ok' if over <= target else 'MISS':4} "
+              f"{(total - 1) * 100:>8.1f}%")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Runs on CUDA too when it is available (--device cuda).
 
 One recorder runs a few steps first (its steady state), then steps alternate between its hooks off
 and on (bench/_paired.py: this machine drifts too much for one side to be timed after the other);
-the ratio is the median of the pairs' ratios.
+the ratio is the median of the pairs' ratios. "all steps" is the total recorded time over the total
+plain time: it also counts the garbage collector's rare full passes, which the growing trace makes
+longer (and a neighbour's bursts).
 
 Run: python bench/bench_torch_adapter.py [--pairs N] [--device cpu|cuda]
 """
@@ -52,12 +54,14 @@ def main():
           + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
     for _ in range(2):
         step()
-    print(f"{'resnet18 8x3x64x64':<28} {'plain ms':>9} {'recorded ms':>12} {'ratio':>6} {'middle half':>13} {'target':>7}")
+    print(f"{'resnet18 8x3x64x64':<28} {'plain ms':>9} {'recorded ms':>12} {'ratio':>6} {'middle half':>13} "
+          f"{'target':>7} {'':4} {'all steps':>9}")
     for name, fn, target in [("forward + backward", step, 1.5), ("... + SGD step", training_step, None)]:
-        p, r, ratio, (lo, hi) = summary(*paired(fn, gradviz.record(values="summaries"), args.warmup, args.pairs))
+        p, r, ratio, (lo, hi), total = summary(*paired(fn, gradviz.record(values="summaries"), args.warmup,
+                                                       args.pairs))
         verdict = "" if target is None else "ok" if ratio <= target else "MISS"
         print(f"{name:<28} {p * 1e3:>9.1f} {r * 1e3:>12.1f} {ratio:>6.2f} {lo:>6.2f}-{hi:<6.2f} "
-              f"{'<= ' + str(target) if target else '':>7} {verdict}")
+              f"{'<= ' + str(target) if target else '':>7} {verdict:4} {total:>9.2f}")
 
 
 if __name__ == "__main__":
