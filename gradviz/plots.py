@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .summary import as_real
+
 # A 4-D (conv weight) gradient is drawn as a grid of kh x kw tiles: one row per output channel, one
 # column per input channel, at most this many of each (a 3x3 conv fits in 127 x 127 pixels), and
 # no more rows than keep the grid within MAX_TILE_ASPECT times as tall as wide, so that a first
@@ -33,7 +35,7 @@ def heatmap_image(array):
     ``a`` tiles of b x k (a conv1d weight: one tile per output channel)."""
     if array is None:
         return None
-    a = np.asarray(array, dtype=np.float64)
+    a = as_real(array)
     if a.size == 0 or a.ndim not in (1, 2, 3, 4):
         return None
     if a.ndim <= 2:

@@ -283,7 +283,7 @@ class Producer:
     def node_entered(self, node, grad_outputs):
         """Returns the gradients' Values (a hook that needs them later keeps these, not the
         tensors: PyTorch copies a gradient into ``.grad`` instead of taking it while anyone else
-        holds it)."""
+        holds it). Not a hook itself: a PyTorch pre-hook's return value replaces the gradients."""
         values = tuple(self.value(g) for g in grad_outputs)
         self.sink(ev.NodeEntered(self.pass_index, self._node_id(node), values))
         return values
@@ -293,8 +293,11 @@ class Producer:
 
     def grad_accumulated(self, node, tensor, contribution, grad, fresh=False):
         """``contribution``: the gradient accumulated, or its Value when the caller has that.
-        ``fresh``: ``.grad`` was None before, so it now holds exactly ``contribution`` (whose
-        array nobody writes to), and one Value serves both."""
+        ``fresh``: ``.grad`` was None before, so it now holds exactly ``contribution``, and one
+        Value serves both. (PyTorch's ``.grad`` may then be that very tensor, written in place
+        later by the next accumulation or a clipping: the record stays right because a kept
+        torch value is always a copy, ``TorchAdapter.to_numpy``, and the engine hands over an
+        array nobody writes to.)"""
         given = contribution if type(contribution) is ev.Value else self.value(contribution)
         self.sink(ev.GradAccumulated(self.pass_index, self._node_id(node), self._tensor_id(tensor, None),
                                      given, given if fresh else self.value(grad, copy=True)))

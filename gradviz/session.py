@@ -168,7 +168,6 @@ class Session:
             return
         self.step_target = None
         self.interrupted.clear()
-        self.current = {"grad_output": list(grad_outputs), "grad_input": list(grad_inputs)}
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -176,9 +175,10 @@ class Session:
                 pass
         pass_index = self.producer.pass_index if self.producer and phase.startswith("backward") else None
         adapter = self.producer.adapter if self.producer else None
-        self.emit(ev.Paused(reason, phase, node, pass_index, _full(adapter, grad_outputs),
-                            _full(adapter, grad_inputs), detail, tb))
+        self.current = {"grad_output": list(grad_outputs), "grad_input": list(grad_inputs)}
         try:
+            self.emit(ev.Paused(reason, phase, node, pass_index, _full(adapter, grad_outputs),
+                                _full(adapter, grad_inputs), detail, tb))
             while True:
                 cmd = self.commands.get()
                 c = cmd.get("cmd")

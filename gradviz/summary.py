@@ -5,6 +5,7 @@ Count, min, max, L2 norm and the NaN and Inf counts are exact. Mean, std, mean |
 histogram (over [min, max] of the finite values) are exact for tensors of up to ``EXACT_LIMIT`` elements; for
 larger ones they come from an evenly strided sample of about ``SAMPLE_SIZE`` elements
 (``sampled`` is then True), which keeps recording cheap beside the work the tensor took to make.
+Complex values are summarised by their magnitudes |z| (whose L2 norm is the tensor's own).
 """
 from __future__ import annotations
 
@@ -73,6 +74,12 @@ def _flat_view(a):
     return None
 
 
+def as_real(array):
+    """``array`` as float64 for drawing: complex values by their magnitudes, as summaries show them."""
+    a = np.asarray(array)
+    return np.abs(a) if a.dtype.kind == "c" else np.asarray(a, dtype=np.float64)
+
+
 def summarize(array) -> Summary:
     # A program's huge or non-finite values are its own business: PyTorch does not warn when they
     # overflow a sum of squares, and gradviz must not write numpy's warnings into its output.
@@ -85,6 +92,8 @@ def _summarize(array):
     shape, dtype, n = tuple(a.shape), a.dtype.str, int(a.size)
     if n == 0:
         return empty(shape, dtype)
+    if a.dtype.kind == "c":  # complex: the statistics of the magnitudes |z| (the norm is the same)
+        a = np.abs(a)
     if a.dtype.kind != "f" or a.dtype == np.float16:
         a = a.astype(np.float64)
     flat = _flat_view(a)

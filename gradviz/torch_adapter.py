@@ -3,9 +3,11 @@
 Forward: a ``TorchFunctionMode`` sees every op; an op that made a new ``grad_fn`` is announced
 (with the nodes made inside it, e.g. linear's TBackward0), its module scope coming from global
 module forward hooks. Backward: when ``Tensor.backward``, ``torch.autograd.backward`` or
-``torch.autograd.grad`` starts, every node reachable from the roots gets a pre-hook and a hook, and
-every leaf a post-accumulate-grad hook, removed when the pass ends; a debugger pause waits inside
-the pre-hook, so it is PyTorch's own engine that waits. Optimizer steps come from the global
+``torch.autograd.grad`` starts, every node reachable from the roots gets a pre-hook and a hook
+(an AccumulateGrad node: a pre-hook, and its leaf a post-accumulate-grad hook, which also tells its
+exit), removed when the pass ends; a debugger pause waits inside the pre-hook, so it is PyTorch's
+own engine that waits. The hooks hold no gradient past their call: PyTorch copies a gradient into
+``.grad`` instead of taking it while anyone else holds it. Optimizer steps come from the global
 optimizer step hooks. Values are summarised where they live (GPU included) and only the sample,
 or what is kept or asked for, is copied to the CPU.
 
@@ -29,7 +31,8 @@ from . import summary as _summary
 TORCH_REDUCE_MIN = 1 << 16  # elements from which a CPU tensor's exact statistics come from torch
 
 _NP_DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "int32": "<i4",
-              "int16": "<i2", "int8": "|i1", "uint8": "|u1", "bool": "|b1"}
+              "int16": "<i2", "int8": "|i1", "uint8": "|u1", "bool": "|b1", "complex64": "<c8",
+              "complex128": "<c16"}
 
 
 _DTYPE_STRS = {}
@@ -123,8 +126,14 @@ class TorchAdapter:
     def summarize(self, t):
         torch = self.torch
         t = t.detach()
+        if t.layout != torch.strided:
+            return self._summarize_sparse(t)
         n = t.numel()
         dtype = _dtype_str(t.dtype)
+        if t.is_complex():  # the magnitudes' statistics, as for numpy's complex arrays
+            return replace(self.summarize(t.abs()), dtype=dtype)
+        if dtype[0] not in "<|" and dtype != "bfloat16":  # no numpy dtype (float8, uint16...): as float64
+            return replace(self.summarize(t.double()), dtype=dtype)
         if n == 0:
             return _summary.empty(tuple(t.shape), dtype)
         on_cpu = t.device.type == "cpu"
@@ -165,6 +174,29 @@ class TorchAdapter:
         norm = torch.linalg.vector_norm(finite.double()).item() if finite.numel() else 0.0
         return _summary.from_parts(shape, dtype, n, lo, hi, norm, nan, inf, host[3:], sampled)
 
+    def _summarize_sparse(self, t):
+        """A sparse tensor (the gradient of an ``nn.Embedding(sparse=True)``, say): its stored
+        values and the zeros they leave out. A small one is made dense. Otherwise count, min, max,
+        norm and the NaN and Inf counts are exact (the zeros can only lower the minimum or raise
+        the maximum to 0, and add nothing to the norm), and the sample holds stored values and
+        zeros in their proportions."""
+        torch = self.torch
+        n, shape, dtype = t.numel(), tuple(t.shape), _dtype_str(t.dtype)
+        if n < TORCH_REDUCE_MIN:
+            return self.summarize(t.to_dense())
+        values = (t if t.layout == torch.sparse_coo else t.to_sparse()).coalesce().values().reshape(-1)
+        stored = values.numel()
+        zeros = n - stored
+        s = self.summarize(values)
+        if zeros == 0:
+            return replace(s, shape=shape)
+        lo = 0.0 if s.nan + s.inf == stored else min(s.min, 0.0)
+        hi = 0.0 if s.nan + s.inf == stored else max(s.max, 0.0)
+        taken = min(stored, round(_summary.SAMPLE_SIZE * stored / n))  # stored values in the sample
+        got = values[:: max(1, stored // taken)][:taken].double().cpu().numpy() if taken else np.zeros(0)
+        sample = np.concatenate([got, np.zeros(round(taken * zeros / stored) if taken else _summary.SAMPLE_SIZE)])
+        return _summary.from_parts(shape, dtype, n, lo, hi, s.norm, s.nan, s.inf, sample, True)
+
     @staticmethod
     def view_onto(view, owner, snapshot):
         return None
@@ -177,8 +209,12 @@ class TorchAdapter:
         """Always a copy: PyTorch programs change tensors in place (ReLU(inplace=True), optimizer
         steps), and a view on their memory would change the record with them."""
         t = t.detach()
+        if t.layout != self.torch.strided:  # sparse: as the dense values it stands for
+            t = t.to_dense()
         if t.dtype == self.torch.bfloat16:
             t = t.float()
+        elif _dtype_str(t.dtype)[0] not in "<|":  # no numpy dtype (float8, uint16...)
+            t = t.double()
         return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
 
 

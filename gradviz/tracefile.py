@@ -38,7 +38,8 @@ MAX_ARRAYS = 4096
 MAX_NDIM = 32
 _MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # no array, even an empty one, may claim more
 
-_DTYPES = {1: "<f4", 2: "<f8", 3: "<f2", 4: "<i8", 5: "<i4", 6: "<i2", 7: "|i1", 8: "|u1", 9: "|b1"}
+_DTYPES = {1: "<f4", 2: "<f8", 3: "<f2", 4: "<i8", 5: "<i4", 6: "<i2", 7: "|i1", 8: "|u1", 9: "|b1",
+           10: "<c8", 11: "<c16"}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 

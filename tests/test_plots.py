@@ -201,3 +201,8 @@ def test_flow_tab_for_the_frozen_resnet_shows_only_fc(plot):
     assert "60 frozen parameters" in plot.flow_note.text()
     ticks = plot.flow_plot.getPlotItem().getAxis("left")._tickLevels[0]
     assert [label for _, label in ticks] == ["fc.weight", "fc.bias"]
+
+
+def test_heatmap_of_complex_values_shows_their_magnitudes():
+    img = plots.heatmap_image(np.array([[3 + 4j, -2j], [1, 0]], dtype=np.complex64))
+    assert img.tolist() == [[5.0, 2.0], [1.0, 0.0]]

@@ -262,6 +262,17 @@ def test_summary_statistics_match_numpy(case):
         assert s.norm == pytest.approx(np.linalg.norm(finite.astype(np.float64)), rel=1e-6)
 
 
+def test_complex_values_are_summarised_by_their_magnitudes():
+    import warnings
+    z = np.array([3 + 4j, -1j, 0, 2 - 2j, np.nan + 1j], dtype=np.complex64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's ComplexWarning would drop the imaginary parts
+        s = summarize(z)
+    want = summarize(np.abs(z))
+    assert s.dtype == "<c8" and {**s.to_dict(), "dtype": "<f4"} == want.to_dict()
+    assert (s.max, s.nan) == (5.0, 1) and s.norm == pytest.approx(float(np.sqrt(25 + 1 + 8)))
+
+
 def test_summaries_of_huge_and_non_finite_values_write_no_numpy_warnings():
     """PyTorch says nothing when a tensor's squares overflow; gradviz must not write numpy's
     RuntimeWarnings into the program's output either."""

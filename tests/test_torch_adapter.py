@@ -253,6 +253,67 @@ def test_torch_summaries_equal_numpys(make):
     assert got.hist == want.hist and got.mean == pytest.approx(want.mean, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("values", ["summaries", "full"])
+@pytest.mark.parametrize("rows", [10, 40000])  # made dense; summarised from its stored values
+def test_sparse_gradients_are_recorded_as_the_dense_values_they_stand_for(rows, values):
+    # nn.Embedding(sparse=True) hands sparse gradients to AccumulateGrad and .grad; recording
+    # once crashed the program on them (numpy cannot take a sparse tensor).
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(rows, 2, sparse=True)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    index = torch.arange(0, rows, 2)  # every other row: half the gradient's values are stored
+    with gradviz.record(values=values) as rec:
+        for _ in range(2):
+            opt.zero_grad()
+            emb(index).pow(2).sum().backward()
+            opt.step()
+    dense = emb.weight.grad.to_dense()
+    assert emb.weight.grad.is_sparse
+    got = rec.trace.grad("weight")
+    s = got.summary
+    assert (s.shape, s.numel, s.nan, s.inf) == ((rows, 2), rows * 2, 0, 0)
+    assert (s.min, s.max) == (float(dense.min()), float(dense.max()))
+    assert s.norm == pytest.approx(float(dense.norm()), rel=1e-6)
+    assert s.sampled == (rows * 2 >= 65536)
+    zero_bin = min(int((0 - s.hist_lo) / (s.hist_hi - s.hist_lo) * len(s.hist)), len(s.hist) - 1)
+    assert s.hist[zero_bin] >= sum(s.hist) // 2  # the zeros it leaves out: half of the values
+    assert s.mean == pytest.approx(float(dense.mean()), abs=0.1 * float(dense.std()))
+    if values == "full":
+        np.testing.assert_array_equal(got.array, dense.cpu().numpy())
+    else:
+        assert got.array is None
+
+
+def test_complex_values_are_recorded_kept_and_written_to_trace_files(tmp_path):
+    import warnings
+    from gradviz import tracefile
+    w = torch.randn(64, requires_grad=True)
+    path = tmp_path / "fft.gvz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with gradviz.record(values="full", path=path):
+            y = torch.fft.rfft(w * 2)
+            y.abs().sum().backward()
+    fft = next(n for n in tracefile.load(path).nodes.values() if n.op == "FftR2CBackward0")
+    assert fft.value.summary.dtype == "<c8" and fft.value.array.dtype == np.complex64
+    np.testing.assert_array_equal(fft.value.array, y.detach().cpu().numpy())
+    assert fft.value.summary.max == pytest.approx(float(y.detach().abs().max()))
+    from gradviz.torch_adapter import TorchAdapter
+    big = torch.randn(70000, dtype=torch.complex64)  # the large path: torch's reductions
+    s = TorchAdapter(torch).summarize(big)
+    assert s.dtype == "<c8" and s.norm == pytest.approx(float(torch.linalg.vector_norm(big)), rel=1e-5)
+    assert s.min == pytest.approx(float(big.abs().min()))
+
+
+def test_dtypes_numpy_lacks_are_summarised_and_kept_as_float64():
+    from gradviz.torch_adapter import TorchAdapter
+    x = torch.tensor([0.5, -2.0, 3.0]).to(torch.float8_e4m3fn)
+    adapter = TorchAdapter(torch)
+    s = adapter.summarize(x)
+    assert (s.dtype, s.min, s.max, s.numel) == ("float8_e4m3fn", -2.0, 3.0, 3)
+    assert adapter.to_numpy(x, True).tolist() == [0.5, -2.0, 3.0]
+
+
 def test_torch_summary_of_a_large_tensor_with_nan_and_inf_counts_them():
     from gradviz.torch_adapter import TorchAdapter
     x = torch.randn(100000)

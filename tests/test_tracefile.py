@@ -308,6 +308,8 @@ def _arrays():
         "i8": np.array([-128, 127], np.int8),
         "u8": np.arange(256, dtype=np.uint8).reshape(16, 16),
         "bool": np.array([[True, False, True], [False, False, True]]),
+        "c64": np.array([1 + 2j, np.nan - 1j, complex(np.inf, 0)], np.complex64),
+        "c128": np.array([[0.1 - 0.0j], [5e-324 + 1.7976931348623157e308j]], np.complex128),
         "0-d f32": np.array(3.25, np.float32),
         "0-d f64 nan": np.array(np.nan),
         "0-d i64": np.array(-7, np.int64),
@@ -405,8 +407,8 @@ def test_every_event_type_dtype_and_corner_round_trips(tmp_path):
 
 def test_object_arrays_cannot_be_written_and_the_dtype_table_has_none():
     assert not any(np.dtype(d).hasobject for d in tf._DTYPES.values())
-    assert all(np.dtype(d).kind in "fiub" for d in tf._DTYPES.values())
-    for bad in (np.array([object(), 1], dtype=object), np.array(["text"]), np.array([1 + 2j]),
+    assert all(np.dtype(d).kind in "fiubc" for d in tf._DTYPES.values())
+    for bad in (np.array([object(), 1], dtype=object), np.array(["text"]), np.array([1], np.uint32),
                 np.array(["2020-01-01"], "datetime64[D]")):
         e = ev.TensorDescribed(1, "x", bad.shape, bad.dtype.str, False, "input",
                                ev.Value(summarize(np.zeros(bad.shape)), bad))
@@ -703,7 +705,7 @@ def test_bad_frame_messages_say_what_is_wrong(name, pattern):
 
 def test_every_dtype_code_outside_the_table_is_refused():
     allowed = set(tf._DTYPES)
-    assert allowed == set(range(1, 10))
+    assert allowed == set(range(1, 12))
     for code in range(256):
         frame = _meta_frame({"request": 1, "value": _value_dict(np.zeros(8, np.uint8), 0), "error": None, "name": None},
                             [(code, (8,), bytes(64))])

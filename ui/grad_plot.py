@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QScrollArea, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
 from gradviz import plots
+from gradviz.summary import as_real
 
 SMALL = 64
 BAR = "#4a7bd0"
@@ -121,7 +122,7 @@ class GradPlot(QTabWidget):
             return self.pages["Values"].say("Select a node or a tensor to see its gradient.")
         s = value.summary
         if value.array is not None and value.array.size <= SMALL:
-            heights = np.asarray(value.array, dtype=float).ravel()
+            heights = as_real(value.array).ravel()
             x = np.arange(heights.size)
             kind = "values"
         else:

@@ -53,7 +53,7 @@ def value_html(value, title):
            f"<span style='color:#333'>{stats}</span>{bad}{sampled}</p>"]
     a = value.array
     if a is not None and 0 < a.size <= TABLE_MAX:
-        rows = np.asarray(a, dtype=float)
+        rows = np.asarray(a, dtype=complex if np.iscomplexobj(a) else float)  # complex: shown as such
         rows = rows.reshape(1, -1) if rows.ndim < 2 else rows.reshape(-1, rows.shape[-1])
         cells = "".join("<tr>" + "".join(
             f"<td align='right' style='padding:0 6px; white-space:nowrap;"
