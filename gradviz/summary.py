@@ -176,6 +176,13 @@ def _from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sam
                    lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0, sampled, mean_abs)
 
 
+def without_values(shape, dtype, numel):
+    """The summary of a tensor that has a shape but no values (PyTorch's meta device): its count,
+    and NaN for every statistic."""
+    nan = float("nan")
+    return Summary(tuple(shape), dtype, int(numel), nan, nan, nan, nan, nan, 0, 0, _EMPTY_HIST, 0.0, 0.0)
+
+
 def empty(shape, dtype):
     nan = float("nan")
     return Summary(tuple(shape), dtype, 0, nan, nan, nan, nan, 0.0, 0, 0, _EMPTY_HIST, 0.0, 0.0)

@@ -130,6 +130,8 @@ class TorchAdapter:
             return self._summarize_sparse(t)
         n = t.numel()
         dtype = _dtype_str(t.dtype)
+        if t.device.type == "meta":  # shapes without values (a model being built, say)
+            return _summary.without_values(tuple(t.shape), dtype, n)
         if t.is_complex():  # the magnitudes' statistics, as for numpy's complex arrays
             return replace(self.summarize(t.abs()), dtype=dtype)
         if dtype[0] not in "<|" and dtype != "bfloat16":  # no numpy dtype (float8, uint16...): as float64
@@ -207,8 +209,11 @@ class TorchAdapter:
 
     def to_numpy(self, t, copy):
         """Always a copy: PyTorch programs change tensors in place (ReLU(inplace=True), optimizer
-        steps), and a view on their memory would change the record with them."""
+        steps), and a view on their memory would change the record with them. None for a tensor
+        without values (the meta device)."""
         t = t.detach()
+        if t.device.type == "meta":
+            return None
         if t.layout != self.torch.strided:  # sparse: as the dense values it stands for
             t = t.to_dense()
         if t.dtype == self.torch.bfloat16:

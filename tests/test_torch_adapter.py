@@ -1,4 +1,5 @@
 """Recording and debugging real PyTorch programs: the same events as the engine's."""
+import math
 import os
 import subprocess
 import sys
@@ -303,6 +304,19 @@ def test_complex_values_are_recorded_kept_and_written_to_trace_files(tmp_path):
     s = TorchAdapter(torch).summarize(big)
     assert s.dtype == "<c8" and s.norm == pytest.approx(float(torch.linalg.vector_norm(big)), rel=1e-5)
     assert s.min == pytest.approx(float(big.abs().min()))
+
+
+def test_meta_tensors_are_recorded_by_shape_alone(tmp_path):
+    # PyTorch's meta device: shapes without values (models built before their weights are loaded)
+    from gradviz import tracefile
+    with gradviz.record(values="full", path=tmp_path / "meta.gvz") as rec:
+        m = torch.nn.Linear(4, 3, device="meta")
+        m(torch.randn(2, 4, device="meta")).sum().backward()
+    assert m.weight.grad.device.type == "meta"
+    for t in (rec.trace, tracefile.load(tmp_path / "meta.gvz")):
+        g = t.grad("weight")
+        assert (g.summary.shape, g.summary.numel, g.array) == ((3, 4), 12, None)
+        assert math.isnan(g.summary.max) and math.isnan(g.summary.norm) and g.summary.finite
 
 
 def test_dtypes_numpy_lacks_are_summarised_and_kept_as_float64():
