@@ -64,9 +64,10 @@ class EngineAdapter:
 
     @staticmethod
     def memory(array):
-        """(owner of the memory, its size, the array's size, the array's shape)."""
+        """(owner of the memory, its size, the array's size, the array's shape, its version: the
+        engine never writes into an array it has handed out, so None)."""
         owner = array.base if isinstance(array.base, np.ndarray) else array
-        return owner, owner.size, array.size, array.shape
+        return owner, owner.size, array.size, array.shape, None
 
     @staticmethod
     def view_onto(view, owner, snapshot):

@@ -92,11 +92,11 @@ class Producer:
         if x is None:
             return None
         a = self.adapter
-        owner, owner_numel, numel, shape = a.memory(x)
+        owner, owner_numel, numel, shape, version = a.memory(x)
         key = id(owner)
         hit = self._values.get(key)
         array = None
-        if hit is not None and hit[0]() is owner and hit[1].summary.numel == numel:
+        if hit is not None and hit[0]() is owner and hit[3] == version and hit[1].summary.numel == numel:
             cached, snapshot = hit[1], hit[2]
             if cached.summary.shape == shape and (not copy or not self.keep_arrays or snapshot is not None):
                 return cached
@@ -114,7 +114,7 @@ class Producer:
             # cache is emptied at every pass and iteration, before values can change in place.
             snapshot = array if copy and self.keep_arrays and x is owner else None
             try:
-                self._values[key] = (weakref.ref(owner), v, snapshot)
+                self._values[key] = (weakref.ref(owner), v, snapshot, version)
             except TypeError:  # a numpy scalar: nothing to share
                 pass
         return v

@@ -421,7 +421,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # without waiting on the reader thread
+    # A normal exit, as the program would have had without gradviz: its atexit handlers run (files
+    # it left open are flushed, multiprocessing cleans up) and its own threads are waited for; the
+    # command reader is a daemon thread and does not hold the exit.
+    sys.exit(main())

@@ -121,7 +121,13 @@ class TorchAdapter:
     @staticmethod
     def memory(t):
         owner = t._base if t._base is not None else t
-        return owner, owner.numel(), t.numel(), tuple(t.shape)
+        try:
+            # PyTorch writes into a gradient in place (adding a second branch's share into the
+            # first's tensor): a summary made before is not this value's.
+            version = owner._version
+        except RuntimeError:  # an inference tensor keeps no version counter (nor gets written)
+            version = None
+        return owner, owner.numel(), t.numel(), tuple(t.shape), version
 
     def summarize(self, t):
         torch = self.torch

@@ -57,6 +57,22 @@ def test_record_a_failing_script_keeps_the_trace(tmp_path, capfd):
     assert gradviz.load(out).grad("w").array.tolist() == [2.0, 2.0]
 
 
+def test_a_recorded_program_exits_as_it_would_alone(tmp_path, capfd):
+    # its atexit handlers run (a file it never closed is flushed), and its exit status is kept
+    script = tmp_path / "atexit_prog.py"
+    script.write_text(SCRIPT + """
+import atexit
+log = open(sys.argv[2], "w")
+log.write("written, never closed")
+atexit.register(lambda: print("atexit ran"))
+sys.exit(3)
+""")
+    log = tmp_path / "log.txt"
+    assert cli.main(["record", str(script), "1", str(log), "-o", str(tmp_path / "t.gvz")]) == 3
+    assert log.read_text() == "written, never closed"
+    assert "atexit ran" in capfd.readouterr().out
+
+
 def test_record_errors_are_clear(tmp_path, capsys):
     assert cli.main(["record", str(tmp_path / "missing.py"), "-o", str(tmp_path / "t.gvz")]) == 2
     assert "no such script" in capsys.readouterr().err

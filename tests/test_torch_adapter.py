@@ -156,6 +156,26 @@ def test_recording_lets_pytorch_take_the_gradient_into_grad_without_a_copy(value
     assert recorded == sorted(round(float(g.norm()), 4) for g in grads.values())
     assert all(e.contribution is e.grad for e in last)  # .grad was None: the contribution is .grad
 
+def test_a_gradient_written_in_place_is_recorded_as_it_is_then():
+    # PyTorch adds a second branch's gradient into the first branch's tensor in place, and a
+    # user's hook may scale a gradient in place: what a node is handed is the value after that.
+    x = torch.ones(2, 3, requires_grad=True)
+    with gradviz.record(values="full") as rec:
+        y = x * 2
+        (y[0].sum() + 10 * y[1].sum()).backward()
+        z = x * 3
+        z.register_hook(lambda g: g.mul_(2))
+        (z * torch.ones(2, 3)).sum().backward()
+    t = rec.trace
+    muls = [n for n in t.passes[0].order if t.nodes[n].op == "MulBackward0"]
+    handed = t.passes[0].grad_outputs[muls[-1]][0]  # y = x * 2 (the first is 10 * ...)
+    assert handed.array.tolist() == [[1.0] * 3, [10.0] * 3]
+    assert handed.summary.norm == pytest.approx(float(np.sqrt(3 + 300)))
+    first, second = [n for n in t.passes[1].order if t.nodes[n].op == "MulBackward0"]
+    assert t.passes[1].grad_inputs[first][0].array.tolist() == [[1.0] * 3] * 2  # as it left z * 1
+    assert t.passes[1].grad_outputs[second][0].array.tolist() == [[2.0] * 3] * 2  # after the hook
+
+
 def test_autograd_grad_is_recorded_and_leaves_grad_alone():
     x = torch.tensor([1., 2.], requires_grad=True)
     with gradviz.record() as rec:
