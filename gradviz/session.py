@@ -16,6 +16,7 @@ import queue
 import runpy
 import sys
 import threading
+import time
 import traceback
 import weakref
 
@@ -24,6 +25,7 @@ from .producer import Producer
 from .trace import peer_signature
 from .tracefile import TraceWriter
 
+EXIT_GRACE_S = 5.0  # after the program ended, how long its exit may take once the parent is gone
 PAUSE_REASONS = ("entry", "step", "breakpoint", "anomaly", "exception", "interrupt", "exited")
 
 
@@ -108,6 +110,8 @@ class Session:
         self.break_on_forward = False
         self.step_target = None  # None, "any", "forward" or "backward"
         self.interrupted = threading.Event()
+        self.finished = threading.Event()  # ProgramExited is sent: the process ends as the program's would
+        self.exit_status = 0
         self.last_event = None
         self.current_node = None
         self.current_node_obj = None
@@ -147,6 +151,11 @@ class Session:
             try:
                 cmd = protocol.recv_message(self.sock)
             except (EOFError, OSError, protocol.ProtocolError):
+                if self.finished.is_set():
+                    # The program is over and exiting on its own (its atexit handlers running):
+                    # give that a moment, then still never outlive the parent.
+                    time.sleep(EXIT_GRACE_S)
+                    os._exit(self.exit_status)
                 os._exit(1)  # the parent is gone: never outlive it
             c = cmd.get("cmd")
             if c == "terminate":
@@ -417,6 +426,8 @@ def main(argv=None):
             pass
     session.emit(ev.ProgramExited(status, error))
     stream.flush()
+    session.exit_status = status
+    session.finished.set()
     return status
 
 

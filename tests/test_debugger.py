@@ -337,3 +337,22 @@ def test_a_peer_breakpoint_needs_its_whole_signature():
         dbg.add_breakpoint(peer={"op": "MulBackward0", "source": "x.py:3"})
     bid = dbg.add_breakpoint(peer={"op": "MulBackward0", "scope": "", "source": "x.py:3", "rank": 1, "extra": 5})
     assert dbg.breakpoints[bid]["peer"] == {"op": "MulBackward0", "scope": "", "source": "x.py:3", "rank": 1}
+
+
+def test_a_debugged_program_exits_as_it_would_alone(tmp_path):
+    # its atexit handlers run after it ends (the session child once left with os._exit)
+    done = tmp_path / "done.txt"
+    script = tmp_path / "prog.py"
+    script.write_text(f"""
+import atexit, time
+def bye():
+    time.sleep(0.5)
+    open({str(done)!r}, "w").write("flushed")
+atexit.register(bye)
+""")
+    with Debugger.launch(script=script) as dbg:
+        assert dbg.wait_paused(timeout=20).reason == "exited"
+    deadline = time.monotonic() + 20
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert done.read_text() == "flushed"
