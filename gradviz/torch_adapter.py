@@ -237,20 +237,25 @@ class MultiAdapter:
         self.engine, self.torch = engine, torch_adapter
         self.source_dirs = tuple(engine.source_dirs) + tuple(torch_adapter.source_dirs)
         torch = torch_adapter.torch
-        tensor_types, node_types = (torch.Tensor,), (torch.Tensor, torch.autograd.graph.Node)
+        from gradviz.engine._tensor import Tensor as EngineTensor
+        from gradviz.engine.autograd.function import Node as EngineNode
+        engine_types = (EngineTensor, EngineNode)
+        tensor_types = (torch.Tensor,)
         # The hottest one (ids of every tensor and node met), resolved per type once: a torch
-        # tensor's tag is in its __dict__, a torch node's in its metadata.
-        self.get_tag = _dispatch_by(lambda cls: torch_adapter.tensor_tag if issubclass(cls, torch.Tensor)
-                                    else torch_adapter.node_tag if issubclass(cls, torch.autograd.graph.Node)
-                                    else engine.get_tag)
+        # tensor's tag is in its __dict__, a torch node's in its metadata. Whatever is not the
+        # engine's is torch's: not every torch graph node is a torch.autograd.graph.Node (the
+        # generic CppFunction of foreach ops, TorchScript and forward-mode AD is not).
+        self.get_tag = _dispatch_by(lambda cls: engine.get_tag if issubclass(cls, engine_types)
+                                    else torch_adapter.tensor_tag if issubclass(cls, torch.Tensor)
+                                    else torch_adapter.node_tag)
         for name in ("set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
                      "tensor_meta", "array", "is_parameter", "given_name", "saved"):
-            setattr(self, name, _dispatch(node_types, getattr(torch_adapter, name), getattr(engine, name)))
+            setattr(self, name, _dispatch(engine_types, getattr(engine, name), getattr(torch_adapter, name)))
         for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto"):
             setattr(self, name, _dispatch(tensor_types, getattr(torch_adapter, name), getattr(engine, name)))
 
 
-def _dispatch(types, for_torch, for_engine):
+def _dispatch(types, if_types, otherwise):
     """The adapter method for ``obj``'s framework, decided once per type (this runs thousands of
     times a step, and ``isinstance`` against torch's classes is the slow part)."""
     by_type = {}
@@ -258,7 +263,7 @@ def _dispatch(types, for_torch, for_engine):
     def method(obj, *args):
         f = by_type.get(type(obj))
         if f is None:
-            f = by_type[type(obj)] = for_torch if isinstance(obj, types) else for_engine
+            f = by_type[type(obj)] = if_types if isinstance(obj, types) else otherwise
         return f(obj, *args)
     return method
 

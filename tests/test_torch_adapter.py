@@ -176,6 +176,18 @@ def test_a_gradient_written_in_place_is_recorded_as_it_is_then():
     assert t.passes[1].grad_outputs[second][0].array.tolist() == [[2.0] * 3] * 2  # after the hook
 
 
+def test_graph_nodes_that_are_not_torch_autograd_graph_nodes_are_recorded():
+    # foreach ops (and TorchScript, forward-mode AD) make nodes of PyTorch's generic CppFunction
+    # type, which is no torch.autograd.graph.Node; they once went to the engine's adapter and crashed
+    p1, p2 = torch.randn(3, requires_grad=True), torch.randn(2, requires_grad=True)
+    with gradviz.record() as rec:
+        outs = torch._foreach_mul([p1, p2], 2.0)
+        (outs[0].sum() + outs[1].sum()).backward()
+    assert type(outs[0].grad_fn).__name__ == "CppFunction"
+    assert "ForeachMulBackward1Scalar" in [rec.trace.nodes[n].op for n in rec.trace.passes[0].order]
+    np.testing.assert_array_equal(rec.trace.grad("p1").array, [2.0] * 3)
+
+
 def test_autograd_grad_is_recorded_and_leaves_grad_alone():
     x = torch.tensor([1., 2.], requires_grad=True)
     with gradviz.record() as rec:
