@@ -171,7 +171,8 @@ class TorchAdapter:
         lo, hi = torch.aminmax(flat)
         norm = torch.linalg.vector_norm(flat, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
         sample = flat[:: n // _summary.SAMPLE_SIZE] if sampled else flat
-        host = torch.cat([torch.stack([lo, hi, norm.to(lo.dtype)]).double(), sample.double()]).cpu().numpy()
+        # (in float64 before they meet: a half-precision norm would round, or pass 65504 to inf)
+        host = torch.cat([torch.stack([lo.double(), hi.double(), norm.double()]), sample.double()]).cpu().numpy()
         lo, hi, norm = (float(v) for v in host[:3])
         if np.isfinite(lo) and np.isfinite(hi):
             return _summary.from_parts(shape, dtype, n, lo, hi, norm, 0, 0, host[3:], sampled)
@@ -355,10 +356,22 @@ class TorchRecording:
             roots = [args[0]]
             grads = [args[1] if len(args) > 1 else kwargs.get("gradient")]
         else:
-            first = args[0] if args else kwargs.get("tensors" if kind == "backward" else "outputs")
+            # (roots, root name, at) and (gradients, name, at): read once; an iterator read here is
+            # handed on as the tuple it gave, or PyTorch would find it used up
+            args = list(args)
+            got = []
+            for name, at in (("tensors" if kind == "backward" else "outputs", 0),
+                             ("grad_tensors" if kind == "backward" else "grad_outputs", 1 if kind == "backward" else 2)):
+                x = args[at] if len(args) > at else kwargs.get(name)
+                if not (x is None or isinstance(x, (torch.Tensor, list, tuple))):
+                    x = tuple(x)
+                    if len(args) > at:
+                        args[at] = x
+                    else:
+                        kwargs = {**kwargs, name: x}
+                got.append(x)
+            first, g = got
             roots = [first] if isinstance(first, torch.Tensor) else list(first)
-            g = args[1 if kind == "backward" else 2] if len(args) > (1 if kind == "backward" else 2) else \
-                kwargs.get("grad_tensors" if kind == "backward" else "grad_outputs")
             grads = [g] if isinstance(g, torch.Tensor) or g is None else list(g)
             grads += [None] * (len(roots) - len(grads))
         root_nodes = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
