@@ -22,12 +22,14 @@ import importlib.util
 import math
 import os
 import sys
+import warnings
 from dataclasses import replace
 
 import numpy as np
 
 from . import summary as _summary
 
+_COMPILE_HOOKS_WARNING = r"Using `torch\.compile\(module\)` when there are global hooks"
 TORCH_REDUCE_MIN = 1 << 16  # elements from which a CPU tensor's exact statistics come from torch
 
 _NP_DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "int32": "<i4",
@@ -301,6 +303,7 @@ class TorchRecording:
         self._handles = []
         self._mode = None
         self._before_step = {}
+        self._warning_filter = None
         self._backward_funcs = {torch.Tensor.backward: "tensor", torch.autograd.backward: "backward",
                                 torch.autograd.grad: "grad"}
         # A context in which torch's __torch_function__ handling is off (modes included), where
@@ -314,10 +317,17 @@ class TorchRecording:
         p = self.producer
         p.adapter = MultiAdapter(p.adapter, self.adapter)
         p.refresh_skip_dirs()
+        compiling = _is_compiling(torch)
+        # torch.compile(module) warns of global module hooks: gradviz's, which stand aside while
+        # it traces (a warning the program would not have printed without gradviz)
+        warnings.filterwarnings("ignore", message=_COMPILE_HOOKS_WARNING, category=UserWarning)
+        self._warning_filter = warnings.filters[0]
         self._handles = [
             # quiet: the entry reads each parameter's requires_grad, through the mode otherwise
-            nn_module.register_module_forward_pre_hook(self._quiet(lambda m, args: p.module_entered(m))),
-            nn_module.register_module_forward_hook(lambda m, args, out: p.module_exited(m), always_call=True),
+            nn_module.register_module_forward_pre_hook(self._quiet(
+                lambda m, args: None if compiling() else p.module_entered(m))),
+            nn_module.register_module_forward_hook(
+                lambda m, args, out: None if compiling() else p.module_exited(m), always_call=True),
             optim_module.register_optimizer_step_pre_hook(self._step_pre),
             optim_module.register_optimizer_step_post_hook(self._step_post),
         ]
@@ -332,6 +342,9 @@ class TorchRecording:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._warning_filter in warnings.filters:
+            warnings.filters.remove(self._warning_filter)
+            getattr(warnings, "_filters_mutated", lambda: None)()  # (as warnings' own functions do)
         p = self.producer
         if isinstance(p.adapter, MultiAdapter):
             p.adapter = p.adapter.engine
@@ -475,14 +488,25 @@ class TorchRecording:
                                      float(lr) if isinstance(lr, (int, float)) else None)
 
 
+def _is_compiling(torch):
+    """``torch.compiler.is_compiling`` where this torch has it. While torch.compile traces a
+    program, gradviz's hooks stand aside (tracing them would break it); what it compiled runs as
+    one graph node of PyTorch's, recorded as any other."""
+    compiler = getattr(torch, "compiler", None)
+    return getattr(compiler, "is_compiling", None) or (lambda: False)
+
+
 def _make_mode(torch, rec):
     from torch.overrides import TorchFunctionMode
 
     backward_funcs = rec._backward_funcs
     is_grad_enabled = torch.is_grad_enabled
+    is_compiling = _is_compiling(torch)
 
     class GradvizMode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
+            if is_compiling():  # torch.compile tracing: its compiled graph is recorded when it runs
+                return func(*args, **(kwargs or {}))
             kind = backward_funcs.get(func)
             if kind is not None:
                 return rec.run_backward(kind, func, args, kwargs)

@@ -197,6 +197,28 @@ def test_roots_and_gradients_given_as_iterators_reach_pytorch_whole():
     assert len(rec.trace.passes) == 2
 
 
+def test_a_compiled_model_is_recorded_as_the_graph_node_it_runs_as():
+    # gradviz's hooks stand aside while torch.compile traces (tracing them once broke it); the
+    # compiled graph runs as one PyTorch node. aot_eager: AOTAutograd's graphs, without a C compiler.
+    import warnings
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    x = torch.randn(4, 8)
+    model(x).sum().backward()
+    plain = [q.grad.clone() for q in model.parameters()]
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing the program would not have printed itself
+        with gradviz.record() as rec:
+            model.zero_grad()
+            compiled(x).sum().backward()
+    assert all(torch.equal(q.grad, g) for q, g in zip(model.parameters(), plain))
+    ops = [_norm(rec.trace.nodes[n].op) for n in rec.trace.passes[0].order]
+    assert ops[:2] == ["SumBackward0", "CompiledFunctionBackward"] and ops.count("AccumulateGrad") == 4
+    torch._dynamo.reset()
+
+
 def test_autograd_grad_is_recorded_and_leaves_grad_alone():
     x = torch.tensor([1., 2.], requires_grad=True)
     with gradviz.record() as rec:
