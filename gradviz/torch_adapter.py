@@ -48,6 +48,18 @@ def _dtype_str(dtype):
     return got
 
 
+# What reading a tensor PyTorch does not let be read raises (RuntimeError: no storage, no batching
+# rule; TypeError and NotImplementedError: subclasses and layouts without numpy or dense forms).
+_UNREADABLE = (RuntimeError, TypeError, NotImplementedError, ValueError)
+
+
+def _shape_of(t):
+    try:
+        return tuple(t.shape)
+    except _UNREADABLE:  # a nested tensor's ragged shape
+        return ()
+
+
 class TorchAdapter:
     """What the producer asks of a framework, answered for PyTorch."""
 
@@ -105,11 +117,14 @@ class TorchAdapter:
 
     @staticmethod
     def tensor_meta(tensor):
-        return tuple(tensor.shape), _dtype_str(tensor.dtype), tensor.requires_grad
+        return _shape_of(tensor), _dtype_str(tensor.dtype), tensor.requires_grad
 
     @staticmethod
     def array(tensor):
-        return tensor.detach()
+        try:
+            return tensor.detach()
+        except _UNREADABLE:  # a tensor inside a torch.func transform (vmap's batched tensors)
+            return tensor
 
     def is_parameter(self, tensor):
         # Parameter's isinstance goes through a Python __instancecheck__; most are exactly one.
@@ -122,16 +137,33 @@ class TorchAdapter:
     # -- values, summarised on their device -------------------------------------------------------
     @staticmethod
     def memory(t):
-        owner = t._base if t._base is not None else t
+        try:
+            owner = t._base if t._base is not None else t
+            sizes = owner.numel(), t.numel(), tuple(t.shape)
+        except _UNREADABLE:  # no memory to speak of (a nested tensor, say)
+            return t, 0, 0, _shape_of(t), None
         try:
             # PyTorch writes into a gradient in place (adding a second branch's share into the
             # first's tensor): a summary made before is not this value's.
             version = owner._version
         except RuntimeError:  # an inference tensor keeps no version counter (nor gets written)
             version = None
-        return owner, owner.numel(), t.numel(), tuple(t.shape), version
+        return (owner, *sizes, version)
 
     def summarize(self, t):
+        """``t``'s Summary. Tensors whose values cannot be read from outside (inside torch.func
+        transforms, wrapper subclasses with no storage, nested tensors) are summarised by shape
+        alone, as meta-device ones are: recording never breaks the program it watches."""
+        try:
+            return self._summarize(t)
+        except _UNREADABLE:
+            try:
+                dtype, n = _dtype_str(t.dtype), t.numel()
+            except _UNREADABLE:
+                dtype, n = "unknown", 0
+            return _summary.without_values(_shape_of(t), dtype, n)
+
+    def _summarize(self, t):
         torch = self.torch
         t = t.detach()
         if t.layout != torch.strided:
@@ -219,7 +251,13 @@ class TorchAdapter:
     def to_numpy(self, t, copy):
         """Always a copy: PyTorch programs change tensors in place (ReLU(inplace=True), optimizer
         steps), and a view on their memory would change the record with them. None for a tensor
-        without values (the meta device)."""
+        without values (the meta device) or whose values cannot be read (see ``summarize``)."""
+        try:
+            return self._to_numpy(t)
+        except _UNREADABLE:
+            return None
+
+    def _to_numpy(self, t):
         t = t.detach()
         if t.device.type == "meta":
             return None

@@ -219,6 +219,57 @@ def test_a_compiled_model_is_recorded_as_the_graph_node_it_runs_as():
     torch._dynamo.reset()
 
 
+class _Wrapper(torch.Tensor):
+    """A wrapper subclass with no storage of its own (as tensor-parallel and FP8 libraries make)."""
+
+    @staticmethod
+    def __new__(cls, elem):
+        return torch.Tensor._make_wrapper_subclass(cls, elem.shape, dtype=elem.dtype, device=elem.device,
+                                                   requires_grad=elem.requires_grad)
+
+    def __init__(self, elem):
+        self.elem = elem
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        from torch.utils._pytree import tree_map
+        out = func(*tree_map(lambda t: t.elem if isinstance(t, _Wrapper) else t, args),
+                   **tree_map(lambda t: t.elem if isinstance(t, _Wrapper) else t, kwargs or {}))
+        return tree_map(lambda t: _Wrapper(t) if isinstance(t, torch.Tensor) else t, out)
+
+
+def _through_wrapper():
+    w = _Wrapper(torch.arange(3.0)).requires_grad_()
+    (w * w).sum().backward()
+    return w.grad.elem
+
+
+def _batched_grads():
+    a = torch.arange(3.0, requires_grad=True)
+    return torch.autograd.grad(a * 2, a, torch.eye(3), is_grads_batched=True)[0]
+
+
+def _jagged():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (PyTorch's own: nested tensors are a prototype)
+        a = torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)], layout=torch.jagged,
+                                       requires_grad=True)
+    return (a * 2).sin().values()
+
+
+@pytest.mark.parametrize("program", [
+    lambda: torch.func.grad(lambda t: (t.sin() * 2).sum())(torch.arange(4.0)),
+    lambda: torch.func.jacrev(lambda t: t.sin() * 2)(torch.arange(4.0)),
+    _batched_grads, _through_wrapper, _jagged], ids=["func.grad", "jacrev", "batched grads", "wrapper", "jagged"])
+def test_tensors_whose_values_cannot_be_read_are_recorded_by_shape_and_the_program_runs_as_alone(program):
+    plain = program()
+    with gradviz.record(values="full") as rec:
+        got = program()
+    assert torch.equal(got, plain)
+    assert rec.trace.events  # something was recorded, and nothing broke
+
+
 def test_autograd_grad_is_recorded_and_leaves_grad_alone():
     x = torch.tensor([1., 2.], requires_grad=True)
     with gradviz.record() as rec:
