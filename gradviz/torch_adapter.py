@@ -527,11 +527,13 @@ class TorchRecording:
 
 
 def _is_compiling(torch):
-    """``torch.compiler.is_compiling`` where this torch has it. While torch.compile traces a
-    program, gradviz's hooks stand aside (tracing them would break it); what it compiled runs as
-    one graph node of PyTorch's, recorded as any other."""
+    """Whether torch.compile or torch.jit.trace is tracing the program. While they do, gradviz's
+    hooks stand aside: tracing them would break torch.compile, and put a summary's reductions into
+    the graph torch.jit.trace makes. What they made runs as PyTorch graph nodes, recorded as any."""
     compiler = getattr(torch, "compiler", None)
-    return getattr(compiler, "is_compiling", None) or (lambda: False)
+    compiling = getattr(compiler, "is_compiling", None) or (lambda: False)
+    jit_tracing = torch._C._is_tracing if hasattr(torch._C, "_is_tracing") else (lambda: False)
+    return lambda: compiling() or jit_tracing()
 
 
 def _make_mode(torch, rec):

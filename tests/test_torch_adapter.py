@@ -270,6 +270,20 @@ def test_tensors_whose_values_cannot_be_read_are_recorded_by_shape_and_the_progr
     assert rec.trace.events  # something was recorded, and nothing broke
 
 
+def test_torch_jit_trace_makes_the_same_graph_while_recording():
+    # a summary's reductions once ran inside the trace and went into its graph (and its check failed)
+    import re
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+    x = torch.randn(4, 3)
+    graph = lambda m: re.sub(r"___torch_mangle_\d+\.", "", str(m.graph))  # noqa: E731
+    plain = torch.jit.trace(model, x)
+    with gradviz.record() as rec:
+        traced = torch.jit.trace(model, x)
+        traced(x).sum().backward()
+    assert graph(traced) == graph(plain)
+    assert len(rec.trace.passes) == 1 and model[0].weight.grad is not None
+
+
 def test_autograd_grad_is_recorded_and_leaves_grad_alone():
     x = torch.tensor([1., 2.], requires_grad=True)
     with gradviz.record() as rec:
