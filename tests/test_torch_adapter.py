@@ -270,6 +270,7 @@ def test_tensors_whose_values_cannot_be_read_are_recorded_by_shape_and_the_progr
     assert rec.trace.events  # something was recorded, and nothing broke
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # PyTorch's own, with or without gradviz
 def test_torch_jit_trace_makes_the_same_graph_while_recording():
     # a summary's reductions once ran inside the trace and went into its graph (and its check failed)
     import re
