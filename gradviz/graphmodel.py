@@ -130,7 +130,7 @@ def grad_label(values):
         return f"{_fmt_shape(v.shape)} · ‖g‖={_fmt_norm(v.summary.l2)}"
     if all(v.array is not None for v in values):
         import numpy as np
-        total = sum(v.array.astype(np.float64) for v in values)
+        total = sum(v.array.astype(np.complex128 if np.iscomplexobj(v.array) else np.float64) for v in values)
         return f"{_fmt_shape(total.shape)} · ‖g‖={_fmt_norm(float(np.linalg.norm(total)))}"
     return f"{_fmt_shape(values[0].shape)} · ‖g‖≤{_fmt_norm(sum(v.summary.l2 for v in values))}"
 

@@ -48,9 +48,21 @@ def _dtype_str(dtype):
     return got
 
 
-# What reading a tensor PyTorch does not let be read raises (RuntimeError: no storage, no batching
-# rule; TypeError and NotImplementedError: subclasses and layouts without numpy or dense forms).
-_UNREADABLE = (RuntimeError, TypeError, NotImplementedError, ValueError)
+# What PyTorch raises when a tensor's values cannot be read from outside (no storage, no batching
+# rule, a subclass or layout with no numpy or dense form): its RuntimeError (NotImplementedError is
+# one). Nothing broader: gradviz's own mistakes must still show.
+_UNREADABLE = RuntimeError
+
+
+def _numpy(t):
+    """A CPU tensor's memory as numpy sees it. A conjugate or negative view (``z.conj()``,
+    ``z.conj().imag``) only carries a flag saying so, which numpy cannot: those are resolved first."""
+    try:
+        return t.numpy()
+    except RuntimeError:
+        if not (t.is_conj() or t.is_neg()):
+            raise
+        return t.resolve_conj().resolve_neg().numpy()
 
 
 def _shape_of(t):
@@ -148,6 +160,11 @@ class TorchAdapter:
             version = owner._version
         except RuntimeError:  # an inference tensor keeps no version counter (nor gets written)
             version = None
+        if owner is not t:
+            # A view shows the memory its own way: a cached value serves it only if it shows it
+            # the same way (a square transpose has the same shape and other values in each place;
+            # a conjugate or negative view, the same memory and other values).
+            version = (version, t.stride(), t.storage_offset(), t.is_conj(), t.is_neg())
         return (owner, *sizes, version)
 
     def summarize(self, t):
@@ -168,6 +185,8 @@ class TorchAdapter:
         t = t.detach()
         if t.layout != torch.strided:
             return self._summarize_sparse(t)
+        if t.is_quantized:  # as the values it stands for
+            return replace(self.summarize(t.dequantize()), dtype=_dtype_str(t.dtype))
         n = t.numel()
         dtype = _dtype_str(t.dtype)
         if t.device.type == "meta":  # shapes without values (a model being built, say)
@@ -180,7 +199,7 @@ class TorchAdapter:
             return _summary.empty(tuple(t.shape), dtype)
         on_cpu = t.device.type == "cpu"
         if on_cpu and n < TORCH_REDUCE_MIN and dtype != "bfloat16":
-            s = _summary.summarize(t.numpy())  # the common case, first: a small tensor on the CPU
+            s = _summary.summarize(_numpy(t))  # the common case, first: a small tensor on the CPU
             return s if s.dtype == dtype else replace(s, dtype=dtype)
         shape = tuple(t.shape)
         if on_cpu and t.dtype != torch.bfloat16:
@@ -196,7 +215,7 @@ class TorchAdapter:
                     sample = flat.numpy()[:: n // _summary.SAMPLE_SIZE]
                     return _summary.from_parts(shape, dtype, n, lo.item(), hi.item(), math.sqrt(sq), 0, 0,
                                                sample, n > _summary.EXACT_LIMIT)
-            s = _summary.summarize(t.numpy())
+            s = _summary.summarize(_numpy(t))
             return s if s.dtype == dtype else replace(s, dtype=dtype)
         x = t if t.is_floating_point() else t.double()
         flat = x.reshape(-1)
@@ -261,13 +280,16 @@ class TorchAdapter:
         t = t.detach()
         if t.device.type == "meta":
             return None
-        if t.layout != self.torch.strided:  # sparse: as the dense values it stands for
+        torch = self.torch
+        if t.layout != torch.strided:  # sparse: as the dense values it stands for
             t = t.to_dense()
-        if t.dtype == self.torch.bfloat16:
+        if t.is_quantized:
+            t = t.dequantize()
+        if t.dtype == torch.bfloat16:
             t = t.float()
-        elif _dtype_str(t.dtype)[0] not in "<|":  # no numpy dtype (float8, uint16...)
-            t = t.double()
-        return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
+        elif _dtype_str(t.dtype)[0] not in "<|":  # no numpy dtype (complex32, float8, uint16...)
+            t = t.to(torch.complex64) if t.is_complex() else t.double()
+        return _numpy(t).copy() if t.device.type == "cpu" else _numpy(t.cpu())
 
 
 class MultiAdapter:
@@ -407,22 +429,17 @@ class TorchRecording:
             roots = [args[0]]
             grads = [args[1] if len(args) > 1 else kwargs.get("gradient")]
         else:
-            # (roots, root name, at) and (gradients, name, at): read once; an iterator read here is
-            # handed on as the tuple it gave, or PyTorch would find it used up
-            args = list(args)
-            got = []
-            for name, at in (("tensors" if kind == "backward" else "outputs", 0),
-                             ("grad_tensors" if kind == "backward" else "grad_outputs", 1 if kind == "backward" else 2)):
-                x = args[at] if len(args) > at else kwargs.get(name)
-                if not (x is None or isinstance(x, (torch.Tensor, list, tuple))):
-                    x = tuple(x)
-                    if len(args) > at:
-                        args[at] = x
-                    else:
-                        kwargs = {**kwargs, name: x}
-                got.append(x)
-            first, g = got
+            # (PyTorch makes the roots a tuple before a mode sees them; not the gradients)
+            first = args[0] if args else kwargs.get("tensors" if kind == "backward" else "outputs")
             roots = [first] if isinstance(first, torch.Tensor) else list(first)
+            name, at = ("grad_tensors", 1) if kind == "backward" else ("grad_outputs", 2)
+            g = args[at] if len(args) > at else kwargs.get(name)
+            if not (g is None or isinstance(g, (torch.Tensor, list, tuple))):
+                g = tuple(g)  # an iterator read here is handed on as what it gave, not used up
+                if len(args) > at:
+                    args = args[:at] + (g,) + args[at + 1:]
+                else:
+                    kwargs = {**kwargs, name: g}
             grads = [g] if isinstance(g, torch.Tensor) or g is None else list(g)
             grads += [None] * (len(roots) - len(grads))
         root_nodes = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]

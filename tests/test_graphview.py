@@ -402,3 +402,14 @@ def test_collapsing_a_large_graph_lays_it_out_off_the_gui_thread():
     assert set(d.members) == {"m:3", "m:7"} and d.graph.number_of_nodes() < whole.graph.number_of_nodes()
     assert set(d.layout.positions) == set(d.graph)
     assert model.take_ready() is False
+
+
+def test_an_edge_label_sums_complex_gradients_as_complex():
+    import warnings
+    from gradviz import events as ev
+    from gradviz.summary import summarize
+    a = np.array([1j, 1j], np.complex64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's ComplexWarning: the imaginary parts dropped
+        label = gm.grad_label([ev.Value(summarize(a), a), ev.Value(summarize(a), a)])
+    assert label == "[2] · ‖g‖=2.83"

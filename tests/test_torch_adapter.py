@@ -448,6 +448,39 @@ def test_meta_tensors_are_recorded_by_shape_alone(tmp_path):
         assert math.isnan(g.summary.max) and math.isnan(g.summary.norm) and g.summary.finite
 
 
+def test_views_that_show_the_same_memory_another_way_are_recorded_as_they_show_it():
+    # a conjugate view, a square transpose: the same memory and shape as the tensor behind them,
+    # other values in each place (a cached value once stood in for them)
+    w = torch.tensor([1 + 2j, 3 - 1j, -2j], requires_grad=True)
+    A = torch.tensor([[1 + 1j, 2, 3j], [4, -5j, 6]], requires_grad=True)
+    x = torch.arange(9.0).reshape(3, 3).requires_grad_()
+    M = torch.arange(9.0).reshape(3, 3) * 10
+    with gradviz.record(values="full") as rec:
+        (w.conj() * torch.tensor([1, 1j, 2])).abs().sum().backward()
+        (A.mH @ torch.ones(2, 1, dtype=torch.cfloat)).abs().sum().backward()
+        (x.t() * M).sum().backward()
+    for i, (name, t) in enumerate((("w", w), ("A", A), ("x", x))):
+        np.testing.assert_allclose(rec.trace.grad(name, i).array, t.grad.resolve_conj().cpu().numpy(), rtol=1e-6)
+    from gradviz.torch_adapter import TorchAdapter
+    z = torch.tensor([1 + 2j, 3 - 4j])
+    s = TorchAdapter(torch).summarize(z.conj().imag)  # a negative view
+    assert (s.min, s.max) == (-2.0, 4.0)
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")  # PyTorch's own, as are:
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_complex32_and_quantized_tensors_are_read_as_the_values_they_stand_for():
+    from gradviz.torch_adapter import TorchAdapter
+    adapter = TorchAdapter(torch)
+    c = torch.tensor([3 + 4j, 1j], dtype=torch.complex64).to(torch.complex32)
+    assert adapter.to_numpy(c, True).tolist() == [3 + 4j, 1j]
+    assert (adapter.summarize(c).max, adapter.summarize(c).dtype) == (5.0, "complex32")
+    q = torch.quantize_per_tensor(torch.tensor([-1.0, 0.5, 2.0], device="cpu"), scale=0.5, zero_point=0,
+                                  dtype=torch.qint8)  # (quantized tensors live on the CPU)
+    assert adapter.to_numpy(q, True).tolist() == [-1.0, 0.5, 2.0]
+    assert (adapter.summarize(q).min, adapter.summarize(q).max) == (-1.0, 2.0)
+
+
 def test_dtypes_numpy_lacks_are_summarised_and_kept_as_float64():
     from gradviz.torch_adapter import TorchAdapter
     x = torch.tensor([0.5, -2.0, 3.0]).to(torch.float8_e4m3fn)
