@@ -1,4 +1,4 @@
-"""gradviz.layout against Graphviz dot, side by side in one run: layout time and edge crossings on
+"""gradviz.layout.layered against Graphviz dot, side by side in one run: layout time and edge crossings on
 (a) the autograd graph of a 60-block transformer (shared/data/transformer60-autograd.dot, 5,279
     nodes, 5,517 edges), dot with its default settings;
 (b) a seeded random DAG of 5,000 nodes and 10,000 edges, dot with its speed settings
@@ -6,7 +6,7 @@
 Targets: (a) under 0.5 s with no more crossings than dot; (b) under 1 s.
 
 How the crossings are compared: both drawings are counted by the same function,
-gradviz.layout.count_crossings, on the layered drawing with a bend point wherever an edge passes a
+gradviz.layout.layered.count_crossings, on the layered drawing with a bend point wherever an edge passes a
 layer. Ours: our layers, order and bend points (as Layout.crossings). Dot's (from ``dot -Tplain``):
 its ranks are the distinct node y values (top to bottom), the order within a rank is by node x,
 and a long edge passes each rank in between at the x where dot's drawn edge (the Bezier curve of
@@ -32,8 +32,8 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from gradviz.dot import read_dot  # noqa: E402
-from gradviz.layout import count_crossings, layout  # noqa: E402
+from gradviz.trace.dot import read_dot  # noqa: E402
+from gradviz.layout.layered import count_crossings, layout  # noqa: E402
 
 TRANSFORMER = os.path.join(REPO, "..", "shared", "data", "transformer60-autograd.dot")
 FAST_DOT = ["-Gnslimit=1", "-Gnslimit1=1", "-Gmclimit=0.1", "-Gremincross=false", "-Gsplines=false"]

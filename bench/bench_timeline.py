@@ -18,9 +18,9 @@ import time
 
 import gradviz  # noqa: E402
 from gradviz import demos  # noqa: E402
-from gradviz.appstate import AppState  # noqa: E402
-from gradviz.timeline import Timeline  # noqa: E402
-from gradviz.trace import Trace  # noqa: E402
+from gradviz.app.state import AppState  # noqa: E402
+from gradviz.app.timeline import Timeline  # noqa: E402
+from gradviz.trace.model import Trace  # noqa: E402
 
 
 def record(iterations):
@@ -82,7 +82,7 @@ def bench(trace, name, rng):
 def poll_reads(st):
     """What the window reads of the state each time something changed (less the Qt drawing):
     the console, the status line, the graph's colours and labels, the selection's plots."""
-    from gradviz import plots
+    from gradviz.app import plots
     st.poll()
     st.console()
     st.status_text()

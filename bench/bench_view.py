@@ -16,7 +16,7 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sha
 def resnet_state():
     import gradviz
     import gradviz.engine as torch
-    from gradviz.appstate import AppState
+    from gradviz.app.state import AppState
     from gradviz.engine.models import resnet18
     with gradviz.record(values="summaries") as rec:
         torch.manual_seed(0)
@@ -29,11 +29,11 @@ def resnet_state():
 
 def transformer_state():
     """The DOT graph dressed as the parts of AppState the view reads."""
-    from gradviz.appstate import node_size
-    from gradviz.dot import read_dot
-    from gradviz.graphmodel import GraphModel
-    from gradviz.layout import layout
-    from gradviz.trace import Trace
+    from gradviz.app.state import node_size
+    from gradviz.trace.dot import read_dot
+    from gradviz.app.graphmodel import GraphModel
+    from gradviz.layout.layered import layout
+    from gradviz.trace.model import Trace
     with open(DATA) as f:
         g = read_dot(f.read())
     for _, d in g.nodes(data=True):

@@ -40,7 +40,7 @@ def main(out_dir="docs"):
     from PySide6.QtWidgets import QApplication
 
     from gradviz import Debugger, record
-    from gradviz.appstate import AppState
+    from gradviz.app.state import AppState
     from gradviz.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])

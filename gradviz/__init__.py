@@ -5,9 +5,9 @@ the backward passes and the gradients; ``trace.save(path)`` and ``gradviz.load(p
 """
 __version__ = "0.1.0"
 
-from .debugger import Debugger, Pause  # noqa: E402
-from .recorder import Recorder, name, record  # noqa: E402
-from .trace import Trace  # noqa: E402
-from .tracefile import TraceFormatError, load  # noqa: E402
+from gradviz.debug.debugger import Debugger, Pause  # noqa: E402
+from gradviz.record.recorder import Recorder, name, record  # noqa: E402
+from gradviz.trace.model import Trace  # noqa: E402
+from gradviz.trace.gvz import TraceFormatError, load  # noqa: E402
 
 __all__ = ["record", "Recorder", "Trace", "load", "TraceFormatError", "name", "Debugger", "Pause", "__version__"]

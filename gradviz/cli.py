@@ -61,7 +61,7 @@ def _split_output(argv):
 
 
 def cmd_record(args):
-    """Run the program as the debugger would, in a child process (``python -m gradviz.session``),
+    """Run the program as the debugger would, in a child process (``python -m gradviz.debug.session``),
     its event stream going to the file instead of a window."""
     import subprocess
     script_args, trailing_out = _split_output(args.args)
@@ -82,14 +82,14 @@ def cmd_record(args):
         print(f"gradviz record: no such script: {script_args[0]}", file=sys.stderr)
         return 2
     import tempfile
-    from gradviz.session import command
+    from gradviz.debug.session import command
     if args.demo:
         cmd = command(args.values, output=output, demo=args.demo, args=script_args)
     else:
         cmd = command(args.values, output=output, script=script_args[0], args=script_args[1:])
     with tempfile.TemporaryDirectory(prefix="gradviz-") as private:
         status = subprocess.call(cmd, cwd=private)
-    from gradviz.tracefile import load
+    from gradviz.trace.gvz import load
     trace = load(output, partial=True)
     print(f"gradviz: recorded {len(trace.events)} events ({trace.graph.number_of_nodes()} graph nodes, "
           f"{len(trace.passes)} backward passes) to {output}", file=sys.stderr)
@@ -103,15 +103,15 @@ def is_dot(path):
 def load_any(path):
     """A trace file (.gvz), or a torchviz DOT drawing (.dot, .gv) as a graph without values."""
     if is_dot(path):
-        from gradviz.dot import load_dot
+        from gradviz.trace.dot import load_dot
         return load_dot(path)
-    from gradviz.tracefile import load
+    from gradviz.trace.gvz import load
     return load(path)
 
 
 def _load(path):
-    from gradviz.dot import DotFormatError
-    from gradviz.tracefile import TraceFormatError
+    from gradviz.trace.dot import DotFormatError
+    from gradviz.trace.gvz import TraceFormatError
     try:
         return load_any(path)
     except FileNotFoundError:
@@ -124,7 +124,7 @@ def _load(path):
 
 
 def cmd_info(args):
-    from gradviz import report
+    from gradviz.trace import report
     trace = _load(args.trace)
     if trace is None:
         return 1
@@ -144,7 +144,7 @@ def cmd_export(args):
     if trace is None:
         return 1
     if ext == ".dot":
-        from gradviz.dot import to_dot
+        from gradviz.trace.dot import to_dot
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(to_dot(trace.graph))
         n = trace.graph.number_of_nodes()

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from .summary import Summary
+from gradviz.summary import Summary
 
 EVENT_TYPES: dict[str, type] = {}
 

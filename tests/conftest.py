@@ -33,7 +33,7 @@ def _outside_the_checkout(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session", autouse=True)
 def no_child_process_outlives_the_suite():
     yield
-    from gradviz.debugger import live_children
+    from gradviz.debug.debugger import live_children
     assert live_children() == [], "a debugged program outlived the test suite"
     leftover = _child_pids()
     assert leftover == [], f"child processes left running: {leftover}"

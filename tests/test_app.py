@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from gradviz import Debugger  # noqa: E402
-from gradviz.appstate import AppState  # noqa: E402
+from gradviz.app.state import AppState  # noqa: E402
 
 SEED_ORDER = ["SubBackward0", "PowBackward0", "AccumulateGrad", "MulBackward0", "PowBackward0", "AccumulateGrad"]
 

@@ -117,7 +117,7 @@ def test_export_dot(tmp_path, capsys):
     text = dot.read_text()
     assert text.startswith('digraph "gradviz" {') and text.count("->") == 7
     assert 'label="SubBackward0"' in text and 'label="a\\n(2,)"' in text
-    from gradviz.dot import read_dot
+    from gradviz.trace.dot import read_dot
     g = read_dot(text)
     assert g.number_of_nodes() == 8 and g.number_of_edges() == 7
     assert cli.main(["export", str(out), "-o", str(tmp_path / "x.pdf")]) == 2

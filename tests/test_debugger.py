@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import gradviz
-from gradviz import Debugger, protocol
-from gradviz.debugger import DebuggerError, live_children
+from gradviz import Debugger
+from gradviz.debug import protocol
+from gradviz.debug.debugger import DebuggerError, live_children
 
 SEED_DEMO = os.path.join(os.path.dirname(gradviz.__file__), "demos", "seed.py")
 NAN_DEMO = os.path.join(os.path.dirname(gradviz.__file__), "demos", "nan.py")

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from gradviz import cli
-from gradviz.dot import DotFormatError, load_dot, trace_from_dot
+from gradviz.trace.dot import DotFormatError, load_dot, trace_from_dot
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 RESNET = os.path.join(DATA, "resnet18-autograd.dot")
@@ -95,7 +95,7 @@ def test_info_and_open_read_a_drawing(tmp_path, capsys):
 
 
 def test_the_app_state_of_a_drawing_says_it_has_no_gradients():
-    from gradviz.appstate import AppState
+    from gradviz.app.state import AppState
     st = AppState(trace=trace_from_dot(SMALL))
     st.poll()
     assert set(st.layout.positions) == set(st.graph) and st.graph.number_of_nodes() == 6

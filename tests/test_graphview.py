@@ -8,9 +8,10 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import gradviz  # noqa: E402
-from gradviz import cli, demos, graphmodel as gm  # noqa: E402
-from gradviz.appstate import AppState  # noqa: E402
-from gradviz.trace import Trace  # noqa: E402
+from gradviz import cli, demos
+from gradviz.app import graphmodel as gm  # noqa: E402
+from gradviz.app.state import AppState  # noqa: E402
+from gradviz.trace.model import Trace  # noqa: E402
 
 
 def _record(fn):
@@ -384,7 +385,7 @@ def test_collapsing_a_large_graph_lays_it_out_off_the_gui_thread():
     worker lays the collapsed graph out; take_ready() then hands the boxes over."""
     import gradviz
     import gradviz.engine as torch
-    from gradviz.appstate import INLINE_LAYOUT_NODES, AppState
+    from gradviz.app.state import INLINE_LAYOUT_NODES, AppState
     from gradviz.engine import nn
     blocks = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.Tanh()) for _ in range(60)])
     with gradviz.record(values="summaries") as rec:

@@ -1,4 +1,4 @@
-"""gradviz.layout: layered layout of autograd graphs (no Qt involved)."""
+"""gradviz.layout.layered: layered layout of autograd graphs (no Qt involved)."""
 import itertools
 import os
 import random
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gradviz.dot import read_dot
-from gradviz.layout import (DEFAULT_NODE_SIZE, _grouped_inversions, _segment_crossings,
+from gradviz.trace.dot import read_dot
+from gradviz.layout.layered import (DEFAULT_NODE_SIZE, _grouped_inversions, _segment_crossings,
                             count_crossings, layout)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

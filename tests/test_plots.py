@@ -1,11 +1,12 @@
-"""The gradient plots: what gradviz.plots computes (no Qt) and what each GradPlot tab draws."""
+"""The gradient plots: what gradviz.app.plots computes (no Qt) and what each GradPlot tab draws."""
 import math
 
 import numpy as np
 import pytest
 
 import gradviz
-from gradviz import demos, plots
+from gradviz import demos
+from gradviz.app import plots
 
 MLP_LAYERS = ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
 

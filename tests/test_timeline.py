@@ -1,4 +1,4 @@
-"""Time travel: the trace as it was after k events (gradviz.timeline), the state the app shows at
+"""Time travel: the trace as it was after k events (gradviz.app.timeline), the state the app shows at
 that moment (AppState), and the slider that picks the moment (ui/timeline.TimelineBar)."""
 import os
 import random
@@ -13,10 +13,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import gradviz  # noqa: E402
 from gradviz import cli, demos, events as ev  # noqa: E402
-from gradviz.appstate import AppState  # noqa: E402
-from gradviz.timeline import Timeline  # noqa: E402
-from gradviz.trace import Trace  # noqa: E402
-from gradviz.tracefile import write_trace  # noqa: E402
+from gradviz.app.state import AppState  # noqa: E402
+from gradviz.app.timeline import Timeline  # noqa: E402
+from gradviz.trace.model import Trace  # noqa: E402
+from gradviz.trace.gvz import write_trace  # noqa: E402
 
 # The seed demo's events, by position k (the trace after k events): 1 IterationStarted, 2 a,
 # 3 AccumulateGrad(a) n2, 4 PowBackward0 n3, 5 MulBackward0 n5, 6 b, 7 AccumulateGrad(b) n8,
@@ -388,7 +388,7 @@ def test_a_partially_loaded_inconsistent_trace_replays_as_it_loaded(seed, tmp_pa
 
 
 def test_the_timeline_core_imports_no_qt():
-    code = ("import sys, gradviz.timeline; "
+    code = ("import sys, gradviz.app.timeline; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph')); "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -511,7 +511,7 @@ _BASE = [ev.IterationStarted(0),
 
 
 def test_overlapping_passes_answer_the_last_pass_that_ran_a_node_at_every_moment():
-    from gradviz import plots
+    from gradviz.app import plots
     events = _BASE + [ev.BackwardStarted(0, 0, (5,)), ev.BackwardStarted(1, 0, (3,)), ev.BackwardStarted(2, 0, (3,)),
                       ev.NodeEntered(2, 2, (_v([1, 1]),)), ev.GradAccumulated(2, 2, 1, _v([1, 1]), _v([1, 1])),
                       ev.NodeEntered(0, 2, (_v([1, 1]),)), ev.GradAccumulated(0, 2, 1, _v([1, 1]), _v([2, 2]))]

@@ -372,7 +372,7 @@ def test_events_carry_torch_values_as_numpy():
 ])
 def test_torch_summaries_equal_numpys(make):
     from gradviz.summary import summarize
-    from gradviz.torch_adapter import TorchAdapter
+    from gradviz.adapters.torch import TorchAdapter
     x = make()
     got, want = TorchAdapter(torch).summarize(x), summarize(x.cpu().contiguous().numpy())
     assert (got.shape, got.numel, got.nan, got.inf, got.sampled) == (want.shape, want.numel, want.nan, want.inf,
@@ -416,7 +416,7 @@ def test_sparse_gradients_are_recorded_as_the_dense_values_they_stand_for(rows, 
 
 def test_complex_values_are_recorded_kept_and_written_to_trace_files(tmp_path):
     import warnings
-    from gradviz import tracefile
+    from gradviz.trace import gvz as tracefile
     w = torch.randn(64, requires_grad=True)
     path = tmp_path / "fft.gvz"
     with warnings.catch_warnings():
@@ -428,7 +428,7 @@ def test_complex_values_are_recorded_kept_and_written_to_trace_files(tmp_path):
     assert fft.value.summary.dtype == "<c8" and fft.value.array.dtype == np.complex64
     np.testing.assert_array_equal(fft.value.array, y.detach().cpu().numpy())
     assert fft.value.summary.max == pytest.approx(float(y.detach().abs().max()))
-    from gradviz.torch_adapter import TorchAdapter
+    from gradviz.adapters.torch import TorchAdapter
     big = torch.randn(70000, dtype=torch.complex64)  # the large path: torch's reductions
     s = TorchAdapter(torch).summarize(big)
     assert s.dtype == "<c8" and s.norm == pytest.approx(float(torch.linalg.vector_norm(big)), rel=1e-5)
@@ -437,7 +437,7 @@ def test_complex_values_are_recorded_kept_and_written_to_trace_files(tmp_path):
 
 def test_meta_tensors_are_recorded_by_shape_alone(tmp_path):
     # PyTorch's meta device: shapes without values (models built before their weights are loaded)
-    from gradviz import tracefile
+    from gradviz.trace import gvz as tracefile
     with gradviz.record(values="full", path=tmp_path / "meta.gvz") as rec:
         m = torch.nn.Linear(4, 3, device="meta")
         m(torch.randn(2, 4, device="meta")).sum().backward()
@@ -461,7 +461,7 @@ def test_views_that_show_the_same_memory_another_way_are_recorded_as_they_show_i
         (x.t() * M).sum().backward()
     for i, (name, t) in enumerate((("w", w), ("A", A), ("x", x))):
         np.testing.assert_allclose(rec.trace.grad(name, i).array, t.grad.resolve_conj().cpu().numpy(), rtol=1e-6)
-    from gradviz.torch_adapter import TorchAdapter
+    from gradviz.adapters.torch import TorchAdapter
     z = torch.tensor([1 + 2j, 3 - 4j])
     s = TorchAdapter(torch).summarize(z.conj().imag)  # a negative view
     assert (s.min, s.max) == (-2.0, 4.0)
@@ -470,7 +470,7 @@ def test_views_that_show_the_same_memory_another_way_are_recorded_as_they_show_i
 @pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")  # PyTorch's own, as are:
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
 def test_complex32_and_quantized_tensors_are_read_as_the_values_they_stand_for():
-    from gradviz.torch_adapter import TorchAdapter
+    from gradviz.adapters.torch import TorchAdapter
     adapter = TorchAdapter(torch)
     c = torch.tensor([3 + 4j, 1j], dtype=torch.complex64).to(torch.complex32)
     assert adapter.to_numpy(c, True).tolist() == [3 + 4j, 1j]
@@ -482,7 +482,7 @@ def test_complex32_and_quantized_tensors_are_read_as_the_values_they_stand_for()
 
 
 def test_dtypes_numpy_lacks_are_summarised_and_kept_as_float64():
-    from gradviz.torch_adapter import TorchAdapter
+    from gradviz.adapters.torch import TorchAdapter
     x = torch.tensor([0.5, -2.0, 3.0]).to(torch.float8_e4m3fn)
     adapter = TorchAdapter(torch)
     s = adapter.summarize(x)
@@ -491,7 +491,7 @@ def test_dtypes_numpy_lacks_are_summarised_and_kept_as_float64():
 
 
 def test_torch_summary_of_a_large_tensor_with_nan_and_inf_counts_them():
-    from gradviz.torch_adapter import TorchAdapter
+    from gradviz.adapters.torch import TorchAdapter
     x = torch.randn(100000)
     x[3], x[10], x[11] = float("nan"), float("inf"), -float("inf")
     s = TorchAdapter(torch).summarize(x)
@@ -504,7 +504,7 @@ def test_the_device_path_of_summaries_on_bfloat16():
     """bfloat16 takes the path a CUDA tensor takes (torch's reductions and one copy to the host):
     exact min and max, the sample's histogram, NaN and Inf counted."""
     from gradviz.summary import summarize
-    from gradviz.torch_adapter import TorchAdapter
+    from gradviz.adapters.torch import TorchAdapter
     x = torch.randn(8, 64, 32, 32).to(torch.bfloat16)
     got, want = TorchAdapter(torch).summarize(x), summarize(x.float().cpu().numpy())
     assert (got.min, got.max, got.numel, got.sampled, got.hist) == (want.min, want.max, want.numel, True, want.hist)

@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import gradviz
 from gradviz import demos, events as ev
-from gradviz import tracefile as tf
+from gradviz.trace import gvz as tf
 from gradviz.summary import summarize as _summarize
-from gradviz.tracefile import TraceFormatError
+from gradviz.trace.gvz import TraceFormatError
 
 HEADER = struct.Struct("<8sHH")
 FRAME = struct.Struct("<4sIII")
@@ -273,7 +273,7 @@ def test_a_program_ending_with_sys_exit_true_leaves_a_readable_trace(tmp_path):
     script = tmp_path / "exit_true.py"
     script.write_text("import sys\nsys.exit(True)\n")
     out = tmp_path / "t.gvz"
-    subprocess.run([sys.executable, "-m", "gradviz.session", "--output", str(out), "--values", "full", "--",
+    subprocess.run([sys.executable, "-m", "gradviz.debug.session", "--output", str(out), "--values", "full", "--",
                     str(script)], capture_output=True, timeout=120)
     exited = [e for e in gradviz.load(out).events if isinstance(e, ev.ProgramExited)]
     assert [e.status for e in exited] == [1]
@@ -1197,7 +1197,7 @@ def test_decoder_fed_in_random_pieces(data):
 def test_a_summary_without_mean_abs_still_loads(tmp_path):
     """Traces written before summaries kept mean |x| load, with NaN in its place."""
     import json
-    from gradviz import tracefile
+    from gradviz.trace import gvz as tracefile
     from gradviz.summary import summarize
     s = summarize(np.array([1.0, -3.0], dtype=np.float32))
     assert s.mean_abs == 2.0

@@ -7,21 +7,21 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
         timeout=60.0):
     from PySide6.QtWidgets import QApplication
 
-    from gradviz.appstate import AppState
+    from gradviz.app.state import AppState
     from .main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     if trace_path is not None:
         from gradviz.cli import load_any
-        from gradviz.dot import DotFormatError
-        from gradviz.tracefile import TraceFormatError
+        from gradviz.trace.dot import DotFormatError
+        from gradviz.trace.gvz import TraceFormatError
         try:
             state = AppState(trace=load_any(trace_path))
         except (OSError, TraceFormatError, DotFormatError) as exc:
             return _fail(app, f"Cannot open {trace_path}:\n{exc}", screenshot)
         title = f"gradviz — {trace_path}"
     else:
-        from gradviz.debugger import Debugger, DebuggerError
+        from gradviz.debug.debugger import Debugger, DebuggerError
 
         def launch(breakpoints=(), **switches):
             switches.setdefault("break_on_backward", break_on_backward)

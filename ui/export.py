@@ -32,8 +32,8 @@ def render_graph(trace, path, collapsed=(), scale=None):
     from PySide6.QtGui import QColor, QImage, QPainter
     from PySide6.QtWidgets import QGraphicsScene
 
-    from gradviz.appstate import AppState
-    from gradviz.graphmodel import GraphModel
+    from gradviz.app.state import AppState
+    from gradviz.app.graphmodel import GraphModel
     from .graph_view import build_scene, paint_state
 
     folder = os.path.dirname(os.path.abspath(str(path)))

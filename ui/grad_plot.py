@@ -1,6 +1,6 @@
 """``GradPlot``: the gradient plots, one tab each: the selected gradient's values (bars when small,
 else its histogram), its heatmap, its norm across iterations, and the gradient flow through the
-model's parameters. What each tab shows comes from ``gradviz.plots``; a tab with nothing to show
+model's parameters. What each tab shows comes from ``gradviz.app.plots``; a tab with nothing to show
 says so in grey."""
 import math
 
@@ -9,7 +9,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QScrollArea, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
-from gradviz import plots
+from gradviz.app import plots
 from gradviz.summary import as_real
 
 SMALL = 64

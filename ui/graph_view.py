@@ -16,7 +16,7 @@ from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetricsF, QPainter, QPain
                            QPolygonF)
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsView, QMenu
 
-from gradviz.graphmodel import GraphModel, enclosing_scopes, node_scope
+from gradviz.app.graphmodel import GraphModel, enclosing_scopes, node_scope
 
 
 

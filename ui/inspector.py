@@ -9,9 +9,9 @@ import numpy as np
 from PySide6.QtWidgets import QTextBrowser
 
 from gradviz.events import Value as _Value
-from gradviz.graphmodel import MODULE_PREFIX
+from gradviz.app.graphmodel import MODULE_PREFIX
 from gradviz.summary import summarize
-from gradviz.trace import node_key, tensor_key
+from gradviz.trace.model import node_key, tensor_key
 
 TABLE_MAX = 64  # elements: up to this many, values are shown as a table
 _SHORT = "torch::autograd::"

@@ -291,7 +291,7 @@ class MainWindow(QMainWindow):
         self._show_breakpoints()
 
     def restart(self):
-        from gradviz.debugger import DebuggerError
+        from gradviz.debug.debugger import DebuggerError
         try:
             restarted = self.state.restart()
         except DebuggerError as exc:  # the program no longer starts (its file gone, say)

@@ -1,6 +1,6 @@
 """``TimelineBar``: a slider over the recorded events, for time travel. Dragging it (or Left/Right
 on it) shows the moment after that many events; "Live" snaps back to the end and follows new events.
-It renders a ``gradviz.timeline.Timeline`` and says where the user is with ``positionChanged``:
+It renders a ``gradviz.app.timeline.Timeline`` and says where the user is with ``positionChanged``:
 None for live, else the position k. While the slider moves, ``positionChanged`` comes at most every
 ``THROTTLE_MS`` with the latest position (the label follows every step), so a fast drag over a long
 run shows a moment per frame instead of queueing one per event."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .summary import as_real
+from gradviz.summary import as_real
 
 # A 4-D (conv weight) gradient is drawn as a grid of kh x kw tiles: one row per output channel, one
 # column per input channel, at most this many of each (a 3x3 conv fits in 127 x 127 pixels), and

@@ -1,4 +1,4 @@
-"""``python -m gradviz.session``: the child side of gradviz. Runs the user's program under the
+"""``python -m gradviz.debug.session``: the child side of gradviz. Runs the user's program under the
 recorder and streams its events, in the trace-file format, to the parent (``--connect``, with the
 debugger: it pauses where the parent's breakpoints say and obeys its commands) or to a file
 (``--output``, for ``gradviz record``).
@@ -20,10 +20,12 @@ import time
 import traceback
 import weakref
 
-from . import events as ev, protocol
-from .producer import Producer
-from .trace import peer_signature
-from .tracefile import TraceWriter
+import gradviz
+from gradviz import events as ev
+from gradviz.debug import protocol
+from gradviz.record.producer import Producer
+from gradviz.trace.model import peer_signature
+from gradviz.trace.gvz import TraceWriter
 
 EXIT_GRACE_S = 5.0  # after the program ended, how long its exit may take once the parent is gone
 PAUSE_REASONS = ("entry", "step", "breakpoint", "anomaly", "exception", "interrupt", "exited")
@@ -313,7 +315,7 @@ def command(values="full", *, connect=None, output=None, demo=None, script=None,
     (``python -m`` puts the working folder first on sys.path, and a gradviz checkout there would
     shadow the installed package); it moves to ``cwd`` (default: ours) before the program runs."""
     cwd = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
-    cmd = [sys.executable, "-m", "gradviz.session", "--values", values, "--cwd", cwd]
+    cmd = [sys.executable, "-m", "gradviz.debug.session", "--values", values, "--cwd", cwd]
     if connect:
         cmd += ["--connect", connect]
     if output:
@@ -327,7 +329,7 @@ def command(values="full", *, connect=None, output=None, demo=None, script=None,
 
 def _program_path(args):
     if args.demo:
-        from . import demos
+        from gradviz import demos
         return demos.demo_path(args.demo), list(args.program)
     if not args.program:
         raise FileNotFoundError("no program given")
@@ -339,7 +341,7 @@ def _user_traceback(tb):
     """The traceback from the user's first frame on: gradviz's and runpy's frames that ran the
     script are left out; all of them when the error is in them (a SyntaxError: its message points
     at the script's line)."""
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+    here = os.path.join(os.path.dirname(os.path.abspath(gradviz.__file__)), "")
     start = tb
     while start is not None:
         name = start.tb_frame.f_code.co_filename
@@ -349,7 +351,7 @@ def _user_traceback(tb):
     return None
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gradviz.session")
+    parser = argparse.ArgumentParser(prog="python -m gradviz.debug.session")
     parser.add_argument("--connect", help="the parent's address (the token comes in the environment)")
     parser.add_argument("--output", help="write the stream to this trace file instead")
     parser.add_argument("--values", choices=("full", "summaries"), default="full")
@@ -392,7 +394,7 @@ def main(argv=None):
         stream.flush()
         return status
 
-    from gradviz.engine._recording import EngineAdapter, EngineListener
+    from gradviz.adapters.engine import EngineAdapter, EngineListener
     session.producer = SessionProducer(session, EngineAdapter(), keep_arrays=args.values == "full")
     listener = EngineListener(session.producer)
     sys.argv = [path] + argv_rest
@@ -400,7 +402,7 @@ def main(argv=None):
     if cfg.get("stop_on_entry"):
         session.pause("entry", "program")
     listener.attach()
-    from .torch_adapter import TorchAttachment
+    from gradviz.adapters.torch import TorchAttachment
     torch_recording = TorchAttachment(session.producer).start()
     try:
         runpy.run_path(path, run_name="__main__")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 
-from .trace import node_key, tensor_key
+from gradviz.trace.model import node_key, tensor_key
 
 _SUMMARY_KEYS = ("numel", "min", "max", "mean", "std", "norm", "nan", "inf", "sampled")
 

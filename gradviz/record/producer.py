@@ -8,9 +8,11 @@ import os
 import sys
 import weakref
 
-from . import events as ev
+from gradviz import events as ev
 
-_GRADVIZ_DIR = os.path.dirname(os.path.abspath(__file__))
+import gradviz
+
+_GRADVIZ_DIR = os.path.dirname(os.path.abspath(gradviz.__file__))
 _DEMOS_DIR = os.path.join(_GRADVIZ_DIR, "demos", "")
 
 

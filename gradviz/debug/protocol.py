@@ -1,6 +1,6 @@
 """The debugger session's wire: where the parent listens, how the child proves it was launched by
 it, and the commands the parent sends. The child's side of the stream is the trace-file format
-itself (``gradviz.tracefile``); commands are small length-prefixed JSON messages."""
+itself (``gradviz.trace.gvz``); commands are small length-prefixed JSON messages."""
 from __future__ import annotations
 
 import json

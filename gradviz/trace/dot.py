@@ -133,8 +133,8 @@ def trace_from_dot(text):
     AccumulateGrad nodes, the parameters they feed (light blue: ``name (shape)``) and the edges,
     turned to the direction gradients flow. A drawing holds no values and no backward pass: the
     graph is shown to be looked at, searched and collapsed, not stepped."""
-    from . import events as ev
-    from .trace import Trace
+    from gradviz import events as ev
+    from gradviz.trace.model import Trace
     import networkx as nx
     if not re.match(r"\s*(?:strict\s+)?digraph\b[^{]*\{", text) or "}" not in text:
         raise DotFormatError("not a DOT digraph (it should start with 'digraph {' as torchviz writes it)")

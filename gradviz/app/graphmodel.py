@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from .layout import layout as compute_layout
-from .trace import node_key
+from gradviz.layout.layered import layout as compute_layout
+from gradviz.trace.model import node_key
 
 MODULE_PREFIX = "m:"
 LEAF_KINDS = ("parameter", "leaf", "frozen", "input")
@@ -222,7 +222,7 @@ def root_keys(trace, graph=None):
 
 # -- the model the view renders -------------------------------------------------------------------
 def _collapsed_drawing(graph, labels, collapsed):
-    from .appstate import node_size  # appstate imports this module: import late
+    from gradviz.app.state import node_size  # appstate imports this module: import late
     g2, members = collapse(graph, collapsed)
     labels2 = {k: labels.get(k, k) for k in g2 if k not in members}
     labels2.update({k: g2.nodes[k]["label"] for k in members})
@@ -302,7 +302,7 @@ class GraphModel:
         elif not self.collapsed:
             d = Drawing(st.graph, st.labels, st.layout)
         else:
-            from .appstate import INLINE_LAYOUT_NODES  # appstate holds a GraphModel: import late
+            from gradviz.app.state import INLINE_LAYOUT_NODES  # appstate holds a GraphModel: import late
             if st.graph.number_of_nodes() <= INLINE_LAYOUT_NODES:
                 d = _collapsed_drawing(st.graph, st.labels, self.collapsed)
             else:

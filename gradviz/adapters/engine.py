@@ -1,19 +1,21 @@
 """The engine's side of recording: it hears the engine's hooks (node creation in
 ``Function.apply``, the backward executor's loop, module calls, optimizer steps) and tells a
-``gradviz.producer.Producer`` in the engine's terms."""
+``gradviz.record.producer.Producer`` in the engine's terms."""
 import os
 
 import numpy as np
 
 from gradviz.summary import summarize
 
-from .autograd import function as _function
-from .autograd.function import AccumulateGrad
-from .nn import module as _module
-from .nn.parameter import Parameter
-from .optim import optimizer as _optimizer
+from gradviz.engine.autograd import function as _function
+from gradviz.engine.autograd.function import AccumulateGrad
+from gradviz.engine.nn import module as _module
+from gradviz.engine.nn.parameter import Parameter
+from gradviz.engine.optim import optimizer as _optimizer
 
-_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+import gradviz.engine as _engine
+
+_ENGINE_DIR = os.path.dirname(os.path.abspath(_engine.__file__))
 
 
 class EngineAdapter:

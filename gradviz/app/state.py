@@ -7,12 +7,12 @@ import threading
 from collections import OrderedDict
 from contextlib import nullcontext
 
-from . import events as ev
-from .debugger import DebuggerError
-from .graphmodel import MODULE_PREFIX
-from .layout import layout as compute_layout
-from .timeline import Timeline
-from .trace import node_key
+from gradviz import events as ev
+from gradviz.debug.debugger import DebuggerError
+from gradviz.app.graphmodel import MODULE_PREFIX
+from gradviz.layout.layered import layout as compute_layout
+from gradviz.app.timeline import Timeline
+from gradviz.trace.model import node_key
 
 # Graphs up to this many nodes are laid out at once, in the caller's thread (stepping stays
 # instant); larger ones in a worker thread, so the window never waits on a layout.
@@ -58,7 +58,7 @@ class AppState:
         self.layout_error = None  # why the last layout in the worker thread failed, if it did
         self.message = ""  # what the last command did, for a status line (F9: "Breakpoint set: ...")
         self._attach(debugger, trace)
-        from .graphmodel import GraphModel
+        from gradviz.app.graphmodel import GraphModel
         self.graph_model = GraphModel(self)  # collapsed modules and search: the graph view's state
 
     def _attach(self, debugger, trace):
@@ -527,7 +527,7 @@ class AppState:
         key = self.selected or self.current
         if key is None:
             return None
-        from .plots import latest_grad
+        from gradviz.app.plots import latest_grad
         return latest_grad(self.trace, key)
 
 

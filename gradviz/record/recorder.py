@@ -1,7 +1,7 @@
 """``gradviz.record()``: listen to gradviz's engine while a block runs and build a ``Trace``."""
 from __future__ import annotations
 
-from .trace import DEFAULT_BUDGET, Trace
+from gradviz.trace.model import DEFAULT_BUDGET, Trace
 
 _active = []
 
@@ -32,15 +32,15 @@ class Recorder:
     def start(self):
         if _active:
             raise RuntimeError("gradviz is already recording: recordings cannot be nested")
-        from gradviz.engine._recording import EngineAdapter, EngineListener
-        from .producer import Producer
+        from gradviz.adapters.engine import EngineAdapter, EngineListener
+        from gradviz.record.producer import Producer
         if self.path is not None:
-            from .tracefile import TraceWriter
+            from gradviz.trace.gvz import TraceWriter
             self._writer = TraceWriter(self.path)
         self.producer = Producer(EngineAdapter(), self._on_event, keep_arrays=self.values == "full")
         self._listener = EngineListener(self.producer)
         self._listener.attach()
-        from .torch_adapter import TorchAttachment
+        from gradviz.adapters.torch import TorchAttachment
         self._torch = TorchAttachment(self.producer).start()
         _active.append(self)
         return self

@@ -25,8 +25,8 @@ from dataclasses import fields
 
 import numpy as np
 
-from . import events as ev
-from .summary import HIST_BINS, Summary
+from gradviz import events as ev
+from gradviz.summary import HIST_BINS, Summary
 
 MAGIC = b"GRADVIZ\x00"
 FORMAT_VERSION = 1
@@ -496,7 +496,7 @@ def load(path, partial=False, budget_bytes=None):
     """Open a trace file as a ``Trace``. With ``partial``, a cut or corrupt file gives the trace of
     its complete events before the first bad frame (a file that is not a gradviz trace of this
     format version still raises ``TraceFormatError``)."""
-    from .trace import DEFAULT_BUDGET, Trace
+    from gradviz.trace.model import DEFAULT_BUDGET, Trace
     events = read_events(path, partial=partial)
     trace = Trace(DEFAULT_BUDGET if budget_bytes is None else budget_bytes)
     try:

@@ -7,7 +7,7 @@ import bisect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from . import events as ev
+from gradviz import events as ev
 
 DEFAULT_BUDGET = 512 * 2**20
 
@@ -15,7 +15,7 @@ DEFAULT_BUDGET = 512 * 2**20
 def peer_signature(e):
     """What makes grad_fn nodes of different iterations "the same node": op, module scope and the
     line that made them (``file:line``, "" when unknown). The debugger's child keys its peer
-    breakpoints the same way (gradviz.session), so the ranks the app computes are the child's."""
+    breakpoints the same way (gradviz.debug.session), so the ranks the app computes are the child's."""
     src = e.source
     return e.op, e.scope, f"{src.file}:{src.line}" if src is not None else ""
 
@@ -306,7 +306,7 @@ class Trace:
         return self.graph.number_of_nodes()
 
     def save(self, path):
-        from .tracefile import write_trace
+        from gradviz.trace.gvz import write_trace
         write_trace(path, self.events)
 
     def __repr__(self):

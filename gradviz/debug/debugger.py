@@ -28,9 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from . import events as ev, protocol
-from .trace import DEFAULT_BUDGET, Trace
-from .tracefile import StreamDecoder, TraceFormatError
+from gradviz import events as ev
+from gradviz.debug import protocol
+from gradviz.trace.model import DEFAULT_BUDGET, Trace
+from gradviz.trace.gvz import StreamDecoder, TraceFormatError
 
 _children = set()
 
@@ -128,7 +129,7 @@ class Debugger:
         server, address = protocol.listen(self._tmp)
         token = secrets.token_hex(32)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{protocol.TOKEN_ENV: token})
-        from .session import command
+        from gradviz.debug.session import command
         cmd = command(self.values, connect=address, demo=demo, script=script, args=args, cwd=cwd)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env, cwd=self._tmp)

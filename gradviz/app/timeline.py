@@ -29,9 +29,9 @@ import bisect
 import itertools
 from collections.abc import Mapping
 
-from . import events as ev
-from .debugger import Pause
-from .trace import Pass, Trace, node_key
+from gradviz import events as ev
+from gradviz.debug.debugger import Pause
+from gradviz.trace.model import Pass, Trace, node_key
 
 _SHORT = "torch::autograd::"
 

@@ -27,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import summary as _summary
+from gradviz import summary as _summary
 
 _COMPILE_HOOKS_WARNING = r"Using `torch\.compile\(module\)` when there are global hooks"
 TORCH_REDUCE_MIN = 1 << 16  # elements from which a CPU tensor's exact statistics come from torch
