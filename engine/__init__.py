@@ -7,7 +7,11 @@ from ._factory import (arange, as_tensor, empty, eye, from_numpy, full, full_lik
 from ._random import manual_seed
 from ._tensor import Size, Tensor, matmul, maximum, minimum, where
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from ._functional import *  # noqa: F401,F403  (torch.exp, torch.cat, ...)
-from . import nn, optim, models  # noqa: E402
+from ._functional import *  # noqa: F403  (torch.exp, torch.cat, ...: the names in _functional.__all__)
+from . import _functional, models, nn, optim
 
-__all__ = [n for n in dir() if not n.startswith("_")]
+__all__ = ["Tensor", "Size", "dtype", "bool", "double", "float", "float32", "float64", "int32", "int64", "long",
+           "arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full_like", "linspace", "ones",
+           "ones_like", "rand", "rand_like", "randint", "randn", "randn_like", "randperm", "tensor", "zeros",
+           "zeros_like", "manual_seed", "matmul", "maximum", "minimum", "where", "autograd", "enable_grad",
+           "is_grad_enabled", "no_grad", "set_grad_enabled", "nn", "optim", "models"] + _functional.__all__

@@ -107,9 +107,7 @@ class Tensor:
 
     def __init__(self, data=()):
         arr = np.asarray(data.numpy() if isinstance(data, Tensor) else data)
-        if arr.dtype.kind == "f" and not isinstance(data, np.ndarray):
-            arr = arr.astype(np.float32)
-        elif arr.dtype.kind in "iu":
+        if arr.dtype.kind == "f" and not isinstance(data, np.ndarray) or arr.dtype.kind in "iu":
             arr = arr.astype(np.float32)
         self._init(arr, None, False)
 

@@ -9,7 +9,6 @@ for as long as the tensor lives, so a parameter can be followed across iteration
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional
 
 import numpy as np
 
@@ -43,7 +42,7 @@ class Value:
     recorder drops arrays, oldest first, to stay within its memory budget; summaries stay)."""
 
     summary: Summary
-    array: Optional[np.ndarray] = None
+    array: np.ndarray | None = None
 
     @property
     def shape(self):
@@ -68,12 +67,12 @@ class TensorDescribed:
     holds."""
 
     id: int
-    name: Optional[str]
+    name: str | None
     shape: tuple
     dtype: str
     requires_grad: bool
     kind: str
-    value: Optional[Value] = None
+    value: Value | None = None
 
 
 @event
@@ -88,13 +87,13 @@ class NodeCreated:
     kind: str  # "grad_fn" or "accumulate_grad"
     iteration: int
     inputs: tuple
-    output: Optional[int]
+    output: int | None
     next_nodes: tuple
     output_shape: tuple = ()
     output_dtype: str = ""
     scope: str = ""
-    source: Optional[Source] = None
-    value: Optional[Value] = None  # the forward output's value
+    source: Source | None = None
+    value: Value | None = None  # the forward output's value
 
 
 # -- backward ------------------------------------------------------------------------------------
@@ -133,8 +132,8 @@ class GradAccumulated:
     pass_index: int
     node: int
     tensor: int
-    contribution: Optional[Value] = None
-    grad: Optional[Value] = None
+    contribution: Value | None = None
+    grad: Value | None = None
 
 
 @event
@@ -151,7 +150,7 @@ class OptimizerStep:
     optimizer: str
     params: tuple
     update_norms: tuple
-    lr: Optional[float] = None
+    lr: float | None = None
 
 
 def event_fields(cls):
@@ -174,7 +173,7 @@ class ProgramExited:
     exception, if one ended it."""
 
     status: int
-    error: Optional[str] = None
+    error: str | None = None
 
 
 @event
@@ -186,12 +185,12 @@ class Paused:
 
     reason: str
     phase: str
-    node: Optional[int] = None
-    pass_index: Optional[int] = None
+    node: int | None = None
+    pass_index: int | None = None
     grad_outputs: tuple = ()
     grad_inputs: tuple = ()
     detail: str = ""
-    traceback: Optional[str] = None
+    traceback: str | None = None
 
 
 @event
@@ -199,6 +198,6 @@ class TensorValue:
     """A value the debugger asked for while paused (session streams only); ``error`` if none."""
 
     request: int
-    value: Optional[Value] = None
-    error: Optional[str] = None
-    name: Optional[str] = None  # a saved tensor's name (PyTorch's ``_saved_<name>``)
+    value: Value | None = None
+    error: str | None = None
+    name: str | None = None  # a saved tensor's name (PyTorch's ``_saved_<name>``)

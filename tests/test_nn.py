@@ -183,7 +183,7 @@ def test_delete_and_assign_none_as_torch():
         return names(m.named_parameters()), list(m.state_dict()), hasattr(m, "head"), repr(m.conv1)
 
     same_in_both(delete)
-    same_in_both(lambda lib: getattr(small_net(lib), "head2"))
+    same_in_both(lambda lib: small_net(lib).head2)
 
     def assign_none(lib):
         m = small_net(lib)

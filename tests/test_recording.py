@@ -197,9 +197,8 @@ def test_budget_is_never_exceeded_over_10000_iterations():
 
 def test_recordings_do_not_nest_and_stop_cleanly():
     from gradviz.engine.autograd.function import listeners
-    with gradviz.record():
-        with pytest.raises(RuntimeError, match="already recording"):
-            gradviz.record().start()
+    with gradviz.record(), pytest.raises(RuntimeError, match="already recording"):
+        gradviz.record().start()
     assert listeners.active == []
     x = torch.ones(2, requires_grad=True)
     (x * 2).sum().backward()  # nobody listening: nothing recorded, nothing fails

@@ -43,9 +43,8 @@ def recorded(name, values="full"):
     """The Trace of a demo recorded once per test session (callers must not change it)."""
     key = (name, values)
     if key not in _recorded:
-        with contextlib.redirect_stdout(io.StringIO()):
-            with gradviz.record(values=values) as rec:
-                demos.run(name)
+        with contextlib.redirect_stdout(io.StringIO()), gradviz.record(values=values) as rec:
+            demos.run(name)
         _recorded[key] = rec.trace
     return _recorded[key]
 
@@ -263,9 +262,8 @@ def test_seed_round_trip_real_values(tmp_path):
 
 def test_recording_straight_to_a_file(tmp_path):
     path = tmp_path / "live.gvz"
-    with contextlib.redirect_stdout(io.StringIO()):
-        with gradviz.record(path=path) as rec:
-            demos.run("control-flow")
+    with contextlib.redirect_stdout(io.StringIO()), gradviz.record(path=path) as rec:
+        demos.run("control-flow")
     assert_same_events(rec.trace.events, gradviz.load(path).events)
 
 

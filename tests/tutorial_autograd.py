@@ -2,7 +2,7 @@
 # order. Two lines differ: the imports (gradviz.engine for torch, gradviz.engine.models for
 # torchvision.models) and weights=None, since there is no hub to download weights from.
 import gradviz.engine as torch
-from gradviz.engine.models import resnet18, ResNet18_Weights
+from gradviz.engine.models import resnet18
 model = resnet18(weights=None)
 data = torch.rand(1, 3, 64, 64)
 labels = torch.rand(1, 1000)

@@ -1,8 +1,8 @@
 """``gradviz.engine.autograd``: ``backward``, ``grad`` and grad mode, as in ``torch.autograd``."""
 import numpy as np
 
-from . import executor, grad_mode
-from .function import AccumulateGrad, Function, Node, listeners
+from . import executor
+from .function import AccumulateGrad, Function, Node
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 
 __all__ = ["backward", "grad", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",

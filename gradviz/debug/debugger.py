@@ -20,13 +20,11 @@ import os
 import queue
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 from gradviz import events as ev
 from gradviz.debug import protocol
@@ -56,16 +54,16 @@ class Pause:
 
     reason: str  # entry, step, breakpoint, anomaly, exception, interrupt, exited
     phase: str = "program"  # forward, backward, backward-done, program
-    node: Optional[int] = None
-    op: Optional[str] = None
-    pass_index: Optional[int] = None
+    node: int | None = None
+    op: str | None = None
+    pass_index: int | None = None
     grad_outputs: list = field(default_factory=list)
     grad_inputs: list = field(default_factory=list)
-    source: Optional[ev.Source] = None
+    source: ev.Source | None = None
     scope: str = ""
     detail: str = ""
-    traceback: Optional[str] = None
-    exit_code: Optional[int] = None
+    traceback: str | None = None
+    exit_code: int | None = None
 
     def __str__(self):
         where = f" at {self.op} (n{self.node})" if self.node is not None else ""
@@ -158,7 +156,7 @@ class Debugger:
                 return None
             try:
                 conn, _ = server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             conn.settimeout(5.0)
             try:
