@@ -41,10 +41,7 @@ def _unwrap_nested(data):
 
 
 def tensor(data, dtype=None, device=None, requires_grad=False):
-    if isinstance(data, Tensor):
-        arr = data._np.copy()
-    else:
-        arr = _infer(_unwrap_nested(data))
+    arr = data._np.copy() if isinstance(data, Tensor) else _infer(_unwrap_nested(data))
     if dtype is not None:
         arr = arr.astype(_dtype.to_numpy_dtype(dtype))
     return _make(arr, requires_grad)

@@ -7,8 +7,9 @@ import numpy as np
 
 from . import _dtype
 from .autograd import grad_mode
-from .autograd import function as _function
-from .autograd.function import AccumulateGrad, RemovableHandle
+from .autograd.backward import backward as _backward
+from .autograd.function import AccumulateGrad, TensorBase
+from .hooks import RemovableHandle
 from .ops import linalg, pointwise as pw, reduction as red, shape as sh
 
 
@@ -101,7 +102,7 @@ def _format_array(a):
     return np.array2string(a, separator=", ", threshold=1000, prefix="tensor(")
 
 
-class Tensor:
+class Tensor(TensorBase):
     __slots__ = ("_np", "_requires_grad", "_grad", "grad_fn", "_accumulator", "_leaf_hooks", "_retains_grad",
                  "__weakref__", "__dict__")
 
@@ -125,6 +126,11 @@ class Tensor:
         t = object.__new__(cls)
         t._init(arr if isinstance(arr, np.ndarray) else np.asarray(arr), grad_fn, requires_grad or grad_fn is not None)
         return t
+
+    @staticmethod
+    def _result(arr, grad_fn=None):
+        """A new plain Tensor (never a Parameter) holding ``arr``: how the autograd layer makes tensors."""
+        return Tensor._wrap(arr, grad_fn)
 
     # -- autograd metadata ---------------------------------------------------------------------
     @property
@@ -159,7 +165,8 @@ class Tensor:
     def grad(self, value):
         if value is not None:
             if not isinstance(value, Tensor):
-                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type {type(value).__name__}")
+                raise TypeError("assigned grad expected to be a Tensor or None but got grad of type "
+                                f"{type(value).__name__}")
             if value.shape != self.shape:
                 raise RuntimeError("assigned grad has data of a different size")
         self._grad = value
@@ -199,8 +206,7 @@ class Tensor:
         return RemovableHandle(hooks, hook)
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        from . import autograd
-        autograd.backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+        _backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
     def detach(self):
         return Tensor._wrap(self._np)
@@ -296,7 +302,8 @@ class Tensor:
     def __repr__(self):
         body = _format_array(self._np)
         extras = []
-        if self._np.dtype not in (np.float32, np.int64, np.bool_) or self._np.size == 0 and self._np.dtype != np.float32:
+        dt = self._np.dtype
+        if dt not in (np.float32, np.int64, np.bool_) or self._np.size == 0 and dt != np.float32:
             extras.append(f"dtype={self.dtype!r}")
         if self.grad_fn is not None:
             extras.append(f"grad_fn=<{self.grad_fn.name()}>")
@@ -762,8 +769,6 @@ class Tensor:
         from ._random import generator
         return self._set(generator().normal(mean, std, self._np.shape))
 
-
-_function.Tensor = Tensor
 
 
 def _dtype_title(t):

@@ -289,7 +289,8 @@ def test_a_5000_node_trace_is_laid_out_off_the_gui_thread_and_the_window_answers
     assert w.view.overview.isVisible()
     w.view.centerOn(w.view.items_by_key[other].rect.center())
     from PySide6.QtCore import Qt
-    qtbot.mouseClick(w.view.viewport(), Qt.LeftButton, pos=w.view.mapFromScene(w.view.items_by_key[other].rect.center()))
+    centre = w.view.mapFromScene(w.view.items_by_key[other].rect.center())
+    qtbot.mouseClick(w.view.viewport(), Qt.LeftButton, pos=centre)
     assert st.selected == other
     w.view.resetTransform()  # 1:1 again: the items themselves
     assert not w.view.overview.isVisible() and w.view.items_by_key[key].isVisible()

@@ -265,51 +265,51 @@ def test_argument_errors_match_torch(case):
     def run(lib):
         p = lib.nn.Parameter(lib.ones(2))
         q = lib.nn.Parameter(lib.ones(3))
-        O = lib.optim
+        optim = lib.optim
         if case == "lr_negative":
-            O.SGD([p], lr=-1)
+            optim.SGD([p], lr=-1)
         elif case == "momentum_negative":
-            O.SGD([p], lr=0.1, momentum=-0.5)
+            optim.SGD([p], lr=0.1, momentum=-0.5)
         elif case == "weight_decay_negative":
-            O.SGD([p], lr=0.1, weight_decay=-1e-4)
+            optim.SGD([p], lr=0.1, weight_decay=-1e-4)
         elif case == "nesterov_without_momentum":
-            O.SGD([p], lr=0.1, nesterov=True)
+            optim.SGD([p], lr=0.1, nesterov=True)
         elif case == "nesterov_with_dampening":
-            O.SGD([p], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True)
+            optim.SGD([p], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True)
         elif case == "empty":
-            O.SGD([], lr=0.1)
+            optim.SGD([], lr=0.1)
         elif case == "empty_generator":
-            O.Adam(lib.nn.ReLU().parameters())
+            optim.Adam(lib.nn.ReLU().parameters())
         elif case == "tensor_not_iterable":
-            O.SGD(p, lr=0.1)
+            optim.SGD(p, lr=0.1)
         elif case == "set_in_group":
-            O.SGD([{"params": {p}}], lr=0.1)
+            optim.SGD([{"params": {p}}], lr=0.1)
         elif case == "not_tensor":
-            O.SGD([p, 1.5], lr=0.1)
+            optim.SGD([p, 1.5], lr=0.1)
         elif case == "non_leaf":
-            O.SGD([p * 2], lr=0.1)
+            optim.SGD([p * 2], lr=0.1)
         elif case == "overlapping_groups":
-            O.SGD([{"params": [p, q]}, {"params": [q]}], lr=0.1)
+            optim.SGD([{"params": [p, q]}, {"params": [q]}], lr=0.1)
         elif case == "group_not_dict":
-            O.SGD([p], lr=0.1).add_param_group([q])
+            optim.SGD([p], lr=0.1).add_param_group([q])
         elif case == "duplicate_warning":
-            return len(O.SGD([p, p], lr=0.1).param_groups[0]["params"])
+            return len(optim.SGD([p, p], lr=0.1).param_groups[0]["params"])
         elif case == "adam_lr":
-            O.Adam([p], lr=-1)
+            optim.Adam([p], lr=-1)
         elif case == "adam_eps":
-            O.Adam([p], eps=-1e-8)
+            optim.Adam([p], eps=-1e-8)
         elif case == "adam_beta0":
-            O.Adam([p], betas=(1.0, 0.999))
+            optim.Adam([p], betas=(1.0, 0.999))
         elif case == "adam_beta1":
-            O.Adam([p], betas=(0.9, -0.1))
+            optim.Adam([p], betas=(0.9, -0.1))
         elif case == "adam_weight_decay":
-            O.Adam([p], weight_decay=-1)
+            optim.Adam([p], weight_decay=-1)
         elif case == "adam_int_betas":
-            O.Adam([p], betas=(0, 0.9))
+            optim.Adam([p], betas=(0, 0.9))
         elif case == "load_group_count":
-            O.SGD([p], lr=0.1).load_state_dict(O.SGD([{"params": [p]}, {"params": [q]}], lr=0.1).state_dict())
+            optim.SGD([p], lr=0.1).load_state_dict(optim.SGD([{"params": [p]}, {"params": [q]}], lr=0.1).state_dict())
         elif case == "load_group_size":
-            O.SGD([p], lr=0.1).load_state_dict(O.SGD([p, q], lr=0.1).state_dict())
+            optim.SGD([p], lr=0.1).load_state_dict(optim.SGD([p, q], lr=0.1).state_dict())
         return "no error"
 
     result = same_in_both(run)
@@ -380,7 +380,7 @@ def test_frozen_resnet_finetunes_only_the_new_fc():
     fc_before = em.fc.weight.detach().numpy().copy()
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     y = np.array([1, 7])
-    for step in range(2):
+    for _ in range(2):
         losses = []
         for model, opt, lib in ((tm, topt, torch), (em, eopt, gt)):
             opt.zero_grad()

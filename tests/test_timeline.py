@@ -248,7 +248,7 @@ def test_marks_tick_iterations_and_passes(seed, mlp):
     assert [label for _, label in marks if label.startswith("iteration")] == [f"iteration {i}" for i in range(5)]
     assert [label for _, label in marks if label.startswith("pass")] == \
         [f"pass {i} {w}" for i in range(5) for w in ("starts", "ends")]
-    for k, label in marks:
+    for k, _label in marks:
         e = mlp.events[k - 1]
         assert type(e) in (ev.IterationStarted, ev.BackwardStarted, ev.BackwardFinished)
     steps = [i + 1 for i, e in enumerate(mlp.events) if type(e) is ev.OptimizerStep]

@@ -51,7 +51,7 @@ def _mlp(lib, seed_weights=None):
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     if seed_weights is not None:
         with lib.no_grad():
-            for (name, p), w in zip(model.named_parameters(), seed_weights):
+            for (_name, p), w in zip(model.named_parameters(), seed_weights):
                 p.copy_(lib.tensor(w))
     return model
 
@@ -598,7 +598,8 @@ def test_optimizer_steps_record_each_parameters_change_and_leave_the_weights_as_
             ((w @ torch.ones(20)).sum() + h.float().pow(2).sum()).backward()
             opt.step()
             opt.zero_grad()
-            expected.append([float(torch.linalg.vector_norm((p.detach() - b).double())) for p, b in zip((w, h), before)])
+            expected.append([float(torch.linalg.vector_norm((p.detach() - b).double()))
+                             for p, b in zip((w, h), before)])
             after.append([w.detach().clone(), h.detach().clone()])
     steps = rec.trace.steps
     assert [s.optimizer for s in steps] == ["Adam"] * 3 and [s.lr for s in steps] == [0.1] * 3

@@ -859,7 +859,7 @@ def check_mutant(enc, mutant, *, exact=True, aligned_deletion=None):
         assert whole is None
         return
     except TraceFormatError:  # pragma: no cover - the property failing
-        raise AssertionError("partial=True raised for a file with a good header")
+        raise AssertionError("partial=True raised for a file with a good header") from None
     if not header_ok:
         assert data.startswith(mutant) and got == [] and whole is None  # cut inside the header
         return
@@ -1078,7 +1078,7 @@ def test_fuzz_through_load_on_files(tmp_path_factory, data):
 def test_follower_sees_exactly_the_completed_events(tmp_path):
     enc = encoded("seed")
     path = tmp_path / "live.gvz"
-    f = open(path, "wb")
+    f = open(path, "wb")  # noqa: SIM115 (the writer and the follower share it; closed below)
     writer = tf.TraceWriter(f)
     follower = tf.TraceFollower(path)
     try:

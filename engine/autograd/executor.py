@@ -8,8 +8,9 @@ once) then come out in the order libstdc++'s heap yields them, so the heap below
 """
 import numpy as np
 
+from .. import hooks
 from . import grad_mode
-from .function import AccumulateGrad, GraphRoot, listeners
+from .function import AccumulateGrad, GraphRoot
 
 
 def _push(heap, node):
@@ -85,34 +86,30 @@ def _needed(root, targets):
     return needed
 
 
-def _as_tensor(array):
-    from .._tensor import Tensor
-    return None if array is None else Tensor._wrap(array)
-
-
-def _call_pre_hooks(node, grad):
+def _call_pre_hooks(node, grad, wrap):
     for hook in node._tensor_hooks():
-        out = hook(_as_tensor(grad))
+        out = hook(wrap(grad))
         if out is not None:
             grad = out._np
     if node._retained is not None:
         tensor = node._retained()
         if tensor is not None:
             if tensor.grad is None:
-                tensor.grad = _as_tensor(grad.copy())
+                tensor.grad = wrap(grad.copy())
             else:
-                tensor.grad = _as_tensor(tensor.grad._np + grad)
+                tensor.grad = wrap(tensor.grad._np + grad)
     for hook in node.__dict__.get("_pre_hooks", ()):
-        out = hook((_as_tensor(grad),))
+        out = hook((wrap(grad),))
         if out is not None:
             grad = out[0]._np
     return grad
 
 
-def execute(root_edges, root_grads, retain_graph=False, capture=None):
+def execute(root_edges, root_grads, retain_graph=False, capture=None, *, make_tensor):
     """Run one backward pass from ``root_edges`` ((node, output_nr) pairs) fed ``root_grads`` (numpy
     arrays). With ``capture`` (a list of nodes), run only what reaches them, accumulate nothing, and
-    return the gradient arriving at each of them (``autograd.grad``)."""
+    return the gradient arriving at each of them (``autograd.grad``). ``make_tensor(array)`` makes
+    the tensors that user hooks receive (a root's ``_result``: this layer imports no tensor class)."""
     if len(root_edges) == 1:
         root, buffers = root_edges[0][0], {root_edges[0][0]: root_grads[0]}
     else:
@@ -121,20 +118,26 @@ def execute(root_edges, root_grads, retain_graph=False, capture=None):
     targets = set(capture) if capture is not None else ()
     needed = _needed(root, targets) if capture is not None else None
     captured = {}
-    observers = list(listeners.active)
-    for obs in observers:
-        obs.backward_started(root, root_edges, root_grads)
+    for hook in hooks.backward_started:
+        hook(root, root_edges, root_grads)
+    # The hooks of one pass are those registered when it began.
+    moments = tuple(hooks.node_entered), tuple(hooks.grad_accumulated), tuple(hooks.node_exited)
+
+    def wrap(array):
+        return None if array is None else make_tensor(array)
+
     heap = [root]
     with grad_mode.no_grad(), np.errstate(all="ignore"):
-        _run(heap, buffers, deps, needed, targets, captured, observers, retain_graph)
-    for obs in observers:
-        obs.backward_finished(root)
+        _run(heap, buffers, deps, needed, targets, captured, moments, retain_graph, wrap)
+    for hook in hooks.backward_finished:
+        hook(root)
     if capture is not None:
         return [captured.get(c) for c in capture]
     return None
 
 
-def _run(heap, buffers, deps, needed, targets, captured, observers, retain_graph):
+def _run(heap, buffers, deps, needed, targets, captured, moments, retain_graph, wrap):
+    entered, accumulated, exited = moments
     node = None
     try:
         while heap:
@@ -143,20 +146,20 @@ def _run(heap, buffers, deps, needed, targets, captured, observers, retain_graph
             if needed is not None and not needed.get(node, False) and node not in targets:
                 continue
             if grad is not None and not isinstance(node, GraphRoot):
-                grad = _call_pre_hooks(node, grad)
+                grad = _call_pre_hooks(node, grad, wrap)
             if needed is not None:
                 if node in targets:
                     captured[node] = grad
                 if not needed.get(node, False):
                     continue
-            for obs in observers:
-                obs.node_entered(node, grad)
+            for hook in entered:
+                hook(node, grad)
             if isinstance(node, AccumulateGrad):
                 if grad is not None:
                     fresh = node.variable._grad is None
                     node.accumulate(grad)
-                    for obs in observers:
-                        obs.grad_accumulated(node, grad, fresh)
+                    for hook in accumulated:
+                        hook(node, grad, fresh)
                 grad_inputs = ()
             elif grad is None and not isinstance(node, GraphRoot):
                 grad_inputs = (None,) * len(node.next_functions)
@@ -164,14 +167,14 @@ def _run(heap, buffers, deps, needed, targets, captured, observers, retain_graph
                 grad_inputs = node.backward(grad)
             post = node.__dict__.get("_post_hooks")
             if post:
-                outs = tuple(_as_tensor(g) for g in grad_inputs)
+                outs = tuple(wrap(g) for g in grad_inputs)
                 for hook in post:
-                    res = hook(outs, (_as_tensor(grad),))
+                    res = hook(outs, (wrap(grad),))
                     if res is not None:
                         outs = tuple(res)
                 grad_inputs = tuple(None if g is None else g._np for g in outs)
-            for obs in observers:
-                obs.node_exited(node, grad_inputs)
+            for hook in exited:
+                hook(node, grad_inputs)
             if not retain_graph:
                 node.release_variables()
             for (fn, _), g in zip(node.next_functions, grad_inputs):

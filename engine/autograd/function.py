@@ -4,9 +4,9 @@ import itertools
 
 import numpy as np
 
+from .. import hooks as _hooks
+from ..hooks import RemovableHandle
 from . import grad_mode
-
-Tensor = None  # set by gradviz.engine._tensor once the class exists (the two modules need each other)
 
 # Like PyTorch's per-thread sequence number: the backward executor runs the ready node created last.
 _sequence = itertools.count()
@@ -20,30 +20,13 @@ FREED_MESSAGE = (
 )
 
 
-class _Listeners:
-    """Who observes graph construction and backward execution. With nobody listening, the cost in
-    the hot paths is one truth test of ``active``."""
+class TensorBase:
+    """What the autograd layer knows of a tensor: ``_np`` (its array), ``requires_grad``,
+    ``_edge()`` (its (node, output_nr) pair) and ``_result(array, grad_fn)``, which makes a new
+    plain tensor. ``gradviz.engine.Tensor`` is the one subclass; nodes make tensors through it, so
+    this layer never imports the tensor module."""
 
-    def __init__(self):
-        self.active = []
-
-    def add(self, listener):
-        self.active.append(listener)
-
-    def remove(self, listener):
-        self.active.remove(listener)
-
-
-listeners = _Listeners()
-
-
-class RemovableHandle:
-    def __init__(self, hooks, hook):
-        self._hooks, self._hook = hooks, hook
-
-    def remove(self):
-        if self._hook in self._hooks:
-            self._hooks.remove(self._hook)
+    __slots__ = ()
 
 
 class Node:
@@ -112,19 +95,21 @@ class Function(Node):
     @classmethod
     def apply(cls, *args, **kwargs):
         node = cls()
-        inputs = [a for a in args if isinstance(a, Tensor)]
+        inputs = [a for a in args if isinstance(a, TensorBase)]
+        if not inputs:
+            raise TypeError(f"{cls.__name__}.apply() needs at least one tensor argument")
         requires_grad = grad_mode.is_grad_enabled() and any(t.requires_grad for t in inputs)
         node.needs_input_grad = tuple(t.requires_grad for t in inputs) if requires_grad else None
         with np.errstate(all="ignore"):  # like PyTorch: inf and nan are values, not warnings
-            out = node.forward(*[a._np if isinstance(a, Tensor) else a for a in args], **kwargs)
+            out = node.forward(*[a._np if isinstance(a, TensorBase) else a for a in args], **kwargs)
         if not requires_grad:
-            return Tensor._wrap(out)
+            return inputs[0]._result(out)
         node.next_functions = tuple(t._edge() for t in inputs)
         node.sequence_nr = next(_sequence)
-        result = Tensor._wrap(out, node)
-        if listeners.active:
-            for listener in listeners.active:
-                listener.node_created(node, inputs, result)
+        result = inputs[0]._result(out, node)
+        if _hooks.node_created:
+            for hook in _hooks.node_created:
+                hook(node, inputs, result)
         return result
 
 
@@ -148,7 +133,7 @@ class AccumulateGrad(Node):
             # Copy: the incoming array may be a broadcast view or shared with a sibling's gradient.
             # Like PyTorch, lay .grad out as the variable is, so that optimisers stream both alike.
             order = "C" if var._np.flags.c_contiguous else "K"
-            var.grad = Tensor._wrap(np.array(grad, dtype=var._np.dtype, order=order, copy=True))
+            var.grad = var._result(np.array(grad, dtype=var._np.dtype, order=order, copy=True))
         else:
             var.grad._np += grad
 

@@ -3,6 +3,7 @@ full Jacobian, column by column numerically and row by row analytically."""
 import numpy as np
 
 from . import grad_mode
+from .backward import grad as autograd_grad
 
 
 class GradcheckError(RuntimeError):
@@ -15,7 +16,8 @@ def _outputs(func, inputs):
 
 
 def gradcheck(func, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
-    from . import grad as autograd_grad
+    """Compare the analytic gradients of ``func`` with central finite differences, in float64, one
+    input element at a time (like ``torch.autograd.gradcheck``)."""
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [t for t in inputs if getattr(t, "requires_grad", False)]
     for t in diff:
@@ -47,8 +49,7 @@ def gradcheck(func, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True
             outs = _outputs(func, inputs)
             g = np.zeros(out._np.size)
             g[j] = 1.0
-            from .._tensor import Tensor
-            grads = autograd_grad(outs[k], diff, grad_outputs=Tensor._wrap(g.reshape(out._np.shape)),
+            grads = autograd_grad(outs[k], diff, grad_outputs=out._result(g.reshape(out._np.shape)),
                                   allow_unused=True)
             for a, gr in zip(analytical, grads):
                 if gr is not None:

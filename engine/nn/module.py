@@ -11,11 +11,10 @@ import numpy as np
 
 from .. import _dtype
 from .._tensor import Tensor
+from .. import hooks as _hooks
 from ..autograd.grad_mode import no_grad
 from .parameter import Parameter
 
-# Observers of module calls (gradviz's recorder uses it for module scopes); empty costs one test.
-call_listeners = []
 
 
 def _typename(obj):
@@ -277,23 +276,20 @@ class Module:
                 res = hook(self, args)
                 if res is not None:
                     args = res if isinstance(res, tuple) else (res,)
-        if call_listeners:
-            for listener in call_listeners:
-                listener.module_entered(self)
+        if _hooks.module_entered or _hooks.module_exited:
+            for hook in _hooks.module_entered:
+                hook(self)
             try:
                 out = self.forward(*args, **kwargs)
             finally:
-                for listener in call_listeners:
-                    listener.module_exited(self)
+                for hook in _hooks.module_exited:
+                    hook(self)
         else:
             out = self.forward(*args, **kwargs)
         for hid, hook in list(self._forward_hooks.items()):
             if hid in self._forward_hooks_always_called:
                 called.add(hid)
-            if hid in self._forward_hooks_with_kwargs:
-                res = hook(self, args, kwargs, out)
-            else:
-                res = hook(self, args, out)
+            res = hook(self, args, kwargs, out) if hid in self._forward_hooks_with_kwargs else hook(self, args, out)
             if res is not None:
                 out = res
         return out

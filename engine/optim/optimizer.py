@@ -6,12 +6,11 @@ from collections import defaultdict
 
 import numpy as np
 
+from .. import hooks as _hooks
 from .._tensor import Tensor
 from ..autograd.grad_mode import enable_grad
 from ..nn.module import _typename
 
-# Observers of optimizer steps (gradviz's recorder); empty costs one test per step.
-step_listeners = []
 
 
 class _RequiredParameter:
@@ -93,8 +92,8 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        listening = bool(step_listeners)
-        updates = []  # (parameter, L2 norm of its change), for listeners
+        listening = bool(_hooks.optimizer_step)
+        updates = []  # (parameter, L2 norm of its change), for the hooks
         for group in self.param_groups:
             one_delta = self._update_is_one_delta(group)
             for p in group["params"]:
@@ -105,8 +104,8 @@ class Optimizer:
                 if listening:
                     change = (delta if one_delta else before - p._np).ravel()
                     updates.append((p, float(np.sqrt(np.dot(change, change)))))
-        for listener in step_listeners:
-            listener.optimizer_step(self, updates)
+        for hook in _hooks.optimizer_step:
+            hook(self, updates)
         return loss
 
     def _update(self, p, grad, group, state):

@@ -1,17 +1,16 @@
-"""The engine's side of recording: it hears the engine's hooks (node creation in
-``Function.apply``, the backward executor's loop, module calls, optimizer steps) and tells a
-``gradviz.record.producer.Producer`` in the engine's terms."""
+"""gradviz.engine's adapter: ``EngineAdapter`` answers what the producer asks of a framework (the
+``Adapter`` protocol), and ``EngineRecording`` hears the engine's observer API
+(``gradviz.engine.hooks``: node creation, the backward executor's loop, module calls, optimizer
+steps) and tells a ``Producer`` in the engine's terms. The engine knows nothing of gradviz."""
 import os
 
 import numpy as np
 
 from gradviz.summary import summarize
 
-from gradviz.engine.autograd import function as _function
-from gradviz.engine.autograd.function import AccumulateGrad
-from gradviz.engine.nn import module as _module
-from gradviz.engine.nn.parameter import Parameter
-from gradviz.engine.optim import optimizer as _optimizer
+from gradviz.engine import hooks
+from gradviz.engine.autograd import AccumulateGrad
+from gradviz.engine.nn import Parameter
 
 import gradviz.engine as _engine
 
@@ -97,21 +96,22 @@ class EngineAdapter:
         return tensor.__dict__.get("_gv_name")
 
 
-class EngineListener:
-    """Registered with the engine's hooks while a recording runs."""
+class EngineRecording:
+    """The engine's moments, told to a producer while attached (``attach``/``detach``)."""
 
     def __init__(self, producer):
         self.p = producer
+        self._handle = None
 
     def attach(self):
-        _function.listeners.add(self)
-        _module.call_listeners.append(self)
-        _optimizer.step_listeners.append(self)
+        if self._handle is None:
+            self._handle = hooks.register_observer(self)
+        return self
 
     def detach(self):
-        for registry in (_function.listeners.active, _module.call_listeners, _optimizer.step_listeners):
-            if self in registry:
-                registry.remove(self)
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
     # Function.apply
     def node_created(self, node, inputs, output):

@@ -300,8 +300,8 @@ class MultiAdapter:
         self.engine, self.torch = engine, torch_adapter
         self.source_dirs = tuple(engine.source_dirs) + tuple(torch_adapter.source_dirs)
         torch = torch_adapter.torch
-        from gradviz.engine._tensor import Tensor as EngineTensor
-        from gradviz.engine.autograd.function import Node as EngineNode
+        from gradviz.engine import Tensor as EngineTensor
+        from gradviz.engine.autograd import Node as EngineNode
         engine_types = (EngineTensor, EngineNode)
         tensor_types = (torch.Tensor,)
         # The hottest one (ids of every tensor and node met), resolved per type once: a torch

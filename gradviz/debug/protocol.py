@@ -30,7 +30,7 @@ def listen(directory):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     s.listen(4)
-    return s, "tcp:127.0.0.1:%d" % s.getsockname()[1]
+    return s, f"tcp:127.0.0.1:{s.getsockname()[1]}"
 
 
 def connect(address):

@@ -23,6 +23,8 @@ import weakref
 import gradviz
 from gradviz import events as ev
 from gradviz.debug import protocol
+from gradviz.adapters.engine import EngineAdapter
+from gradviz.record.attach import attach
 from gradviz.record.producer import Producer
 from gradviz.trace.model import peer_signature
 from gradviz.trace.gvz import TraceWriter
@@ -305,7 +307,7 @@ class Session:
         name = self.producer.names.get(tensor)
         for spec in list(self.breakpoints.values()):
             want = spec.get("tensor")
-            if want is not None and (want == tensor or want == name or want == f"t{tensor}"):
+            if want is not None and (want in (tensor, name, f"t{tensor}")):
                 return self.pause("breakpoint", "backward-done", node, grad_inputs=(grad,),
                                   detail=f"breakpoint {spec['id']}: gradient accumulated into {name or tensor}")
 
@@ -372,7 +374,7 @@ def main(argv=None):
         cfg = protocol.recv_message(sock)
         stream = sock.makefile("wb", buffering=1 << 16)
     elif args.output:
-        stream = open(args.output, "wb")
+        stream = open(args.output, "wb")  # noqa: SIM115 (open for the life of the process)
     else:
         parser.error("give --connect ADDRESS or --output FILE")
 
@@ -394,23 +396,18 @@ def main(argv=None):
         stream.flush()
         return status
 
-    from gradviz.adapters.engine import EngineAdapter, EngineListener
     session.producer = SessionProducer(session, EngineAdapter(), keep_arrays=args.values == "full")
-    listener = EngineListener(session.producer)
     sys.argv = [path] + argv_rest
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     if cfg.get("stop_on_entry"):
         session.pause("entry", "program")
-    listener.attach()
-    from gradviz.adapters.torch import TorchAttachment
-    torch_recording = TorchAttachment(session.producer).start()
+    attachment = attach(session.producer)
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as exc:
         status = int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # the program's failure: show it, pause on it, keep everything
-        listener.detach()
-        torch_recording.stop()
+        attachment.stop()
         error = "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc.__traceback__)))
         if sock is None:  # under a debugger, the exception's pause and ProgramExited carry it
             sys.stderr.write(error)
@@ -419,8 +416,7 @@ def main(argv=None):
         node = session.producer._lookup(failed) if failed is not None else session.current_node
         session.pause("exception", "program", node, detail=f"{type(exc).__name__}: {exc}", tb=error)
     finally:
-        listener.detach()
-        torch_recording.stop()
+        attachment.stop()
     for s in (sys.stdout, sys.stderr):
         try:
             s.flush()

@@ -1,6 +1,10 @@
 """``gradviz.record()``: listen to gradviz's engine while a block runs and build a ``Trace``."""
 from __future__ import annotations
 
+from gradviz.adapters.engine import EngineAdapter
+from gradviz.record.attach import attach
+from gradviz.record.producer import Producer
+from gradviz.trace.gvz import TraceWriter
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 
 _active = []
@@ -19,8 +23,7 @@ class Recorder:
         self.path = path
         self._extra_sink = sink
         self._writer = None
-        self._listener = None
-        self._torch = None
+        self._attachment = None
 
     def _on_event(self, e):
         self.trace.apply(e)
@@ -32,26 +35,17 @@ class Recorder:
     def start(self):
         if _active:
             raise RuntimeError("gradviz is already recording: recordings cannot be nested")
-        from gradviz.adapters.engine import EngineAdapter, EngineListener
-        from gradviz.record.producer import Producer
         if self.path is not None:
-            from gradviz.trace.gvz import TraceWriter
             self._writer = TraceWriter(self.path)
         self.producer = Producer(EngineAdapter(), self._on_event, keep_arrays=self.values == "full")
-        self._listener = EngineListener(self.producer)
-        self._listener.attach()
-        from gradviz.adapters.torch import TorchAttachment
-        self._torch = TorchAttachment(self.producer).start()
+        self._attachment = attach(self.producer)
         _active.append(self)
         return self
 
     def stop(self):
-        if self._torch is not None:
-            self._torch.stop()
-            self._torch = None
-        if self._listener is not None:
-            self._listener.detach()
-            self._listener = None
+        if self._attachment is not None:
+            self._attachment.stop()
+            self._attachment = None
         if self in _active:
             _active.remove(self)
         if self._writer is not None:

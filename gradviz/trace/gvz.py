@@ -108,7 +108,7 @@ class TraceWriter:
 
     def __init__(self, target):
         self._own = isinstance(target, (str, os.PathLike))
-        self._f = open(target, "wb") if self._own else target
+        self._f = open(target, "wb") if self._own else target  # noqa: SIM115 (closed by close())
         self._f.write(file_header())
         self._f.flush()
 
@@ -512,7 +512,7 @@ class TraceFollower:
     since the last call."""
 
     def __init__(self, path):
-        self._f = open(path, "rb")
+        self._f = open(path, "rb")  # noqa: SIM115 (closed by close())
         self._dec = StreamDecoder()
 
     def poll(self):

@@ -93,5 +93,6 @@ def info_text(trace, max_order=40):
         gs = grad.summary if grad is not None else None
         bad = f"{gs.nan}/{gs.inf}" if gs is not None else "-"
         lines.append(f"{(t.name or tensor_key(t.id)):<28} {t.kind:<10} {str(list(t.shape)):<18} "
-                     f"{_fmt(t.value.summary.norm) if t.value else '-':>11} {_fmt(gs.norm) if gs else '-':>11} {bad:>8}")
+                     f"{_fmt(t.value.summary.norm) if t.value else '-':>11} "
+                     f"{_fmt(gs.norm) if gs else '-':>11} {bad:>8}")
     return "\n".join(lines)
