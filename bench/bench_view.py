@@ -29,7 +29,7 @@ def resnet_state():
 
 def transformer_state():
     """The DOT graph dressed as the parts of AppState the view reads."""
-    from gradviz.app.state import node_size
+    from gradviz.app.labels import node_size
     from gradviz.trace.dot import read_dot
     from gradviz.app.graphmodel import GraphModel
     from gradviz.layout.layered import layout

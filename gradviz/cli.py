@@ -89,28 +89,16 @@ def cmd_record(args):
         cmd = command(args.values, output=output, script=script_args[0], args=script_args[1:])
     with tempfile.TemporaryDirectory(prefix="gradviz-") as private:
         status = subprocess.call(cmd, cwd=private)
-    from gradviz.trace.gvz import load
+    from gradviz.trace.files import load
     trace = load(output, partial=True)
     print(f"gradviz: recorded {len(trace.events)} events ({trace.graph.number_of_nodes()} graph nodes, "
           f"{len(trace.passes)} backward passes) to {output}", file=sys.stderr)
     return status
 
 
-def is_dot(path):
-    return os.path.splitext(path)[1].lower() in (".dot", ".gv")
-
-
-def load_any(path):
-    """A trace file (.gvz), or a torchviz DOT drawing (.dot, .gv) as a graph without values."""
-    if is_dot(path):
-        from gradviz.trace.dot import load_dot
-        return load_dot(path)
-    from gradviz.trace.gvz import load
-    return load(path)
-
-
 def _load(path):
     from gradviz.trace.dot import DotFormatError
+    from gradviz.trace.files import is_dot, load_any
     from gradviz.trace.gvz import TraceFormatError
     try:
         return load_any(path)

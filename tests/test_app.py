@@ -374,7 +374,7 @@ def test_the_console_shows_an_exception_once_and_grows_by_appending(tmp_path):
         # print() writes its text and its line break apart: one or two chunks, as the reads fall
         assert "".join(t for s, t in lines if s == "stdout") == "starting\n" and lines[0][0] == "stdout"
         assert lines[-1][0] == "exception"
-        assert st._console_scanned == len(st.live_trace.events)
+        assert st._console.scanned == len(st.live_trace.events)
     finally:
         st.close()
 

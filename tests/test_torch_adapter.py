@@ -424,7 +424,7 @@ def test_complex_values_are_recorded_kept_and_written_to_trace_files(tmp_path):
         with gradviz.record(values="full", path=path):
             y = torch.fft.rfft(w * 2)
             y.abs().sum().backward()
-    fft = next(n for n in tracefile.load(path).nodes.values() if n.op == "FftR2CBackward0")
+    fft = next(n for n in gradviz.load(path).nodes.values() if n.op == "FftR2CBackward0")
     assert fft.value.summary.dtype == "<c8" and fft.value.array.dtype == np.complex64
     np.testing.assert_array_equal(fft.value.array, y.detach().cpu().numpy())
     assert fft.value.summary.max == pytest.approx(float(y.detach().abs().max()))
@@ -442,7 +442,7 @@ def test_meta_tensors_are_recorded_by_shape_alone(tmp_path):
         m = torch.nn.Linear(4, 3, device="meta")
         m(torch.randn(2, 4, device="meta")).sum().backward()
     assert m.weight.grad.device.type == "meta"
-    for t in (rec.trace, tracefile.load(tmp_path / "meta.gvz")):
+    for t in (rec.trace, gradviz.load(tmp_path / "meta.gvz")):
         g = t.grad("weight")
         assert (g.summary.shape, g.summary.numel, g.array) == ((3, 4), 12, None)
         assert math.isnan(g.summary.max) and math.isnan(g.summary.norm) and g.summary.finite

@@ -12,7 +12,7 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     if trace_path is not None:
-        from gradviz.cli import load_any
+        from gradviz.trace.files import load_any
         from gradviz.trace.dot import DotFormatError
         from gradviz.trace.gvz import TraceFormatError
         try:

@@ -10,11 +10,11 @@ from PySide6.QtWidgets import QTextBrowser
 
 from gradviz.events import Value as _Value
 from gradviz.app.graphmodel import MODULE_PREFIX
+from gradviz.app.labels import short_op
 from gradviz.summary import summarize
 from gradviz.trace.model import node_key, tensor_key
 
 TABLE_MAX = 64  # elements: up to this many, values are shown as a table
-_SHORT = "torch::autograd::"
 
 
 def _fmt(x):
@@ -128,7 +128,7 @@ class Inspector(QTextBrowser):
                 src = trace.maker(tid)
                 value = t.value if t is not None else src.value if src is not None else None
                 named = t is not None and t.name
-                what = self._name(trace, tid) if named or src is None else f"output of {src.op.replace(_SHORT, '')}"
+                what = self._name(trace, tid) if named or src is None else f"output of {short_op(src.op)}"
                 parts.append(value_html(value, f"input {i}: {what}"))
             parts.append(value_html(node.value, "output"))
         if node_key(nid) == self.state.current:
@@ -153,7 +153,7 @@ class Inspector(QTextBrowser):
         nexts = node.next_nodes
         for i, v in enumerate(ran.grad_inputs.get(nid, ())):
             to = trace.nodes.get(nexts[i]) if i < len(nexts) and nexts[i] is not None else None
-            dest = f" → {to.op.replace(_SHORT, '')} ({node_key(to.id)})" if to is not None else ""
+            dest = f" → {short_op(to.op)} ({node_key(to.id)})" if to is not None else ""
             parts.append(value_html(v, f"grad_input {i}{dest}"))
         if node.kind == "accumulate_grad" and node.output in ran.accumulated:
             contribution, grad = ran.accumulated[node.output]
@@ -172,7 +172,7 @@ class Inspector(QTextBrowser):
                 continue
             for i, nxt in enumerate(sender.next_nodes):
                 if nxt == nid and i < len(grad_inputs) and grad_inputs[i] is not None:
-                    out.append((f"{sender.op.replace(_SHORT, '')} ({node_key(src)})", grad_inputs[i]))
+                    out.append((f"{short_op(sender.op)} ({node_key(src)})", grad_inputs[i]))
         return out
 
     def _tensor(self, trace, tid):

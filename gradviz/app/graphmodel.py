@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from gradviz.app.jobs import INLINE_LAYOUT_NODES, start_job
+from gradviz.app.labels import LEAF_KINDS, node_size
 from gradviz.layout.layered import layout as compute_layout
 from gradviz.trace.model import node_key
 
 MODULE_PREFIX = "m:"
-LEAF_KINDS = ("parameter", "leaf", "frozen", "input")
 
 
 # -- module scopes --------------------------------------------------------------------------------
@@ -222,20 +223,12 @@ def root_keys(trace, graph=None):
 
 # -- the model the view renders -------------------------------------------------------------------
 def _collapsed_drawing(graph, labels, collapsed):
-    from gradviz.app.state import node_size  # appstate imports this module: import late
     g2, members = collapse(graph, collapsed)
     labels2 = {k: labels.get(k, k) for k in g2 if k not in members}
     labels2.update({k: g2.nodes[k]["label"] for k in members})
     lay = compute_layout(g2, node_size=lambda k: node_size(labels2[k]))
     owner = {k: b for b, ks in members.items() for k in ks}
     return Drawing(g2, labels2, lay, members, owner)
-
-
-def _collapse_into(box, graph, labels, collapsed):
-    try:
-        box["result"] = _collapsed_drawing(graph, labels, collapsed)
-    except BaseException as exc:  # handed to the GUI thread, raised there
-        box["error"] = exc
 
 
 @dataclass
@@ -264,7 +257,7 @@ class GraphModel:
         self.match_index = -1
         self._drawing = None
         self._made_from = None
-        self._job = None  # a collapsed graph being laid out off the GUI thread: (thread, box, made_from)
+        self._job = None  # a collapsed graph being laid out off the GUI thread (key: its made_from)
 
     # -- collapsing --
     def scopes(self):
@@ -302,19 +295,13 @@ class GraphModel:
         elif not self.collapsed:
             d = Drawing(st.graph, st.labels, st.layout)
         else:
-            from gradviz.app.state import INLINE_LAYOUT_NODES  # appstate holds a GraphModel: import late
             if st.graph.number_of_nodes() <= INLINE_LAYOUT_NODES:
                 d = _collapsed_drawing(st.graph, st.labels, self.collapsed)
             else:
                 job = self._job
-                if job is None or job[2][0] is not made_from[0] or job[2][1] != made_from[1]:
-                    import threading
-                    box = {}
-                    thread = threading.Thread(target=_collapse_into, args=(box, st.graph, dict(st.labels),
-                                                                            self.collapsed),
-                                              daemon=True, name="gradviz-collapse")
-                    self._job = (thread, box, made_from)
-                    thread.start()
+                if job is None or job.key[0] is not made_from[0] or job.key[1] != made_from[1]:
+                    self._job = start_job(made_from, _collapsed_drawing, st.graph, dict(st.labels),
+                                          self.collapsed, name="gradviz-collapse")
                 if self._drawing is None:
                     self._drawing = Drawing(st.graph, st.labels, st.layout)
                 return self._drawing  # the last drawing, until the worker is done
@@ -333,16 +320,15 @@ class GraphModel:
         if job is None:
             return False
         if wait is not None:
-            job[0].join(wait)
-        if job[0].is_alive():
+            job.wait(wait)
+        if not job.done:
             return False
         self._job = None
-        if "error" in job[1]:
-            raise job[1]["error"]
+        drawing = job.result()  # raises what the layout raised
         st = self.state
-        if job[2][0] is not st.layout or job[2][1] != self.collapsed:
+        if job.key[0] is not st.layout or job.key[1] != self.collapsed:
             return False  # overtaken: the next drawing() starts anew
-        self._drawing, self._made_from = job[1]["result"], job[2]
+        self._drawing, self._made_from = drawing, job.key
         return True
 
     # -- search --

@@ -31,10 +31,8 @@ from collections.abc import Mapping
 
 from gradviz import events as ev
 from gradviz.debug.debugger import Pause
+from gradviz.app.labels import short_op
 from gradviz.trace.model import Pass, Trace, node_key
-
-_SHORT = "torch::autograd::"
-
 
 def _raised(e):
     """A ProgramExited for an exception, not gradviz refusing to start it (status 2: no such
@@ -42,8 +40,7 @@ def _raised(e):
     return bool(e.error) and e.status != 2
 
 
-def _short(op):
-    return (op or "").replace(_SHORT, "")
+_short = short_op
 
 
 class _History:

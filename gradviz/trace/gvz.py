@@ -492,21 +492,6 @@ def read_events(path, partial=False):
         return _decode(chunks(), size, partial)
 
 
-def load(path, partial=False, budget_bytes=None):
-    """Open a trace file as a ``Trace``. With ``partial``, a cut or corrupt file gives the trace of
-    its complete events before the first bad frame (a file that is not a gradviz trace of this
-    format version still raises ``TraceFormatError``)."""
-    from gradviz.trace.model import DEFAULT_BUDGET, Trace
-    events = read_events(path, partial=partial)
-    trace = Trace(DEFAULT_BUDGET if budget_bytes is None else budget_bytes)
-    try:
-        trace.extend(events)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if not partial:
-            raise TraceFormatError(f"events do not form a consistent trace: {exc!r}") from None
-    return trace
-
-
 class TraceFollower:
     """Follows a trace file that is still being written: ``poll()`` returns the events completed
     since the last call."""

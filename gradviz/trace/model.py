@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from gradviz import events as ev
+from gradviz.trace.gvz import write_trace
 
 DEFAULT_BUDGET = 512 * 2**20
 
@@ -306,7 +307,6 @@ class Trace:
         return self.graph.number_of_nodes()
 
     def save(self, path):
-        from gradviz.trace.gvz import write_trace
         write_trace(path, self.events)
 
     def __repr__(self):
