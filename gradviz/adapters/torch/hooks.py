@@ -1,0 +1,305 @@
+"""The hook lifecycle: ``TorchRecording`` attaches the hooks that feed a producer from PyTorch
+(the TorchFunctionMode made by ``_make_mode``, module forward hooks, per-pass backward hooks,
+optimizer step hooks) and removes them together; ``TorchAttachment`` attaches it now, or when
+torch gets imported (``_ImportWatcher``)."""
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+from gradviz.adapters.torch.dispatch import MultiAdapter
+from gradviz.adapters.torch.values import TorchAdapter
+
+_COMPILE_HOOKS_WARNING = r"Using `torch\.compile\(module\)` when there are global hooks"
+
+
+def _flat_tensors(torch, items):
+    out = []
+    for x in items:
+        if isinstance(x, torch.Tensor):
+            out.append(x)
+        elif isinstance(x, (list, tuple)):
+            out.extend(y for y in x if isinstance(y, torch.Tensor))
+    return out
+
+
+class TorchRecording:
+    """The hooks that feed a producer from PyTorch, attached together and removed together."""
+
+    def __init__(self, producer, torch):
+        self.producer = producer
+        self.torch = torch
+        self.adapter = TorchAdapter(torch)
+        self._handles = []
+        self._mode = None
+        self._before_step = {}
+        self._warning_filter = None
+        self._backward_funcs = {torch.Tensor.backward: "tensor", torch.autograd.backward: "backward",
+                                torch.autograd.grad: "grad"}
+        # A context in which torch's __torch_function__ handling is off (modes included), where
+        # this torch has one.
+        self._torch_function_off = getattr(torch._C, "DisableTorchFunction", None) or contextlib.nullcontext
+
+    def attach(self):
+        torch = self.torch
+        from torch.nn.modules import module as nn_module
+        from torch.optim import optimizer as optim_module
+        p = self.producer
+        p.adapter = MultiAdapter(p.adapter, self.adapter)
+        p.refresh_skip_dirs()
+        compiling = _is_compiling(torch)
+        # torch.compile(module) warns of global module hooks: gradviz's, which stand aside while
+        # it traces (a warning the program would not have printed without gradviz)
+        warnings.filterwarnings("ignore", message=_COMPILE_HOOKS_WARNING, category=UserWarning)
+        self._warning_filter = warnings.filters[0]
+        self._handles = [
+            # quiet: the entry reads each parameter's requires_grad, through the mode otherwise
+            nn_module.register_module_forward_pre_hook(self._quiet(
+                lambda m, args: None if compiling() else p.module_entered(m))),
+            nn_module.register_module_forward_hook(
+                lambda m, args, out: None if compiling() else p.module_exited(m), always_call=True),
+            optim_module.register_optimizer_step_pre_hook(self._step_pre),
+            optim_module.register_optimizer_step_post_hook(self._step_post),
+        ]
+        self._mode = _make_mode(torch, self)()
+        self._mode.__enter__()
+        return self
+
+    def detach(self):
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if self._warning_filter in warnings.filters:
+            warnings.filters.remove(self._warning_filter)
+            getattr(warnings, "_filters_mutated", lambda: None)()  # (as warnings' own functions do)
+        p = self.producer
+        if isinstance(p.adapter, MultiAdapter):
+            p.adapter = p.adapter.engine
+            p.refresh_skip_dirs()
+
+    # -- forward --------------------------------------------------------------------------------
+    def made(self, args, kwargs, out):
+        torch = self.torch
+        outs = out if isinstance(out, tuple) else (out,)
+        inputs = None
+        for o in outs:
+            if isinstance(o, torch.Tensor) and o.grad_fn is not None and self.adapter.get_tag(o.grad_fn) is None:
+                if inputs is None:
+                    inputs = _flat_tensors(torch, list(args) + list((kwargs or {}).values()))
+                self.producer.node_created(o.grad_fn, inputs, o)
+
+    # -- backward -------------------------------------------------------------------------------
+    def run_backward(self, kind, func, args, kwargs):
+        torch = self.torch
+        kwargs = kwargs or {}
+        if kind == "tensor":
+            roots = [args[0]]
+            grads = [args[1] if len(args) > 1 else kwargs.get("gradient")]
+        else:
+            # (PyTorch makes the roots a tuple before a mode sees them; not the gradients)
+            first = args[0] if args else kwargs.get("tensors" if kind == "backward" else "outputs")
+            roots = [first] if isinstance(first, torch.Tensor) else list(first)
+            name, at = ("grad_tensors", 1) if kind == "backward" else ("grad_outputs", 2)
+            g = args[at] if len(args) > at else kwargs.get(name)
+            if not (g is None or isinstance(g, (torch.Tensor, list, tuple))):
+                g = tuple(g)  # an iterator read here is handed on as what it gave, not used up
+                if len(args) > at:
+                    args = args[:at] + (g,) + args[at + 1:]
+                else:
+                    kwargs = {**kwargs, name: g}
+            grads = [g] if isinstance(g, torch.Tensor) or g is None else list(g)
+            grads += [None] * (len(roots) - len(grads))
+        root_nodes = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
+        if not root_nodes:
+            return func(*args, **kwargs)
+        grads = [torch.ones_like(r) if g is None else g for r, g in zip(roots, grads) if r.grad_fn is not None]
+        handles = self._hook_graph(root_nodes)
+        p = self.producer
+        p.backward_started(root_nodes, grads)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+            p.backward_finished()
+
+    def _hook_graph(self, roots):
+        p = self.producer
+        # The hooks run with gradviz's TorchFunctionMode on: each torch call they make (a
+        # summary's reductions, a copy to the host) would go through its Python dispatch, and the
+        # mode has nothing to record in backward. Off while a hook runs (measured: most of the
+        # recorded step's time on CUDA, where a summary makes ~8 calls).
+        off = self._torch_function_off
+        entered, exited, accumulated = p.node_entered, p.node_exited, p.grad_accumulated
+        handles, seen, stack = [], set(), list(roots)
+        pending = {}
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            var = getattr(node, "variable", None)
+            if var is None:
+                # (A hook's return value would replace the gradients: these return None.)
+                def pre(go, node=node):
+                    with off():
+                        entered(node, go)
+
+                def post(gi, go, node=node):
+                    with off():
+                        exited(node, gi)
+
+                handles.append(node.register_prehook(pre))
+                handles.append(node.register_hook(post))
+            else:
+                def before(go, node=node, var=var):
+                    # The gradient's Value, not the tensor: while anything else holds the
+                    # tensor, AccumulateGrad copies it into .grad instead of taking it.
+                    with off():
+                        fresh = var.grad is None
+                        values = entered(node, go)
+                    pending[node] = (values[0] if values else None, fresh)
+
+                def after(tensor, node=node):
+                    # AccumulateGrad's work is done here, and it has no gradients to hand on:
+                    # its exit is told here too, in the engine's order, without a third hook.
+                    contribution, fresh = pending.pop(node, (None, False))
+                    with off():
+                        accumulated(node, tensor, contribution, tensor.grad, fresh)
+                        exited(node, ())
+
+                handles.append(node.register_prehook(before))
+                handles.append(var.register_post_accumulate_grad_hook(after))
+            stack.extend(fn for fn, _ in node.next_functions)
+        return handles
+
+    # -- optimizers -----------------------------------------------------------------------------
+    def _quiet(self, fn):
+        """``fn`` run with torch's __torch_function__ handling off."""
+        off = self._torch_function_off
+
+        def call(*args):
+            with off():
+                return fn(*args)
+        return call
+
+    def _params_of(self, optimizer):
+        return [q for g in optimizer.param_groups for q in g["params"] if q.grad is not None]
+
+    # The step hooks run outside any torch call, so with gradviz's mode on: each of their torch
+    # calls would go through its Python dispatch (about 20 µs each, four a parameter).
+    def _step_pre(self, optimizer, args, kwargs):
+        with self._torch_function_off(), self.torch.no_grad():
+            self._before_step[id(optimizer)] = [(q, q.detach().clone()) for q in self._params_of(optimizer)]
+
+    def _step_post(self, optimizer, args, kwargs):
+        before = self._before_step.pop(id(optimizer), [])
+        torch = self.torch
+        with self._torch_function_off(), torch.no_grad():
+            norms = []
+            for q, b in before:
+                b.sub_(q.detach())  # the change, in the copy's own memory: no new arrays
+                low = b.dtype in (torch.float16, torch.bfloat16)
+                norms.append(torch.linalg.vector_norm(b, dtype=torch.float32 if low else None).double())
+            if len({n.device for n in norms}) > 1:
+                norms = [n.item() for n in norms]
+            elif norms:
+                norms = torch.stack(norms).tolist()  # one wait on a device for them all
+        lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+        self.producer.optimizer_step(type(optimizer).__name__, list(zip([q for q, _ in before], norms)),
+                                     float(lr) if isinstance(lr, (int, float)) else None)
+
+
+def _is_compiling(torch):
+    """Whether torch.compile or torch.jit.trace is tracing the program. While they do, gradviz's
+    hooks stand aside: tracing them would break torch.compile, and put a summary's reductions into
+    the graph torch.jit.trace makes. What they made runs as PyTorch graph nodes, recorded as any."""
+    compiler = getattr(torch, "compiler", None)
+    compiling = getattr(compiler, "is_compiling", None) or (lambda: False)
+    jit_tracing = torch._C._is_tracing if hasattr(torch._C, "_is_tracing") else (lambda: False)
+    return lambda: compiling() or jit_tracing()
+
+
+def _make_mode(torch, rec):
+    from torch.overrides import TorchFunctionMode
+
+    backward_funcs = rec._backward_funcs
+    is_grad_enabled = torch.is_grad_enabled
+    is_compiling = _is_compiling(torch)
+
+    class GradvizMode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if is_compiling():  # torch.compile tracing: its compiled graph is recorded when it runs
+                return func(*args, **(kwargs or {}))
+            kind = backward_funcs.get(func)
+            if kind is not None:
+                return rec.run_backward(kind, func, args, kwargs)
+            out = func(*args, **(kwargs or {}))
+            if is_grad_enabled():
+                rec.made(args, kwargs, out)
+            return out
+
+    return GradvizMode
+
+
+class _ImportWatcher(importlib.abc.MetaPathFinder):
+    """Calls back once torch has been imported, for programs that import it while recording."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        self.remove()
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.loader is None:
+            return spec
+        loader, callback = spec.loader, self.callback
+        original = loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            callback(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+    def remove(self):
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+class TorchAttachment:
+    """Attaches torch recording to a producer now if torch is loaded, else when it gets imported."""
+
+    def __init__(self, producer):
+        self.producer = producer
+        self.recording = None
+        self._watcher = None
+
+    def start(self):
+        if "torch" in sys.modules:
+            self._attach(sys.modules["torch"])
+        else:
+            self._watcher = _ImportWatcher(self._attach)
+            sys.meta_path.insert(0, self._watcher)
+        return self
+
+    def _attach(self, torch):
+        if self.recording is None:
+            self.recording = TorchRecording(self.producer, torch).attach()
+
+    def stop(self):
+        if self._watcher is not None:
+            self._watcher.remove()
+            self._watcher = None
+        if self.recording is not None:
+            self.recording.detach()
+            self.recording = None
