@@ -4,6 +4,8 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
+
 
 def test_core_and_engine_import_neither_qt_nor_torch():
     code = ("import sys, gradviz, gradviz.engine, gradviz.engine.nn, gradviz.engine.models, gradviz.cli;"
@@ -49,3 +51,57 @@ def test_every_package_folder_is_listed_in_pyproject():
                 expected.add(name if rel == "." else name + "." + rel.replace(os.sep, "."))
     assert set(tool["packages"]) == expected
     assert all(os.path.isdir(os.path.join(root, d)) for d in dirs.values())
+
+
+def test_both_adapters_answer_the_adapter_protocol():
+    from gradviz.adapters.engine import EngineAdapter
+    from gradviz.adapters.protocol import Adapter
+    assert isinstance(EngineAdapter(), Adapter)
+    missing = [name for name in ("op_name", "next_nodes", "summarize", "memory") if not hasattr(EngineAdapter, name)]
+    assert missing == []
+    torch = pytest.importorskip("torch")
+    from gradviz.adapters.torch import MultiAdapter, TorchAdapter
+    assert isinstance(TorchAdapter(torch), Adapter)
+    assert isinstance(MultiAdapter(EngineAdapter(), TorchAdapter(torch)), Adapter)
+
+
+def test_an_object_lacking_a_method_is_not_an_adapter():
+    from gradviz.adapters.engine import EngineAdapter
+    from gradviz.adapters.protocol import Adapter
+
+    class Partial:
+        pass
+
+    methods = [n for n, v in vars(Adapter).items() if callable(v) and not n.startswith("_")]
+    assert "summarize" in methods and len(methods) == 16
+    for name in methods:
+        setattr(Partial, name, getattr(EngineAdapter, name))
+    Partial.source_dirs = ()
+    assert isinstance(Partial(), Adapter)
+    del Partial.summarize
+    assert not isinstance(Partial(), Adapter)
+
+
+def test_the_engine_observer_api_hands_back_removable_handles():
+    import gradviz.engine as engine
+    from gradviz.engine import hooks
+
+    seen = []
+
+    class Watcher:
+        def node_created(self, node, inputs, output):
+            seen.append(("made", node.name()))
+
+        def node_entered(self, node, grad):
+            seen.append(("ran", node.name()))
+
+    handle = hooks.register_observer(Watcher())
+    x = engine.ones(2, requires_grad=True)
+    (x * 3).sum().backward()
+    handle.remove()
+    (x * 3).sum().backward()  # nothing heard after remove()
+    assert seen == [("made", "MulBackward0"), ("made", "SumBackward0"), ("ran", "SumBackward0"),
+                    ("ran", "MulBackward0"), ("ran", "torch::autograd::AccumulateGrad")]
+    assert all(len(h) == 0 for h in hooks.MOMENTS.values())
+    with pytest.raises(TypeError, match="no method named after a moment"):
+        hooks.register_observer(object())

@@ -15,7 +15,7 @@ def _count(n: int, what: str) -> str:
 
 def status_text(st: AppState) -> str:
     p = st.pause
-    if st.time is not None:
+    if st.time is not None and st.timeline is not None:
         parts = [f"time travel: event {st.time} of {len(st.timeline)}"]
         pos = st.step_position()
         if p.pass_index is not None and p.phase.startswith("backward") and pos is not None:

@@ -20,7 +20,6 @@ import time
 import traceback
 import weakref
 
-import gradviz
 from gradviz import events as ev
 from gradviz.debug import protocol
 from gradviz.adapters.engine import EngineAdapter
@@ -343,7 +342,7 @@ def _user_traceback(tb):
     """The traceback from the user's first frame on: gradviz's and runpy's frames that ran the
     script are left out; all of them when the error is in them (a SyntaxError: its message points
     at the script's line)."""
-    here = os.path.join(os.path.dirname(os.path.abspath(gradviz.__file__)), "")
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")  # the gradviz package
     start = tb
     while start is not None:
         name = start.tb_frame.f_code.co_filename

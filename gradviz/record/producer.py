@@ -10,9 +10,7 @@ import weakref
 
 from gradviz import events as ev
 
-import gradviz
-
-_GRADVIZ_DIR = os.path.dirname(os.path.abspath(gradviz.__file__))
+_GRADVIZ_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gradviz package
 _DEMOS_DIR = os.path.join(_GRADVIZ_DIR, "demos", "")
 
 

@@ -7,7 +7,7 @@ from gradviz.record.producer import Producer
 from gradviz.trace.gvz import TraceWriter
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 
-_active = []
+_active: list[Recorder] = []
 
 
 class Recorder:
