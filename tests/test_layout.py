@@ -102,9 +102,8 @@ def brute_crossings(g, layers, xs):
     edges = [(u, v) if layers[u] < layers[v] else (v, u) for u, v in g.edges]
     count = 0
     for (a, b), (c, d) in itertools.combinations(edges, 2):
-        if layers[a] == layers[c]:
-            if (xs[a] - xs[c]) * (xs[b] - xs[d]) < 0:
-                count += 1
+        if layers[a] == layers[c] and (xs[a] - xs[c]) * (xs[b] - xs[d]) < 0:
+            count += 1
     return count
 
 
@@ -115,17 +114,17 @@ def test_counter_agrees_with_brute_force(data):
     widths = [data.draw(st.integers(1, 7)) for _ in range(nlayers)]
     g = nx.DiGraph()
     layers, xs = {}, {}
-    for l, w in enumerate(widths):
+    for k, w in enumerate(widths):
         perm = data.draw(st.permutations(range(w)))
         for i in range(w):
-            layers[(l, i)] = l
-            xs[(l, i)] = float(perm[i]) * 1.5
-            g.add_node((l, i))
-    for l in range(nlayers - 1):
-        for i in range(widths[l]):
-            for j in range(widths[l + 1]):
+            layers[(k, i)] = k
+            xs[(k, i)] = float(perm[i]) * 1.5
+            g.add_node((k, i))
+    for k in range(nlayers - 1):
+        for i in range(widths[k]):
+            for j in range(widths[k + 1]):
                 if data.draw(st.booleans()):
-                    g.add_edge((l, i), (l + 1, j))
+                    g.add_edge((k, i), (k + 1, j))
     assert count_crossings(g, layers, xs) == brute_crossings(g, layers, xs)
 
 
@@ -355,7 +354,7 @@ def test_cycles_are_broken_not_hung():
     for seed in range(5):
         g = nx.gnm_random_graph(60, 150, seed=seed, directed=True)
         g.add_edges_from((rng.randrange(60), rng.randrange(60)) for _ in range(10))
-        lay = run_with_deadline(lambda: layout(g))
+        lay = run_with_deadline(lambda g=g: layout(g))
         check_layout(g, lay)
         flipped = set(lay.reversed_edges)
         acyclic = nx.DiGraph([e for e in g.edges if e not in flipped and e[0] != e[1]])

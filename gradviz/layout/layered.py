@@ -452,26 +452,23 @@ class _Orderer:
     def crossings(self):
         """Crossings now (recounting the gaps around the layers changed since the last call)."""
         if self.dirty:
-            gaps = {g for l in self.dirty for g in (l - 1, l) if 0 <= g < self.ngaps}
+            gaps = {g for li in self.dirty for g in (li - 1, li) if 0 <= g < self.ngaps}
             self.dirty = set()
             self.total = self._recount(gaps)
         return self.total
 
-    def _reorder(self, l, nbrs, reverse):
-        """Sort layer l by the barycenter of each node's neighbours in the adjacent layer (nodes
+    def _reorder(self, li, nbrs, reverse):
+        """Sort layer li by the barycenter of each node's neighbours in the adjacent layer (nodes
         without such neighbours keep their slot); ties keep their order, or with ``reverse``
         swap it (as Graphviz does on alternate passes, to get off plateaus). True if the order
         changed."""
-        lst = self.layers[l]
+        lst = self.layers[li]
         pos = self.pos
         movable, slots = [], []
         for i, v in enumerate(lst):
             ns = nbrs[v]
             if ns:
-                if len(ns) == 1:
-                    b = pos[ns[0]]
-                else:
-                    b = sum([pos[u] for u in ns]) / len(ns)
+                b = pos[ns[0]] if len(ns) == 1 else sum([pos[u] for u in ns]) / len(ns)
                 movable.append((b, -i if reverse else i, v))
                 slots.append(i)
         if len(movable) < 2:
@@ -493,7 +490,7 @@ class _Orderer:
         lst[:] = new
         for i, v in enumerate(new):
             pos[v] = i
-        self.dirty.add(l)
+        self.dirty.add(li)
         return True
 
     def sweep(self, down, active, reverse=False):
@@ -502,11 +499,11 @@ class _Orderer:
         nbrs = self.p.up if down else self.p.down
         rng = range(1, len(self.layers)) if down else range(len(self.layers) - 2, -1, -1)
         prev_changed = False
-        for l in rng:
-            if len(self.layers[l]) < 2 or not (active[l] or prev_changed):
+        for li in rng:
+            if len(self.layers[li]) < 2 or not (active[li] or prev_changed):
                 prev_changed = False
                 continue
-            prev_changed = self._reorder(l, nbrs, reverse)
+            prev_changed = self._reorder(li, nbrs, reverse)
 
     def transpose(self, active, reverse=False):
         """Swap neighbours in the active layers while that removes crossings (Gansner et al.);
@@ -514,8 +511,8 @@ class _Orderer:
         keep = self.keep
         pos = self.pos
         up, down = self.p.up, self.p.down
-        for l, lst in enumerate(self.layers):
-            if not active[l] or len(lst) < 2:
+        for li, lst in enumerate(self.layers):
+            if not active[li] or len(lst) < 2:
                 continue
             # positions of each node's neighbours above and below (those layers hold still)
             nu = [[pos[a] for a in up[v]] for v in lst]
@@ -548,7 +545,7 @@ class _Orderer:
                     nu[i], nu[i + 1] = nu[i + 1], nu[i]
                     nd[i], nd[i + 1] = nd[i + 1], nd[i]
                     pos[u], pos[v] = i + 1, i
-                    self.dirty.add(l)
+                    self.dirty.add(li)
                     improved = improved or c1 < c0
                 if not improved:
                     break
@@ -731,7 +728,7 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     old_layer = None if previous is None else [previous.layers.get(v) for v in nodes]
     layer = _assign_layers(n, pred, succ, topo, old_layer)
     top = min(layer)
-    layer = [l - top for l in layer]
+    layer = [li - top for li in layer]
     lap("layering")
 
     p = _Proper(n, layer, ea, eb)
