@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DEFAULT_NODE_SIZE = (140.0, 28.0)
+DEFAULT_STANDIN_SIZE = (46.0, 20.0)  # a third of a node's width: a stand-in is a small tag
 # Effort budgets, in "proper-graph nodes x iterations": small graphs get many iterations, the
 # biggest still finish in a fraction of a second (Graphviz's mclimit/nslimit play the same role).
 _ORDER_WORK = 200_000   # sweep + transpose iterations of the crossing reduction (4..24)
@@ -61,6 +62,16 @@ class Layout:
     drawing, bend points included. ``reversed_edges``: edges laid out against their direction to
     break cycles (empty for a DAG). ``sizes``: node -> (w, h) used. ``stats``: phase timings (s)
     and counts, for benchmarks.
+
+    Stand-ins (see ``shareable`` in :func:`layout`): ``standins``: key (v, u) -> (x, y), the centre
+    of the stand-in box of node v drawn next to its neighbour u (a box of ``standin_size``, in
+    layer ``standin_layers[(v, u)]``, one layer above or below u's). ``standin_of``: edge (u, v)
+    or (v, u) of the graph -> the key (v, u) of the stand-in it is drawn to. Such an edge keeps its
+    key in ``edges``, but its polyline ends (or starts) at the stand-in's centre instead of v's:
+    code that draws ``edges[(u, v)]`` draws it to the stand-in. Every edge of v that is not in
+    ``standin_of`` (its anchor, and the edges to neighbours private to v) is drawn to v itself.
+    ``order`` lists the graph's nodes only; ``crossings`` counts the picture drawn: stand-in edges,
+    not the long edges they replace.
     """
     positions: dict
     layers: dict
@@ -70,16 +81,22 @@ class Layout:
     reversed_edges: list = field(default_factory=list)
     sizes: dict = field(default_factory=dict, repr=False)
     stats: dict = field(default_factory=dict, repr=False)
+    standins: dict = field(default_factory=dict, repr=False)
+    standin_of: dict = field(default_factory=dict, repr=False)
+    standin_layers: dict = field(default_factory=dict, repr=False)
+    standin_size: tuple = DEFAULT_STANDIN_SIZE
 
     @property
     def bounds(self):
-        """(xmin, ymin, xmax, ymax) of the node boxes."""
+        """(xmin, ymin, xmax, ymax) of the node boxes, stand-ins included."""
         if not self.positions:
             return (0.0, 0.0, 0.0, 0.0)
-        x0 = min(x - self.sizes[v][0] / 2 for v, (x, _) in self.positions.items())
-        x1 = max(x + self.sizes[v][0] / 2 for v, (x, _) in self.positions.items())
-        y0 = min(y - self.sizes[v][1] / 2 for v, (_, y) in self.positions.items())
-        y1 = max(y + self.sizes[v][1] / 2 for v, (_, y) in self.positions.items())
+        boxes = [(x, y, *self.sizes[v]) for v, (x, y) in self.positions.items()]
+        boxes += [(x, y, *self.standin_size) for x, y in self.standins.values()]
+        x0 = min(x - w / 2 for x, _, w, _ in boxes)
+        x1 = max(x + w / 2 for x, _, w, _ in boxes)
+        y0 = min(y - h / 2 for _, y, _, h in boxes)
+        y1 = max(y + h / 2 for _, y, _, h in boxes)
         return (x0, y0, x1, y1)
 
 
@@ -698,7 +715,7 @@ def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, init=No
 
 
 def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=None,
-           iterations=None, sweeps=None):
+           iterations=None, sweeps=None, shareable=None, standin_size=None):
     """Lay out ``graph`` (a networkx DiGraph) in layers; see the module docstring.
 
     ``node_size(node) -> (width, height)``, default :data:`DEFAULT_NODE_SIZE`. ``layer_gap``: the
@@ -708,6 +725,12 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     order and, nearly, positions. ``sweeps`` / ``iterations``: effort of the crossing reduction
     and of the x balancing (default: by graph size). Cycles are broken by reversing edges
     (``Layout.reversed_edges``); self-loops are not drawn.
+
+    ``shareable``: nodes that may be drawn by stand-ins (gradviz passes the AccumulateGrad nodes;
+    the layout itself knows nothing of autograd). One whose neighbours lie far apart in the graph
+    (see :func:`_pick_standins`) keeps one real edge, its anchor, and every other edge (u, v) is
+    drawn to a small stand-in box of v (``standin_size`` (w, h), default
+    :data:`DEFAULT_STANDIN_SIZE`) one layer away from u; see :class:`Layout`.
     """
     stats = {}
     clock = [time.perf_counter()]
@@ -718,15 +741,47 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
         clock[0] = now
 
     nodes = list(graph.nodes)
-    n = len(nodes)
+    n_real = len(nodes)
     sizes = {v: tuple(map(float, node_size(v))) if node_size is not None else DEFAULT_NODE_SIZE
              for v in nodes}
-    if n == 0:
-        return Layout({}, {}, [], {}, 0, [], sizes, stats)
-    edge_list, ea, eb, rev, pred, succ, topo = _orient(graph, nodes)
+    standin_size = DEFAULT_STANDIN_SIZE if standin_size is None else tuple(map(float, standin_size))
+    if n_real == 0:
+        return Layout({}, {}, [], {}, 0, [], sizes, stats, standin_size=standin_size)
+    edge_list = [(u, v) for u, nbrs in graph.adj.items() for v in nbrs if u != v]
+    standin_of = {}
+    if shareable is not None:
+        standin_of = _pick_standins(nodes, edge_list, shareable, previous)
+    lap("sharing")
+    # The graph laid out: the graph's nodes, then one stand-in node per key; a replaced edge
+    # (u, v) becomes (u, stand-in) or (stand-in, u), in the direction of the original.
+    keys = list(dict.fromkeys(standin_of.values()))
+    standin_node = {k: _StandIn(k) for k in keys}
+    nodes = nodes + [standin_node[k] for k in keys]
+    n = len(nodes)
+    drawn_edges = edge_list
+    if standin_of:
+        drawn_edges = []
+        for u, v in edge_list:
+            k = standin_of.get((u, v))
+            if k is None:
+                drawn_edges.append((u, v))
+            elif k[0] == v:
+                drawn_edges.append((u, standin_node[k]))
+            else:
+                drawn_edges.append((standin_node[k], v))
+    xsizes = [sizes[v] for v in nodes[:n_real]] + [standin_size] * len(keys)
+    _, ea, eb, rev, pred, succ, topo = _orient(nodes, drawn_edges)
 
-    old_layer = None if previous is None else [previous.layers.get(v) for v in nodes]
+    old_layer = None
+    if previous is not None:
+        old_layers = dict(previous.layers)
+        old_layers.update((standin_node[k], lay) for k, lay in previous.standin_layers.items()
+                          if k in standin_node)
+        old_layer = [old_layers.get(v) for v in nodes]
     layer = _assign_layers(n, pred, succ, topo, old_layer)
+    # a stand-in sits right next to the one node it is joined to (it has no other constraint)
+    for t in range(n_real, n):
+        layer[t] = layer[pred[t][0]] + 1 if pred[t] else layer[succ[t][0]] - 1
     top = min(layer)
     layer = [li - top for li in layer]
     lap("layering")
@@ -742,7 +797,12 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
         sinks = [v for v in topo if not succ[v]]
         layers_list = _initial_order(p, sources if len(sources) <= len(sinks) else sinks)
     else:
-        anchor, key = _previous_hints(p, nodes, edge_list, rev, previous)
+        old_pos = dict(previous.positions)
+        old_pos.update((standin_node[k], xy) for k, xy in previous.standins.items()
+                       if k in standin_node)
+        # old polylines by the edge key drawn (a stand-in edge keeps the original edge's key)
+        old_edges = [previous.edges.get(uv) for uv in edge_list]
+        anchor, key = _previous_hints(p, nodes, old_pos, old_edges, rev)
         layers_list = _initial_order(p, (), key.tolist())
         known = (~np.isnan(anchor)).tolist()
         keep = [k if old else None for k, old in zip(key.tolist(), known)]
@@ -758,17 +818,17 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     if iterations is None:
         iterations = int(min(400, max(40, _X_WORK // p.size)))
     widths = np.zeros(p.size)  # a bend point takes no room, only a (halved) gap
-    widths[:n] = [sizes[v][0] for v in nodes]
+    widths[:n] = [w for w, _ in xsizes]
     xs = _x_coordinates(p, orderer.layers, widths, node_gap, iterations, anchor,
                         None if previous is None else key)
     lap("x")
     heights = np.zeros(p.nlayers)
-    np.maximum.at(heights, np.asarray(layer), [sizes[v][1] for v in nodes])
+    np.maximum.at(heights, np.asarray(layer), [h for _, h in xsizes])
     layer_y = np.concatenate(([0.0], np.cumsum((heights[:-1] + heights[1:]) / 2 + layer_gap)))
     ys = layer_y[p.layer]
     if previous is not None:
         # shift everything so that the old nodes stay put (e.g. when a new root went on top)
-        old = [i for i, v in enumerate(nodes) if v in previous.positions]
+        old = [i for i, v in enumerate(nodes[:n_real]) if v in previous.positions]
         if old:
             xs = xs + np.median([previous.positions[nodes[i]][0] - xs[i] for i in old])
             ys = ys + np.median([previous.positions[nodes[i]][1] - ys[i] for i in old])
@@ -780,28 +840,118 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
         pts = [(xl[c], yl[c]) for c in chain[cs[e]:cs[e] + cl[e]]]
         edges[uv] = pts[::-1] if rev[e] else pts
     result = Layout(
-        positions={v: (xl[i], yl[i]) for i, v in enumerate(nodes)},
-        layers={v: layer[i] for i, v in enumerate(nodes)},
-        order=[[nodes[v] for v in lst if v < n] for lst in orderer.layers],
+        positions={v: (xl[i], yl[i]) for i, v in enumerate(nodes[:n_real])},
+        layers={v: layer[i] for i, v in enumerate(nodes[:n_real])},
+        order=[[nodes[v] for v in lst if v < n_real] for lst in orderer.layers],
         edges=edges,
         crossings=int(crossings),
         reversed_edges=[uv for uv, r in zip(edge_list, rev) if r],
         sizes=sizes,
-        stats=stats)
+        stats=stats,
+        standins={k: (xl[i], yl[i]) for i, k in enumerate(keys, n_real)},
+        standin_of=standin_of,
+        standin_layers={k: layer[i] for i, k in enumerate(keys, n_real)},
+        standin_size=standin_size)
     lap("output")
     stats.update(layers=p.nlayers, dummies=p.size - n, crossing_history=history,
-                 sweeps=sweeps, iterations=iterations)
-    stats["total"] = sum(stats[k] for k in ("layering", "proper_graph", "initial_order",
+                 sweeps=sweeps, iterations=iterations, standins=len(keys),
+                 shared=len({k[0] for k in keys}))
+    stats["total"] = sum(stats[k] for k in ("sharing", "layering", "proper_graph", "initial_order",
                                               "crossing_reduction", "x", "output"))
     return result
 
 
-def _orient(graph, nodes):
+class _StandIn:
+    """The node that stands for stand-in ``key`` inside the layout (never equal to a graph node)."""
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
+
+    def __repr__(self):
+        return f"_StandIn{self.key!r}"
+
+
+# A shareable node gets stand-ins when the layers of its neighbours (in a longest-path layering of
+# the whole graph, which costs O(V + E)) span more than this many layers. Why: all its edges then
+# stay within a few layers of each other anyway: at most a handful of bend points, which the
+# crossing reduction handles well, and one box is easier to read than several stand-ins. Past it
+# one edge at least is long, and a node used in k places far apart draws k - 1 long edges that
+# cross everything between them (an unrolled RNN's weights: thousands of layers each) and
+# dominate the crossing reduction's work; there stand-ins are both faster and far more legible.
+_STANDIN_SPAN = 3
+
+
+def _pick_standins(nodes, edge_list, shareable, previous=None):
+    """Which edges are drawn to a stand-in: {edge (u, v): stand-in key (s, w)}, where s is the
+    shareable node (u or v) and w the other end, the neighbour the stand-in stands next to.
+
+    Only the "outer" neighbours of s count: those with an edge to some other node too (a leaf
+    tensor hanging off its AccumulateGrad only is private to it and always stays with it). If there
+    are two or more and their layers span more than ``_STANDIN_SPAN`` (see there), s keeps one
+    real edge, to its anchor, and each other outer neighbour gets a stand-in (all edges between s
+    and that neighbour go to it). The anchor is the outer neighbour whose layer is closest to s's
+    own: along the gradient s sits below all its users and the closest is the deepest, the first
+    use in the forward pass, after whose gradient the accumulation completes; in torchviz's
+    direction s sits above them and the closest is again the first use. Ties go to the first
+    edge (creation order). With ``previous``, a node keeps its old anchor while that edge exists
+    and was drawn real (so that a node that becomes shared stays where it was)."""
+    index = {v: i for i, v in enumerate(nodes)}
+    share = {index[v] for v in shareable if v in index}
+    if not share:
+        return {}
+    n = len(nodes)
+    _, ea, eb, _, pred, succ, topo = _orient(nodes, edge_list)
+    layer = [0] * n
+    for v in topo:
+        p = pred[v]
+        layer[v] = max([layer[u] for u in p]) + 1 if p else 0
+    degree = [len(pred[v]) + len(succ[v]) for v in range(n)]
+    incident = {}
+    for e, (u, v) in enumerate(edge_list):
+        a, b = index[u], index[v]
+        if a in share:
+            incident.setdefault(a, []).append((e, b))
+        if b in share:
+            incident.setdefault(b, []).append((e, a))
+    old_standin_of = getattr(previous, "standin_of", None) or {}
+    old_edges = previous.edges if previous is not None else {}
+    out = {}
+    for s, inc in incident.items():
+        # the outer neighbours, in first-edge order, with the edges joining them to s
+        outer = {}
+        for e, w in inc:
+            if degree[w] > (w in pred[s]) + (w in succ[s]):
+                outer.setdefault(w, []).append(e)
+        if len(outer) < 2:
+            continue
+        lays = [layer[w] for w in outer]
+        if max(lays) - min(lays) <= _STANDIN_SPAN:
+            continue
+        anchor = None
+        if previous is not None:
+            for w, es in outer.items():
+                if any(edge_list[e] in old_edges and edge_list[e] not in old_standin_of for e in es):
+                    anchor = w
+                    break
+        if anchor is None:
+            anchor = min(outer, key=lambda w: abs(layer[w] - layer[s]))  # first of equals
+        sv = nodes[s]
+        for w, es in outer.items():
+            if w == anchor:
+                continue
+            for e in es:
+                uv = edge_list[e]
+                if uv not in out:  # an edge between two shared nodes gets one stand-in only
+                    out[uv] = (sv, nodes[w])
+    return out
+
+
+def _orient(nodes, edge_list):
     """Edges as index arrays, each oriented along a topological order (reversed if it closes a
     cycle), plus adjacency lists (duplicates from u->v + v->u merged) and the order itself."""
     n = len(nodes)
     index = {v: i for i, v in enumerate(nodes)}
-    edge_list = [(u, v) for u, nbrs in graph.adj.items() for v in nbrs if u != v]
     eu = [index[u] for u, _ in edge_list]
     ev = [index[v] for _, v in edge_list]
     out = [[] for _ in range(n)]
@@ -824,18 +974,20 @@ def _orient(graph, nodes):
     return edge_list, ea, eb, rev, pred, succ, topo
 
 
-def _previous_hints(p, nodes, edge_list, rev, previous):
-    """From an old layout: the old x of every node and bend point it had (NaN for new ones), and
+def _previous_hints(p, nodes, old_pos, old_edges, rev):
+    """From an old layout (``old_pos``: node -> old centre; ``old_edges``: per edge its old
+    polyline or None): the old x of every node and bend point it had (NaN for new ones), and
     a sort key per node for the initial order: the old x, or for a new node the mean key of its
     neighbours (spread over a few steps; still unknown: to the right of everything)."""
     anchor = np.full(p.size, np.nan)
     for i, v in enumerate(nodes):
-        if v in previous.positions:
-            anchor[i] = previous.positions[v][0]
+        xy = old_pos.get(v)
+        if xy is not None:
+            anchor[i] = xy[0]
     dummies = np.flatnonzero(p.dummy_edge >= 0)
     for d, e, k in zip(dummies.tolist(), p.dummy_edge[dummies].tolist(),
                        p.dummy_k[dummies].tolist()):
-        old = previous.edges.get(edge_list[e])
+        old = old_edges[e]
         if old is not None and len(old) == p.clen[e]:  # same span: bend points match up
             anchor[d] = old[len(old) - 1 - k][0] if rev[e] else old[k][0]
     key = anchor.copy()
