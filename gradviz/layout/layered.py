@@ -47,6 +47,10 @@ DEFAULT_STANDIN_SIZE = (46.0, 20.0)  # a third of a node's width: a stand-in is 
 # biggest still finish in a fraction of a second (Graphviz's mclimit/nslimit play the same role).
 _ORDER_WORK = 200_000   # sweep + transpose iterations of the crossing reduction (4..24)
 _X_WORK = 1_600_000     # balancing iterations of the x coordinates (40..400)
+# Bend points (proper-graph nodes) that ordering and x may spend their effort on: past it the
+# longest edges are drawn straight instead (see _straight_edges). A graph whose nodes are used
+# far apart (an unrolled RNN's weights, without stand-ins) otherwise has millions.
+_DUMMY_WORK = 60_000
 _IRLS_START = 10        # plain least squares first, then reweighted towards vertical segments
 _IRLS_EPS = 0.5         # px: a segment this close to vertical weighs as much as it ever will
 
@@ -166,7 +170,7 @@ def _merge_inversions(m):
         # each A half is sorted and the pairs are offset: one searchsorted over all of them
         greater = np.searchsorted(ka, (pb + 1) * big) - np.searchsorted(ka, kb, side="right")
         counts += np.bincount(row[in_b], weights=greater, minlength=rows).astype(np.int64)
-        cur = np.sort(key) - pair * big
+        cur = np.sort(key, kind="stable") - pair * big  # runs of sorted halves: timsort merges them
         width *= 2
     return counts
 
@@ -345,12 +349,15 @@ class _Proper:
     Nodes 0..n-1 are the graph's nodes, n.. the dummies. ``chains[e]`` lists the nodes along
     (oriented) edge e, top to bottom."""
 
-    def __init__(self, n, layer, ea, eb):
+    def __init__(self, n, layer, ea, eb, straight=None):
         layer = np.asarray(layer, dtype=np.int64)
         ea = np.asarray(ea, dtype=np.int64)
         eb = np.asarray(eb, dtype=np.int64)
         ne = len(ea)
         span = layer[eb] - layer[ea] if ne else np.zeros(0, dtype=np.int64)
+        if straight is not None:
+            # a straight edge: no bend point, no segment (drawn straight once x is known)
+            span = np.where(straight, 1, span)
         ndum = span - 1
         total_dummies = int(ndum.sum()) if ne else 0
         self.n = n
@@ -367,9 +374,11 @@ class _Proper:
         self.layer[:n] = layer
         self.layer[chain[inner]] = layer[ea[eid[inner]]] + k[inner]
         self.nlayers = int(self.layer.max()) + 1 if self.size else 0
-        last = k == kspan
-        self.seg_a = chain[~last]                    # upper end of each unit segment
-        self.seg_b = chain[np.flatnonzero(~last) + 1]  # lower end
+        segment = k != kspan
+        if straight is not None:
+            segment &= ~np.asarray(straight, dtype=bool)[eid]
+        self.seg_a = chain[segment]                         # upper end of each unit segment
+        self.seg_b = chain[np.flatnonzero(segment) + 1]     # lower end
         self.chain = chain
         self.cstart = cstart
         self.clen = clen
@@ -786,7 +795,8 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     layer = [li - top for li in layer]
     lap("layering")
 
-    p = _Proper(n, layer, ea, eb)
+    straight = _straight_edges(layer, ea, eb, _DUMMY_WORK)
+    p = _Proper(n, layer, ea, eb, straight)
     lap("proper_graph")
 
     keep = anchor = None
@@ -821,6 +831,9 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     widths[:n] = [w for w, _ in xsizes]
     xs = _x_coordinates(p, orderer.layers, widths, node_gap, iterations, anchor,
                         None if previous is None else key)
+    if straight is not None:
+        # the ordering counted the segments it placed; the straight edges cross them and each other
+        crossings = _count_with_straight(p, xs, straight)
     lap("x")
     heights = np.zeros(p.nlayers)
     np.maximum.at(heights, np.asarray(layer), [h for _, h in xsizes])
@@ -855,10 +868,60 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     lap("output")
     stats.update(layers=p.nlayers, dummies=p.size - n, crossing_history=history,
                  sweeps=sweeps, iterations=iterations, standins=len(keys),
-                 shared=len({k[0] for k in keys}))
+                 shared=len({k[0] for k in keys}),
+                 straight=0 if straight is None else int(straight.sum()))
     stats["total"] = sum(stats[k] for k in ("sharing", "layering", "proper_graph", "initial_order",
                                               "crossing_reduction", "x", "output"))
     return result
+
+
+def _straight_edges(layer, ea, eb, budget):
+    """None if the edges need at most ``budget`` bend points; else a bool mask of the longest
+    edges, just enough of them that the rest need at most ``budget``: those are drawn straight
+    between their ends, and take no part in the ordering and x balancing."""
+    layer = np.asarray(layer, dtype=np.int64)
+    dummies = np.abs(layer[np.asarray(eb, dtype=np.int64)] - layer[np.asarray(ea, dtype=np.int64)]) - 1
+    if not len(dummies) or int(dummies.sum()) <= budget:
+        return None
+    by_span = np.argsort(-dummies, kind="stable")
+    left = int(dummies.sum()) - np.cumsum(dummies[by_span])  # bend points left after each
+    count = int(np.searchsorted(-left, -budget)) + 1
+    straight = np.zeros(len(dummies), dtype=bool)
+    straight[by_span[:count]] = True
+    return straight
+
+
+def _count_with_straight(p, xs, straight):
+    """Crossings of the whole drawing, straight edges included, each passing the layers between
+    its ends on the straight line: counted as :func:`count_crossings` counts it (the points of a
+    layer ranked by x, ties by node order, then by edge order)."""
+    se = np.flatnonzero(straight)
+    a = p.chain[p.cstart[se]]      # upper end (edges are oriented downwards)
+    b = p.chain[p.cstart[se] + 1]  # lower end
+    span = p.layer[b] - p.layer[a]
+    steps = span - 1               # interior points of each straight edge
+    first = np.concatenate(([0], np.cumsum(steps)[:-1]))
+    eid = np.repeat(np.arange(len(se)), steps)
+    k = np.arange(int(steps.sum())) - first[eid] + 1
+    x0, x1 = xs[a][eid], xs[b][eid]
+    px = x0 + (x1 - x0) * k / span[eid]  # as count_crossings interpolates, from the upper end
+    pl = p.layer[a][eid] + k
+    allx = np.concatenate((xs[:p.size], px))
+    alll = np.concatenate((p.layer, pl))
+    # tie-breaks: nodes first (by index), then edge points by edge
+    kind = np.concatenate((np.zeros(p.n, np.int64), np.ones(len(allx) - p.n, np.int64)))
+    ekey = np.concatenate((np.arange(p.n), p.dummy_edge[p.n:], se[eid]))
+    rank = np.empty(len(allx), dtype=np.int64)
+    rank[np.lexsort((ekey, kind, allx, alll))] = np.arange(len(allx))
+    # the straight edges' unit segments, from the upper end through the interior points
+    sid = np.repeat(np.arange(len(se)), span)
+    j = np.arange(int(span.sum())) - np.repeat(np.concatenate(([0], np.cumsum(span)[:-1])), span)
+    pt = p.size + first[sid] + j  # the interior point j (1-based) of the edge, where it exists
+    upper = np.where(j == 0, a[sid], pt - 1)
+    lower = np.where(j == span[sid] - 1, b[sid], pt)
+    sa = np.concatenate((p.seg_a, upper))
+    sb = np.concatenate((p.seg_b, lower))
+    return int(_segment_crossings(alll[sa], rank[sa], rank[sb]).sum())
 
 
 class _StandIn:
@@ -916,7 +979,8 @@ def _pick_standins(nodes, edge_list, shareable, previous=None):
             incident.setdefault(b, []).append((e, a))
     old_standin_of = getattr(previous, "standin_of", None) or {}
     old_edges = previous.edges if previous is not None else {}
-    out = {}
+    picked = []  # (s, anchor, outer neighbours with their edges)
+    reserved = set()  # edges to anchors: drawn real whatever the other end is
     for s, inc in incident.items():
         # the outer neighbours, in first-edge order, with the edges joining them to s
         outer = {}
@@ -936,14 +1000,19 @@ def _pick_standins(nodes, edge_list, shareable, previous=None):
                     break
         if anchor is None:
             anchor = min(outer, key=lambda w: abs(layer[w] - layer[s]))  # first of equals
+        picked.append((s, anchor, outer))
+        reserved.update(outer[anchor])
+    out = {}
+    for s, anchor, outer in picked:
         sv = nodes[s]
         for w, es in outer.items():
             if w == anchor:
                 continue
             for e in es:
-                uv = edge_list[e]
-                if uv not in out:  # an edge between two shared nodes gets one stand-in only
-                    out[uv] = (sv, nodes[w])
+                # an edge between two shared nodes: real if it is either one's anchor, else one
+                # stand-in (of the first of the two)
+                if e not in reserved and edge_list[e] not in out:
+                    out[edge_list[e]] = (sv, nodes[w])
     return out
 
 
