@@ -102,9 +102,8 @@ def brute_crossings(g, layers, xs):
     edges = [(u, v) if layers[u] < layers[v] else (v, u) for u, v in g.edges]
     count = 0
     for (a, b), (c, d) in itertools.combinations(edges, 2):
-        if layers[a] == layers[c]:
-            if (xs[a] - xs[c]) * (xs[b] - xs[d]) < 0:
-                count += 1
+        if layers[a] == layers[c] and (xs[a] - xs[c]) * (xs[b] - xs[d]) < 0:
+            count += 1
     return count
 
 
@@ -115,17 +114,17 @@ def test_counter_agrees_with_brute_force(data):
     widths = [data.draw(st.integers(1, 7)) for _ in range(nlayers)]
     g = nx.DiGraph()
     layers, xs = {}, {}
-    for l, w in enumerate(widths):
+    for k, w in enumerate(widths):
         perm = data.draw(st.permutations(range(w)))
         for i in range(w):
-            layers[(l, i)] = l
-            xs[(l, i)] = float(perm[i]) * 1.5
-            g.add_node((l, i))
-    for l in range(nlayers - 1):
-        for i in range(widths[l]):
-            for j in range(widths[l + 1]):
+            layers[(k, i)] = k
+            xs[(k, i)] = float(perm[i]) * 1.5
+            g.add_node((k, i))
+    for k in range(nlayers - 1):
+        for i in range(widths[k]):
+            for j in range(widths[k + 1]):
                 if data.draw(st.booleans()):
-                    g.add_edge((l, i), (l + 1, j))
+                    g.add_edge((k, i), (k + 1, j))
     assert count_crossings(g, layers, xs) == brute_crossings(g, layers, xs)
 
 
@@ -355,8 +354,237 @@ def test_cycles_are_broken_not_hung():
     for seed in range(5):
         g = nx.gnm_random_graph(60, 150, seed=seed, directed=True)
         g.add_edges_from((rng.randrange(60), rng.randrange(60)) for _ in range(10))
-        lay = run_with_deadline(lambda: layout(g))
+        lay = run_with_deadline(lambda g=g: layout(g))
         check_layout(g, lay)
         flipped = set(lay.reversed_edges)
         acyclic = nx.DiGraph([e for e in g.edges if e not in flipped and e[0] != e[1]])
         assert nx.is_directed_acyclic_graph(acyclic)
+
+
+# --- shared nodes: stand-ins ---------------------------------------------------------------------
+
+
+def shared_program(n_leaves=200, steps=1200):
+    """The issue's program: leaves used in many places (as an unrolled RNN's weights are)."""
+    import gradviz
+    import gradviz.engine as torch
+    with gradviz.record() as rec:
+        xs = [torch.rand(3, requires_grad=True) for _ in range(n_leaves)]
+        acc = xs[0]
+        for i in range(1, steps):
+            acc = (acc * xs[i % n_leaves]).tanh() + xs[(7 * i) % n_leaves]
+        acc.sum().backward()
+    return rec.trace.graph
+
+
+def accumulators(g):
+    return [v for v, d in g.nodes(data=True) if d.get("kind") == "accumulate_grad"]
+
+
+def drawn_graph(g, lay):
+    """The picture drawn: the graph with each stand-in a node of its own (("standin", key)),
+    plus its layers and x, for count_crossings."""
+    h = nx.DiGraph()
+    h.add_nodes_from(g)
+    layers = dict(lay.layers)
+    xs = {v: p[0] for v, p in lay.positions.items()}
+    for k, (x, _) in lay.standins.items():
+        h.add_node(("standin", k))
+        layers[("standin", k)] = lay.standin_layers[k]
+        xs[("standin", k)] = x
+    bends = {}
+    for u, v in g.edges:
+        if u == v:
+            continue
+        k = lay.standin_of.get((u, v))
+        e = (u, v) if k is None else (u, ("standin", k)) if k[0] == v else (("standin", k), v)
+        h.add_edge(*e)
+        bends[e] = [x for x, _ in lay.edges[(u, v)][1:-1]]
+    return h, layers, xs, bends
+
+
+def check_standins(g, lay, shareable, node_gap=20.0):
+    """The invariants of a layout with stand-ins."""
+    assert set(lay.positions) == set(g.nodes) and set(lay.layers) == set(g.nodes)
+    shareable = set(shareable)
+    assert set(lay.standins) == set(lay.standin_of.values()) == set(lay.standin_layers)
+    for (u, v), (s, w) in lay.standin_of.items():
+        assert (u, v) in g.edges and {u, v} == {s, w} and s in shareable
+    # every edge is drawn, to its end or to its stand-in, one layer away from the neighbour
+    for u, v in g.edges:
+        if u == v:
+            continue
+        pts = lay.edges[(u, v)]
+        k = lay.standin_of.get((u, v))
+        if k is None:
+            assert pts[0] == pytest.approx(lay.positions[u]) and pts[-1] == pytest.approx(lay.positions[v])
+            continue
+        s, w = k
+        sxy = lay.standins[k]
+        if s == v:
+            assert pts[0] == pytest.approx(lay.positions[u]) and pts[-1] == pytest.approx(sxy)
+        else:
+            assert pts[0] == pytest.approx(sxy) and pts[-1] == pytest.approx(lay.positions[v])
+        assert len(pts) == 2 and abs(lay.standin_layers[k] - lay.layers[w]) == 1
+    # each shared node keeps one real edge to an outer neighbour (its anchor); another real one
+    # can only be the anchor edge of a shared node at its other end
+    shared = {k[0] for k in lay.standins}
+
+    def outer_real(s):
+        return {w for w in nx.all_neighbors(g, s)
+                if g.degree(w) > g.number_of_edges(w, s) + g.number_of_edges(s, w)
+                and (w, s) not in lay.standin_of and (s, w) not in lay.standin_of}
+
+    for s in shared:
+        real = outer_real(s)
+        assert len(real) >= 1, s
+        assert len(real - shareable) <= 1, (s, real)
+    # no overlaps: per layer, all boxes (nodes and stand-ins) sorted by x keep the gap
+    rows = {}
+    for v, (x, y) in lay.positions.items():
+        rows.setdefault(lay.layers[v], []).append((x, lay.sizes[v][0], y))
+    for k, (x, y) in lay.standins.items():
+        rows.setdefault(lay.standin_layers[k], []).append((x, lay.standin_size[0], y))
+    for row in rows.values():
+        row.sort()
+        assert len({y for _, _, y in row}) == 1
+        for (xa, wa, _), (xb, wb, _) in zip(row, row[1:]):
+            assert xb - xa >= (wa + wb) / 2 + node_gap - 1e-6
+    h, layers, xs, bends = drawn_graph(g, lay)
+    assert lay.crossings == count_crossings(h, layers, xs, bends)
+
+
+def star_chain(n=30, uses=(3, 12, 25), direction="gradient"):
+    """A chain 0 -> 1 -> ... (as the gradient flows), a leaf "w" whose AccumulateGrad "acc" is
+    used by the chain nodes in ``uses``; torchviz's direction is the reverse graph."""
+    g = nx.DiGraph([(i, i + 1) for i in range(n)])
+    g.add_edges_from((u, "acc") for u in uses)
+    g.add_edge("acc", "w")
+    return g if direction == "gradient" else g.reverse()
+
+
+@pytest.mark.parametrize("direction", ["gradient", "torchviz"])
+def test_standins_for_a_node_used_far_apart(direction):
+    g = star_chain(direction=direction)
+    lay = layout(g, shareable=["acc"])
+    check_standins(g, lay, ["acc"])
+    assert {k for k in lay.standins} == {("acc", 3), ("acc", 12)}
+    # the anchor: the first use (deepest along the gradient), the node sits right next to it
+    assert ("acc", 25) not in lay.standins
+    assert abs(lay.layers["acc"] - lay.layers[25]) == 1
+    assert abs(lay.layers["w"] - lay.layers["acc"]) == 1
+    assert lay.crossings == 0 and lay.stats["dummies"] == 0
+    # without shareable, nothing changes from today's layout
+    plain = layout(g)
+    assert plain.standins == {} and plain.standin_of == {}
+    assert plain.positions == layout(g, shareable=[]).positions
+
+
+def test_standins_only_past_the_rule_and_only_for_shareable_nodes():
+    # neighbours within 3 layers of each other: no stand-ins
+    g = star_chain(uses=(10, 12, 13))
+    lay = layout(g, shareable=["acc"])
+    assert lay.standins == {}
+    check_layout(g, lay)
+    # far apart, but not shareable: a real node with long edges, as before
+    g = star_chain()
+    lay = layout(g, shareable=[5])
+    assert lay.standins == {}
+    assert lay.positions == layout(g).positions
+    # shareable nodes that do not qualify are laid out exactly as without shareable
+    g = shared_graph("resnet18-autograd.dot")
+    acc = [v for v, d in g.nodes(data=True) if d.get("label") == "AccumulateGrad"]
+    assert acc
+    assert layout(g, shareable=acc).positions == layout(g).positions
+
+
+def test_standins_on_random_graphs():
+    total = 0
+    for seed in range(6):
+        g = random_dag(60, 110, seed)
+        rng = random.Random(seed)
+        shareable = rng.sample(sorted(g), 15)
+        lay = layout(g, shareable=shareable, standin_size=(30, 14))
+        check_standins(g, lay, shareable)
+        assert lay.standin_size == (30.0, 14.0)
+        # neither stand-ins nor anything else for nodes outside shareable
+        assert all(k[0] in shareable for k in lay.standins)
+        total += len(lay.standins)
+    assert total > 20
+
+
+def test_standins_on_the_issue_program():
+    g = shared_program()
+    assert g.number_of_nodes() > 3900
+    acc = accumulators(g)
+    lay = layout(g, shareable=acc)
+    check_standins(g, lay, acc)
+    shared = {k[0] for k in lay.standins}
+    assert len(shared) == len(acc)  # every leaf is used far apart
+    # each shared AccumulateGrad: one stand-in per use but the anchor
+    assert len(lay.standins) == sum(g.in_degree(a) - 1 for a in acc)
+    assert lay.crossings == 0 and lay.stats["dummies"] == 0
+
+
+def test_without_shareable_long_edges_are_bounded(monkeypatch):
+    import gradviz.layout.layered as layered
+    # a sharing graph laid out without stand-ins: the longest edges are drawn straight
+    g = shared_program(40, 240)
+    monkeypatch.setattr(layered, "_DUMMY_WORK", 2000)
+    lay = layout(g)
+    assert lay.stats["straight"] > 0 and lay.stats["dummies"] <= 2000
+    assert lay.crossings == recount(g, lay)
+    for u, v in g.edges:
+        pts = lay.edges[(u, v)]
+        assert pts[0] == pytest.approx(lay.positions[u]) and pts[-1] == pytest.approx(lay.positions[v])
+    # random graphs, crossings recounted from the output
+    for seed in range(4):
+        g = random_dag(80, 160, seed, max_span=30)
+        monkeypatch.setattr(layered, "_DUMMY_WORK", 50)
+        lay = layout(g)
+        assert lay.stats["straight"] > 0
+        assert lay.crossings == recount(g, lay)
+
+
+@pytest.mark.parametrize("direction", ["gradient", "torchviz"])
+def test_standins_with_previous(direction):
+    # the live case: a node becomes shared as the graph grows; old nodes stay put
+    base = star_chain(uses=(25,), direction=direction)
+    old = layout(base, shareable=["acc"])
+    assert old.standins == {}
+    grown = star_chain(uses=(3, 12, 25), direction=direction)
+    new = layout(grown, shareable=["acc"], previous=old)
+    check_standins(grown, new, ["acc"])
+    assert set(new.standins) == {("acc", 3), ("acc", 12)}
+    for v, (x, y) in old.positions.items():
+        assert new.positions[v] == pytest.approx((x, y), abs=1.0), v
+    # and again, with one more use: old stand-ins stay too
+    more = grown.copy()
+    if direction == "gradient":
+        more.add_edge(30, "acc")
+    else:
+        more.add_edge("acc", 30)
+    newer = layout(more, shareable=["acc"], previous=new)
+    check_standins(more, newer, ["acc"])
+    assert ("acc", 30) in newer.standins
+    for k, (x, y) in new.standins.items():
+        assert newer.standins[k] == pytest.approx((x, y), abs=1.0), k
+    # and growing forward_graph-style graphs step by step with a shared node
+    g = forward_graph(40, 1)
+    g.add_edges_from((u, "acc") for u in (2, 15, 30))
+    lay = layout(g.subgraph(list(range(10)) + ["acc"]).copy(), shareable=["acc"])
+    for n in range(11, 41):
+        sub = g.subgraph(list(range(n)) + ["acc"]).copy()
+        new = layout(sub, shareable=["acc"], previous=lay)
+        check_standins(sub, new, ["acc"])
+        median, _ = displacement(lay, new)
+        assert median < 0.25 * DEFAULT_NODE_SIZE[0]
+        lay = new
+
+
+def test_transformer60_with_shareable_is_unchanged():
+    g = shared_graph("transformer60-autograd.dot")
+    acc = [v for v, d in g.nodes(data=True) if d.get("label") == "AccumulateGrad"]
+    lay = layout(g, shareable=acc)
+    assert lay.standins == {} and lay.crossings == 0
+    assert lay.positions == layout(g).positions

@@ -42,10 +42,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DEFAULT_NODE_SIZE = (140.0, 28.0)
+DEFAULT_STANDIN_SIZE = (46.0, 20.0)  # a third of a node's width: a stand-in is a small tag
 # Effort budgets, in "proper-graph nodes x iterations": small graphs get many iterations, the
 # biggest still finish in a fraction of a second (Graphviz's mclimit/nslimit play the same role).
 _ORDER_WORK = 200_000   # sweep + transpose iterations of the crossing reduction (4..24)
 _X_WORK = 1_600_000     # balancing iterations of the x coordinates (40..400)
+# Bend points (proper-graph nodes) that ordering and x may spend their effort on: past it the
+# longest edges are drawn straight instead (see _straight_edges). A graph whose nodes are used
+# far apart (an unrolled RNN's weights, without stand-ins) otherwise has millions.
+_DUMMY_WORK = 60_000
 _IRLS_START = 10        # plain least squares first, then reweighted towards vertical segments
 _IRLS_EPS = 0.5         # px: a segment this close to vertical weighs as much as it ever will
 
@@ -61,6 +66,16 @@ class Layout:
     drawing, bend points included. ``reversed_edges``: edges laid out against their direction to
     break cycles (empty for a DAG). ``sizes``: node -> (w, h) used. ``stats``: phase timings (s)
     and counts, for benchmarks.
+
+    Stand-ins (see ``shareable`` in :func:`layout`): ``standins``: key (v, u) -> (x, y), the centre
+    of the stand-in box of node v drawn next to its neighbour u (a box of ``standin_size``, in
+    layer ``standin_layers[(v, u)]``, one layer above or below u's). ``standin_of``: edge (u, v)
+    or (v, u) of the graph -> the key (v, u) of the stand-in it is drawn to. Such an edge keeps its
+    key in ``edges``, but its polyline ends (or starts) at the stand-in's centre instead of v's:
+    code that draws ``edges[(u, v)]`` draws it to the stand-in. Every edge of v that is not in
+    ``standin_of`` (its anchor, and the edges to neighbours private to v) is drawn to v itself.
+    ``order`` lists the graph's nodes only; ``crossings`` counts the picture drawn: stand-in edges,
+    not the long edges they replace.
     """
     positions: dict
     layers: dict
@@ -70,16 +85,22 @@ class Layout:
     reversed_edges: list = field(default_factory=list)
     sizes: dict = field(default_factory=dict, repr=False)
     stats: dict = field(default_factory=dict, repr=False)
+    standins: dict = field(default_factory=dict, repr=False)
+    standin_of: dict = field(default_factory=dict, repr=False)
+    standin_layers: dict = field(default_factory=dict, repr=False)
+    standin_size: tuple = DEFAULT_STANDIN_SIZE
 
     @property
     def bounds(self):
-        """(xmin, ymin, xmax, ymax) of the node boxes."""
+        """(xmin, ymin, xmax, ymax) of the node boxes, stand-ins included."""
         if not self.positions:
             return (0.0, 0.0, 0.0, 0.0)
-        x0 = min(x - self.sizes[v][0] / 2 for v, (x, _) in self.positions.items())
-        x1 = max(x + self.sizes[v][0] / 2 for v, (x, _) in self.positions.items())
-        y0 = min(y - self.sizes[v][1] / 2 for v, (_, y) in self.positions.items())
-        y1 = max(y + self.sizes[v][1] / 2 for v, (_, y) in self.positions.items())
+        boxes = [(x, y, *self.sizes[v]) for v, (x, y) in self.positions.items()]
+        boxes += [(x, y, *self.standin_size) for x, y in self.standins.values()]
+        x0 = min(x - w / 2 for x, _, w, _ in boxes)
+        x1 = max(x + w / 2 for x, _, w, _ in boxes)
+        y0 = min(y - h / 2 for _, y, _, h in boxes)
+        y1 = max(y + h / 2 for _, y, _, h in boxes)
         return (x0, y0, x1, y1)
 
 
@@ -149,7 +170,7 @@ def _merge_inversions(m):
         # each A half is sorted and the pairs are offset: one searchsorted over all of them
         greater = np.searchsorted(ka, (pb + 1) * big) - np.searchsorted(ka, kb, side="right")
         counts += np.bincount(row[in_b], weights=greater, minlength=rows).astype(np.int64)
-        cur = np.sort(key) - pair * big
+        cur = np.sort(key, kind="stable") - pair * big  # runs of sorted halves: timsort merges them
         width *= 2
     return counts
 
@@ -328,12 +349,15 @@ class _Proper:
     Nodes 0..n-1 are the graph's nodes, n.. the dummies. ``chains[e]`` lists the nodes along
     (oriented) edge e, top to bottom."""
 
-    def __init__(self, n, layer, ea, eb):
+    def __init__(self, n, layer, ea, eb, straight=None):
         layer = np.asarray(layer, dtype=np.int64)
         ea = np.asarray(ea, dtype=np.int64)
         eb = np.asarray(eb, dtype=np.int64)
         ne = len(ea)
         span = layer[eb] - layer[ea] if ne else np.zeros(0, dtype=np.int64)
+        if straight is not None:
+            # a straight edge: no bend point, no segment (drawn straight once x is known)
+            span = np.where(straight, 1, span)
         ndum = span - 1
         total_dummies = int(ndum.sum()) if ne else 0
         self.n = n
@@ -350,9 +374,11 @@ class _Proper:
         self.layer[:n] = layer
         self.layer[chain[inner]] = layer[ea[eid[inner]]] + k[inner]
         self.nlayers = int(self.layer.max()) + 1 if self.size else 0
-        last = k == kspan
-        self.seg_a = chain[~last]                    # upper end of each unit segment
-        self.seg_b = chain[np.flatnonzero(~last) + 1]  # lower end
+        segment = k != kspan
+        if straight is not None:
+            segment &= ~np.asarray(straight, dtype=bool)[eid]
+        self.seg_a = chain[segment]                         # upper end of each unit segment
+        self.seg_b = chain[np.flatnonzero(segment) + 1]     # lower end
         self.chain = chain
         self.cstart = cstart
         self.clen = clen
@@ -452,26 +478,23 @@ class _Orderer:
     def crossings(self):
         """Crossings now (recounting the gaps around the layers changed since the last call)."""
         if self.dirty:
-            gaps = {g for l in self.dirty for g in (l - 1, l) if 0 <= g < self.ngaps}
+            gaps = {g for li in self.dirty for g in (li - 1, li) if 0 <= g < self.ngaps}
             self.dirty = set()
             self.total = self._recount(gaps)
         return self.total
 
-    def _reorder(self, l, nbrs, reverse):
-        """Sort layer l by the barycenter of each node's neighbours in the adjacent layer (nodes
+    def _reorder(self, li, nbrs, reverse):
+        """Sort layer li by the barycenter of each node's neighbours in the adjacent layer (nodes
         without such neighbours keep their slot); ties keep their order, or with ``reverse``
         swap it (as Graphviz does on alternate passes, to get off plateaus). True if the order
         changed."""
-        lst = self.layers[l]
+        lst = self.layers[li]
         pos = self.pos
         movable, slots = [], []
         for i, v in enumerate(lst):
             ns = nbrs[v]
             if ns:
-                if len(ns) == 1:
-                    b = pos[ns[0]]
-                else:
-                    b = sum([pos[u] for u in ns]) / len(ns)
+                b = pos[ns[0]] if len(ns) == 1 else sum([pos[u] for u in ns]) / len(ns)
                 movable.append((b, -i if reverse else i, v))
                 slots.append(i)
         if len(movable) < 2:
@@ -493,7 +516,7 @@ class _Orderer:
         lst[:] = new
         for i, v in enumerate(new):
             pos[v] = i
-        self.dirty.add(l)
+        self.dirty.add(li)
         return True
 
     def sweep(self, down, active, reverse=False):
@@ -502,11 +525,11 @@ class _Orderer:
         nbrs = self.p.up if down else self.p.down
         rng = range(1, len(self.layers)) if down else range(len(self.layers) - 2, -1, -1)
         prev_changed = False
-        for l in rng:
-            if len(self.layers[l]) < 2 or not (active[l] or prev_changed):
+        for li in rng:
+            if len(self.layers[li]) < 2 or not (active[li] or prev_changed):
                 prev_changed = False
                 continue
-            prev_changed = self._reorder(l, nbrs, reverse)
+            prev_changed = self._reorder(li, nbrs, reverse)
 
     def transpose(self, active, reverse=False):
         """Swap neighbours in the active layers while that removes crossings (Gansner et al.);
@@ -514,8 +537,8 @@ class _Orderer:
         keep = self.keep
         pos = self.pos
         up, down = self.p.up, self.p.down
-        for l, lst in enumerate(self.layers):
-            if not active[l] or len(lst) < 2:
+        for li, lst in enumerate(self.layers):
+            if not active[li] or len(lst) < 2:
                 continue
             # positions of each node's neighbours above and below (those layers hold still)
             nu = [[pos[a] for a in up[v]] for v in lst]
@@ -548,7 +571,7 @@ class _Orderer:
                     nu[i], nu[i + 1] = nu[i + 1], nu[i]
                     nd[i], nd[i + 1] = nd[i + 1], nd[i]
                     pos[u], pos[v] = i + 1, i
-                    self.dirty.add(l)
+                    self.dirty.add(li)
                     improved = improved or c1 < c0
                 if not improved:
                     break
@@ -701,7 +724,7 @@ def _x_coordinates(p, layers, widths, node_gap, iterations, anchor=None, init=No
 
 
 def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=None,
-           iterations=None, sweeps=None):
+           iterations=None, sweeps=None, shareable=None, standin_size=None):
     """Lay out ``graph`` (a networkx DiGraph) in layers; see the module docstring.
 
     ``node_size(node) -> (width, height)``, default :data:`DEFAULT_NODE_SIZE`. ``layer_gap``: the
@@ -711,6 +734,12 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     order and, nearly, positions. ``sweeps`` / ``iterations``: effort of the crossing reduction
     and of the x balancing (default: by graph size). Cycles are broken by reversing edges
     (``Layout.reversed_edges``); self-loops are not drawn.
+
+    ``shareable``: nodes that may be drawn by stand-ins (gradviz passes the AccumulateGrad nodes;
+    the layout itself knows nothing of autograd). One whose neighbours lie far apart in the graph
+    (see :func:`_pick_standins`) keeps one real edge, its anchor, and every other edge (u, v) is
+    drawn to a small stand-in box of v (``standin_size`` (w, h), default
+    :data:`DEFAULT_STANDIN_SIZE`) one layer away from u; see :class:`Layout`.
     """
     stats = {}
     clock = [time.perf_counter()]
@@ -721,20 +750,53 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
         clock[0] = now
 
     nodes = list(graph.nodes)
-    n = len(nodes)
+    n_real = len(nodes)
     sizes = {v: tuple(map(float, node_size(v))) if node_size is not None else DEFAULT_NODE_SIZE
              for v in nodes}
-    if n == 0:
-        return Layout({}, {}, [], {}, 0, [], sizes, stats)
-    edge_list, ea, eb, rev, pred, succ, topo = _orient(graph, nodes)
+    standin_size = DEFAULT_STANDIN_SIZE if standin_size is None else tuple(map(float, standin_size))
+    if n_real == 0:
+        return Layout({}, {}, [], {}, 0, [], sizes, stats, standin_size=standin_size)
+    edge_list = [(u, v) for u, nbrs in graph.adj.items() for v in nbrs if u != v]
+    standin_of = {}
+    if shareable is not None:
+        standin_of = _pick_standins(nodes, edge_list, shareable, previous)
+    lap("sharing")
+    # The graph laid out: the graph's nodes, then one stand-in node per key; a replaced edge
+    # (u, v) becomes (u, stand-in) or (stand-in, u), in the direction of the original.
+    keys = list(dict.fromkeys(standin_of.values()))
+    standin_node = {k: _StandIn(k) for k in keys}
+    nodes = nodes + [standin_node[k] for k in keys]
+    n = len(nodes)
+    drawn_edges = edge_list
+    if standin_of:
+        drawn_edges = []
+        for u, v in edge_list:
+            k = standin_of.get((u, v))
+            if k is None:
+                drawn_edges.append((u, v))
+            elif k[0] == v:
+                drawn_edges.append((u, standin_node[k]))
+            else:
+                drawn_edges.append((standin_node[k], v))
+    xsizes = [sizes[v] for v in nodes[:n_real]] + [standin_size] * len(keys)
+    _, ea, eb, rev, pred, succ, topo = _orient(nodes, drawn_edges)
 
-    old_layer = None if previous is None else [previous.layers.get(v) for v in nodes]
+    old_layer = None
+    if previous is not None:
+        old_layers = dict(previous.layers)
+        old_layers.update((standin_node[k], lay) for k, lay in previous.standin_layers.items()
+                          if k in standin_node)
+        old_layer = [old_layers.get(v) for v in nodes]
     layer = _assign_layers(n, pred, succ, topo, old_layer)
+    # a stand-in sits right next to the one node it is joined to (it has no other constraint)
+    for t in range(n_real, n):
+        layer[t] = layer[pred[t][0]] + 1 if pred[t] else layer[succ[t][0]] - 1
     top = min(layer)
-    layer = [l - top for l in layer]
+    layer = [li - top for li in layer]
     lap("layering")
 
-    p = _Proper(n, layer, ea, eb)
+    straight = _straight_edges(layer, ea, eb, _DUMMY_WORK)
+    p = _Proper(n, layer, ea, eb, straight)
     lap("proper_graph")
 
     keep = anchor = None
@@ -745,7 +807,12 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
         sinks = [v for v in topo if not succ[v]]
         layers_list = _initial_order(p, sources if len(sources) <= len(sinks) else sinks)
     else:
-        anchor, key = _previous_hints(p, nodes, edge_list, rev, previous)
+        old_pos = dict(previous.positions)
+        old_pos.update((standin_node[k], xy) for k, xy in previous.standins.items()
+                       if k in standin_node)
+        # old polylines by the edge key drawn (a stand-in edge keeps the original edge's key)
+        old_edges = [previous.edges.get(uv) for uv in edge_list]
+        anchor, key = _previous_hints(p, nodes, old_pos, old_edges, rev)
         layers_list = _initial_order(p, (), key.tolist())
         known = (~np.isnan(anchor)).tolist()
         keep = [k if old else None for k, old in zip(key.tolist(), known)]
@@ -761,17 +828,20 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
     if iterations is None:
         iterations = int(min(400, max(40, _X_WORK // p.size)))
     widths = np.zeros(p.size)  # a bend point takes no room, only a (halved) gap
-    widths[:n] = [sizes[v][0] for v in nodes]
+    widths[:n] = [w for w, _ in xsizes]
     xs = _x_coordinates(p, orderer.layers, widths, node_gap, iterations, anchor,
                         None if previous is None else key)
+    if straight is not None:
+        # the ordering counted the segments it placed; the straight edges cross them and each other
+        crossings = _count_with_straight(p, xs, straight)
     lap("x")
     heights = np.zeros(p.nlayers)
-    np.maximum.at(heights, np.asarray(layer), [sizes[v][1] for v in nodes])
+    np.maximum.at(heights, np.asarray(layer), [h for _, h in xsizes])
     layer_y = np.concatenate(([0.0], np.cumsum((heights[:-1] + heights[1:]) / 2 + layer_gap)))
     ys = layer_y[p.layer]
     if previous is not None:
         # shift everything so that the old nodes stay put (e.g. when a new root went on top)
-        old = [i for i, v in enumerate(nodes) if v in previous.positions]
+        old = [i for i, v in enumerate(nodes[:n_real]) if v in previous.positions]
         if old:
             xs = xs + np.median([previous.positions[nodes[i]][0] - xs[i] for i in old])
             ys = ys + np.median([previous.positions[nodes[i]][1] - ys[i] for i in old])
@@ -783,28 +853,174 @@ def layout(graph, node_size=None, *, layer_gap=40.0, node_gap=20.0, previous=Non
         pts = [(xl[c], yl[c]) for c in chain[cs[e]:cs[e] + cl[e]]]
         edges[uv] = pts[::-1] if rev[e] else pts
     result = Layout(
-        positions={v: (xl[i], yl[i]) for i, v in enumerate(nodes)},
-        layers={v: layer[i] for i, v in enumerate(nodes)},
-        order=[[nodes[v] for v in lst if v < n] for lst in orderer.layers],
+        positions={v: (xl[i], yl[i]) for i, v in enumerate(nodes[:n_real])},
+        layers={v: layer[i] for i, v in enumerate(nodes[:n_real])},
+        order=[[nodes[v] for v in lst if v < n_real] for lst in orderer.layers],
         edges=edges,
         crossings=int(crossings),
         reversed_edges=[uv for uv, r in zip(edge_list, rev) if r],
         sizes=sizes,
-        stats=stats)
+        stats=stats,
+        standins={k: (xl[i], yl[i]) for i, k in enumerate(keys, n_real)},
+        standin_of=standin_of,
+        standin_layers={k: layer[i] for i, k in enumerate(keys, n_real)},
+        standin_size=standin_size)
     lap("output")
     stats.update(layers=p.nlayers, dummies=p.size - n, crossing_history=history,
-                 sweeps=sweeps, iterations=iterations)
-    stats["total"] = sum(stats[k] for k in ("layering", "proper_graph", "initial_order",
+                 sweeps=sweeps, iterations=iterations, standins=len(keys),
+                 shared=len({k[0] for k in keys}),
+                 straight=0 if straight is None else int(straight.sum()))
+    stats["total"] = sum(stats[k] for k in ("sharing", "layering", "proper_graph", "initial_order",
                                               "crossing_reduction", "x", "output"))
     return result
 
 
-def _orient(graph, nodes):
+def _straight_edges(layer, ea, eb, budget):
+    """None if the edges need at most ``budget`` bend points; else a bool mask of the longest
+    edges, just enough of them that the rest need at most ``budget``: those are drawn straight
+    between their ends, and take no part in the ordering and x balancing."""
+    layer = np.asarray(layer, dtype=np.int64)
+    dummies = np.abs(layer[np.asarray(eb, dtype=np.int64)] - layer[np.asarray(ea, dtype=np.int64)]) - 1
+    if not len(dummies) or int(dummies.sum()) <= budget:
+        return None
+    by_span = np.argsort(-dummies, kind="stable")
+    left = int(dummies.sum()) - np.cumsum(dummies[by_span])  # bend points left after each
+    count = int(np.searchsorted(-left, -budget)) + 1
+    straight = np.zeros(len(dummies), dtype=bool)
+    straight[by_span[:count]] = True
+    return straight
+
+
+def _count_with_straight(p, xs, straight):
+    """Crossings of the whole drawing, straight edges included, each passing the layers between
+    its ends on the straight line: counted as :func:`count_crossings` counts it (the points of a
+    layer ranked by x, ties by node order, then by edge order)."""
+    se = np.flatnonzero(straight)
+    a = p.chain[p.cstart[se]]      # upper end (edges are oriented downwards)
+    b = p.chain[p.cstart[se] + 1]  # lower end
+    span = p.layer[b] - p.layer[a]
+    steps = span - 1               # interior points of each straight edge
+    first = np.concatenate(([0], np.cumsum(steps)[:-1]))
+    eid = np.repeat(np.arange(len(se)), steps)
+    k = np.arange(int(steps.sum())) - first[eid] + 1
+    x0, x1 = xs[a][eid], xs[b][eid]
+    px = x0 + (x1 - x0) * k / span[eid]  # as count_crossings interpolates, from the upper end
+    pl = p.layer[a][eid] + k
+    allx = np.concatenate((xs[:p.size], px))
+    alll = np.concatenate((p.layer, pl))
+    # tie-breaks: nodes first (by index), then edge points by edge
+    kind = np.concatenate((np.zeros(p.n, np.int64), np.ones(len(allx) - p.n, np.int64)))
+    ekey = np.concatenate((np.arange(p.n), p.dummy_edge[p.n:], se[eid]))
+    rank = np.empty(len(allx), dtype=np.int64)
+    rank[np.lexsort((ekey, kind, allx, alll))] = np.arange(len(allx))
+    # the straight edges' unit segments, from the upper end through the interior points
+    sid = np.repeat(np.arange(len(se)), span)
+    j = np.arange(int(span.sum())) - np.repeat(np.concatenate(([0], np.cumsum(span)[:-1])), span)
+    pt = p.size + first[sid] + j  # the interior point j (1-based) of the edge, where it exists
+    upper = np.where(j == 0, a[sid], pt - 1)
+    lower = np.where(j == span[sid] - 1, b[sid], pt)
+    sa = np.concatenate((p.seg_a, upper))
+    sb = np.concatenate((p.seg_b, lower))
+    return int(_segment_crossings(alll[sa], rank[sa], rank[sb]).sum())
+
+
+class _StandIn:
+    """The node that stands for stand-in ``key`` inside the layout (never equal to a graph node)."""
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
+
+    def __repr__(self):
+        return f"_StandIn{self.key!r}"
+
+
+# A shareable node gets stand-ins when the layers of its neighbours (in a longest-path layering of
+# the whole graph, which costs O(V + E)) span more than this many layers. Why: all its edges then
+# stay within a few layers of each other anyway: at most a handful of bend points, which the
+# crossing reduction handles well, and one box is easier to read than several stand-ins. Past it
+# one edge at least is long, and a node used in k places far apart draws k - 1 long edges that
+# cross everything between them (an unrolled RNN's weights: thousands of layers each) and
+# dominate the crossing reduction's work; there stand-ins are both faster and far more legible.
+_STANDIN_SPAN = 3
+
+
+def _pick_standins(nodes, edge_list, shareable, previous=None):
+    """Which edges are drawn to a stand-in: {edge (u, v): stand-in key (s, w)}, where s is the
+    shareable node (u or v) and w the other end, the neighbour the stand-in stands next to.
+
+    Only the "outer" neighbours of s count: those with an edge to some other node too (a leaf
+    tensor hanging off its AccumulateGrad only is private to it and always stays with it). If there
+    are two or more and their layers span more than ``_STANDIN_SPAN`` (see there), s keeps one
+    real edge, to its anchor, and each other outer neighbour gets a stand-in (all edges between s
+    and that neighbour go to it). The anchor is the outer neighbour whose layer is closest to s's
+    own: along the gradient s sits below all its users and the closest is the deepest, the first
+    use in the forward pass, after whose gradient the accumulation completes; in torchviz's
+    direction s sits above them and the closest is again the first use. Ties go to the first
+    edge (creation order). With ``previous``, a node keeps its old anchor while that edge exists
+    and was drawn real (so that a node that becomes shared stays where it was)."""
+    index = {v: i for i, v in enumerate(nodes)}
+    share = {index[v] for v in shareable if v in index}
+    if not share:
+        return {}
+    n = len(nodes)
+    _, ea, eb, _, pred, succ, topo = _orient(nodes, edge_list)
+    layer = [0] * n
+    for v in topo:
+        p = pred[v]
+        layer[v] = max([layer[u] for u in p]) + 1 if p else 0
+    degree = [len(pred[v]) + len(succ[v]) for v in range(n)]
+    incident = {}
+    for e, (u, v) in enumerate(edge_list):
+        a, b = index[u], index[v]
+        if a in share:
+            incident.setdefault(a, []).append((e, b))
+        if b in share:
+            incident.setdefault(b, []).append((e, a))
+    old_standin_of = getattr(previous, "standin_of", None) or {}
+    old_edges = previous.edges if previous is not None else {}
+    picked = []  # (s, anchor, outer neighbours with their edges)
+    reserved = set()  # edges to anchors: drawn real whatever the other end is
+    for s, inc in incident.items():
+        # the outer neighbours, in first-edge order, with the edges joining them to s
+        outer = {}
+        for e, w in inc:
+            if degree[w] > (w in pred[s]) + (w in succ[s]):
+                outer.setdefault(w, []).append(e)
+        if len(outer) < 2:
+            continue
+        lays = [layer[w] for w in outer]
+        if max(lays) - min(lays) <= _STANDIN_SPAN:
+            continue
+        anchor = None
+        if previous is not None:
+            for w, es in outer.items():
+                if any(edge_list[e] in old_edges and edge_list[e] not in old_standin_of for e in es):
+                    anchor = w
+                    break
+        if anchor is None:
+            anchor = min(outer, key=lambda w: abs(layer[w] - layer[s]))  # first of equals
+        picked.append((s, anchor, outer))
+        reserved.update(outer[anchor])
+    out = {}
+    for s, anchor, outer in picked:
+        sv = nodes[s]
+        for w, es in outer.items():
+            if w == anchor:
+                continue
+            for e in es:
+                # an edge between two shared nodes: real if it is either one's anchor, else one
+                # stand-in (of the first of the two)
+                if e not in reserved and edge_list[e] not in out:
+                    out[edge_list[e]] = (sv, nodes[w])
+    return out
+
+
+def _orient(nodes, edge_list):
     """Edges as index arrays, each oriented along a topological order (reversed if it closes a
     cycle), plus adjacency lists (duplicates from u->v + v->u merged) and the order itself."""
     n = len(nodes)
     index = {v: i for i, v in enumerate(nodes)}
-    edge_list = [(u, v) for u, nbrs in graph.adj.items() for v in nbrs if u != v]
     eu = [index[u] for u, _ in edge_list]
     ev = [index[v] for _, v in edge_list]
     out = [[] for _ in range(n)]
@@ -827,18 +1043,20 @@ def _orient(graph, nodes):
     return edge_list, ea, eb, rev, pred, succ, topo
 
 
-def _previous_hints(p, nodes, edge_list, rev, previous):
-    """From an old layout: the old x of every node and bend point it had (NaN for new ones), and
+def _previous_hints(p, nodes, old_pos, old_edges, rev):
+    """From an old layout (``old_pos``: node -> old centre; ``old_edges``: per edge its old
+    polyline or None): the old x of every node and bend point it had (NaN for new ones), and
     a sort key per node for the initial order: the old x, or for a new node the mean key of its
     neighbours (spread over a few steps; still unknown: to the right of everything)."""
     anchor = np.full(p.size, np.nan)
     for i, v in enumerate(nodes):
-        if v in previous.positions:
-            anchor[i] = previous.positions[v][0]
+        xy = old_pos.get(v)
+        if xy is not None:
+            anchor[i] = xy[0]
     dummies = np.flatnonzero(p.dummy_edge >= 0)
     for d, e, k in zip(dummies.tolist(), p.dummy_edge[dummies].tolist(),
                        p.dummy_k[dummies].tolist()):
-        old = previous.edges.get(edge_list[e])
+        old = old_edges[e]
         if old is not None and len(old) == p.clen[e]:  # same span: bend points match up
             anchor[d] = old[len(old) - 1 - k][0] if rev[e] else old[k][0]
     key = anchor.copy()
