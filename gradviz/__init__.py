@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 _WHERE = {
     "Debugger": "gradviz.debug.debugger", "Pause": "gradviz.debug.debugger",
-    "Recorder": "gradviz.record.recorder", "name": "gradviz.record.recorder", "record": "gradviz.record.recorder",
+    "Recorder": "gradviz.recording.recorder", "name": "gradviz.recording.recorder", "record": "gradviz.recording.recorder",
     "Trace": "gradviz.trace.model", "load": "gradviz.trace.files", "TraceFormatError": "gradviz.trace.gvz",
 }
 
@@ -24,7 +24,7 @@ __all__ = ["record", "Recorder", "Trace", "load", "TraceFormatError", "name", "D
 
 if TYPE_CHECKING:
     from gradviz.debug.debugger import Debugger, Pause
-    from gradviz.record.recorder import Recorder, name, record
+    from gradviz.recording.recorder import Recorder, name, record
     from gradviz.trace.files import load
     from gradviz.trace.gvz import TraceFormatError
     from gradviz.trace.model import Trace

@@ -416,7 +416,6 @@ def test_sparse_gradients_are_recorded_as_the_dense_values_they_stand_for(rows, 
 
 def test_complex_values_are_recorded_kept_and_written_to_trace_files(tmp_path):
     import warnings
-    from gradviz.trace import gvz as tracefile
     w = torch.randn(64, requires_grad=True)
     path = tmp_path / "fft.gvz"
     with warnings.catch_warnings():
@@ -437,7 +436,6 @@ def test_complex_values_are_recorded_kept_and_written_to_trace_files(tmp_path):
 
 def test_meta_tensors_are_recorded_by_shape_alone(tmp_path):
     # PyTorch's meta device: shapes without values (models built before their weights are loaded)
-    from gradviz.trace import gvz as tracefile
     with gradviz.record(values="full", path=tmp_path / "meta.gvz") as rec:
         m = torch.nn.Linear(4, 3, device="meta")
         m(torch.randn(2, 4, device="meta")).sum().backward()

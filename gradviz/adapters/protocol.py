@@ -1,4 +1,4 @@
-"""What an adapter must answer: the producer (gradviz.record.producer) asks these questions of
+"""What an adapter must answer: the producer (gradviz.recording.producer) asks these questions of
 whichever framework made a tensor or a graph node, and knows nothing else of it. Both
 ``EngineAdapter`` and ``TorchAdapter`` (and ``MultiAdapter``, which routes each object to the one
 that owns it) satisfy this protocol; a test checks it."""

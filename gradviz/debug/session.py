@@ -23,8 +23,8 @@ import weakref
 from gradviz import events as ev
 from gradviz.debug import protocol
 from gradviz.adapters.engine import EngineAdapter
-from gradviz.record.attach import attach
-from gradviz.record.producer import Producer
+from gradviz.recording.attach import attach
+from gradviz.recording.producer import Producer
 from gradviz.trace.model import peer_signature
 from gradviz.trace.gvz import TraceWriter
 

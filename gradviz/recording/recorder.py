@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from gradviz.adapters.engine import EngineAdapter
-from gradviz.record.attach import attach
-from gradviz.record.producer import Producer
+from gradviz.recording.attach import attach
+from gradviz.recording.producer import Producer
 from gradviz.trace.gvz import TraceWriter
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 
