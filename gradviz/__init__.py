@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 
 _WHERE = {
     "Debugger": "gradviz.debug.debugger", "Pause": "gradviz.debug.debugger",
-    "Recorder": "gradviz.recording.recorder", "name": "gradviz.recording.recorder", "record": "gradviz.recording.recorder",
+    "Recorder": "gradviz.recording.recorder", "name": "gradviz.recording.recorder",
+    "record": "gradviz.recording.recorder",
     "Trace": "gradviz.trace.model", "load": "gradviz.trace.files", "TraceFormatError": "gradviz.trace.gvz",
 }
 
