@@ -11,6 +11,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from gradviz import Debugger  # noqa: E402
 from gradviz.app.state import AppState  # noqa: E402
+from gradviz.debug.breakpoints import Breakpoint  # noqa: E402
 
 SEED_ORDER = ["SubBackward0", "PowBackward0", "AccumulateGrad", "MulBackward0", "PowBackward0", "AccumulateGrad"]
 
@@ -190,7 +191,8 @@ def test_breakpoints_switches_restart_and_console_without_a_window(tmp_path):
         p = _next_pause(st, None)
         assert (p.reason, p.op, p.pass_index) == ("step", "SumBackward0", 0)
         assert [label for _, label in st.breakpoint_rows()] == ["anomaly: NaN or Inf anywhere"]
-        assert st.debugger.breakpoints == {st.anomaly: {"anomaly": True, "id": st.anomaly}}
+        assert st.debugger.breakpoints == {st.anomaly: Breakpoint(anomaly=True)}
+        assert st.debugger.breakpoints[st.anomaly].id == st.anomaly
         assert st.console() == [] or all("iteration" not in text for _, text in st.console())
     finally:
         st.close()

@@ -11,6 +11,7 @@ import pytest
 import gradviz
 from gradviz import Debugger
 from gradviz.debug import protocol
+from gradviz.debug.breakpoints import Peer
 from gradviz.debug.debugger import DebuggerError, live_children
 
 SEED_DEMO = os.path.join(os.path.dirname(gradviz.__file__), "demos", "seed.py")
@@ -337,7 +338,7 @@ def test_a_peer_breakpoint_needs_its_whole_signature():
     with pytest.raises(ValueError, match=r"missing \['rank', 'scope'\]"):
         dbg.add_breakpoint(peer={"op": "MulBackward0", "source": "x.py:3"})
     bid = dbg.add_breakpoint(peer={"op": "MulBackward0", "scope": "", "source": "x.py:3", "rank": 1, "extra": 5})
-    assert dbg.breakpoints[bid]["peer"] == {"op": "MulBackward0", "scope": "", "source": "x.py:3", "rank": 1}
+    assert dbg.breakpoints[bid].peer == Peer(op="MulBackward0", scope="", source="x.py:3", rank=1)
 
 
 def test_a_debugged_program_exits_as_it_would_alone(tmp_path):

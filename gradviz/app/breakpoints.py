@@ -2,19 +2,18 @@
 (``breakpoint_for``), and the book of those set, with the anomaly switch, kept across restarts."""
 from __future__ import annotations
 
-from typing import Any
-
 from gradviz.app.labels import short_op
+from gradviz.debug.breakpoints import Breakpoint, Peer
 
 ANOMALY_LABEL = "anomaly: NaN or Inf anywhere"
 
 
-def breakpoint_for(trace, shown, key: str | None, line: bool = False) -> tuple[dict[str, Any], str] | None:
+def breakpoint_for(trace, shown, key: str | None, line: bool = False) -> tuple[Breakpoint, str] | None:
     """The breakpoint F9 sets on a graph node: for a backward node, that node in every iteration (a
     ``peer`` breakpoint: a node id is one iteration's), or with ``line`` a line breakpoint at the
     code that made it (every backward node of that line); the node itself when no line is known;
     for a leaf or its AccumulateGrad, a breakpoint on its gradient being accumulated. ``shown``:
-    the graph on screen (the line breakpoint's label names its nodes). Returns (spec, label) or None."""
+    the graph on screen (the line breakpoint's label names its nodes). Returns (Breakpoint, label) or None."""
     g = trace.graph
     if key is None or key not in g:
         return None
@@ -25,7 +24,7 @@ def breakpoint_for(trace, shown, key: str | None, line: bool = False) -> tuple[d
         node = trace.nodes.get(int(key[1:]))
         src = node.source if node is not None else None
         if src is None:
-            return {"node": int(key[1:])}, f"{op} ({key})"
+            return Breakpoint(node=int(key[1:])), f"{op} ({key})"
         if not line:
             # This node in every iteration: the rank-th node of its op, scope and line (a model's
             # whole forward is often one line; a node id holds for one iteration only).
@@ -33,7 +32,7 @@ def breakpoint_for(trace, shown, key: str | None, line: bool = False) -> tuple[d
             rank = alike.index(node.id)
             where = f" in {node.scope}" if node.scope else ""
             nth = f" · {rank + 1} of {len(alike)} alike" if len(alike) > 1 else ""
-            return ({"peer": {"op": node.op, "scope": node.scope, "source": f"{src.file}:{src.line}", "rank": rank}},
+            return (Breakpoint(peer=Peer(node.op, node.scope, f"{src.file}:{src.line}", rank)),
                     f"{op}{where} · {src.file.rsplit('/', 1)[-1]}:{src.line}{nth}, every iteration")
         # A line breakpoint stops at every backward node that line made: the label names them.
         where = f"line {src.file.rsplit('/', 1)[-1]}:{src.line}"
@@ -42,31 +41,31 @@ def breakpoint_for(trace, shown, key: str | None, line: bool = False) -> tuple[d
         ops = [short_op(dd.get("op") or k) for k, dd in shown.nodes(data=True)
                if dd.get("kind") == "grad_fn" and (dd.get("source") or "").split(" in ")[0] == same]
         if len(ops) <= 1:
-            return {"source": same}, f"{op} · {where}"
+            return Breakpoint(source=same), f"{op} · {where}"
         names = ", ".join(sorted(set(ops), key=ops.index))
-        return {"source": same}, f"{where} · {len(ops)} backward nodes: {names}"
+        return Breakpoint(source=same), f"{where} · {len(ops)} backward nodes: {names}"
     if kind == "accumulate_grad":
         leaf = next(iter(g.successors(key)), None)
         key = leaf if leaf is not None else key
         d = g.nodes[key]
     if key.startswith("t"):
         name = d.get("name")
-        return {"tensor": name or int(key[1:])}, f"{name or key}.grad accumulated"
+        return Breakpoint(tensor=name or int(key[1:])), f"{name or key}.grad accumulated"
     return None
 
 
 class BreakpointBook:
-    """The breakpoints the user set (id in the running program -> (spec, label)) and the anomaly
-    switch (its breakpoint's id while the program has it)."""
+    """The breakpoints the user set (id in the running program -> (Breakpoint, label)) and the
+    anomaly switch (its breakpoint's id while the program has it)."""
 
     def __init__(self) -> None:
-        self.entries: dict[int, tuple[dict[str, Any], str]] = {}
+        self.entries: dict[int, tuple[Breakpoint, str]] = {}
         self.anomaly_on = False  # the switch, kept across restarts
         self.anomaly: int | None = None  # its breakpoint's id in the running program
 
-    def find(self, spec: dict[str, Any]) -> tuple[int, str] | None:
-        """(id, label) of the breakpoint set with ``spec``, if one is."""
-        return next(((bid, label) for bid, (have, label) in self.entries.items() if have == spec), None)
+    def find(self, bp: Breakpoint) -> tuple[int, str] | None:
+        """(id, label) of the breakpoint set with ``bp``'s condition, if one is (ids aside)."""
+        return next(((bid, label) for bid, (have, label) in self.entries.items() if have == bp), None)
 
     def rows(self) -> list[tuple[int, str]]:
         """(id, label) of every breakpoint, for the list."""
@@ -75,12 +74,12 @@ class BreakpointBook:
             rows.append((self.anomaly, ANOMALY_LABEL))
         return rows
 
-    def specs(self) -> list[dict[str, Any]]:
+    def breakpoints(self) -> list[Breakpoint]:
         """What a restarted program is launched with: every breakpoint, then the anomaly one."""
-        return [spec for spec, _ in self.entries.values()] + ([{"anomaly": True}] if self.anomaly_on else [])
+        return [bp for bp, _ in self.entries.values()] + ([Breakpoint(anomaly=True)] if self.anomaly_on else [])
 
     def renumber(self, ids: list[int]) -> None:
-        """A new program numbered the breakpoints of ``specs()`` afresh, in that order, as ``ids``."""
+        """A new program numbered the breakpoints of ``breakpoints()`` afresh, in that order, as ``ids``."""
         old = list(self.entries.values())
-        self.entries = {new: (dict(spec), label) for new, (spec, label) in zip(sorted(ids)[:len(old)], old)}
+        self.entries = {new: (bp.with_id(new), label) for new, (bp, label) in zip(sorted(ids)[:len(old)], old)}
         self.anomaly = sorted(ids)[len(old)] if self.anomaly_on and len(ids) > len(old) else None

@@ -55,7 +55,7 @@ class AppState:
     # -- the breakpoint book, as the window and the tests read it -------------------------------------
     @property
     def breakpoints(self):
-        """breakpoint id -> (spec, label), as the user set them."""
+        """breakpoint id -> (Breakpoint, label), as the user set them."""
         return self.book.entries
 
     @property
@@ -255,14 +255,14 @@ class AppState:
             return False
         if self.debugger is not None:
             self.debugger.close()
-        specs = self.book.specs()
+        bps = self.book.breakpoints()
         # The switches the user set, in place before the program's first line runs. "Every node"
         # turned off only by Continue comes back as the launch had it (a fresh start pauses where
         # the first one did); turned off or on by the user, it stays as they left it.
         switches = {"break_on_forward": self.break_on_forward}
         if self._every_node_choice is not None:
             switches["break_on_backward"] = self._every_node_choice
-        dbg = self._launch(breakpoints=specs, **switches)
+        dbg = self._launch(breakpoints=bps, **switches)
         self._attach(dbg, None)
         self.book.renumber(list(dbg.breakpoints))  # the new debugger numbered them afresh, in order
         return True
@@ -292,18 +292,18 @@ class AppState:
         if not self._can_command():
             self.message = "The program has ended: Restart (Ctrl+Shift+F5) to set breakpoints"
             return False
-        spec, label = found
-        have = self.book.find(spec)
+        bp, label = found
+        have = self.book.find(bp)
         if have is not None:
             self.remove_breakpoint(have[0])
             self.message = f"Breakpoint removed: {have[1]}"
             return False
         try:
-            bid = self.debugger.add_breakpoint(**spec)
+            bid = self.debugger.add(bp)
         except DebuggerError as exc:
             self.message = f"Breakpoint not set: {exc}"
             return False
-        self.book.entries[bid] = (spec, label)
+        self.book.entries[bid] = (bp.with_id(bid), label)
         self.message = f"Breakpoint set: {label}"
         return True
 

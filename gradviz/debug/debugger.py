@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from gradviz import events as ev
 from gradviz.debug import protocol
+from gradviz.debug.breakpoints import Breakpoint
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 from gradviz.trace.gvz import StreamDecoder, TraceFormatError
 
@@ -76,15 +77,12 @@ class DebuggerError(RuntimeError):
     pass
 
 
-_SPEC_KEYS = ("op", "node", "source", "peer", "tensor", "anomaly", "grad_norm_above")
-
-
 class Debugger:
     def __init__(self, values="full", budget_bytes=DEFAULT_BUDGET):
         self.trace = Trace(budget_bytes)
         self.values = values
         self.lock = threading.RLock()
-        self.breakpoints = {}  # id -> spec
+        self.breakpoints = {}  # id -> Breakpoint
         self.break_on_backward = False
         self.break_on_forward = False
         self.output = []  # (stream, text) in arrival order
@@ -111,12 +109,13 @@ class Debugger:
             raise ValueError("give either script=PATH or demo=NAME")
         dbg = cls(values=values, budget_bytes=budget_bytes)
         dbg.break_on_backward, dbg.break_on_forward = bool(break_on_backward), bool(break_on_forward)
-        for spec in breakpoints:
-            dbg._new_breakpoint(dict(spec) if isinstance(spec, dict) else {"op": spec})
+        for spec in breakpoints:  # Breakpoints, add_breakpoint-style dicts, or op names
+            dbg._new_breakpoint(spec if isinstance(spec, (Breakpoint, dict)) else {"op": spec})
         try:
             dbg._start(script, list(args), demo, cwd, start_timeout,
                        dict(stop_on_entry=stop_on_entry, break_on_backward=break_on_backward,
-                            break_on_forward=break_on_forward, breakpoints=list(dbg.breakpoints.values())))
+                            break_on_forward=break_on_forward,
+                            breakpoints=[bp.to_wire() for bp in dbg.breakpoints.values()]))
         except BaseException:
             dbg.close()
             raise
@@ -323,13 +322,17 @@ class Debugger:
 
     # -- breakpoints -------------------------------------------------------------------------------
     def _new_breakpoint(self, spec):
-        given = {k: v for k, v in spec.items() if k in _SPEC_KEYS and v not in (None, False)}
-        unknown = set(spec) - set(_SPEC_KEYS) - {"id"}
-        if unknown or len(given) != 1:
-            raise ValueError(f"a breakpoint takes exactly one of {', '.join(_SPEC_KEYS)}; got {spec}")
-        given["id"] = next(self._ids)
-        self.breakpoints[given["id"]] = given
-        return given
+        """Number ``spec`` (a Breakpoint, or a dict of add_breakpoint's arguments) and keep it."""
+        bp = (spec if isinstance(spec, Breakpoint) else Breakpoint.of(dict(spec))).with_id(next(self._ids))
+        self.breakpoints[bp.id] = bp
+        return bp
+
+    def add(self, bp):
+        """Add Breakpoint ``bp`` (its id is ignored: the program numbers it). Returns its id."""
+        bp = self._new_breakpoint(bp)
+        if self.state != "starting":
+            self._send({"cmd": "add_breakpoint", "spec": bp.to_wire()})
+        return bp.id
 
     def add_breakpoint(self, op=None, node=None, tensor=None, anomaly=False, grad_norm_above=None, source=None,
                        peer=None):
@@ -342,23 +345,14 @@ class Debugger:
         id) gets its gradient accumulated; at the first node whose output or gradient holds NaN or
         Inf (``anomaly``); or before a node whose incoming gradient's norm is above
         ``grad_norm_above``. Returns the breakpoint's id."""
-        if peer is not None:
-            missing = {"op", "scope", "source", "rank"} - set(peer)
-            if missing:
-                raise ValueError(f"a peer breakpoint needs op, scope, source and rank; missing {sorted(missing)}")
-            peer = {k: peer[k] for k in ("op", "scope", "source", "rank")}
-        spec = self._new_breakpoint(dict(op=op, node=node, tensor=tensor, anomaly=anomaly,
-                                         grad_norm_above=grad_norm_above, source=source, peer=peer))
-        if self.state != "starting":
-            self._send({"cmd": "add_breakpoint", "spec": spec})
-        return spec["id"]
+        return self.add(Breakpoint.of(dict(op=op, node=node, tensor=tensor, anomaly=anomaly,
+                                           grad_norm_above=grad_norm_above, source=source, peer=peer)))
 
     def remove_breakpoint(self, bp_id=None, **spec):
         """Remove a breakpoint by id, or by the same arguments it was added with."""
         if bp_id is None:
             want = {k: v for k, v in spec.items() if v not in (None, False)}
-            bp_id = next((i for i, s in self.breakpoints.items()
-                          if {k: v for k, v in s.items() if k != "id"} == want), None)
+            bp_id = next((i for i, bp in self.breakpoints.items() if bp.condition() == want), None)
         if bp_id not in self.breakpoints:
             raise KeyError(f"no such breakpoint: {bp_id if bp_id is not None else spec}")
         del self.breakpoints[bp_id]

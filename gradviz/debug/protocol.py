@@ -1,6 +1,9 @@
 """The debugger session's wire: where the parent listens, how the child proves it was launched by
 it, and the commands the parent sends. The child's side of the stream is the trace-file format
-itself (``gradviz.trace.gvz``); commands are small length-prefixed JSON messages."""
+itself (``gradviz.trace.gvz``); commands are small length-prefixed JSON messages. A breakpoint
+travels in them as ``Breakpoint.to_wire()``'s object (``gradviz.debug.breakpoints``), read back
+with ``Breakpoint.from_wire``: ``{"cmd": "add_breakpoint", "spec": ...}`` and the ``configure``
+message's ``breakpoints`` list."""
 from __future__ import annotations
 
 import json

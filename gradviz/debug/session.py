@@ -22,6 +22,7 @@ import weakref
 
 from gradviz import events as ev
 from gradviz.debug import protocol
+from gradviz.debug.breakpoints import Breakpoint
 from gradviz.adapters.engine import EngineAdapter
 from gradviz.recording.attach import attach
 from gradviz.recording.producer import Producer
@@ -77,26 +78,6 @@ class SessionProducer(Producer):
         self.session.after_accumulate(self._lookup(node), self._lookup(tensor), grad)
 
 
-def _same_line(want, have):
-    """A line breakpoint ``file:line`` (or ``name.py:line``, matched on the file's name) against a
-    node's ``file:line``."""
-    if have is None:
-        return False
-    if want == have:
-        return True
-    wfile, _, wline = want.rpartition(":")
-    hfile, _, hline = have.rpartition(":")
-    return wline == hline and os.sep not in wfile and os.path.basename(hfile) == wfile
-
-
-def _is_peer(want, have):
-    if have is None:
-        return False
-    (op, scope, line), rank = have
-    return want["op"] == op and want["scope"] == scope and want["rank"] == rank and \
-        (want["source"] == line or bool(line) and _same_line(want["source"], line))
-
-
 def _full(adapter, values):
     """Values with their full arrays, whatever the recording keeps: what a pause shows."""
     return tuple(None if x is None else ev.Value(adapter.summarize(x), adapter.to_numpy(x, False)) for x in values)
@@ -108,7 +89,7 @@ class Session:
         self.sock = sock
         self.keep_arrays = keep_arrays
         self.commands = queue.Queue()
-        self.breakpoints = {}  # id -> spec dict
+        self.breakpoints = {}  # id -> Breakpoint
         self.break_on_backward = False
         self.break_on_forward = False
         self.step_target = None  # None, "any", "forward" or "backward"
@@ -145,8 +126,12 @@ class Session:
     def configure(self, cfg):
         self.break_on_backward = bool(cfg.get("break_on_backward", self.break_on_backward))
         self.break_on_forward = bool(cfg.get("break_on_forward", self.break_on_forward))
-        for spec in cfg.get("breakpoints", ()):
-            self.breakpoints[spec["id"]] = spec
+        for wire in cfg.get("breakpoints", ()):
+            self._add_breakpoint(wire)
+
+    def _add_breakpoint(self, wire):
+        bp = Breakpoint.from_wire(wire)
+        self.breakpoints[bp.id] = bp
 
     def read_commands(self):
         """The reader thread: immediate commands act at once, the rest wait for the paused program."""
@@ -166,7 +151,7 @@ class Session:
             elif c == "interrupt":
                 self.interrupted.set()
             elif c == "add_breakpoint":
-                self.breakpoints[cmd["spec"]["id"]] = cmd["spec"]
+                self._add_breakpoint(cmd["spec"])
             elif c == "remove_breakpoint":
                 self.breakpoints.pop(cmd.get("id"), None)
             elif c == "configure":
@@ -261,7 +246,7 @@ class Session:
         return True
 
     def _anomaly_on(self):
-        return any(s.get("anomaly") for s in self.breakpoints.values())
+        return any(bp.anomaly for bp in self.breakpoints.values())
 
     # -- the hooks -------------------------------------------------------------------------------
     def after_forward(self, node, output):
@@ -279,19 +264,13 @@ class Session:
         e = self.last_event
         if self.interrupted.is_set():
             return self.pause("interrupt", "backward", node, grad_outputs)
-        hit = None
-        for spec in list(self.breakpoints.values()):
-            if spec.get("op") is not None and spec["op"] == op or spec.get("node") is not None and spec["node"] == node:
-                hit = f"breakpoint {spec['id']}"
-            elif spec.get("source") is not None and _same_line(spec["source"], self._sources.get(node)):
-                hit = f"breakpoint {spec['id']}: made at {spec['source']}"
-            elif spec.get("peer") is not None and _is_peer(spec["peer"], self._peer_of.get(node)):
-                hit = f"breakpoint {spec['id']}: {spec['peer']['op']} made at {spec['peer']['source']}"
-            elif spec.get("grad_norm_above") is not None and any(
-                    v is not None and v.summary.norm > spec["grad_norm_above"] for v in e.grad_outputs):
-                hit = f"breakpoint {spec['id']}: gradient norm above {spec['grad_norm_above']}"
-            if hit:
-                return self.pause("breakpoint", "backward", node, grad_outputs, detail=hit)
+        source, peer = self._sources.get(node), self._peer_of.get(node)
+        bps = list(self.breakpoints.values())
+        norms = [v.summary.norm for v in e.grad_outputs if v is not None] \
+            if any(bp.grad_norm_above is not None for bp in bps) else ()
+        for bp in bps:
+            if bp.matches_node(node, op, source, peer, norms):
+                return self.pause("breakpoint", "backward", node, grad_outputs, detail=bp.node_detail())
         if self.break_on_backward or self.step_target in ("any", "backward"):
             return self.pause("step", "backward", node, grad_outputs)
 
@@ -304,11 +283,10 @@ class Session:
 
     def after_accumulate(self, node, tensor, grad):
         name = self.producer.names.get(tensor)
-        for spec in list(self.breakpoints.values()):
-            want = spec.get("tensor")
-            if want is not None and (want in (tensor, name, f"t{tensor}")):
+        for bp in list(self.breakpoints.values()):
+            if bp.matches_tensor(tensor, name):
                 return self.pause("breakpoint", "backward-done", node, grad_inputs=(grad,),
-                                  detail=f"breakpoint {spec['id']}: gradient accumulated into {name or tensor}")
+                                  detail=f"breakpoint {bp.id}: gradient accumulated into {name or tensor}")
 
 
 def command(values="full", *, connect=None, output=None, demo=None, script=None, args=(), cwd=None):
