@@ -31,6 +31,21 @@ when an edge forces it (a new root goes above them), their left-to-right order i
 (new nodes are slotted in where their neighbours are), their x is anchored to the old one, and the
 result is translated so that old nodes stay where they were.
 
+Shared nodes: ``layout(graph, shareable=nodes)`` may draw a node used in many places far apart
+(an unrolled RNN's weights, tied embeddings: their AccumulateGrad nodes) by small per-use stand-ins,
+as TensorBoard's graph visualiser extracts high-degree nodes (Wongsuphasawat et al., IEEE VIS 2017)
+and Netron draws weights inside the node that reads them. After a longest-path layering, a
+shareable node whose neighbours span more than ``_STANDIN_SPAN`` layers keeps one real edge (its
+anchor) and every other edge (u, v) is replaced by a short edge from u to a stand-in of v in the
+layer next to u's (:func:`_pick_standins`). Stand-ins have one edge each: they take part in the
+ordering and x balancing as ordinary small nodes, and the long edges (and their bend points) that
+made such graphs slow and unreadable are gone. Other nodes are laid out exactly as without it.
+
+Effort on long edges: at most ``_DUMMY_WORK`` bend points enter the ordering and x balancing; past
+that (a sharing graph laid out without stand-ins has millions) the longest edges are drawn
+straight between their ends (a two-point polyline in ``Layout.edges``) and only counted, exactly,
+in ``Layout.crossings``. Seconds instead of minutes; the app passes ``shareable`` instead.
+
 ``count_crossings(graph, layers, xs)`` counts the crossings of any layered drawing (ours, or a
 Graphviz one) with the same counter.
 """
@@ -62,10 +77,12 @@ class Layout:
     ``positions``: node -> (x, y) of its centre; y grows with the layer (sources at the top).
     ``layers``: node -> layer index (0 = top). ``order``: the nodes of each layer, left to right.
     ``edges``: (u, v) -> polyline [(x, y), ...] from u's centre to v's centre through the bend
-    points of a long edge (one per layer crossed). ``crossings``: edge crossings of the layered
-    drawing, bend points included. ``reversed_edges``: edges laid out against their direction to
-    break cycles (empty for a DAG). ``sizes``: node -> (w, h) used. ``stats``: phase timings (s)
-    and counts, for benchmarks.
+    points of a long edge (one per layer crossed; none for an edge drawn straight past the effort
+    budget, ``stats["straight"]`` of them, see the module docstring). ``crossings``: edge
+    crossings of the layered drawing, bend points included (a straight edge passes each layer on
+    the straight line, as :func:`count_crossings` assumes). ``reversed_edges``: edges laid out
+    against their direction to break cycles (empty for a DAG). ``sizes``: node -> (w, h) used.
+    ``stats``: phase timings (s) and counts, for benchmarks.
 
     Stand-ins (see ``shareable`` in :func:`layout`): ``standins``: key (v, u) -> (x, y), the centre
     of the stand-in box of node v drawn next to its neighbour u (a box of ``standin_size``, in
