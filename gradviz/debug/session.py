@@ -30,7 +30,6 @@ from gradviz.trace.model import peer_signature
 from gradviz.trace.gvz import TraceWriter
 
 EXIT_GRACE_S = 5.0  # after the program ended, how long its exit may take once the parent is gone
-PAUSE_REASONS = ("entry", "step", "breakpoint", "anomaly", "exception", "interrupt", "exited")
 
 
 class SessionProducer(Producer):
