@@ -385,7 +385,7 @@ def test_collapsing_a_large_graph_lays_it_out_off_the_gui_thread():
     worker lays the collapsed graph out; take_ready() then hands the boxes over."""
     import gradviz
     import gradviz.engine as torch
-    from gradviz.app.jobs import INLINE_LAYOUT_NODES
+    from gradviz.app.layouts import INLINE_LAYOUT_NODES
     from gradviz.app.state import AppState
     from gradviz.engine import nn
     blocks = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.Tanh()) for _ in range(60)])

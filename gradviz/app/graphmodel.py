@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from gradviz.app.jobs import INLINE_LAYOUT_NODES, start_job
+from gradviz.app.jobs import start_job
+from gradviz.app.layouts import INLINE_LAYOUT_NODES
 from gradviz.app.labels import LEAF_KINDS, node_size
 from gradviz.layout.layered import layout as compute_layout
 from gradviz.trace.model import node_key

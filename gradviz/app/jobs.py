@@ -7,10 +7,6 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
-# Graphs up to this many nodes are laid out at once, in the caller's thread (stepping stays
-# instant); larger ones in a worker thread, so the window never waits on a layout.
-INLINE_LAYOUT_NODES = 400
-
 
 class Job:
     """``fn(*args)`` running in a daemon thread; ``key`` says what it was started for (a caller

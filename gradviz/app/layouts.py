@@ -8,10 +8,13 @@ from typing import Any, NamedTuple
 
 import networkx as nx
 
-from gradviz.app.jobs import INLINE_LAYOUT_NODES, Job, start_job
+from gradviz.app.jobs import Job, start_job
 from gradviz.app.labels import node_label, node_size
 from gradviz.layout.layered import Layout, layout
 
+# Graphs up to this many nodes are laid out at once, in the caller's thread (stepping stays
+# instant); larger ones in a worker thread, so the window never waits on a layout.
+INLINE_LAYOUT_NODES = 400
 # Layouts kept: at most this many, holding at most LAYOUT_CACHE_NODES nodes together (each holds
 # its graph: a big model's would weigh).
 LAYOUT_CACHE = 64
