@@ -17,6 +17,7 @@ from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetricsF, QPainter, QPain
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsView, QMenu
 
 from gradviz.app.graphmodel import GraphModel, enclosing_scopes, node_scope
+from gradviz.app.labels import LEAF_KINDS, standin_name
 
 
 
@@ -125,6 +126,32 @@ class NodeItem(QGraphicsItem):
             painter.setPen(QColor("#c0392b") if bad else QColor("#2a6f2a") if "(pass" not in self.caption
                            else QColor("#888888"))
             painter.drawText(self._caption_rect, Qt.AlignCenter, self.caption)
+
+
+class StandinItem(NodeItem):
+    """A small copy of a shared leaf (its AccumulateGrad) drawn next to one of its uses, so that a
+    weight reused far apart in the graph needs no long edge. Its ``key`` is the shared node's:
+    clicking it selects that node, and selecting either lights up every stand-in of it. The
+    edge into it carries that use's share of the leaf's gradient."""
+
+    def __init__(self, shared, use, name, kind, rect):
+        super().__init__(shared, name, kind, rect)
+        self.use = use
+
+    def paint(self, painter, option, widget=None):
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        r = self.rect
+        if lod < FAR_LOD:
+            painter.fillRect(r, MATCH_PEN.color() if self.match or self.selected else self.fill)
+            return
+        painter.setBrush(QBrush(self.fill))
+        painter.setPen(SELECTED_PEN if self.selected else QPen(RAN, 1.4) if self.ran
+                       else QPen(QColor("#6f8f66"), 1.0, Qt.DashLine))
+        painter.drawRect(r)
+        if lod >= TEXT_LOD:
+            painter.setFont(SMALL)
+            painter.setPen(QColor("#202020"))
+            painter.drawText(r, Qt.AlignCenter, self.label)
 
 
 def _clip_to_box(a, c, w, h):
@@ -284,10 +311,22 @@ def build_scene(scene, model, cache=True):
     nodes, edges = {}, {}
     if lay is None:
         return nodes, edges
+    standin_of = lay.standin_of
     for (u, v), points in lay.edges.items():
-        item = EdgeItem((u, v), points, lay.sizes[v], g.edges[u, v].get("grad", True))
+        target = lay.standin_size if standin_of.get((u, v), (None,))[0] == v else lay.sizes[v]
+        item = EdgeItem((u, v), points, target, g.edges[u, v].get("grad", True))
         scene.addItem(item)
         edges[u, v] = item
+    sw, sh = lay.standin_size
+    for (shared, use), (x, y) in lay.standins.items():
+        leaf_kind = next((g.nodes[n].get("kind") for n in (*g.successors(shared), *g.predecessors(shared))
+                          if g.nodes[n].get("kind") in LEAF_KINDS), "parameter")
+        item = StandinItem(shared, use, standin_name(g, drawing.labels, shared), leaf_kind,
+                           QRectF(x - sw / 2, y - sh / 2, sw, sh))
+        if cache:
+            item.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
+        scene.addItem(item)
+        nodes[shared, use] = item  # a tuple key: a stand-in, never a graph node's own key
     for key, (x, y) in lay.positions.items():
         w, h = lay.sizes[key]
         item = NodeItem(key, drawing.labels.get(key, key), g.nodes[key].get("kind", ""),
@@ -313,7 +352,23 @@ def paint_state(nodes, edges, model):
     roots = {drawing.drawn_key(k) for k in model.roots()}
     matches = {drawing.drawn_key(k) for k in model.matches}
     grads = model.leaf_grads()
+    # A selected leaf lights up the stand-ins of its AccumulateGrad too.
+    lit = set()
+    g = drawing.graph
+    if selected:
+        lit.add(drawing.drawn_key(selected))
+        if selected in g and g.nodes[selected].get("kind") in LEAVES:
+            lit.update(n for n in (*g.predecessors(selected), *g.successors(selected))
+                       if g.nodes[n].get("kind") == "accumulate_grad")
     for key, item in nodes.items():
+        if isinstance(item, StandinItem):  # lit up with the shared node it stands for
+            shared = item.key
+            item.fill = CURRENT if shared == current else FILL.get(item.kind, QColor("#ffffff"))
+            item.ran = shared in ran
+            item.selected = shared in lit
+            item.match = shared in matches
+            item.update()
+            continue
         members = drawing.members.get(key)
         if members is not None:
             is_current = current in members

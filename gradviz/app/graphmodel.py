@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from gradviz.app.jobs import start_job
-from gradviz.app.layouts import INLINE_LAYOUT_NODES
-from gradviz.app.labels import LEAF_KINDS, node_size
-from gradviz.layout.layered import layout as compute_layout
+from gradviz.app.layouts import INLINE_LAYOUT_NODES, layout_graph
+from gradviz.app.labels import LEAF_KINDS
 from gradviz.trace.model import node_key
 
 MODULE_PREFIX = "m:"
@@ -156,9 +155,22 @@ def _get_pass(trace, pass_index):
 
 def edge_labels(trace, graph, pass_index=-1):
     """``{(u, v): 'shape · ‖g‖=norm'}`` for the edges of ``graph`` that carried a gradient in the
-    backward pass ``pass_index`` (-1: the last). An edge u -> v carries what u's backward put in
-    its grad_inputs for each input whose next node is v (summed if several are); the edge from an
-    AccumulateGrad to its leaf carries the contribution added to the leaf's ``.grad``."""
+    backward pass ``pass_index`` (-1: the last): see :func:`edge_gradients`."""
+    out = {}
+    for edge, values in edge_gradients(trace, graph, pass_index).items():
+        text = grad_label(values)
+        if text:
+            out[edge] = text
+    return out
+
+
+def edge_gradients(trace, graph, pass_index=-1):
+    """``{(u, v): [Value, ...]}``: the gradients each edge of ``graph`` carried in the backward pass
+    ``pass_index`` (-1: the last). An edge u -> v carries what u's backward put in its
+    grad_inputs for each input whose next node is v (several when u uses v twice); the edge from
+    an AccumulateGrad to its leaf carries the contribution added to the leaf's ``.grad``. An edge
+    drawn to a stand-in carries its own use's share: the shares into one AccumulateGrad sum to
+    what it adds to the leaf."""
     p = _get_pass(trace, pass_index)
     if p is None:
         return {}
@@ -174,16 +186,13 @@ def edge_labels(trace, graph, pass_index=-1):
             if nxt is not None and i < len(grad_inputs):
                 by_target.setdefault(node_key(nxt), []).append(grad_inputs[i])
         for v, values in by_target.items():
-            if graph.has_edge(u, v):
-                text = grad_label(values)
-                if text:
-                    out[u, v] = text
+            values = [x for x in values if x is not None]
+            if values and graph.has_edge(u, v):
+                out[u, v] = values
     for tid, (contribution, _) in p.accumulated.items():
         for u, v in graph.in_edges(f"t{tid}"):
-            if graph.nodes[u].get("kind") == "accumulate_grad":
-                text = grad_label([contribution])
-                if text:
-                    out[u, v] = text
+            if contribution is not None and graph.nodes[u].get("kind") == "accumulate_grad":
+                out[u, v] = [contribution]
     return out
 
 
@@ -227,7 +236,7 @@ def _collapsed_drawing(graph, labels, collapsed):
     g2, members = collapse(graph, collapsed)
     labels2 = {k: labels.get(k, k) for k in g2 if k not in members}
     labels2.update({k: g2.nodes[k]["label"] for k in members})
-    lay = compute_layout(g2, node_size=lambda k: node_size(labels2[k]))
+    lay = layout_graph(g2, labels2)
     owner = {k: b for b, ks in members.items() for k in ks}
     return Drawing(g2, labels2, lay, members, owner)
 

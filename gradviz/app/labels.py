@@ -28,3 +28,26 @@ def node_size(label: str) -> tuple[float, float]:
     """(width, height) in scene units of a box holding ``label`` (one line per ``\\n``)."""
     lines = label.split("\n")
     return (max(60.0, 7.2 * max(len(line) for line in lines) + 18.0), 14.0 * len(lines) + 12.0)
+
+
+STANDIN_MAX_CHARS = 16
+STANDIN_HEIGHT = 20.0
+
+
+def standin_name(graph, labels: Mapping[str, str], shared: str) -> str:
+    """What a stand-in of ``shared`` (a leaf's AccumulateGrad, drawn next to each of its uses)
+    says: the leaf's name, its last dotted parts when long ('layer4.1.conv2.weight' ->
+    'conv2.weight')."""
+    leaf = next((n for n in (*graph.successors(shared), *graph.predecessors(shared))
+                 if graph.nodes[n].get("kind") in LEAF_KINDS), shared)
+    name = labels.get(leaf, leaf).split("\n")[0]
+    parts = name.split(".")
+    while len(parts) > 1 and len(".".join(parts)) > STANDIN_MAX_CHARS:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def standin_size(names) -> tuple[float, float]:
+    """One size for every stand-in of a graph (the layout takes one): as wide as the longest name."""
+    longest = max((len(n) for n in names), default=4)
+    return max(46.0, 6.2 * min(longest, STANDIN_MAX_CHARS + 4) + 12.0), STANDIN_HEIGHT

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import networkx as nx
 
 from gradviz.app.jobs import Job, start_job
-from gradviz.app.labels import node_label, node_size
+from gradviz.app.labels import node_label, node_size, standin_name, standin_size
 from gradviz.layout.layered import Layout, layout
 
 # Graphs up to this many nodes are laid out at once, in the caller's thread (stepping stays
@@ -28,10 +28,19 @@ class LaidOut(NamedTuple):
     layout: Layout
 
 
+def layout_graph(graph: nx.DiGraph, labels: dict[str, str], previous: Layout | None = None) -> Layout:
+    """Lay out a graph as the app draws it: boxes sized to their labels, and every leaf's
+    AccumulateGrad drawn by small stand-ins next to its uses when they lie far apart (a weight
+    reused by every step of an unrolled RNN; the layout decides by the layers its uses span)."""
+    shared = [k for k, d in graph.nodes(data=True) if d.get("kind") == "accumulate_grad"]
+    size = standin_size(standin_name(graph, labels, k) for k in shared)
+    return layout(graph, node_size=lambda k: node_size(labels[k]), previous=previous, shareable=shared,
+                  standin_size=size)
+
+
 def lay_out(graph: nx.DiGraph, iteration: int, previous: Layout | None) -> LaidOut:
     labels = {k: node_label(d, k) for k, d in graph.nodes(data=True)}
-    return LaidOut(graph, iteration, labels, layout(graph, node_size=lambda k: node_size(labels[k]),
-                                                    previous=previous))
+    return LaidOut(graph, iteration, labels, layout_graph(graph, labels, previous))
 
 
 class LayoutScheduler:
