@@ -496,7 +496,7 @@ class GraphView(QGraphicsView):
     def set_collapsed(self, scopes):
         """Show each of ``scopes`` (module paths such as 'layer1.0') as one box."""
         if self.model.set_collapsed(scopes):
-            self._redraw()
+            self.redraw()
             self.collapsedChanged.emit()
 
     def collapse(self, scope):
@@ -504,10 +504,10 @@ class GraphView(QGraphicsView):
 
     def expand(self, scope):
         if self.model.expand(scope):
-            self._redraw()
+            self.redraw()
             self.collapsedChanged.emit()
 
-    def _redraw(self):
+    def redraw(self):
         """Draw what is collapsed now; a large graph's new layout comes from a worker thread, and
         the window draws it when ready (MainWindow.poll: model.take_ready())."""
         self.model.drawing()

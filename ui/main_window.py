@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
         self._console_len = 0
         self._auto_flow = False  # the flow tab was chosen for the user (nothing selected), not by them
         self._actions()
+        self.view.model.auto_focus = True  # see GraphModel.update_focus
         self.view.nodeClicked.connect(self.select)
         # A box expanded under the selection: the selection goes with it (select() checks it).
         self.view.collapsedChanged.connect(lambda: self.select(self.state.selected))
@@ -174,8 +175,12 @@ class MainWindow(QMainWindow):
         # The debugger's reader thread writes the trace while the program runs: read it under its
         # lock (a moment in the past is a view of the same trace).
         with st.lock:
+            # The first view of a large graph: its modules as boxes, the paused node's opened.
+            refocused = bool(changed & {"graph", "pause"}) and self.view.model.update_focus()
             if "graph" in changed:
                 self.view.rebuild()
+            elif refocused:
+                self.view.redraw()
                 if len(self.view.items_by_key) < 60 and not self.view.user_moved:
                     self.view.fit()  # a small graph kept whole in sight, until the user zooms or pans
             if changed:

@@ -34,13 +34,47 @@ def _inside(scope, outer):
 def module_scopes(graph):
     """The scopes a user can collapse: every prefix level ('layer1', 'layer1.0',
     'layer1.0.conv1') that holds at least two nodes, sorted."""
+    return sorted(s for s, c in _scope_counts(graph).items() if c >= 2)
+
+
+# A graph over this many nodes opens with its modules collapsed (the window's first view): laid
+# out whole, 150 nodes of an autograd graph make 25-40 layers, which fit a 570-pixel-high graph
+# pane only below a third of full size, where the 9-point labels are 3 pixels high.
+MODULE_VIEW_NODES = 150
+
+
+def _scope_counts(graph):
     counts = {}
     for _, d in graph.nodes(data=True):
-        parts = node_scope(d).split(".") if node_scope(d) else []
+        s = node_scope(d)
+        parts = s.split(".") if s else []
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
             counts[prefix] = counts.get(prefix, 0) + 1
-    return sorted(s for s, c in counts.items() if c >= 2)
+    return counts
+
+
+def focus_scopes(graph, key=None, limit=MODULE_VIEW_NODES):
+    """The scopes to collapse so that ``graph`` reads as its modules with ``key`` (the paused
+    node) opened: every top-level module is a box, except the one holding ``key``, which opens
+    into its child modules as boxes, and so on down until the opened module holds at most
+    ``limit`` nodes, which then shows all its nodes (a debugger's focus and context: resnet18 at
+    first sight is conv1, bn1, ..., layer1..layer4, avgpool, fc and the loss; stepping into
+    layer4.1 opens layer4 into layer4.0 and layer4.1, and layer4.1 into its nodes)."""
+    counts = _scope_counts(graph)
+    scopes = [s for s, c in counts.items() if c >= 2]
+    path = []
+    if key is not None and key in graph:
+        path = [s for s in reversed(enclosing_scopes(node_scope(graph.nodes[key]))) if s in counts]
+    collapsed, parent = set(), ""
+    for depth in range(len(path) + 1):
+        opened = path[depth] if depth < len(path) else None
+        collapsed.update(s for s in scopes if s.count(".") == depth and (not parent or s.startswith(parent + "."))
+                         and s != opened)
+        if opened is None or counts[opened] <= limit:
+            break
+        parent = opened
+    return frozenset(collapsed)
 
 
 def enclosing_scopes(scope):
@@ -268,14 +302,32 @@ class GraphModel:
         self._drawing = None
         self._made_from = None
         self._job = None  # a collapsed graph being laid out off the GUI thread (key: its made_from)
+        # The window's first view: while on, a large graph shows its modules as boxes with the
+        # paused node's module opened (focus_scopes), until the user collapses or expands one.
+        self.auto_focus = False
 
     # -- collapsing --
     def scopes(self):
         g = self.state.graph
         return module_scopes(g) if g is not None else []
 
+    def update_focus(self):
+        """Apply the first view's rule for the graph shown and the paused node (see
+        ``auto_focus``); returns whether what is collapsed changed (then draw anew)."""
+        st = self.state
+        if not self.auto_focus or st.graph is None:
+            return False
+        want = focus_scopes(st.graph, st.current) if st.graph.number_of_nodes() > MODULE_VIEW_NODES \
+            else frozenset()
+        if want == self.collapsed:
+            return False
+        self.collapsed = want
+        return True
+
     def set_collapsed(self, scopes):
-        """Collapse exactly ``scopes``; returns whether that changed anything."""
+        """Collapse exactly ``scopes`` (the user's choice: the first view's rule stops); returns
+        whether that changed anything."""
+        self.auto_focus = False
         scopes = frozenset(scopes)
         if scopes == self.collapsed:
             return False
