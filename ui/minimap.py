@@ -38,7 +38,8 @@ class Minimap(QGraphicsView):
             bar.valueChanged.connect(self.viewport_moved)
             bar.rangeChanged.connect(self.viewport_moved)
         view.viewMoved.connect(self.viewport_moved)
-        view.installEventFilter(self)
+        self._port = view.viewport()
+        self._port.installEventFilter(self)  # its size (the scroll bars come and go)
         self.hide()
 
     # -- what it shows --
@@ -86,9 +87,10 @@ class Minimap(QGraphicsView):
             self.raise_()
 
     def eventFilter(self, obj, event):
-        if obj is self.view and event.type() == QEvent.Resize:
+        if obj is getattr(self, "_port", None) and event.type() == QEvent.Resize:
             self._place()
-        return False
+            return False
+        return super().eventFilter(obj, event)
 
     # -- drawing --
     def _edge_path(self):
