@@ -485,6 +485,8 @@ class GraphView(QGraphicsView):
         old = self.transform().m11()
         scale = target_scale(old, FONT.pointSizeF())
         port = self.viewport().rect()
+        # What covers the viewport's right side (the minimap) is left out of the room.
+        port.setWidth(max(port.width() // 2, port.width() - getattr(self, "covered_right", 0)))
         x, y, w, h = focus_rect(boxes, port.width(), port.height(), scale)
         if scale != old:
             self.setTransform(QTransform.fromScale(scale, scale))
@@ -492,7 +494,7 @@ class GraphView(QGraphicsView):
             seen = self.mapToScene(port).boundingRect()
             if contains((seen.x(), seen.y(), seen.width(), seen.height()), (x, y, w, h)):
                 return True
-        self.centerOn(QPointF(x + w / 2, y + h / 2))
+        self.centerOn(QPointF(x + w / 2 + (self.viewport().width() - port.width()) / 2 / scale, y + h / 2))
         self.viewMoved.emit()
         return True
 

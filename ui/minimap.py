@@ -69,6 +69,7 @@ class Minimap(QGraphicsView):
         rect, view = self._graph_rect(), self.view
         if rect.isEmpty() or self.visible_scene_rect().contains(rect.adjusted(30, 30, -30, -30)):
             self.hide()
+            view.covered_right = 0
             return
         max_h = min(MAX_H, max(MIN_H, view.viewport().height() // 2))
         s = min(MAX_W / rect.width(), max_h / rect.height())
@@ -85,6 +86,7 @@ class Minimap(QGraphicsView):
         if self.isHidden():
             self.show()
             self.raise_()
+        view.covered_right = w + 2 * MARGIN  # the graph view brings nodes into sight left of it
 
     def eventFilter(self, obj, event):
         if obj is getattr(self, "_port", None) and event.type() == QEvent.Resize:
