@@ -35,6 +35,7 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
     window.show()
     app.processEvents()
     window.view.fit()  # now that the view has its real size
+    window.follow_current()  # and the paused node in sight, readable, if the program paused already
     try:
         if screenshot:
             deadline = time.monotonic() + timeout
@@ -44,6 +45,7 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
                 window.poll()
                 time.sleep(0.01)
             window.view.fit()
+            window.follow_current()
             for _ in range(5):
                 app.processEvents()
             window.grab().save(screenshot)

@@ -13,9 +13,11 @@ from contextlib import nullcontext
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen,
-                           QPolygonF)
+                           QPolygonF, QTransform)
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsView, QMenu
 
+from gradviz.app.follow import Follow, contains, focus_rect, neighbour_boxes, target_scale
+from gradviz.app.follow import legible_scale as _legible_scale
 from gradviz.app.graphmodel import GraphModel, enclosing_scopes, node_scope
 from gradviz.app.labels import LEAF_KINDS, standin_name
 
@@ -404,6 +406,7 @@ class GraphView(QGraphicsView):
     nodeClicked = Signal(str)
     collapsedChanged = Signal()
     lineBreakpointAsked = Signal(str)  # "Breakpoint on its line" in a node's context menu
+    viewMoved = Signal()  # zoomed, fitted or brought to a node (the scroll bars say when it pans)
 
     def __init__(self, state, parent=None, model=None):
         super().__init__(parent)
@@ -421,6 +424,10 @@ class GraphView(QGraphicsView):
         self.overview = None  # drawn instead of the items when zoomed out far
         self._far = False
         self.user_moved = False  # the user zoomed or panned: the window stops fitting the graph for them
+        # ... and stops following the paused node (state.follow; the Follow switch brings it back)
+        self.follow = getattr(state, "follow", None) or Follow()
+        for bar in (self.horizontalScrollBar(), self.verticalScrollBar()):
+            bar.actionTriggered.connect(lambda _action: self._user_move())  # the user's scroll bar or keys
 
     # -- drawing --
     def _lock(self):
@@ -475,11 +482,18 @@ class GraphView(QGraphicsView):
         return self.items_by_key.get(self.model.drawing().drawn_key(key))
 
     def fit(self):
+        """The whole graph in sight (the window does this for a small graph; ``user_fit`` is F)."""
         self.user_moved = False
         rect = self.scene().itemsBoundingRect()
         if not rect.isEmpty():
             self.fitInView(rect.adjusted(-20, -20, 20, 20), Qt.KeepAspectRatio)
             self._update_far()
+        self.viewMoved.emit()
+
+    def user_fit(self):
+        """F: fit, asked by the user, who then looks at the whole graph: the view stops following."""
+        self.fit()
+        self.follow.on_user_moved()
 
     def center_on(self, key):
         item = self.item_for(key)
@@ -487,10 +501,57 @@ class GraphView(QGraphicsView):
             self.ensureVisible(item.rect, 60, 60)
 
     def zoom(self, factor):
-        self.user_moved = True
+        """The user's zoom (the wheel): the view stops following the paused node."""
+        self._user_move()
         scale = self.transform().m11()
         factor = max(0.01 / scale, min(factor, 8.0 / scale))
         self.scale(factor, factor)
+        self.viewMoved.emit()
+
+    def _user_move(self):
+        self.user_moved = True
+        self.follow.on_user_moved()
+
+    def pan_to(self, point):
+        """Centre on scene ``point``, for the user (the minimap): the view stops following."""
+        self._user_move()
+        self.centerOn(point)
+        self.viewMoved.emit()
+
+    def legible_scale(self):
+        """The least scale at which a node's label is legible (``follow.legible_scale``)."""
+        return _legible_scale(FONT.pointSizeF())
+
+    def show_node(self, key):
+        """Bring ``key`` (the paused node) into view with its label legible, and as many of its
+        neighbours as fit (``follow.focus_rect``): zoomed in to the legible scale if the view is
+        below it, never out; a programmatic move (``user_moved`` is left as it is). The view does
+        not move while the node and its neighbourhood are already in sight. Returns whether the
+        node is drawn."""
+        drawing = self.model.drawing()
+        drawn = drawing.drawn_key(key)
+        lay = drawing.layout
+        if lay is None or drawn not in self.items_by_key:
+            return False
+        boxes = neighbour_boxes(drawing.graph, lay.positions, lay.sizes, drawn)
+        if not boxes:
+            r = self.items_by_key[drawn].rect
+            boxes = [(r.x(), r.y(), r.width(), r.height())]
+        old = self.transform().m11()
+        scale = target_scale(old, FONT.pointSizeF())
+        port = self.viewport().rect()
+        # What covers the viewport's right side (the minimap) is left out of the room.
+        port.setWidth(max(port.width() // 2, port.width() - getattr(self, "covered_right", 0)))
+        x, y, w, h = focus_rect(boxes, port.width(), port.height(), scale)
+        if scale != old:
+            self.setTransform(QTransform.fromScale(scale, scale))
+        else:
+            seen = self.mapToScene(port).boundingRect()
+            if contains((seen.x(), seen.y(), seen.width(), seen.height()), (x, y, w, h)):
+                return True
+        self.centerOn(QPointF(x + w / 2 + (self.viewport().width() - port.width()) / 2 / scale, y + h / 2))
+        self.viewMoved.emit()
+        return True
 
     # -- collapsing modules --
     def set_collapsed(self, scopes):
@@ -582,7 +643,7 @@ class GraphView(QGraphicsView):
 
     def keyPressEvent(self, event):
         if event.key() == Qt.Key_F and not event.modifiers():
-            self.fit()
+            self.user_fit()
         else:
             super().keyPressEvent(event)
 
@@ -593,9 +654,11 @@ class GraphView(QGraphicsView):
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event):
-        if event.buttons() & Qt.LeftButton:
-            self.user_moved = True  # a drag pans the view
+        bars = self.horizontalScrollBar(), self.verticalScrollBar()
+        before = [b.value() for b in bars]
         super().mouseMoveEvent(event)
+        if event.buttons() & Qt.LeftButton and [b.value() for b in bars] != before:
+            self._user_move()  # a drag panned the view
 
     def mouseDoubleClickEvent(self, event):
         item = self._node_at(event.position().toPoint())

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QDockWidget, QLabel, QLineEdit, QListWidget, QLis
 from .grad_plot import GradPlot
 from .graph_view import GraphView
 from .inspector import Inspector
+from .minimap import Minimap
 from .timeline import TimelineBar
 
 POLL_MS = 30
@@ -31,6 +32,7 @@ class MainWindow(QMainWindow):
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(2)
         column.addWidget(self.view, 1)
+        self.minimap = Minimap(self.view)  # over the graph's bottom-right corner
         column.addWidget(self.timeline_bar)  # the whole width under the graph: time travel
         self.setCentralWidget(centre)
         self.inspector = Inspector(state)
@@ -89,7 +91,7 @@ class MainWindow(QMainWindow):
                 ("Stop", "Shift+F5", st.stop, "End the program"),
                 ("Restart", "Ctrl+Shift+F5", self.restart, "Start the program again, keeping the breakpoints"),
                 ("Breakpoint", "F9", self.toggle_breakpoint, "Toggle a breakpoint on the selected node"),
-                ("Fit", "F", self.view.fit, "Fit the graph in the window")):
+                ("Fit", "F", self.view.user_fit, "Fit the graph in the window (stops following)")):
             act = self._action(name, key, tip, lambda checked=False, slot=slot, name=name: (
                 name == "Fit" or self.go_live(), slot(), self.poll()))
             act.setEnabled(live or name == "Fit")
@@ -105,6 +107,10 @@ class MainWindow(QMainWindow):
             act.setCheckable(True)
             act.setEnabled(live)
             bar.addAction(act)
+        act = self._action("Follow", None, "Bring the paused node into view, readable, at each pause "
+                           "(a pan or zoom turns this off)", self.set_following)
+        act.setCheckable(True)
+        bar.addAction(act)
         bar.addSeparator()
         self.search_box = QLineEdit()
         self.search_box.setPlaceholderText("Find node (Ctrl+F)")
@@ -132,7 +138,7 @@ class MainWindow(QMainWindow):
                 if act.isEnabled() != on:
                     act.setEnabled(on)
         for name, on in (("Every node", st.break_on_backward), ("Anomaly", st.anomaly_on),
-                         ("Forward", st.break_on_forward)):
+                         ("Forward", st.break_on_forward), ("Follow", st.follow.following)):
             act = self.actions_by_name[name]
             if act.isChecked() != on:
                 act.blockSignals(True)
@@ -155,6 +161,7 @@ class MainWindow(QMainWindow):
         changed = self.state.poll()
         if self.view.model.take_ready():  # a collapsed large graph, laid out off this thread
             self.view.rebuild()
+            self.minimap.invalidate()
         self._show(changed)
         if len(self.state.timeline) != self.timeline_bar.slider.maximum() or "pause" in changed:
             with self.state.lock:
@@ -185,8 +192,13 @@ class MainWindow(QMainWindow):
                     self.view.fit()  # a small graph kept whole in sight, until the user zooms or pans
             if changed:
                 self.view.refresh()
-                if "pause" in changed and st.current:
-                    self.view.center_on(st.current)
+                # The paused node in sight, readable (show_node zooms a fit too small to read);
+                # a graph drawn anew (laid out after the pause came) is followed again.
+                key = st.follow.on_pause(st.current) if "pause" in changed else \
+                    st.follow.current if "graph" in changed and st.follow.following else None
+                if key is not None:
+                    self.view.show_node(key)
+                self.minimap.invalidate()
                 self._show_selection()
             text = st.status_text()
         self._show_console()
@@ -196,6 +208,19 @@ class MainWindow(QMainWindow):
         if st.layout_error:
             text += f" · the layout failed ({st.layout_error})"
         self.status.setText(text)
+
+    def set_following(self, on):
+        """The Follow switch: on, the view goes to the paused node at once."""
+        key = self.state.follow.set_following(on)
+        if key is not None:
+            with self.state.lock:
+                self.view.show_node(key)
+
+    def follow_current(self):
+        """Bring the paused node into view if following (after the window's own fit, say)."""
+        st = self.state
+        st.follow.current = st.current
+        self.set_following(st.follow.following)
 
     def _prefetch(self):
         """Ask the program for what the paused node saved, before taking the trace's lock (the
@@ -249,6 +274,7 @@ class MainWindow(QMainWindow):
         with st.lock:
             self.view.refresh()
             self._show_selection()
+        self.minimap.invalidate()
 
     def _show_selection(self):
         """The inspector and the plots, for the selection (else the paused node); under the lock."""
@@ -273,11 +299,17 @@ class MainWindow(QMainWindow):
             self.view.next_match(1)
         else:
             self.view.find(text)
-        self._show_matches()
+        self._searched()
 
     def next_match(self, step):
         if self.view.model.matches:
             self.view.next_match(step)
+        self._searched()
+
+    def _searched(self):
+        if self.view.model.matches:  # the view went to a match, where the user asked: no following
+            self.view.follow.on_user_moved()
+        self.minimap.invalidate()
         self._show_matches()
 
     def _show_matches(self):
@@ -309,6 +341,7 @@ class MainWindow(QMainWindow):
             self._console_len = 0
             self.console.clear()
             self.view.rebuild()
+            self.minimap.invalidate()
             self._show_breakpoints()
 
     def eventFilter(self, obj, event):

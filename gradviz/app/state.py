@@ -8,6 +8,7 @@ from contextlib import nullcontext
 
 from gradviz.app.breakpoints import BreakpointBook, breakpoint_for
 from gradviz.app.console import Console
+from gradviz.app.follow import Follow
 from gradviz.app.graphmodel import MODULE_PREFIX, GraphModel
 from gradviz.app.layouts import LaidOut, LayoutScheduler
 from gradviz.app.plots import latest_grad
@@ -34,6 +35,7 @@ class AppState:
         self.message = ""  # what the last command did, for a status line (F9: "Breakpoint set: ...")
         self._attach(debugger, trace)
         self.graph_model = GraphModel(self)  # collapsed modules and search: the graph view's state
+        self.follow = Follow()  # the view follows the paused node until the user moves it
 
     def _attach(self, debugger, trace):
         self.debugger = debugger
