@@ -159,11 +159,21 @@ class ModuleOverlayItem(QGraphicsItem):
         t = painter.worldTransform()
         painter.save()
         painter.setWorldTransform(QTransform())
+        # Captions inside their boxes first, then the labels beside small boxes: the loose nodes'
+        # (the loss first) before the modules'; a label beside that would cover one drawn is left out.
+        taken, beside = [], []
         for box, r in shown:
-            self._draw_caption(painter, t.mapRect(r), self.caption(box))
+            self._draw_caption(painter, t.mapRect(r), self.caption(box), taken, beside)
+        loose = []
         for _, label, r in self.loose:
             if r.intersects(exposed):
-                self._draw_caption(painter, t.mapRect(r), [label.split("\n")[0]])
+                self._draw_caption(painter, t.mapRect(r), [label.split("\n")[0]], taken, loose)
+        loose.sort(key=lambda rt: rt[0].top())  # the topmost first: the loss, where backward starts
+        for rect, text in loose + beside:
+            if not any(rect.intersects(o) for o in taken):
+                taken.append(rect)
+                painter.fillRect(rect, QColor(252, 252, 252, 210))
+                painter.drawText(rect, Qt.AlignLeft | Qt.AlignVCenter, text)
         painter.restore()
 
     def _paint_frames(self, painter, option):
@@ -197,18 +207,16 @@ class ModuleOverlayItem(QGraphicsItem):
             painter.drawText(tag, Qt.AlignCenter, text)
         painter.restore()
 
-    def _draw_caption(self, painter, rect, lines):
-        """``lines`` in ``rect`` (device pixels): as many as fit, centred; in a box too short for
-        one line, the first line beside it, on the right."""
+    def _draw_caption(self, painter, rect, lines, taken, beside):
+        """``lines`` in ``rect`` (device pixels): as many as fit, centred (their rects added to
+        ``taken``); for a box too short for one line, (rect, first line) to draw beside it, on
+        the right, is added to ``beside`` (the bold font set for it)."""
         line_h = CAPTION_PX + 3
         fit = int((rect.height() - 4) // line_h)
-        painter.setPen(TEXT)
+        fm = QFontMetricsF(self._name_font)
         if fit <= 0:
-            painter.setFont(self._name_font)
-            w = QFontMetricsF(self._name_font).horizontalAdvance(lines[0]) + 4
-            at = QRectF(rect.right() + 4, rect.center().y() - line_h / 2, w, line_h)
-            painter.fillRect(at, QColor(252, 252, 252, 210))
-            painter.drawText(at, Qt.AlignLeft | Qt.AlignVCenter, lines[0])
+            w = fm.horizontalAdvance(lines[0]) + 4
+            beside.append((QRectF(rect.right() + 4, rect.center().y() - line_h / 2, w, line_h), lines[0]))
             return
         lines = lines[:fit]
         top = rect.center().y() - len(lines) * line_h / 2
@@ -217,6 +225,10 @@ class ModuleOverlayItem(QGraphicsItem):
             painter.setPen(GRAD_TEXT if text.startswith("|grad|") else TEXT)
             painter.drawText(QRectF(rect.left() - 200, top + i * line_h, rect.width() + 400, line_h),
                              Qt.AlignHCenter | Qt.AlignVCenter, text)
+            w = fm.horizontalAdvance(text)
+            taken.append(QRectF(rect.center().x() - w / 2, top + i * line_h, w, line_h))
+        painter.setFont(self._name_font)
+        painter.setPen(TEXT)
 
 
 def _cosmetic(colour, width):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import median
 
 from gradviz.app.graphmodel import _get_pass, node_scope
 
@@ -26,10 +25,10 @@ from gradviz.app.graphmodel import _get_pass, node_scope
 NODE_LABEL_SCALE = 0.7
 # A box caption is three lines (name, node count, gradient norm) of 10 px text drawn at a constant
 # on-screen size; a box at least this many pixels tall holds it. ``choose_depth`` opens the modules
-# one level deeper as soon as the deeper level's boxes (their median) are this tall on screen.
+# one level deeper as soon as the deeper level's boxes (``median_height``) are this tall on screen.
 MIN_BOX_PX = 48.0
 CAPTION_PX = 10.0  # the caption's text height on screen, whatever the zoom
-# Between the depth's boxes growing past this (the median box's height on screen, a third of the
+# Between the depth's boxes growing past this (``median_height`` on screen, a third of the
 # view) and NODE_LABEL_SCALE, a box would show nothing but its caption while its nodes could be
 # seen: the view then draws the nodes and the boxes as framed, captioned outlines over them.
 MAX_BOX_PX = 200.0
@@ -186,7 +185,7 @@ def readable_depths(boxes_by_depth, max_overlap=MAX_OVERLAP):
 def choose_depth(boxes_by_depth, scale, min_px=MIN_BOX_PX, node_scale=NODE_LABEL_SCALE):
     """The module depth to draw at view ``scale`` (screen pixels per scene unit): 0 ("draw the
     nodes") from ``node_scale`` on, where node labels are legible, or when there are no modules;
-    below it, the deepest depth whose boxes are tall enough for their caption (their median height
+    below it, the deepest depth whose boxes are tall enough for their caption (``median_height``
     times ``scale`` >= ``min_px``), else the shallowest (the whole model in a few boxes). Pass it
     ``readable_depths(...)`` to leave out the depths whose boxes pile up."""
     depths = sorted(d for d, boxes in boxes_by_depth.items() if boxes)
@@ -199,8 +198,18 @@ def choose_depth(boxes_by_depth, scale, min_px=MIN_BOX_PX, node_scale=NODE_LABEL
 
 
 def median_height(boxes):
-    """The median height of ``boxes`` ({scope: ModuleBox}) in scene units (0 for none)."""
-    return median(b.rect[3] - b.rect[1] for b in boxes.values()) if boxes else 0.0
+    """The height of the box the median node is in (``boxes``: {scope: ModuleBox}), in scene
+    units (0 for none): the boxes weighted by their node counts, so that a model's few one-node
+    modules (resnet18's relu, maxpool, avgpool) do not make its big blocks count as small."""
+    if not boxes:
+        return 0.0
+    heights = sorted((b.rect[3] - b.rect[1], b.count) for b in boxes.values())
+    half, seen = sum(n for _, n in heights) / 2, 0
+    for h, n in heights:
+        seen += n
+        if seen >= half:
+            return h
+    return heights[-1][0]
 
 
 def framed(boxes, scale, max_px=MAX_BOX_PX):
