@@ -20,6 +20,8 @@ from gradviz.app.follow import Follow, contains, focus_rect, neighbour_boxes, ta
 from gradviz.app.follow import legible_scale as _legible_scale
 from gradviz.app.graphmodel import GraphModel, enclosing_scopes, node_scope
 from gradviz.app.labels import LEAF_KINDS, standin_name
+from gradviz.app.semantic import NODE_LABEL_SCALE
+from gradviz.ui.module_overlay import make_overlay
 
 
 
@@ -41,6 +43,8 @@ EDGE, EDGE_CARRIED, EDGE_NO_GRAD = QColor("#9a9a9a"), QColor("#3d78c2"), QColor(
 BACKWARD = ("grad_fn", "accumulate_grad")
 LEAVES = ("parameter", "leaf", "frozen", "input")
 FAR_LOD = 0.15   # below this zoom, boxes are plain blocks and edges hairlines
+# Semantic zoom: below NODE_LABEL_SCALE (0.7: node labels no longer legible), a graph with module
+# scopes is drawn as its modules' boxes (ui/module_overlay.py; the depth follows the zoom).
 OVERVIEW_NODES = 300  # above this many items, far zoom draws one overview item instead
 TEXT_LOD = 0.4   # below this zoom, boxes are drawn without their text
 EDGE_TEXT_LOD = 0.7
@@ -422,7 +426,10 @@ class GraphView(QGraphicsView):
         self.items_by_key = {}
         self.edges_by_key = {}
         self.overview = None  # drawn instead of the items when zoomed out far
+        self.modules = None  # the module boxes drawn instead of the items when zoomed out (semantic zoom)
         self._far = False
+        self._modules_shown = False  # module boxes drawn in place of the nodes
+        self._frames = False  # module frames drawn over the nodes
         self.user_moved = False  # the user zoomed or panned: the window stops fitting the graph for them
         # ... and stops following the paused node (state.follow; the Follow switch brings it back)
         self.follow = getattr(state, "follow", None) or Follow()
@@ -442,7 +449,10 @@ class GraphView(QGraphicsView):
         if len(self.items_by_key) > OVERVIEW_NODES:
             self.overview = OverviewItem(self.items_by_key, self.edges_by_key)
             self.scene().addItem(self.overview)
-        self._far = None
+        self.modules = make_overlay(self.model.drawing(), self.items_by_key, self.edges_by_key)
+        if self.modules is not None:
+            self.scene().addItem(self.modules)
+        self._far = self._modules_shown = self._frames = None
         self._update_far()
         self.refresh()
 
@@ -450,20 +460,30 @@ class GraphView(QGraphicsView):
         """Recolour for the debugger's position, the selection and the search (no relayout)."""
         with self._lock():
             paint_state(self.items_by_key, self.edges_by_key, self.model)
+            if self.modules is not None:
+                self.modules.set_state(self.model, self.items_by_key)
         if self.overview is not None:
             self.overview.invalidate()
 
     def _update_far(self):
-        """Zoomed out below FAR_LOD, a large graph is drawn by its overview item alone."""
-        far = self.overview is not None and self.transform().m11() < FAR_LOD
-        if far == self._far:
+        """Zoomed out below NODE_LABEL_SCALE, a graph with modules is drawn by its module boxes
+        (at the depth the zoom allows); a large graph without them, below FAR_LOD, by its overview
+        item alone."""
+        scale = self.transform().m11()
+        depth = self.modules.depth_for(scale) if self.modules is not None else 0
+        frames = bool(depth) and self.modules.set_depth(depth, scale)
+        modules = bool(depth) and not frames
+        far = not depth and self.overview is not None and scale < FAR_LOD
+        if (far, modules, frames) == (self._far, self._modules_shown, self._frames):
             return
-        self._far = far
+        self._far, self._modules_shown, self._frames = far, modules, frames
         if self.overview is not None:
             self.overview.setVisible(far)
+        if self.modules is not None:
+            self.modules.setVisible(bool(depth))
         for group in (self.items_by_key.values(), self.edges_by_key.values()):
             for item in group:
-                item.setVisible(not far)
+                item.setVisible(not far and not modules)
 
     def setTransform(self, *args, **kwargs):
         super().setTransform(*args, **kwargs)
@@ -621,6 +641,8 @@ class GraphView(QGraphicsView):
 
     # -- input --
     def _node_at(self, pos):
+        if self._modules_shown:  # module boxes: no node to pick (a double-click zooms into a box)
+            return None
         if self._far:  # the items are hidden behind the overview: the box nearest the point
             at = self.mapToScene(pos)
             slack = 4 / max(self.transform().m11(), 1e-9)  # 4 pixels, in scene units
@@ -660,7 +682,30 @@ class GraphView(QGraphicsView):
         if event.buttons() & Qt.LeftButton and [b.value() for b in bars] != before:
             self._user_move()  # a drag panned the view
 
+    def zoom_into_module(self, scope):
+        """Zoom the view onto module ``scope``'s box, far enough in to draw its nodes."""
+        box = self.modules.boxes().get(scope) if self.modules is not None else None
+        if box is None:
+            return
+        self.user_moved = True
+        rect = QRectF(QPointF(box.rect[0], box.rect[1]), QPointF(box.rect[2], box.rect[3]))
+        self.fitInView(rect.adjusted(-20, -20, 20, 20), Qt.KeepAspectRatio)
+        scale = self.transform().m11()
+        if scale < NODE_LABEL_SCALE:  # a big module: its top, nodes legible
+            self.resetTransform()
+            self.scale(NODE_LABEL_SCALE, NODE_LABEL_SCALE)
+            self.centerOn(rect.center().x(), rect.top() + self.viewport().height() / 2 / NODE_LABEL_SCALE - 20)
+        elif scale > 1.0:  # a small one: at 1:1, with its neighbours
+            self.resetTransform()
+            self.centerOn(rect.center())
+        self._update_far()
+
     def mouseDoubleClickEvent(self, event):
+        if self._modules_shown:
+            box = self.modules.box_at(self.mapToScene(event.position().toPoint()))
+            if box is not None:
+                self.zoom_into_module(box.scope)
+                return
         item = self._node_at(event.position().toPoint())
         if item is not None and item.kind == "module":
             self.expand(item.key)
