@@ -101,3 +101,43 @@ def test_the_window_opens_a_large_recording_as_modules(resnet, qtbot):
     qtbot.waitUntil(lambda: "m:layer1" in w.view.items_by_key, timeout=10000)
     assert {k for k in w.view.items_by_key if isinstance(k, str) and k.startswith("m:")} == {f"m:{s}" for s in TOP}
     assert len(w.view.items_by_key) < 25  # readable at fit
+
+
+def _visible(view, item):
+    return view.mapToScene(view.viewport().rect()).boundingRect().contains(item.rect)
+
+
+def test_a_long_chain_without_modules_opens_at_its_root_legibly(qtbot):
+    import gradviz.engine as torch
+    from gradviz.app.follow import legible_scale
+    from gradviz.ui.main_window import MainWindow
+    with gradviz.record(values="summaries") as rec:
+        xs = [torch.rand(3, requires_grad=True) for _ in range(20)]
+        acc = xs[0]
+        for i in range(1, 300):
+            acc = (acc * xs[i % 20]).tanh() + xs[(7 * i) % 20]
+        acc.sum().backward()
+    st = AppState(trace=rec.trace)
+    w = MainWindow(st)
+    qtbot.addWidget(w)
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitUntil(lambda: not st.laying_out and bool(w.view.items_by_key), timeout=20000)
+    w.follow_current()  # what `gradviz open` does once the window has its size
+    root = w.view.model.roots()[0]
+    assert w.view.transform().m11() >= legible_scale()
+    assert _visible(w.view, w.view.items_by_key[root])
+
+
+def test_a_small_recording_opens_whole(qtbot):
+    from gradviz import demos
+    from gradviz.ui.main_window import MainWindow
+    with gradviz.record() as rec:
+        demos.run("seed")
+    st = AppState(trace=rec.trace)
+    w = MainWindow(st)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: bool(w.view.items_by_key), timeout=10000)
+    w.follow_current()
+    assert all(_visible(w.view, it) for it in w.view.items_by_key.values())

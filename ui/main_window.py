@@ -7,6 +7,8 @@ from PySide6.QtGui import QAction, QColor, QKeySequence, QTextCharFormat, QTextC
 from PySide6.QtWidgets import (QDockWidget, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMainWindow,
                                QPlainTextEdit, QSplitter, QToolBar, QVBoxLayout, QWidget)
 
+from gradviz.app.follow import legible_scale
+
 from .grad_plot import GradPlot
 from .graph_view import GraphView
 from .inspector import Inspector
@@ -184,12 +186,13 @@ class MainWindow(QMainWindow):
         with st.lock:
             # The first view of a large graph: its modules as boxes, the paused node's opened.
             refocused = bool(changed & {"graph", "pause"}) and self.view.model.update_focus()
-            if "graph" in changed:
-                self.view.rebuild()
-            elif refocused:
-                self.view.redraw()
-                if len(self.view.items_by_key) < 60 and not self.view.user_moved:
-                    self.view.fit()  # a small graph kept whole in sight, until the user zooms or pans
+            if "graph" in changed or refocused:
+                if "graph" in changed:
+                    self.view.rebuild()
+                else:
+                    self.view.redraw()
+                if not self.view.user_moved and st.current is None:
+                    self.first_view()
             if changed:
                 self.view.refresh()
                 # The paused node in sight, readable (show_node zooms a fit too small to read);
@@ -217,10 +220,28 @@ class MainWindow(QMainWindow):
                 self.view.show_node(key)
 
     def follow_current(self):
-        """Bring the paused node into view if following (after the window's own fit, say)."""
+        """Bring the paused node into view if following (after the window's own fit, say); with
+        none paused, the graph's first view."""
         st = self.state
         st.follow.current = st.current
+        if st.current is None and not self.view.user_moved:
+            with st.lock:
+                self.first_view()
         self.set_following(st.follow.following)
+
+    def first_view(self):
+        """Where a graph is seen when no node is paused: whole, if that reads (a small graph, or a
+        large one drawn as its modules' boxes); else its top, where backward starts, legibly (a
+        4,000-node chain fit in the window is a hairline)."""
+        view = self.view
+        if len(view.items_by_key) < 60 or view.modules is not None:
+            view.fit()
+            return
+        view.fit()
+        if view.transform().m11() < legible_scale():
+            roots = view.model.roots()
+            if roots:
+                view.show_node(roots[0])
 
     def _prefetch(self):
         """Ask the program for what the paused node saved, before taking the trace's lock (the
