@@ -192,7 +192,11 @@ _SUMMARY_FLOATS = ("min", "max", "mean", "std", "norm", "hist_lo", "hist_hi")
 def _summary(d, off):
     if type(d) is not dict or set(d) - {"mean_abs"} != set(Summary.__dataclass_fields__) - {"mean_abs"}:
         _fail("a value summary has missing or unknown fields", off)  # (mean_abs came later: optional)
-    hist = tuple(_count(n, "summary histogram count", off) for n in _list(d["hist"], "summary histogram", off))
+    hist = _list(d["hist"], "summary histogram", off)
+    if not all(type(n) is int and n >= 0 for n in hist):  # one pass; the slow one names the bad count
+        for n in hist:
+            _count(n, "summary histogram count", off)
+    hist = tuple(hist)
     if len(hist) != HIST_BINS:
         _fail(f"a summary histogram has {len(hist)} bins, not {HIST_BINS}", off)
     if type(d["sampled"]) is not bool:
