@@ -96,8 +96,6 @@ def test_the_window_opens_a_large_recording_as_modules(resnet, qtbot):
     from gradviz.ui.main_window import MainWindow
     w = MainWindow(resnet)
     qtbot.addWidget(w)
-    w.poll()
-    w._show({"graph"})
     qtbot.waitUntil(lambda: "m:layer1" in w.view.items_by_key, timeout=10000)
     assert {k for k in w.view.items_by_key if isinstance(k, str) and k.startswith("m:")} == {f"m:{s}" for s in TOP}
     assert len(w.view.items_by_key) < 25  # readable at fit

@@ -70,6 +70,8 @@ class MainWindow(QMainWindow):
         self.timer.timeout.connect(self.poll)
         self.timer.start(POLL_MS)
         self.poll()
+        if state.layout is not None and not self.view.items_by_key:  # a state laid out before the window
+            self._show({"graph"})
 
     def _dock(self, title, widget, area):
         dock = QDockWidget(title, self)
@@ -186,15 +188,18 @@ class MainWindow(QMainWindow):
         with st.lock:
             # The first view of a large graph: its modules as boxes, the paused node's opened.
             refocused = bool(changed & {"graph", "pause"}) and self.view.model.update_focus()
+            rebuilt = False
             if "graph" in changed or refocused:
                 if "graph" in changed:
                     self.view.rebuild()
                 else:
                     self.view.redraw()
+                rebuilt = not self.view.model.laying_out  # (else the old drawing stays until then)
                 if not self.view.user_moved and st.current is None:
                     self.first_view()
             if changed:
-                self.view.refresh()
+                if not rebuilt:  # a rebuild colours what it draws
+                    self.view.refresh()
                 # The paused node in sight, readable (show_node zooms a fit too small to read);
                 # a graph drawn anew (laid out after the pause came) is followed again.
                 key = st.follow.on_pause(st.current) if "pause" in changed else \

@@ -60,8 +60,8 @@ class Minimap(QGraphicsView):
         return view.mapToScene(view.viewport().rect()).boundingRect()
 
     def _graph_rect(self):
-        scene = self.view.scene()
-        return scene.sceneRect() if scene.items() else QRectF()
+        # (items_by_key, not scene.items(): that would list every item of a large graph per move)
+        return self.view.scene().sceneRect() if self.view.items_by_key else QRectF()
 
     def _place(self):
         """Sized to the graph's shape, in the graph view's bottom-right corner; shown only when
