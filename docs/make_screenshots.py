@@ -1,6 +1,9 @@
 """Makes the README's screenshots, offscreen, the way a user sees the app:
-the seed demo paused mid-backward, and resnet18 (one training step, layer1.1 frozen) with its
-gradient plots. Run: QT_QPA_PLATFORM=offscreen python docs/make_screenshots.py [OUT_DIR]"""
+the seed demo paused mid-backward; resnet18 (one training step, layer1.1 frozen) with its
+gradient plots; the autograd tutorial's resnet18 stepped ten nodes into its backward pass (the
+first view of a large graph: its modules as boxes, the paused node's opened, followed at a
+readable zoom, the minimap); and a GRU cell unrolled 150 steps, paused mid-backward (its weights
+drawn by stand-ins next to each use). Run: QT_QPA_PLATFORM=offscreen python docs/make_screenshots.py [OUT_DIR]"""
 import os
 import sys
 import time
@@ -22,6 +25,62 @@ loss = nn.functional.cross_entropy(prediction, torch.tensor([3]))
 loss.backward()
 optimizer.step()
 """
+
+
+TUTORIAL_RESNET = """
+import gradviz.engine as torch
+from gradviz.engine.models import resnet18
+
+torch.manual_seed(0)
+model = resnet18(weights=None)
+prediction = model(torch.rand(1, 3, 64, 64))
+loss = (prediction - torch.rand(1, 1000)).sum()
+loss.backward()
+"""
+
+GRU = """
+import gradviz
+import gradviz.engine as torch
+
+torch.manual_seed(0)
+H, I = 8, 4
+W = {g: gradviz.name((torch.randn(I + H, H) * 0.3).requires_grad_(), f"W{g}") for g in "zrh"}
+h = torch.zeros(1, H)
+for t in range(150):
+    xh = torch.cat([torch.randn(1, I), h], dim=1)
+    z = (xh @ W["z"]).sigmoid()
+    r = (xh @ W["r"]).sigmoid()
+    hh = (torch.cat([xh[:, :I], r * h], dim=1) @ W["h"]).tanh()
+    h = (1 - z) * h + z * hh
+h.sum().backward()
+"""
+
+
+def _stepped(app, tmp, name, source, steps, out, title):
+    """Run ``source`` under the debugger, pausing before each backward node, step ``steps`` times
+    and save the window."""
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.ui.main_window import MainWindow
+
+    script = os.path.join(tmp, name)
+    with open(script, "w") as f:
+        f.write(source)
+    state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
+        script, breakpoints=breakpoints, **{"break_on_backward": True, **switches}))
+    w = MainWindow(state, title)
+    w.resize(1600, 1000)
+    w.show()
+    w.follow_current()
+    _settle(app, w, lambda: state.pause is not None and state.current is not None and not state.laying_out)
+    for _ in range(steps):
+        before = state.pause
+        state.step()
+        _settle(app, w, lambda: state.pause is not None and state.pause is not before)
+    _settle(app, w, lambda: True)
+    w.grab().save(out)
+    w.close()
+    state.close()
 
 
 def _settle(app, window, until, timeout=60.0):
@@ -80,6 +139,12 @@ def main(out_dir="docs"):
     _settle(app, w, lambda: True)
     w.grab().save(os.path.join(out_dir, "resnet18-gradients.png"))
     w.close()
+
+    # 3, 4. Stepping real-size graphs: the tutorial's resnet18, and an unrolled GRU.
+    with tempfile.TemporaryDirectory() as tmp:
+        _stepped(app, tmp, "resnet18_tutorial.py", TUTORIAL_RESNET, 10,
+                 os.path.join(out_dir, "resnet18-stepping.png"), "gradviz — resnet18_tutorial.py")
+        _stepped(app, tmp, "gru.py", GRU, 12, os.path.join(out_dir, "gru-standins.png"), "gradviz — gru.py")
 
 
 if __name__ == "__main__":
