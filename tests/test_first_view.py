@@ -139,3 +139,20 @@ def test_a_small_recording_opens_whole(qtbot):
     qtbot.waitUntil(lambda: bool(w.view.items_by_key), timeout=10000)
     w.follow_current()
     assert all(_visible(w.view, it) for it in w.view.items_by_key.values())
+
+
+def test_zoomed_out_the_opened_module_shows_its_nodes_framed_not_a_blank_box(resnet, monkeypatch):
+    """With layer4 open at the paused node and the rest collapsed, layer4 holds most of what is
+    drawn: the view weighs boxes by drawn nodes, so zoomed out layer4 is a frame over its nodes."""
+    from gradviz.app import semantic
+    k = _node(resnet, "layer4.1.conv2")
+    monkeypatch.setattr(type(resnet), "current", property(lambda self: k))
+    model = gm.GraphModel(resnet)
+    model.auto_focus = True
+    model.update_focus()
+    d = model.drawing()
+    boxes = semantic.boxes_by_depth(d.graph, d.layout.positions, d.layout.sizes, d.members)[1]
+    x0, y0, x1, y1 = boxes["layer4"].rect
+    scale = 300 / (y1 - y0)  # layer4 300 px tall on screen
+    assert semantic.median_height(boxes) == y1 - y0
+    assert semantic.framed(boxes, scale)

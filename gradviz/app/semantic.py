@@ -198,12 +198,13 @@ def choose_depth(boxes_by_depth, scale, min_px=MIN_BOX_PX, node_scale=NODE_LABEL
 
 
 def median_height(boxes):
-    """The height of the box the median node is in (``boxes``: {scope: ModuleBox}), in scene
-    units (0 for none): the boxes weighted by their node counts, so that a model's few one-node
-    modules (resnet18's relu, maxpool, avgpool) do not make its big blocks count as small."""
+    """The height of the box the median drawn node is in (``boxes``: {scope: ModuleBox}), in scene
+    units (0 for none): the boxes weighted by the nodes drawn in them, so that a model's few
+    one-node modules (resnet18's relu, maxpool, avgpool) do not make its big blocks count as small,
+    nor do the collapsed modules around the one opened at the paused node (each drawn as one box)."""
     if not boxes:
         return 0.0
-    heights = sorted((b.rect[3] - b.rect[1], b.count) for b in boxes.values())
+    heights = sorted((b.rect[3] - b.rect[1], len(b.members)) for b in boxes.values())
     half, seen = sum(n for _, n in heights) / 2, 0
     for h, n in heights:
         seen += n
