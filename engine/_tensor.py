@@ -103,8 +103,8 @@ def _format_array(a):
 
 
 class Tensor(TensorBase):
-    __slots__ = ("_np", "_requires_grad", "_grad", "grad_fn", "_accumulator", "_leaf_hooks", "_retains_grad",
-                 "__weakref__", "__dict__")
+    __slots__ = ("_np", "_vc", "_requires_grad", "_grad", "grad_fn", "_accumulator", "_leaf_hooks",
+                 "_retains_grad", "__weakref__", "__dict__")
 
     def __init__(self, data=()):
         arr = np.asarray(data.numpy() if isinstance(data, Tensor) else data)
@@ -114,6 +114,7 @@ class Tensor(TensorBase):
 
     def _init(self, arr, grad_fn, requires_grad):
         self._np = arr
+        self._vc = [0]
         self.grad_fn = grad_fn
         self._requires_grad = requires_grad
         self._grad = None
@@ -209,7 +210,9 @@ class Tensor(TensorBase):
         _backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
     def detach(self):
-        return Tensor._wrap(self._np)
+        t = Tensor._wrap(self._np)
+        t._vc = self._vc  # as in PyTorch, a detached tensor shares its version counter (unlike .data)
+        return t
 
     def detach_(self):
         self.grad_fn = None
@@ -223,6 +226,12 @@ class Tensor(TensorBase):
     @data.setter
     def data(self, value):
         self._np = value._np
+
+    @property
+    def _version(self):
+        """How many in-place writes this tensor's storage has had (shared with its views), as
+        PyTorch's: a node that saved the tensor checks it in backward."""
+        return self._vc[0]
 
     # -- plain attributes ----------------------------------------------------------------------
     @property
@@ -710,6 +719,7 @@ class Tensor(TensorBase):
         if isinstance(key, Tensor):
             key = key._np
         self._np[key] = value._np if isinstance(value, Tensor) else value
+        self._vc[0] += 1
 
     # -- in place (outside the graph: for initialisation, optimisers and zeroing grads) ----------
     def _check_inplace(self):
@@ -722,6 +732,7 @@ class Tensor(TensorBase):
     def _set(self, values):
         self._check_inplace()
         self._np[...] = values
+        self._vc[0] += 1
         return self
 
     def zero_(self):

@@ -507,6 +507,7 @@ class Module:
                     setattr(self, name, value)
                 else:
                     param._np[...] = arr
+                    param._vc[0] += 1  # PyTorch copies in place
             except Exception as ex:  # noqa: BLE001 - reported as torch reports it
                 error_msgs.append(f'While copying the parameter named "{key}", whose dimensions in the model are '
                                   f"{_size(param._np.shape)} and whose dimensions in the checkpoint are "
