@@ -1,6 +1,7 @@
 """``gradviz.engine``: PyTorch's autograd API on numpy. ``import gradviz.engine as torch`` runs the
 autograd tutorial unchanged, and every graph it builds can be watched by gradviz."""
-from . import autograd
+from . import autograd, cuda
+from ._device import device
 from ._dtype import bool, double, dtype, float, float32, float64, int32, int64, long  # noqa: A004
 from ._factory import (arange, as_tensor, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like,
                        rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
@@ -14,4 +15,5 @@ __all__ = ["Tensor", "Size", "dtype", "bool", "double", "float", "float32", "flo
            "arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full_like", "linspace", "ones",
            "ones_like", "rand", "rand_like", "randint", "randn", "randn_like", "randperm", "tensor", "zeros",
            "zeros_like", "manual_seed", "matmul", "maximum", "minimum", "where", "autograd", "enable_grad",
-           "is_grad_enabled", "no_grad", "set_grad_enabled", "nn", "optim", "models"] + _functional.__all__
+           "is_grad_enabled", "no_grad", "set_grad_enabled", "nn", "optim", "models",
+           "device", "cuda"] + _functional.__all__

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from . import _dtype
+from ._device import CPU, NO_CUDA, check_device
 from .autograd import grad_mode
 from .autograd.backward import backward as _backward
 from .autograd.function import AccumulateGrad, TensorBase
@@ -259,7 +260,11 @@ class Tensor(TensorBase):
 
     @property
     def device(self):
-        return "cpu"
+        return CPU
+
+    is_cuda = False
+    is_cpu = True
+    is_meta = False
 
     def is_floating_point(self):
         return self._np.dtype.kind == "f"
@@ -321,14 +326,15 @@ class Tensor(TensorBase):
         return "tensor(" + body + "".join(", " + e for e in extras) + ")"
 
     # -- conversion ----------------------------------------------------------------------------
-    def to(self, *args, dtype=None, **kwargs):
+    def to(self, *args, dtype=None, device=None, **kwargs):
         for a in args:
             if isinstance(a, _dtype.dtype):
                 dtype = a
             elif isinstance(a, Tensor):
                 dtype = a.dtype
-            elif a not in ("cpu", None) and str(a) != "cpu":
-                raise RuntimeError(f"gradviz.engine runs on the CPU only; cannot move a tensor to {a!r}")
+            else:
+                check_device(a)
+        check_device(device)
         if dtype is None or dtype.np == self._np.dtype:
             return self
         return pw.ToCopyBackward0.apply(self, dtype=dtype.np)
@@ -350,6 +356,9 @@ class Tensor(TensorBase):
 
     def cpu(self):
         return self
+
+    def cuda(self, device=None, non_blocking=False):
+        raise AssertionError(NO_CUDA)
 
     def clone(self):
         return pw.CloneBackward0.apply(self)
