@@ -11,7 +11,7 @@ from .autograd import grad_mode
 from .autograd.backward import backward as _backward
 from .autograd.function import AccumulateGrad, TensorBase
 from .hooks import RemovableHandle
-from .ops import linalg, pointwise as pw, reduction as red, shape as sh
+from .ops import linalg, pointwise as pw, reduction as red, shape as sh, transformer as tf
 
 
 class Size(tuple):
@@ -719,6 +719,27 @@ class Tensor(TensorBase):
 
     def expand_as(self, other):
         return self.expand(other.shape)
+
+    def masked_fill(self, mask, value):
+        if isinstance(value, Tensor):
+            if value.ndim:
+                raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                                   f"{value.ndim} dimension(s).")
+            value = value.item()
+        mask = mask._np if isinstance(mask, Tensor) else np.asarray(mask)
+        try:
+            return tf.MaskedFillBackward0.apply(self, mask=mask, value=value)
+        except ValueError:
+            err = _broadcast_error(self._np.shape, mask.shape)
+            if err is None:
+                raise
+            raise err from None
+
+    def tril(self, diagonal=0):
+        return tf.TrilBackward0.apply(self, diagonal=diagonal)
+
+    def triu(self, diagonal=0):
+        return tf.TriuBackward0.apply(self, diagonal=diagonal)
 
     def __getitem__(self, key):
         return _index(self, key)
