@@ -2,7 +2,8 @@
 autograd tutorial unchanged, and every graph it builds can be watched by gradviz."""
 from . import autograd, cuda
 from ._device import device
-from ._dtype import bool, double, dtype, float, float32, float64, int32, int64, long  # noqa: A004
+from ._dtype import (bfloat16, bool, double, dtype, float, float16, float32, float64, half, int32, int64,  # noqa: A004
+                     long)
 from ._factory import (arange, as_tensor, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like,
                        rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
 from ._random import manual_seed
@@ -13,6 +14,7 @@ from ._functional import *  # noqa: F403  (torch.exp, torch.cat, ...: the names 
 from . import _functional, models, nn, optim
 
 __all__ = ["Tensor", "Size", "dtype", "bool", "double", "float", "float32", "float64", "int32", "int64", "long",
+           "float16", "half", "bfloat16",
            "arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full_like", "linspace", "ones",
            "ones_like", "rand", "rand_like", "randint", "randn", "randn_like", "randperm", "tensor", "zeros",
            "zeros_like", "manual_seed", "matmul", "maximum", "minimum", "where", "autograd", "enable_grad",

@@ -335,12 +335,17 @@ class Tensor(TensorBase):
             else:
                 check_device(a)
         check_device(device)
+        if isinstance(dtype, _dtype._Unsupported):
+            raise _dtype.unsupported(dtype)
         if dtype is None or dtype.np == self._np.dtype:
             return self
         return pw.ToCopyBackward0.apply(self, dtype=dtype.np)
 
     def float(self):
         return self.to(_dtype.float32)
+
+    def half(self):
+        raise _dtype.unsupported(_dtype.float16)
 
     def double(self):
         return self.to(_dtype.float64)
@@ -765,6 +770,20 @@ class Tensor(TensorBase):
         self._vc[0] += 1
         return self
 
+    def _inplace(self, fn, other):
+        """``self = fn(self, other)`` in place, with PyTorch's errors for shapes that do not fit."""
+        o = other._np if isinstance(other, Tensor) else other
+        try:
+            return self._set(fn(self._np, o))
+        except ValueError:
+            shape = np.shape(o)
+            err = _broadcast_error(self._np.shape, shape)
+            if err is None:
+                full = np.broadcast_shapes(self._np.shape, shape)
+                err = RuntimeError(f"output with shape [{', '.join(map(str, self._np.shape))}] doesn't match the "
+                                   f"broadcast shape [{', '.join(map(str, full))}]")
+            raise err from None
+
     def zero_(self):
         return self._set(0)
 
@@ -772,11 +791,10 @@ class Tensor(TensorBase):
         return self._set(value)
 
     def copy_(self, src):
-        return self._set(src._np if isinstance(src, Tensor) else src)
+        return self._inplace(lambda a, b: b, src)
 
     def add_(self, other, alpha=1):
-        o = other._np if isinstance(other, Tensor) else other
-        return self._set(self._np + (o if alpha == 1 else alpha * o))
+        return self._inplace(lambda a, b: a + (b if alpha == 1 else alpha * b), other)
 
     def sub_(self, other, alpha=1):
         return self.add_(other, alpha=-alpha)
@@ -794,10 +812,10 @@ class Tensor(TensorBase):
         return self.div_(other)
 
     def mul_(self, other):
-        return self._set(self._np * (other._np if isinstance(other, Tensor) else other))
+        return self._inplace(np.multiply, other)
 
     def div_(self, other):
-        return self._set(self._np / (other._np if isinstance(other, Tensor) else other))
+        return self._inplace(np.true_divide, other)
 
     def clamp_(self, min=None, max=None):
         return self._set(np.clip(self._np, min, max))

@@ -426,6 +426,8 @@ class Module:
             else:
                 device = a
         check_device(device)
+        if isinstance(dtype, _dtype._Unsupported):
+            raise _dtype.unsupported(dtype)
         if dtype is not None:
             if not dtype.is_floating_point:
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
