@@ -18,6 +18,21 @@ class dtype:
         raise TypeError("gradviz dtypes are not picklable")
 
 
+class _Unsupported(dtype):
+    """A PyTorch dtype the engine names but does not compute in: using it raises a clear TypeError."""
+
+    def __init__(self, name):
+        self.name = name
+        self.np = None
+        self.is_floating_point = True
+        self.itemsize = 2
+
+
+def unsupported(d):
+    return TypeError(f"gradviz.engine does not support torch.{d.name}: it computes in float32 and float64 "
+                     "(and int64, int32, bool)")
+
+
 float32 = dtype("float32", np.float32)
 float64 = dtype("float64", np.float64)
 int64 = dtype("int64", np.int64)
@@ -26,6 +41,8 @@ bool = dtype("bool", np.bool_)  # noqa: A001 - PyTorch's name
 float = float32  # noqa: A001
 double = float64
 long = int64
+float16 = half = _Unsupported("float16")
+bfloat16 = _Unsupported("bfloat16")
 
 _BY_NP = {d.np: d for d in (float32, float64, int64, int32, bool)}
 
@@ -40,6 +57,8 @@ def from_numpy_dtype(np_dtype):
 def to_numpy_dtype(d):
     if d is None:
         return None
+    if isinstance(d, _Unsupported):
+        raise unsupported(d)
     if isinstance(d, dtype):
         return d.np
     raise TypeError(f"expected a dtype such as torch.float32, got {d!r}")

@@ -9,7 +9,7 @@ __all__ = ["cat", "stack", "flatten", "exp", "log", "sqrt", "abs", "tanh", "sigm
            "sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "softmax", "log_softmax", "clamp",
            "pow", "reshape", "transpose", "permute", "unsqueeze", "squeeze", "mm", "bmm", "dot", "mv",
            "allclose", "equal", "isnan", "isinf", "isfinite", "numel", "t", "neg", "add", "sub", "mul", "div",
-           "square", "is_tensor", "clone", "detach", "all", "any", "norm", "clip"]
+           "square", "is_tensor", "clone", "detach", "all", "any", "norm", "clip", "masked_fill", "tril", "triu"]
 
 
 def _method(name):
@@ -72,6 +72,9 @@ all = _method("all")
 any = _method("any")
 norm = _method("norm")
 clip = _method("clip")
+masked_fill = _method("masked_fill")
+tril = _method("tril")
+triu = _method("triu")
 
 
 def is_tensor(obj):

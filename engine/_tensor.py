@@ -6,11 +6,12 @@ import warnings
 import numpy as np
 
 from . import _dtype
+from ._device import CPU, NO_CUDA, check_device
 from .autograd import grad_mode
 from .autograd.backward import backward as _backward
 from .autograd.function import AccumulateGrad, TensorBase
 from .hooks import RemovableHandle
-from .ops import linalg, pointwise as pw, reduction as red, shape as sh
+from .ops import linalg, pointwise as pw, reduction as red, shape as sh, transformer as tf
 
 
 class Size(tuple):
@@ -103,8 +104,8 @@ def _format_array(a):
 
 
 class Tensor(TensorBase):
-    __slots__ = ("_np", "_requires_grad", "_grad", "grad_fn", "_accumulator", "_leaf_hooks", "_retains_grad",
-                 "__weakref__", "__dict__")
+    __slots__ = ("_np", "_vc", "_requires_grad", "_grad", "grad_fn", "_accumulator", "_leaf_hooks",
+                 "_retains_grad", "__weakref__", "__dict__")
 
     def __init__(self, data=()):
         arr = np.asarray(data.numpy() if isinstance(data, Tensor) else data)
@@ -114,6 +115,7 @@ class Tensor(TensorBase):
 
     def _init(self, arr, grad_fn, requires_grad):
         self._np = arr
+        self._vc = [0]
         self.grad_fn = grad_fn
         self._requires_grad = requires_grad
         self._grad = None
@@ -209,7 +211,9 @@ class Tensor(TensorBase):
         _backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
     def detach(self):
-        return Tensor._wrap(self._np)
+        t = Tensor._wrap(self._np)
+        t._vc = self._vc  # as in PyTorch, a detached tensor shares its version counter (unlike .data)
+        return t
 
     def detach_(self):
         self.grad_fn = None
@@ -223,6 +227,12 @@ class Tensor(TensorBase):
     @data.setter
     def data(self, value):
         self._np = value._np
+
+    @property
+    def _version(self):
+        """How many in-place writes this tensor's storage has had (shared with its views), as
+        PyTorch's: a node that saved the tensor checks it in backward."""
+        return self._vc[0]
 
     # -- plain attributes ----------------------------------------------------------------------
     @property
@@ -250,7 +260,11 @@ class Tensor(TensorBase):
 
     @property
     def device(self):
-        return "cpu"
+        return CPU
+
+    is_cuda = False
+    is_cpu = True
+    is_meta = False
 
     def is_floating_point(self):
         return self._np.dtype.kind == "f"
@@ -312,20 +326,26 @@ class Tensor(TensorBase):
         return "tensor(" + body + "".join(", " + e for e in extras) + ")"
 
     # -- conversion ----------------------------------------------------------------------------
-    def to(self, *args, dtype=None, **kwargs):
+    def to(self, *args, dtype=None, device=None, **kwargs):
         for a in args:
             if isinstance(a, _dtype.dtype):
                 dtype = a
             elif isinstance(a, Tensor):
                 dtype = a.dtype
-            elif a not in ("cpu", None) and str(a) != "cpu":
-                raise RuntimeError(f"gradviz.engine runs on the CPU only; cannot move a tensor to {a!r}")
+            else:
+                check_device(a)
+        check_device(device)
+        if isinstance(dtype, _dtype._Unsupported):
+            raise _dtype.unsupported(dtype)
         if dtype is None or dtype.np == self._np.dtype:
             return self
         return pw.ToCopyBackward0.apply(self, dtype=dtype.np)
 
     def float(self):
         return self.to(_dtype.float32)
+
+    def half(self):
+        raise _dtype.unsupported(_dtype.float16)
 
     def double(self):
         return self.to(_dtype.float64)
@@ -341,6 +361,9 @@ class Tensor(TensorBase):
 
     def cpu(self):
         return self
+
+    def cuda(self, device=None, non_blocking=False):
+        raise AssertionError(NO_CUDA)
 
     def clone(self):
         return pw.CloneBackward0.apply(self)
@@ -702,6 +725,27 @@ class Tensor(TensorBase):
     def expand_as(self, other):
         return self.expand(other.shape)
 
+    def masked_fill(self, mask, value):
+        if isinstance(value, Tensor):
+            if value.ndim:
+                raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                                   f"{value.ndim} dimension(s).")
+            value = value.item()
+        mask = mask._np if isinstance(mask, Tensor) else np.asarray(mask)
+        try:
+            return tf.MaskedFillBackward0.apply(self, mask=mask, value=value)
+        except ValueError:
+            err = _broadcast_error(self._np.shape, mask.shape)
+            if err is None:
+                raise
+            raise err from None
+
+    def tril(self, diagonal=0):
+        return tf.TrilBackward0.apply(self, diagonal=diagonal)
+
+    def triu(self, diagonal=0):
+        return tf.TriuBackward0.apply(self, diagonal=diagonal)
+
     def __getitem__(self, key):
         return _index(self, key)
 
@@ -710,6 +754,7 @@ class Tensor(TensorBase):
         if isinstance(key, Tensor):
             key = key._np
         self._np[key] = value._np if isinstance(value, Tensor) else value
+        self._vc[0] += 1
 
     # -- in place (outside the graph: for initialisation, optimisers and zeroing grads) ----------
     def _check_inplace(self):
@@ -722,7 +767,22 @@ class Tensor(TensorBase):
     def _set(self, values):
         self._check_inplace()
         self._np[...] = values
+        self._vc[0] += 1
         return self
+
+    def _inplace(self, fn, other):
+        """``self = fn(self, other)`` in place, with PyTorch's errors for shapes that do not fit."""
+        o = other._np if isinstance(other, Tensor) else other
+        try:
+            return self._set(fn(self._np, o))
+        except ValueError:
+            shape = np.shape(o)
+            err = _broadcast_error(self._np.shape, shape)
+            if err is None:
+                full = np.broadcast_shapes(self._np.shape, shape)
+                err = RuntimeError(f"output with shape [{', '.join(map(str, self._np.shape))}] doesn't match the "
+                                   f"broadcast shape [{', '.join(map(str, full))}]")
+            raise err from None
 
     def zero_(self):
         return self._set(0)
@@ -731,11 +791,10 @@ class Tensor(TensorBase):
         return self._set(value)
 
     def copy_(self, src):
-        return self._set(src._np if isinstance(src, Tensor) else src)
+        return self._inplace(lambda a, b: b, src)
 
     def add_(self, other, alpha=1):
-        o = other._np if isinstance(other, Tensor) else other
-        return self._set(self._np + (o if alpha == 1 else alpha * o))
+        return self._inplace(lambda a, b: a + (b if alpha == 1 else alpha * b), other)
 
     def sub_(self, other, alpha=1):
         return self.add_(other, alpha=-alpha)
@@ -753,10 +812,10 @@ class Tensor(TensorBase):
         return self.div_(other)
 
     def mul_(self, other):
-        return self._set(self._np * (other._np if isinstance(other, Tensor) else other))
+        return self._inplace(np.multiply, other)
 
     def div_(self, other):
-        return self._set(self._np / (other._np if isinstance(other, Tensor) else other))
+        return self._inplace(np.true_divide, other)
 
     def clamp_(self, min=None, max=None):
         return self._set(np.clip(self._np, min, max))

@@ -1,6 +1,7 @@
 """Backward nodes: ``Node`` (a tensor's ``grad_fn``), ``Function.apply`` (the one place a node is
 created and wired), ``AccumulateGrad`` (a leaf's sink) and ``GraphRoot``."""
 import itertools
+import re
 
 import numpy as np
 
@@ -19,11 +20,29 @@ FREED_MESSAGE = (
     "graph a second time or if you need to access saved tensors after calling backward."
 )
 
+_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long", "int32": "Int",
+               "bool": "Bool"}
+
+
+def _modified_message(array, current, expected, grad_fn, view):
+    """PyTorch's text for a saved tensor written in place after it was saved (``SavedVariable::unpack``)."""
+    title = _TYPE_NAMES.get(array.dtype.name, array.dtype.name.capitalize())
+    size = "[" + ", ".join(str(n) for n in array.shape) + "]"
+    owner = ""
+    if grad_fn is not None:
+        name = "AsStrided" if view else re.sub(r"Backward\d*$", "", grad_fn.name())
+        owner = f", which is output 0 of {name},"
+    return ("one of the variables needed for gradient computation has been modified by an inplace operation: "
+            f"[torch.{title}Tensor {size}]{owner} is at version {current}; expected version {expected} instead. "
+            "Hint: enable anomaly detection to find the operation that failed to compute its gradient, with "
+            "torch.autograd.set_detect_anomaly(True, check_nan=False).")
+
 
 class TensorBase:
     """What the autograd layer knows of a tensor: ``_np`` (its array), ``requires_grad``,
-    ``_edge()`` (its (node, output_nr) pair) and ``_result(array, grad_fn)``, which makes a new
-    plain tensor. ``gradviz.engine.Tensor`` is the one subclass; nodes make tensors through it, so
+    ``_vc`` (its version counter: a one-item list, shared with its views, bumped by every in-place
+    write), ``_edge()`` (its (node, output_nr) pair) and ``_result(array, grad_fn)``, which makes a
+    new plain tensor. ``gradviz.engine.Tensor`` is the one subclass; nodes make tensors through it, so
     this layer never imports the tensor module."""
 
     __slots__ = ()
@@ -37,6 +56,8 @@ class Node:
     next_functions = ()
     sequence_nr = -1
     _saved = ()
+    _versions = ()  # (version counter, version when saved, (array, grad_fn)) per tensor saved
+    is_view = False  # whether the output is a view of the first input (and shares its version counter)
     _released = False
     _retained = None  # weak reference to the output tensor when it called retain_grad()
 
@@ -54,11 +75,19 @@ class Node:
     def saved_tensors(self):
         if self._released:
             raise RuntimeError(FREED_MESSAGE)
+        for counter, version, tensor_meta in self._versions:
+            if counter[0] != version:
+                array, grad_fn = tensor_meta
+                if grad_fn is True:  # an output of this node
+                    grad_fn = self
+                view = grad_fn is not None and grad_fn.is_view and grad_fn is not self
+                raise RuntimeError(_modified_message(array, counter[0], version, grad_fn, view))
         return self._saved
 
     def release_variables(self):
         if self._saved:
             self._saved = ()
+            self._versions = ()
             self._released = True
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -90,7 +119,13 @@ class Node:
 class Function(Node):
     """A differentiable primitive: ``forward`` computes on numpy arrays, ``backward`` returns one
     gradient (numpy array or None) per tensor input. Tensor arguments get edges; any other argument
-    is passed to ``forward`` as it is."""
+    is passed to ``forward`` as it is.
+
+    ``Function.apply`` notes the version of every tensor whose array ``forward`` saved (an input's
+    array or the output itself) and of the inputs named in ``saved_inputs`` (those PyTorch saves
+    where this engine saves something derived from them); ``saved_tensors`` checks them."""
+
+    saved_inputs = ()
 
     @classmethod
     def apply(cls, *args, **kwargs):
@@ -103,14 +138,41 @@ class Function(Node):
         with np.errstate(all="ignore"):  # like PyTorch: inf and nan are values, not warnings
             out = node.forward(*[a._np if isinstance(a, TensorBase) else a for a in args], **kwargs)
         if not requires_grad:
-            return inputs[0]._result(out)
+            result = inputs[0]._result(out)
+            if cls.is_view:
+                result._vc = inputs[0]._vc
+            return result
         node.next_functions = tuple(t._edge() for t in inputs)
         node.sequence_nr = next(_sequence)
         result = inputs[0]._result(out, node)
+        if cls.is_view:
+            result._vc = inputs[0]._vc
+        if node._saved or cls.saved_inputs:
+            node._versions = _note_versions(node, inputs, out, result)
         if _hooks.node_created:
             for hook in _hooks.node_created:
                 hook(node, inputs, result)
         return result
+
+
+def _note_versions(node, inputs, out, result):
+    versions = []
+    for array in node._saved:
+        if array is out:
+            versions.append((result._vc, result._vc[0], (array, True)))
+            continue
+        for t in inputs:
+            if array is t._np:
+                versions.append((t._vc, t._vc[0], (array, t.grad_fn)))
+                break
+    for i in node.saved_inputs:
+        if i >= len(inputs):
+            break
+        t = inputs[i]
+        if not any(counter is t._vc for counter, _, _ in versions):
+            meta = np.broadcast_to(np.empty((), t._np.dtype), t._np.shape)  # shape and dtype, no data
+            versions.append((t._vc, t._vc[0], (meta, t.grad_fn)))
+    return tuple(versions)
 
 
 class AccumulateGrad(Node):

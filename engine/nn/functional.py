@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import _random
 from .._tensor import Tensor
-from ..ops import nn as _nn
+from ..ops import nn as _nn, transformer as _tf
 from ..ops.linalg import AddmmBackward0
 from ..ops.pointwise import DivBackward1
 
@@ -150,5 +150,49 @@ def flatten(input, start_dim=0, end_dim=-1):
     return input.flatten(start_dim, end_dim)
 
 
+def gelu(input, approximate="none"):
+    return _tf.GeluBackward0.apply(input, approximate=approximate)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    args = [t for t in (weight, bias) if t is not None]
+    if weight is None and bias is not None:
+        raise NotImplementedError("gradviz.engine's layer_norm takes a bias only with a weight")
+    return _tf.NativeLayerNormBackward0.apply(input, *args, normalized_shape=tuple(normalized_shape), eps=eps)
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+              sparse=False):
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError("gradviz.engine's embedding has no max_norm, scale_grad_by_freq or sparse")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += weight.shape[0]
+    indices = input._np if isinstance(input, Tensor) else np.asarray(input)
+    return _tf.EmbeddingBackward0.apply(weight, indices=indices, padding_idx=-1 if padding_idx is None else padding_idx)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """PyTorch's math path, composed of the engine's ops (PyTorch's CPU kernel is one fused node)."""
+    import math
+    n, s = query.shape[-2], key.shape[-2]
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    att = (query @ key.transpose(-2, -1)) * scale
+    if is_causal:
+        att = att.masked_fill(Tensor._wrap(~np.tril(np.ones((n, s), dtype=np.bool_))), float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype.is_floating_point:
+            att = att + attn_mask
+        else:
+            att = att.masked_fill(Tensor._wrap(~attn_mask._np), float("-inf"))
+    att = att.softmax(-1)
+    if dropout_p:
+        att = dropout(att, dropout_p)
+    return att @ value
+
+
 __all__ = ["linear", "relu", "sigmoid", "tanh", "softmax", "log_softmax", "conv2d", "max_pool2d",
-           "adaptive_avg_pool2d", "batch_norm", "nll_loss", "cross_entropy", "mse_loss", "dropout", "flatten"]
+           "adaptive_avg_pool2d", "batch_norm", "nll_loss", "cross_entropy", "mse_loss", "dropout", "flatten",
+           "gelu", "layer_norm", "embedding", "scaled_dot_product_attention"]

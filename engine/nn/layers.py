@@ -176,6 +176,7 @@ class _BatchNorm(Module):
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked._np += 1
+            self.num_batches_tracked._vc[0] += 1
             factor = 1.0 / float(self.num_batches_tracked._np) if self.momentum is None else self.momentum
         bn_training = True if self.training else (self.running_mean is None and self.running_var is None)
         return F.batch_norm(input, self.running_mean if not self.training or self.track_running_stats else None,

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _dtype
+from .._device import NO_CUDA, check_device
 from .._tensor import Tensor
 from .. import hooks as _hooks
 from ..autograd.grad_mode import no_grad
@@ -424,8 +425,9 @@ class Module:
                 dtype = a.dtype
             else:
                 device = a
-        if device is not None and str(device) != "cpu":
-            raise RuntimeError(f"gradviz.engine runs on the CPU only; cannot move a module to {device!r}")
+        check_device(device)
+        if isinstance(dtype, _dtype._Unsupported):
+            raise _dtype.unsupported(dtype)
         if dtype is not None:
             if not dtype.is_floating_point:
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
@@ -446,7 +448,7 @@ class Module:
         return self
 
     def cuda(self, device=None):
-        raise RuntimeError("gradviz.engine runs on the CPU only; there is no CUDA device")
+        raise AssertionError(NO_CUDA)
 
     # -- state -----------------------------------------------------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -507,6 +509,7 @@ class Module:
                     setattr(self, name, value)
                 else:
                     param._np[...] = arr
+                    param._vc[0] += 1  # PyTorch copies in place
             except Exception as ex:  # noqa: BLE001 - reported as torch reports it
                 error_msgs.append(f'While copying the parameter named "{key}", whose dimensions in the model are '
                                   f"{_size(param._np.shape)} and whose dimensions in the checkpoint are "

@@ -21,12 +21,19 @@ def _t(dt):
     return _TITLE.get(dt.name, dt.name)
 
 
-def _grad_b(a, grad, b):
+def _grad_b(a, grad, b_transposed):
     """``a.T @ grad``, laid out like ``b``: when ``b`` is a transposed view (``weight.t()`` in
     ``linear``), computing the transposed product keeps the weight's gradient C-contiguous."""
-    if b.flags.f_contiguous and not b.flags.c_contiguous:
+    if b_transposed:
         return (grad.T @ a).T
     return a.T @ grad
+
+
+def _save_operands(node, a, b, ia=0, ib=1):
+    """Save the operands of a product as PyTorch does: each only where the other needs its gradient."""
+    nig = node.needs_input_grad
+    if nig is not None:
+        node.save_for_backward(a if nig[ib] else None, b if nig[ia] else None)
 
 
 class MmBackward0(Function):
@@ -37,13 +44,14 @@ class MmBackward0(Function):
             raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({_x(a.shape)} and {_x(b.shape)})")
         if a.dtype != b.dtype:
             raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {_c(a.dtype)} != {_c(b.dtype)}")
-        self.save_for_backward(a, b)
+        _save_operands(self, a, b)
+        self.b_transposed = b.flags.f_contiguous and not b.flags.c_contiguous
         return a @ b
 
     def backward(self, grad):
         a, b = self.saved_tensors
         need_a, need_b = self.needs_input_grad
-        return (grad @ b.T if need_a else None, _grad_b(a, grad, b) if need_b else None)
+        return (grad @ b.T if need_a else None, _grad_b(a, grad, self.b_transposed) if need_b else None)
 
 
 class AddmmBackward0(Function):
@@ -56,7 +64,8 @@ class AddmmBackward0(Function):
             if x.dtype != b.dtype:
                 raise RuntimeError(f"{name} and mat2 must have the same dtype, but got {_t(x.dtype)} and "
                                    f"{_t(b.dtype)}")
-        self.save_for_backward(a, b)
+        _save_operands(self, a, b, 1, 2)
+        self.b_transposed = b.flags.f_contiguous and not b.flags.c_contiguous
         self.bias_meta = (bias.shape, bias.dtype)
         out = a @ b
         out += bias
@@ -68,7 +77,7 @@ class AddmmBackward0(Function):
         need_bias, need_a, need_b = self.needs_input_grad
         return (unbroadcast(grad, *self.bias_meta) if need_bias else None,
                 grad @ b.T if need_a else None,
-                _grad_b(a, grad, b) if need_b else None)
+                _grad_b(a, grad, self.b_transposed) if need_b else None)
 
 
 class MvBackward0(Function):
@@ -80,7 +89,7 @@ class MvBackward0(Function):
         if m.dtype != v.dtype:
             raise RuntimeError(f"addmv input tensors must have the same dtype, but got {_t(v.dtype)}, "
                                f"{_t(m.dtype)}, and {_t(v.dtype)}")
-        self.save_for_backward(m, v)
+        _save_operands(self, m, v)
         return m @ v
 
     def backward(self, grad):
@@ -100,7 +109,7 @@ class DotBackward0(Function):
         if a.dtype != b.dtype:
             raise RuntimeError(f"dot : expected both vectors to have same dtype, but found {_t(a.dtype)} and "
                                f"{_t(b.dtype)}")
-        self.save_for_backward(a, b)
+        _save_operands(self, a, b)
         return np.asarray(a @ b)
 
     def backward(self, grad):
@@ -117,7 +126,7 @@ class BmmBackward0(Function):
                                f"[{a.shape[0]}, {a.shape[2]}] but got: [{b.shape[0]}, {b.shape[1]}].")
         if a.dtype != b.dtype:
             raise RuntimeError(f"expected scalar type {_t(a.dtype)} but found {_t(b.dtype)}")
-        self.save_for_backward(a, b)
+        _save_operands(self, a, b)
         return np.matmul(a, b)
 
     def backward(self, grad):

@@ -36,6 +36,8 @@ def _pad(x, ph, pw, value=0.0):
 class ConvolutionBackward0(Function):
     """2-d convolution (no dilation, one group) as one matrix product over im2col columns."""
 
+    saved_inputs = (0,)  # PyTorch saves the input; this saves its columns
+
     def forward(self, x, weight, bias=None, stride=1, padding=0):
         if x.ndim != 4:
             raise RuntimeError(f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
@@ -169,6 +171,8 @@ class NativeBatchNormBackward0(Function):
     """Batch norm over every dimension but the channels (dim 1). In training it normalises with the
     batch's biased variance and updates the running stats with the unbiased one."""
 
+    saved_inputs = (0,)
+
     def forward(self, x, weight=None, bias=None, running_mean=None, running_var=None, training=True,
                 momentum=0.1, eps=1e-5):
         axes = (0,) + tuple(range(2, x.ndim))
@@ -296,6 +300,8 @@ class NllLoss2DBackward0(NllLossBackward0):
 
 
 class MseLossBackward0(Function):
+    saved_inputs = (0, 1)
+
     def forward(self, x, y, reduction="mean"):
         diff = x - y
         self.save_for_backward(diff)

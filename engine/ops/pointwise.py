@@ -31,8 +31,19 @@ class _Binary(Function):
         self.a_meta = (a.shape, a.dtype)
         if isinstance(b, np.ndarray):
             self.b_meta = (b.shape, b.dtype)
-        self.save_for_backward(a, b)
+        self.save_for_backward(*self.to_save(a, b))
         return _fix_dtype(self.compute(a, b), dtype)
+
+    def to_save(self, a, b):
+        return a, b
+
+    def crossed(self, a, b):
+        """What a product saves in PyTorch: each tensor operand only where the other needs its
+        gradient; a Python scalar always, as a 0-d array (PyTorch wraps it in a tensor)."""
+        nig = self.needs_input_grad
+        if nig is None or len(nig) == 1:
+            return None, b if isinstance(b, np.ndarray) else np.asarray(b, a.dtype)
+        return (a if nig[1] else None), (b if nig[0] else None)
 
     def grads(self, grad, ga, gb):
         out = []
@@ -75,6 +86,7 @@ class RsubBackward1(Function):
 
 class MulBackward0(_Binary):
     compute = staticmethod(np.multiply)
+    to_save = _Binary.crossed
 
     def backward(self, grad):
         a, b = self.saved_tensors
@@ -83,6 +95,9 @@ class MulBackward0(_Binary):
 
 class DivBackward0(_Binary):
     compute = staticmethod(np.true_divide)
+
+    def to_save(self, a, b):
+        return self.crossed(a, b)[0], b
 
     def backward(self, grad):
         a, b = self.saved_tensors

@@ -33,6 +33,8 @@ def infer_shape(shape, numel):
 class ViewBackward0(Function):
     """``view`` (must not copy), ``reshape`` and ``flatten`` (may copy)."""
 
+    is_view = True
+
     def forward(self, x, shape, copy_ok=True):
         self.shape = x.shape
         shape = infer_shape(shape, x.size)
@@ -53,7 +55,9 @@ class ViewBackward0(Function):
 
 class UnsafeViewBackward0(ViewBackward0):
     """``_unsafe_view``: the reshape of a fresh contiguous copy (``reshape`` when no view exists,
-    the last step of ``matmul``)."""
+    the last step of ``matmul``): not a view in PyTorch's sense (its input is a temporary)."""
+
+    is_view = False
 
 
 class ReshapeAliasBackward0(ViewBackward0):
@@ -73,6 +77,8 @@ def can_view(x, shape):
 class AliasBackward0(Function):
     """``x[:, :]`` or ``x[...]``: indexing that selects everything."""
 
+    is_view = True
+
     def forward(self, x):
         return x.view()
 
@@ -81,6 +87,8 @@ class AliasBackward0(Function):
 
 
 class TransposeBackward0(Function):
+    is_view = True
+
     def forward(self, x, dim0, dim1):
         self.dims = (wrap_dim(dim0, x.ndim), wrap_dim(dim1, x.ndim))
         return np.swapaxes(x, *self.dims) if x.ndim else x.view()
@@ -90,6 +98,8 @@ class TransposeBackward0(Function):
 
 
 class TBackward0(Function):
+    is_view = True
+
     def forward(self, x):
         if x.ndim > 2:
             raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D")
@@ -100,6 +110,8 @@ class TBackward0(Function):
 
 
 class PermuteBackward0(Function):
+    is_view = True
+
     def forward(self, x, dims):
         if len(dims) != x.ndim:
             raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match "
@@ -115,6 +127,8 @@ class PermuteBackward0(Function):
 
 
 class UnsqueezeBackward0(Function):
+    is_view = True
+
     def forward(self, x, dim):
         self.dim = wrap_dim(dim, x.ndim + 1)
         return np.expand_dims(x, self.dim)
@@ -125,6 +139,8 @@ class UnsqueezeBackward0(Function):
 
 class SqueezeBackward0(Function):
     """squeeze() of every size-1 dimension."""
+
+    is_view = True
 
     def forward(self, x):
         self.shape = x.shape
@@ -148,6 +164,8 @@ class SqueezeBackward4(SqueezeBackward1):
 
 
 class ExpandBackward0(Function):
+    is_view = True
+
     def forward(self, x, shape):
         shape = tuple(shape)
         lead = len(shape) - x.ndim
@@ -186,11 +204,11 @@ class _Scatter(Function):
 
 
 class SelectBackward0(_Scatter):
-    pass
+    is_view = True
 
 
 class SliceBackward0(_Scatter):
-    pass
+    is_view = True
 
 
 class IndexBackward0(_Scatter):

@@ -1,6 +1,8 @@
-"""``gradviz.engine.optim``: ``SGD`` and ``Adam`` with PyTorch's update rules."""
-from .adam import Adam
+"""``gradviz.engine.optim``: ``SGD``, ``Adam`` and ``AdamW`` with PyTorch's update rules, and
+``lr_scheduler``."""
+from . import lr_scheduler
+from .adam import Adam, AdamW
 from .optimizer import Optimizer
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]

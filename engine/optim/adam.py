@@ -73,3 +73,13 @@ class Adam(Optimizer):
     def _update_is_one_delta(self, group):
         # Decoupled weight decay scales the parameter first: the change is not the delta alone.
         return not (group["weight_decay"] != 0 and group["decoupled_weight_decay"])
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 1e-2), as ``torch.optim.AdamW``."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)

@@ -101,6 +101,7 @@ class Optimizer:
                     continue
                 before = p._np.copy() if listening and not one_delta else None
                 delta = self._update(p, p._grad._np, group, self.state[p])
+                p._vc[0] += 1  # an in-place write, as PyTorch's: a graph built before it can no longer backward
                 if listening:
                     change = (delta if one_delta else before - p._np).ravel()
                     updates.append((p, float(np.sqrt(np.dot(change, change)))))
