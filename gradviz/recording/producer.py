@@ -45,7 +45,6 @@ class Producer:
         self.adapter = adapter
         self.sink = sink
         self.keep_arrays = keep_arrays
-        self._token = object()
         self._next_id = 0
         self.iteration = -1
         self._new_iteration = True
@@ -75,13 +74,21 @@ class Producer:
         self._next_id += 1
         return self._next_id
 
-    def _lookup(self, obj):
-        tag = self.adapter.get_tag(obj)
-        return tag[1] if tag is not None and tag[0] is self._token else None
+    @property
+    def adapter(self):
+        return self._adapter
+
+    @adapter.setter
+    def adapter(self, adapter):
+        # An object's id, or None: each adapter keeps its own, beside the objects (one adapter, one
+        # producer). Bound here, where the adapter changes (PyTorch's attaching and detaching), and
+        # not in a method: this runs for every tensor and node met.
+        self._adapter = adapter
+        self._lookup = adapter.get_tag
 
     def _assign(self, obj):
         i = self._new_id()
-        self.adapter.set_tag(obj, (self._token, i))
+        self.adapter.set_tag(obj, i)
         return i
 
     # -- values --------------------------------------------------------------------------------
@@ -257,7 +264,7 @@ class Producer:
                     # PyTorch keeps a leaf's AccumulateGrad only while a graph holds it, and makes
                     # a new one for the next iteration's graph: the same node as far as the
                     # vocabulary goes (its id lives as long as the leaf), so no new announcement.
-                    self.adapter.set_tag(n, (self._token, known))
+                    self.adapter.set_tag(n, known)
                     continue
                 self._accumulators.put(tid, var, self._lookup(n))
                 self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
