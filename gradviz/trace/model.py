@@ -244,6 +244,15 @@ class Trace:
             raise KeyError("this trace has no backward pass")
         p = self.passes[pass_index] if pass_index < 0 else self._pass(pass_index)
         kind, i = self._resolve(what)
+        if kind == "tensor" and isinstance(what, str) and not (what[:1] in "nt" and what[1:].isdigit()):
+            # A name: the tensor so named that got a gradient in this pass (a leaf made anew each
+            # iteration has one a pass), and never one of several picked silently.
+            got = [t.id for t in self.tensors.values() if t.name == what and t.id in p.accumulated]
+            if len(got) > 1:
+                raise KeyError(f"{what!r} names {len(got)} tensors that received a gradient in backward pass "
+                               f"{p.index}: {', '.join(tensor_key(t) for t in got)}; ask for one by its key")
+            if got:
+                i = got[0]
         if kind == "node":
             if i not in p.grad_outputs:
                 raise KeyError(f"node n{i} did not run in backward pass {p.index}")
