@@ -29,6 +29,10 @@ def to_dot(graph, name="gradviz"):
         if d.get("kind") in ("parameter", "leaf", "frozen") and shape is not None:
             label = f"{label}\n{tuple(shape)}"
         extra = "".join(f", gv_{k}={_quote(v)}" for k, v in _gv_attrs(d))
+        if d.get("nonfinite"):  # a value holding NaN or Inf: said, and drawn red
+            nan, inf = d["nonfinite"]
+            label += "\n⚠ " + ", ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+            extra += ', color="#cc0000", fontcolor="#cc0000", penwidth=2'
         lines.append(f"  {_quote(key)} [label={_quote(label)}, {_STYLE.get(d.get('kind'), 'shape=box')}{extra}];")
     for u, v, d in graph.edges(data=True):
         attrs = [] if d.get("grad", True) else ['style=dashed', 'color="#aaaaaa"', 'gv_grad="0"']
