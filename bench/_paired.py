@@ -12,9 +12,10 @@ import time
 
 def _hooks(rec, on):
     """Attach or detach a running recorder's hooks (engine and torch) without ending it."""
-    parts = [rec._listener]
-    if rec._torch is not None and rec._torch.recording is not None:
-        parts.append(rec._torch.recording)
+    attachment = rec._attachment
+    parts = [attachment._engine]
+    if attachment._torch is not None and attachment._torch.recording is not None:
+        parts.append(attachment._torch.recording)
     for part in parts:
         (part.attach if on else part.detach)()
 

@@ -59,7 +59,7 @@ def test_heatmap_of_a_recorded_conv_weight_grad():
         net = nn.Conv2d(2, 3, 3)
         net(torch.randn(1, 2, 5, 5)).pow(2).sum().backward()
     trace = _record(conv)
-    g = trace.grad("weight").array
+    g = trace.grad("net.weight").array
     img = plots.heatmap_image(g)
     assert g.shape == (3, 2, 3, 3) and img.shape == (11, 7)
     np.testing.assert_allclose(img[8:11, 4:7], g[2, 1])

@@ -399,7 +399,7 @@ def test_sparse_gradients_are_recorded_as_the_dense_values_they_stand_for(rows, 
             opt.step()
     dense = emb.weight.grad.to_dense()
     assert emb.weight.grad.is_sparse
-    got = rec.trace.grad("weight")
+    got = rec.trace.grad("emb.weight")  # (a module called alone: named by its variable)
     s = got.summary
     assert (s.shape, s.numel, s.nan, s.inf) == ((rows, 2), rows * 2, 0, 0)
     assert (s.min, s.max) == (float(dense.min()), float(dense.max()))
@@ -441,7 +441,7 @@ def test_meta_tensors_are_recorded_by_shape_alone(tmp_path):
         m(torch.randn(2, 4, device="meta")).sum().backward()
     assert m.weight.grad.device.type == "meta"
     for t in (rec.trace, gradviz.load(tmp_path / "meta.gvz")):
-        g = t.grad("weight")
+        g = t.grad("m.weight")
         assert (g.summary.shape, g.summary.numel, g.array) == ((3, 4), 12, None)
         assert math.isnan(g.summary.max) and math.isnan(g.summary.norm) and g.summary.finite
 
@@ -542,7 +542,7 @@ def test_each_iteration_describes_a_leaf_with_its_value_then(update):
                 with torch.no_grad():
                     emb.weight.data.add_(emb.weight.grad, alpha=-0.5)
                 emb.weight.grad = None
-    recorded = [e.value.summary.norm for e in _described(rec.trace, "weight")]
+    recorded = [e.value.summary.norm for e in _described(rec.trace, "emb.weight")]
     assert len(recorded) == 6 and len(set(actual)) == 6
     assert recorded == pytest.approx(actual, rel=1e-5)
 

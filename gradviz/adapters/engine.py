@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from gradviz.adapters.weak import NAMES, WeakTable
 from gradviz.summary import summarize
 
 from gradviz.engine import hooks
@@ -27,13 +28,19 @@ class EngineAdapter:
         """The arrays ``node`` saved for its backward, as (name, array); raises if freed."""
         return [(f"saved {i}", a) for i, a in enumerate(node.saved_tensors) if isinstance(a, np.ndarray)]
 
-    @staticmethod
-    def get_tag(obj):
-        return obj.__dict__.get("_gv_tag")
+    def __init__(self):
+        # ids live beside the engine's tensors and nodes, never in them (gradviz.adapters.weak);
+        # each adapter (one per recording) has its own table, its methods bound here (one call less
+        # on the recording's hottest path).
+        self._tags = WeakTable()
+        self.get_tag = self._tags.get
+        self.set_tag = self._tags.set
 
-    @staticmethod
-    def set_tag(obj, tag):
-        obj.__dict__["_gv_tag"] = tag
+    def get_tag(self, obj):
+        return self._tags.get(obj)
+
+    def set_tag(self, obj, tag):
+        self._tags.set(obj, tag)
 
     @staticmethod
     def op_name(node):
@@ -91,9 +98,7 @@ class EngineAdapter:
     def is_parameter(tensor):
         return isinstance(tensor, Parameter)
 
-    @staticmethod
-    def given_name(tensor):
-        return tensor.__dict__.get("_gv_name")
+    given_name = staticmethod(NAMES.get)
 
 
 class EngineRecording:

@@ -16,7 +16,8 @@ from gradviz.summary import Summary
 class Adapter(Protocol):
     source_dirs: Sequence[str]  # frames in these folders are the framework's own, never the user's line
 
-    # identity: the producer's id for an object, kept outside the user's objects where it can be
+    # identity: the producer's id for an object, kept beside the user's objects, never in them
+    # (gradviz.adapters.weak), by each adapter for itself: one adapter serves one producer
     def get_tag(self, obj: Any) -> Any: ...
     def set_tag(self, obj: Any, tag: Any) -> None: ...
 

@@ -160,6 +160,10 @@ def grad_label(values):
     values = [v for v in values if v is not None]
     if not values:
         return None
+    nan, inf = sum(v.summary.nan for v in values), sum(v.summary.inf for v in values)
+    if nan or inf:  # said, not only a norm of nan
+        bad = ", ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+        return f"{_fmt_shape(values[0].shape)} · ⚠ {bad}"
     if len(values) == 1:
         v = values[0]
         return f"{_fmt_shape(v.shape)} · ‖g‖={_fmt_norm(v.summary.l2)}"
@@ -246,6 +250,9 @@ def leaf_grad_label(trace, key):
         return None
     s = grad.summary
     older = f" (pass {p.index})" if p is not trace.passes[-1] else ""
+    if not s.finite:
+        bad = ", ".join(f"{n} {what}" for n, what in ((s.nan, "NaN"), (s.inf, "Inf")) if n)
+        return f".grad ⚠ {bad}{older}"
     if grad.array is not None and s.numel <= 4:
         vals = ", ".join(f"{x:.4g}" for x in grad.array.ravel().tolist())
         return f".grad = [{vals}]{older}"

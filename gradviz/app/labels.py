@@ -17,11 +17,23 @@ def short_op(op: str | None) -> str:
 
 def node_label(data: Mapping[str, Any], key: str) -> str:
     """The label a node is drawn with: the op as PyTorch names it (torchviz's short form for
-    AccumulateGrad), a leaf's name with its shape."""
+    AccumulateGrad), a leaf's name with its shape; a line saying so when its value holds NaN or
+    Inf (known from the recorded summaries, with or without the anomaly switch)."""
     if data.get("kind") in LEAF_KINDS:
         shape = tuple(data.get("shape", ()))
-        return f"{data.get('name') or key}\n{shape}"
-    return short_op(data.get("op") or key)
+        label = f"{data.get('name') or key}\n{shape}"
+    else:
+        label = short_op(data.get("op") or key)
+    return label + nonfinite_line(data.get("nonfinite"))
+
+
+def nonfinite_line(counts) -> str:
+    """The line a node's label gets when its value (a forward output, a leaf's value) holds NaN or
+    Inf: '\n⚠ 2 NaN, 1 Inf'; '' otherwise."""
+    if not counts:
+        return ""
+    nan, inf = counts
+    return "\n⚠ " + ", ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
 
 
 def node_size(label: str) -> tuple[float, float]:

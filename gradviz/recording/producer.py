@@ -40,12 +40,80 @@ class _PerLeaf:
             pass
 
 
+def _join(prefix, name):
+    return f"{prefix}.{name}" if prefix and name else prefix or name
+
+
+def _path_in_object(module, owner):
+    """Where ``owner`` holds ``module`` in its attributes: ``attr``, ``attr[2]``, ``attr['k']``, or
+    ``attr.sub`` inside a module it holds; None if nowhere."""
+    try:
+        attrs = vars(owner)
+    except TypeError:
+        return None
+    return _path_in(module, attrs.items())[0]
+
+
+def _path_in_frame(module, frame):
+    """The user's name for ``module`` in ``frame`` (its locals, then its globals), and whether that
+    is a variable holding it (rather than a place in a list, a dict or another module)."""
+    if frame is None:
+        return None, False
+    for scope in (frame.f_locals, frame.f_globals):
+        path, plain = _path_in(module, list(scope.items()))
+        if path is not None:
+            return path, plain
+    return None, False
+
+
+_LONGEST = 10_000  # lists and dicts longer than this are not searched (a data set, say)
+
+
+def _path_in(module, items):
+    """``module``'s place among (name, value) pairs: an element of a list, tuple or dict first (a
+    loop's variable names each in turn, the list each for good), a part of a module in hand, the
+    value itself, an attribute of an object in hand (``self.head`` of a trainer, say)."""
+    direct = part = attr = None
+    for k, v in items:
+        if v is module:
+            if k != "self" and direct is None:
+                direct = k
+            continue
+        t = type(v)
+        if t is list or t is tuple:
+            if len(v) <= _LONGEST:
+                for i, x in enumerate(v):
+                    if x is module:
+                        return f"{k}[{i}]", False
+        elif t is dict:
+            if len(v) <= _LONGEST:
+                for key, x in v.items():
+                    if x is module:
+                        return f"{k}[{key!r}]", False
+        elif part is None and not isinstance(v, type):
+            try:
+                walk = getattr(v, "named_modules", None)
+                sub = next((n for n, m in walk() if m is module), None) if callable(walk) else None
+            except Exception:  # not a module after all
+                sub = None
+            if sub:
+                part = sub if k == "self" else f"{k}.{sub}"
+            elif attr is None and k == "self" and not callable(walk):
+                a = _path_in_object(module, v)
+                if a is not None:
+                    attr = f"self.{a}"
+    if part is not None:
+        return part, False
+    if direct is not None:
+        return direct, True
+    return attr, False
+
+
 class Producer:
     def __init__(self, adapter, sink, keep_arrays=True):
         self.adapter = adapter
         self.sink = sink
         self.keep_arrays = keep_arrays
-        self._token = object()
         self._next_id = 0
         self.iteration = -1
         self._new_iteration = True
@@ -60,8 +128,8 @@ class Producer:
         self._module_stack = []
         self._sources = {}  # (code, line) -> Source
         self._module_names = {}
-        self._param_names = {}
-        self._roots = []
+        self._param_names = {}  # id(parameter) -> (parameter, its name)
+        self._param_by_name = {}  # a parameter's name -> the parameter
         self._user_code = (_DEMOS_DIR,)  # gradviz's demos are user programs
         self.refresh_skip_dirs()
 
@@ -75,13 +143,21 @@ class Producer:
         self._next_id += 1
         return self._next_id
 
-    def _lookup(self, obj):
-        tag = self.adapter.get_tag(obj)
-        return tag[1] if tag is not None and tag[0] is self._token else None
+    @property
+    def adapter(self):
+        return self._adapter
+
+    @adapter.setter
+    def adapter(self, adapter):
+        # An object's id, or None: each adapter keeps its own, beside the objects (one adapter, one
+        # producer). Bound here, where the adapter changes (PyTorch's attaching and detaching), and
+        # not in a method: this runs for every tensor and node met.
+        self._adapter = adapter
+        self._lookup = adapter.get_tag
 
     def _assign(self, obj):
         i = self._new_id()
-        self.adapter.set_tag(obj, (self._token, i))
+        self.adapter.set_tag(obj, i)
         return i
 
     # -- values --------------------------------------------------------------------------------
@@ -144,22 +220,65 @@ class Producer:
         return src
 
     def module_entered(self, module):
-        names = self._module_names
-        if module not in names:
-            root = self._module_stack[0] if self._module_stack else module
-            if root not in self._roots:
-                self._roots.append(root)
-            for name, m in root.named_modules():
-                names.setdefault(m, name)
-            for name, p in root.named_parameters():
-                self._param_names.setdefault(id(p), (p, name))
-            names.setdefault(module, "")
+        if module not in self._module_names:
+            self._name_modules(module)
         self._module_stack.append(module)
         # Frozen parameters make no graph nodes; describe them anyway, once an iteration.
         for _, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 self._start_iteration_if_due()
                 self._tensor_id(p, None)
+
+    def _name_modules(self, module):
+        """Names for ``module``, met for the first time, its submodules and their parameters. A
+        module called from within another is named under it. One the program calls itself (a
+        root) is named by the user's variable that holds it (``lin1``, ``blocks[2]``, or
+        ``model.encoder`` for a part of a module in hand), its parameters ``lin1.weight``,
+        ``blocks[2].fc1.weight``; except a model held by a variable of its own, whose parameters
+        keep PyTorch's names (``fc1.weight``) where no other parameter has them. No two
+        parameters are given one name."""
+        names = self._module_names
+        stack = self._module_stack
+        if stack:
+            root = stack[0]
+            self._name_tree(root, names[root])  # (submodules made since it was named)
+            if module in names:
+                return
+            parent = stack[-1]
+            base = _join(names.get(parent, ""), _path_in_object(module, parent) or type(module).__name__)
+            self._name_tree(module, self._free_prefix(module, [base]))
+            return
+        path, plain = _path_in_frame(module, self._user_frame())
+        candidates = [""] if plain and next(iter(module.children()), None) is not None else []
+        self._name_tree(module, self._free_prefix(module, candidates + [path or type(module).__name__]))
+
+    def _free_prefix(self, module, candidates):
+        """The first of ``candidates`` (then the last numbered: ``lin#2``) under which none of
+        ``module``'s parameters not yet named would take another parameter's name."""
+        fresh = [(name, p) for name, p in module.named_parameters() if self._param_name(p) is None]
+        taken = self._param_by_name
+        candidates = list(candidates)
+        last, k = candidates[-1], 1
+        while True:
+            for prefix in candidates:
+                if all(taken.get(_join(prefix, name), p) is p for name, p in fresh):
+                    return prefix
+            k += 1
+            candidates = [f"{last}#{k}"]
+
+    def _name_tree(self, module, prefix):
+        names = self._module_names
+        for name, m in module.named_modules():
+            names.setdefault(m, _join(prefix, name))
+        for name, p in module.named_parameters():
+            if self._param_name(p) is None:
+                full = _join(prefix, name)
+                self._param_names[id(p)] = (p, full)
+                self._param_by_name.setdefault(full, p)
+
+    def _param_name(self, p):
+        named = self._param_names.get(id(p))
+        return named[1] if named is not None and named[0] is p else None
 
     def module_exited(self, module):
         if self._module_stack:
@@ -257,7 +376,7 @@ class Producer:
                     # PyTorch keeps a leaf's AccumulateGrad only while a graph holds it, and makes
                     # a new one for the next iteration's graph: the same node as far as the
                     # vocabulary goes (its id lives as long as the leaf), so no new announcement.
-                    self.adapter.set_tag(n, (self._token, known))
+                    self.adapter.set_tag(n, known)
                     continue
                 self._accumulators.put(tid, var, self._lookup(n))
                 self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from gradviz.adapters.engine import EngineAdapter
+from gradviz.adapters.weak import NAMES
 from gradviz.recording.attach import attach
 from gradviz.recording.producer import Producer
 from gradviz.trace.gvz import TraceWriter
@@ -66,6 +67,8 @@ def record(values="full", budget_bytes=DEFAULT_BUDGET, path=None):
 
 def name(tensor, label):
     """Give a tensor the name gradviz shows for it (parameters are named after their module path,
-    other leaves after the variable that held them, unless named here)."""
-    tensor.__dict__["_gv_name"] = str(label)
+    other leaves after the variable that held them, unless named here). The name is kept beside the
+    tensor, not in it, for as long as it lives."""
+    if not NAMES.set(tensor, str(label)):
+        raise TypeError(f"gradviz.name: a {type(tensor).__name__} cannot be named (it cannot be weakly referenced)")
     return tensor

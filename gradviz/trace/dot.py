@@ -18,18 +18,49 @@ def _quote(s):
 
 
 def to_dot(graph, name="gradviz"):
+    """The graph as Graphviz DOT. Besides what Graphviz draws, each node and edge carries what
+    ``gradviz open`` reads back (``gv_*`` attributes, which Graphviz ignores): the node's kind, op,
+    scope, tensor name, shape and dtype, the edge's place among the node's next nodes. Edges run as
+    gradients flow: from a node to the nodes it hands gradients to."""
     lines = [f"digraph {_quote(name)} {{", '  node [fontname="DejaVu Sans", fontsize=10];']
     for key, d in graph.nodes(data=True):
         label = d.get("label") or key
         shape = d.get("shape")
         if d.get("kind") in ("parameter", "leaf", "frozen") and shape is not None:
             label = f"{label}\n{tuple(shape)}"
-        lines.append(f"  {_quote(key)} [label={_quote(label)}, {_STYLE.get(d.get('kind'), 'shape=box')}];")
+        extra = "".join(f", gv_{k}={_quote(v)}" for k, v in _gv_attrs(d))
+        if d.get("nonfinite"):  # a value holding NaN or Inf: said, and drawn red
+            nan, inf = d["nonfinite"]
+            label += "\n⚠ " + ", ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+            extra += ', color="#cc0000", fontcolor="#cc0000", penwidth=2'
+        lines.append(f"  {_quote(key)} [label={_quote(label)}, {_STYLE.get(d.get('kind'), 'shape=box')}{extra}];")
     for u, v, d in graph.edges(data=True):
-        style = "" if d.get("grad", True) else ' [style=dashed, color="#aaaaaa"]'
-        lines.append(f"  {_quote(u)} -> {_quote(v)}{style};")
+        attrs = [] if d.get("grad", True) else ['style=dashed', 'color="#aaaaaa"', 'gv_grad="0"']
+        if d.get("index") is not None:
+            attrs.append(f'gv_index="{int(d["index"])}"')
+        lines.append(f"  {_quote(u)} -> {_quote(v)}{' [' + ', '.join(attrs) + ']' if attrs else ''};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _gv_attrs(d):
+    kind = d.get("kind")
+    if not kind:
+        return []
+    out = [("kind", kind)]
+    if d.get("op"):
+        out.append(("op", d["op"]))
+    if d.get("name"):
+        out.append(("name", d["name"]))
+    if d.get("scope"):
+        out.append(("scope", d["scope"]))
+    if d.get("shape") is not None:
+        out.append(("shape", ",".join(str(int(x)) for x in d["shape"])))
+    if d.get("dtype"):
+        out.append(("dtype", d["dtype"]))
+    if d.get("iteration") is not None:
+        out.append(("iteration", int(d["iteration"])))
+    return out
 
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*>|->|--|[\w.]+|[\[\]{}=;,:]|\S', re.S)
@@ -109,6 +140,7 @@ def read_dot(text):
         if "fillcolor" in attrs:
             d["fillcolor"] = attrs["fillcolor"]
             d["fills"] = tuple(d.get("fills", ())) + (attrs["fillcolor"],)
+        d.update((k, v) for k, v in attrs.items() if k.startswith("gv_"))  # gradviz's own (to_dot)
     return g
 
 
@@ -139,6 +171,8 @@ def trace_from_dot(text):
     if not re.match(r"\s*(?:strict\s+)?digraph\b[^{]*\{", text) or "}" not in text:
         raise DotFormatError("not a DOT digraph (it should start with 'digraph {' as torchviz writes it)")
     g = read_dot(text)
+    if any("gv_kind" in d for _, d in g.nodes(data=True)):
+        return _trace_from_gradviz_dot(g)
     # torchviz links a saved tensor to its node with dir=none: not a part of the graph's flow.
     g.remove_edges_from([(u, v) for u, v, d in g.edges(data=True) if d.get("dir") == "none"])
     if g.number_of_nodes() == 0:
@@ -175,6 +209,74 @@ def trace_from_dot(text):
             events.append(ev.NodeCreated(ids[key], op, "grad_fn", 0, (), None, tuple(ids[u] for u in feeds)))
     if not any(type(e) is ev.NodeCreated for e in events):
         raise DotFormatError("no autograd nodes found: not a graph as torchviz's make_dot draws it")
+    trace = Trace()
+    trace.extend(events)
+    return trace
+
+
+_TENSOR_KINDS = ("parameter", "leaf", "frozen", "input")
+
+
+def _key_id(key, prefix, fallback):
+    return int(key[1:]) if key[:1] == prefix and key[1:].isdigit() else fallback
+
+
+def _trace_from_gradviz_dot(g):
+    """The Trace of a graph gradviz wrote (``to_dot``): its nodes with their kinds, ops, scopes,
+    names, shapes and dtypes, and its edges as they were, from a node to the nodes it hands
+    gradients to. Like any drawing, it holds no values and no backward pass."""
+    from gradviz import events as ev
+    from gradviz.trace.model import Trace
+    import networkx as nx
+
+    def shape_of(d):
+        text = d.get("gv_shape", "")
+        return tuple(int(x) for x in text.split(",") if x.strip().lstrip("-").isdigit())
+
+    try:
+        order = list(reversed(list(nx.topological_sort(g))))  # a node after those it hands gradients to
+    except nx.NetworkXUnfeasible:
+        raise DotFormatError("the graph has a cycle: not an autograd graph") from None
+    ids, used = {}, set()
+    for key in order:  # the ids the keys name ('n5', 't3'), else fresh ones
+        kind = g.nodes[key].get("gv_kind", "")
+        i = _key_id(key, "t" if kind in _TENSOR_KINDS else "n", None)
+        ids[key] = i if i is not None and (kind in _TENSOR_KINDS, i) not in used else None
+        if ids[key] is not None:
+            used.add((kind in _TENSOR_KINDS, i))
+    top = max((i for i in ids.values() if i is not None), default=0)
+    for key in order:
+        if ids[key] is None:
+            top += 1
+            ids[key] = top
+    events = [ev.IterationStarted(0)]
+    tensors = [k for k in order if g.nodes[k].get("gv_kind") in _TENSOR_KINDS]
+    for key in tensors:
+        d = g.nodes[key]
+        kind = d["gv_kind"]
+        events.append(ev.TensorDescribed(ids[key], d.get("gv_name") or None, shape_of(d), d.get("gv_dtype", ""),
+                                         kind in ("parameter", "leaf"), kind))
+    for key in order:
+        d = g.nodes[key]
+        kind = d.get("gv_kind")
+        if kind in _TENSOR_KINDS:
+            continue
+        kind = kind if kind in ("grad_fn", "accumulate_grad") else "grad_fn"
+        label = d.get("label", "").replace("\\n", "\n").split("\n")[0].strip()
+        op = d.get("gv_op") or label or key
+        out = sorted(g.successors(key), key=lambda v: int(g.edges[key, v].get("gv_index", 0) or 0))
+        iteration = int(d["gv_iteration"]) if d.get("gv_iteration", "").isdigit() else 0
+        common = dict(output_shape=shape_of(d), output_dtype=d.get("gv_dtype", ""), scope=d.get("gv_scope", ""))
+        if kind == "accumulate_grad":
+            leaf = next((ids[v] for v in out if g.nodes[v].get("gv_kind") in _TENSOR_KINDS), None)
+            events.append(ev.NodeCreated(ids[key], op, kind, iteration, () if leaf is None else (leaf,), leaf, (),
+                                         **common))
+            continue
+        nexts = tuple(ids[v] for v in out if g.nodes[v].get("gv_kind") not in _TENSOR_KINDS)
+        frozen = tuple(ids[v] for v in out if g.nodes[v].get("gv_kind") in _TENSOR_KINDS)
+        events.append(ev.NodeCreated(ids[key], op, kind, iteration, frozen, None, nexts, **common))
+    if not any(type(e) is ev.NodeCreated for e in events):
+        raise DotFormatError("no autograd nodes found in this gradviz drawing")
     trace = Trace()
     trace.extend(events)
     return trace

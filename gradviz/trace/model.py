@@ -21,6 +21,21 @@ def peer_signature(e):
     return e.op, e.scope, f"{src.file}:{src.line}" if src is not None else ""
 
 
+def nonfinite(value):
+    """(NaN count, Inf count) of a value that holds either, else None: a node's forward output, a
+    leaf's value (the graph's ``nonfinite`` attribute, shown wherever values are)."""
+    if value is None:
+        return None
+    s = value.summary
+    return (s.nan, s.inf) if s.nan or s.inf else None
+
+
+def nonfinite_text(counts):
+    """'2 NaN', '1 Inf', '2 NaN, 1 Inf' of (NaN count, Inf count)."""
+    nan, inf = counts
+    return ", ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+
+
 def node_key(node_id):
     return f"n{node_id}"
 
@@ -143,7 +158,7 @@ class Trace:
         self.tensors[e.id] = e
         key = tensor_key(e.id)
         if key in self.graph:
-            self.graph.nodes[key].update(label=e.name or key, kind=e.kind, name=e.name)
+            self.graph.nodes[key].update(label=e.name or key, kind=e.kind, name=e.name, nonfinite=nonfinite(e.value))
 
     def _on_NodeCreated(self, e):
         self.nodes[e.id] = e
@@ -159,7 +174,7 @@ class Trace:
                 self._made_by[e.output] = e.id
         g.add_node(key, op=e.op, kind=e.kind, label=e.op, scope=e.scope,
                    source=str(e.source) if e.source else "", shape=tuple(e.output_shape), dtype=e.output_dtype,
-                   iteration=e.iteration)
+                   iteration=e.iteration, nonfinite=nonfinite(e.value))
         for index, nxt in enumerate(e.next_nodes):
             if nxt is not None:
                 nk = node_key(nxt)
@@ -170,7 +185,8 @@ class Trace:
             born.setdefault(tensor_key(e.output), position)
             g.add_node(tensor_key(e.output), op="", kind=t.kind if t else "leaf", label=(t.name if t else None) or
                        tensor_key(e.output), name=t.name if t else None, scope=e.scope, source="",
-                       shape=tuple(e.output_shape), dtype=e.output_dtype, iteration=e.iteration)
+                       shape=tuple(e.output_shape), dtype=e.output_dtype, iteration=e.iteration,
+                       nonfinite=nonfinite(t.value if t else None))
             g.add_edge(key, tensor_key(e.output), index=0, grad=True)
         # Frozen parameters feed the node but get no gradient: drawn, with an edge that carries none.
         for index, tid in enumerate(e.inputs):
@@ -180,7 +196,8 @@ class Trace:
                 if tk not in g:
                     born.setdefault(tk, position)
                     g.add_node(tk, op="", kind="frozen", label=t.name or tk, name=t.name, scope="", source="",
-                               shape=tuple(t.shape), dtype=t.dtype, iteration=e.iteration)
+                               shape=tuple(t.shape), dtype=t.dtype, iteration=e.iteration,
+                               nonfinite=nonfinite(t.value))
                 g.add_edge(key, tk, index=index, grad=False)
 
     def _on_BackwardStarted(self, e):
@@ -244,6 +261,15 @@ class Trace:
             raise KeyError("this trace has no backward pass")
         p = self.passes[pass_index] if pass_index < 0 else self._pass(pass_index)
         kind, i = self._resolve(what)
+        if kind == "tensor" and isinstance(what, str) and not (what[:1] in "nt" and what[1:].isdigit()):
+            # A name: the tensor so named that got a gradient in this pass (a leaf made anew each
+            # iteration has one a pass), and never one of several picked silently.
+            got = [t.id for t in self.tensors.values() if t.name == what and t.id in p.accumulated]
+            if len(got) > 1:
+                raise KeyError(f"{what!r} names {len(got)} tensors that received a gradient in backward pass "
+                               f"{p.index}: {', '.join(tensor_key(t) for t in got)}; ask for one by its key")
+            if got:
+                i = got[0]
         if kind == "node":
             if i not in p.grad_outputs:
                 raise KeyError(f"node n{i} did not run in backward pass {p.index}")

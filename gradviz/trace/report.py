@@ -12,6 +12,8 @@ The JSON form (``gradviz info TRACE --json``)::
      "steps":  [{"index": 0, "optimizer": "SGD", "params": ["t1", ...], "update_norms": [...]}, ...]}
 
 Node kinds: ``grad_fn``, ``accumulate_grad``, and for leaf tensors ``parameter``, ``frozen``, ``leaf``.
+A node whose value (a forward output, a leaf's value) holds NaN or Inf also has
+``"nonfinite": {"nan": N, "inf": M}``.
 SUMMARY is ``{"numel", "min", "max", "mean", "std", "norm", "nan", "inf", "sampled"}``; ``grad`` is
 the tensor's ``.grad`` after the last pass that reached it.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 
-from gradviz.trace.model import node_key, tensor_key
+from gradviz.trace.model import node_key, nonfinite, nonfinite_text, tensor_key
 
 _SUMMARY_KEYS = ("numel", "min", "max", "mean", "std", "norm", "nan", "inf", "sampled")
 
@@ -42,6 +44,8 @@ def to_json(trace):
         nodes.append({"id": key, "op": d.get("op", ""), "kind": d.get("kind", ""), "label": d.get("label", key),
                       "scope": d.get("scope", ""), "source": d.get("source", ""), "shape": list(d.get("shape", ())),
                       "dtype": d.get("dtype", ""), "iteration": d.get("iteration")})
+        if d.get("nonfinite"):
+            nodes[-1]["nonfinite"] = dict(zip(("nan", "inf"), d["nonfinite"]))
     last_grad = {}
     for p in trace.passes:
         for tid, (_, grad) in p.accumulated.items():
@@ -95,4 +99,24 @@ def info_text(trace, max_order=40):
         lines.append(f"{(t.name or tensor_key(t.id)):<28} {t.kind:<10} {str(list(t.shape)):<18} "
                      f"{_fmt(t.value.summary.norm) if t.value else '-':>11} "
                      f"{_fmt(gs.norm) if gs else '-':>11} {bad:>8}")
+    lines += _nonfinite_lines(trace)
     return "\n".join(lines)
+
+
+def _nonfinite_lines(trace, most=20):
+    """Where the recorded values hold NaN or Inf (from their summaries: with or without the
+    anomaly switch): forward outputs and leaves' values, then each pass's gradients."""
+    g = trace.graph
+    found = [f"  {key} {d.get('label') or key} (forward value): {nonfinite_text(d['nonfinite'])}"
+             for key, d in g.nodes(data=True) if d.get("nonfinite")]
+    for p in trace.passes:
+        for nid in p.order:
+            for i, v in enumerate(p.grad_outputs.get(nid, ())):
+                bad = nonfinite(v)
+                if bad:
+                    op = trace.nodes[nid].op if nid in trace.nodes else ""
+                    found.append(f"  {node_key(nid)} {op} (pass {p.index}, grad_output {i}): {nonfinite_text(bad)}")
+    if not found:
+        return []
+    more = [f"  ... ({len(found) - most} more)"] if len(found) > most else []
+    return ["", f"NaN or Inf in {len(found)} recorded values:"] + found[:most] + more

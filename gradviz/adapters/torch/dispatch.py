@@ -16,7 +16,7 @@ class MultiAdapter:
         engine_types = (EngineTensor, EngineNode)
         tensor_types = (torch.Tensor,)
         # The hottest one (ids of every tensor and node met), resolved per type once: a torch
-        # tensor's tag is in its __dict__, a torch node's in its metadata. Whatever is not the
+        # tensor's tag is in a weak table, a torch node's in its metadata. Whatever is not the
         # engine's is torch's: not every torch graph node is a torch.autograd.graph.Node (the
         # generic CppFunction of foreach ops, TorchScript and forward-mode AD is not).
         self.get_tag = _dispatch_by(lambda cls: engine.get_tag if issubclass(cls, engine_types)

@@ -89,7 +89,7 @@ class TorchRecording:
         outs = out if isinstance(out, tuple) else (out,)
         inputs = None
         for o in outs:
-            if isinstance(o, torch.Tensor) and o.grad_fn is not None and self.adapter.get_tag(o.grad_fn) is None:
+            if isinstance(o, torch.Tensor) and o.grad_fn is not None and self.adapter.node_tag(o.grad_fn) is None:
                 if inputs is None:
                     inputs = _flat_tensors(torch, list(args) + list((kwargs or {}).values()))
                 self.producer.node_created(o.grad_fn, inputs, o)
@@ -302,4 +302,5 @@ class TorchAttachment:
             self._watcher = None
         if self.recording is not None:
             self.recording.detach()
+            self.recording.adapter.clear_tags()  # nothing of gradviz's stays with the program's tensors
             self.recording = None

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from gradviz import summary as _summary
+from gradviz.adapters.weak import NAMES, WeakTable
 
 TORCH_REDUCE_MIN = 1 << 16  # elements from which a CPU tensor's exact statistics come from torch
 
@@ -55,6 +56,15 @@ def _shape_of(t):
         return ()
 
 
+class _NodeKey:
+    """The key of a recording's entry in a graph node's metadata dict."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<gradviz node id>"
+
+
 class TorchAdapter:
     """What the producer asks of a framework, answered for PyTorch."""
 
@@ -63,24 +73,32 @@ class TorchAdapter:
         self.source_dirs = (os.path.dirname(os.path.abspath(torch.__file__)),)
         self.Tensor = torch.Tensor
         self.Parameter = torch.nn.Parameter
+        self._tags = WeakTable()
+        self._key = _NodeKey()
+        self.tensor_tag = self._tags.get
 
-    # ids live on the objects: a tensor's __dict__, a node's metadata dict
+    # ids live beside the objects, never in them (see gradviz.adapters.weak): a tensor's in a weak
+    # table, a graph node's in its metadata dict (under a key of this adapter's own), as PyTorch
+    # offers for tools: a node's Python object is made afresh each time it is asked for, and can
+    # not be weakly referenced. Each adapter (one per recording) has its own.
     def get_tag(self, obj):
-        return obj.__dict__.get("_gv_tag") if isinstance(obj, self.Tensor) else obj.metadata.get("_gv_tag")
+        return self._tags.get(obj) if isinstance(obj, self.Tensor) else obj.metadata.get(self._key)
 
     def set_tag(self, obj, tag):
         if isinstance(obj, self.Tensor):
-            obj.__dict__["_gv_tag"] = tag
+            self._tags.set(obj, tag)
         else:
-            obj.metadata["_gv_tag"] = tag
+            obj.metadata[self._key] = tag
 
-    @staticmethod
-    def tensor_tag(t):
-        return t.__dict__.get("_gv_tag")
+    def tensor_tag(self, t):
+        return self._tags.get(t)  # (replaced in __init__ by the table's own method: one call less)
 
-    @staticmethod
-    def node_tag(node):
-        return node.metadata.get("_gv_tag")
+    def node_tag(self, node):
+        return node.metadata.get(self._key)
+
+    def clear_tags(self):
+        """Forget the tensors' ids (a recording that ended); nodes' entries go with their graphs."""
+        self._tags.clear()
 
     @staticmethod
     def op_name(node):
@@ -125,9 +143,7 @@ class TorchAdapter:
         # Parameter's isinstance goes through a Python __instancecheck__; most are exactly one.
         return type(tensor) is self.Parameter or isinstance(tensor, self.Parameter)
 
-    @staticmethod
-    def given_name(tensor):
-        return tensor.__dict__.get("_gv_name")
+    given_name = staticmethod(NAMES.get)
 
     # -- values, summarised on their device -------------------------------------------------------
     @staticmethod
