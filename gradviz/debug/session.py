@@ -288,12 +288,17 @@ class Session:
                                   detail=f"breakpoint {bp.id}: gradient accumulated into {name or tensor}")
 
 
-def command(values="full", *, connect=None, output=None, demo=None, script=None, args=(), cwd=None):
+def command(values="full", *, connect=None, output=None, demo=None, script=None, args=(), cwd=None,
+            parent=None):
     """The command line that starts a session child. The child is started from a private folder
     (``python -m`` puts the working folder first on sys.path, and a gradviz checkout there would
-    shadow the installed package); it moves to ``cwd`` (default: ours) before the program runs."""
+    shadow the installed package); it moves to ``cwd`` (default: ours) before the program runs.
+    With ``parent`` (the starting process's pid, from the thread that lives as long as it), the
+    child dies with that process."""
     cwd = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
     cmd = [sys.executable, "-m", "gradviz.debug.session", "--values", values, "--cwd", cwd]
+    if parent is not None:
+        cmd += ["--parent", str(int(parent))]
     if connect:
         cmd += ["--connect", connect]
     if output:
@@ -328,6 +333,29 @@ def _user_traceback(tb):
         start = start.tb_next
     return None
 
+def die_with_parent(parent):
+    """Never outlive process ``parent``: the kernel kills this process when it dies (Linux's
+    PR_SET_PDEATHSIG, which holds even inside a long C call), and a watcher thread checks elsewhere.
+    Returns at once; exits if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before that was in place
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, name="gradviz-parent-watch", daemon=True).start()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m gradviz.debug.session")
     parser.add_argument("--connect", help="the parent's address (the token comes in the environment)")
@@ -335,8 +363,11 @@ def main(argv=None):
     parser.add_argument("--values", choices=("full", "summaries"), default="full")
     parser.add_argument("--demo")
     parser.add_argument("--cwd", help="the folder the program runs in")
+    parser.add_argument("--parent", type=int, help="end when the process with this pid ends")
     parser.add_argument("program", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.parent is not None:
+        die_with_parent(args.parent)
     if args.program and args.program[0] == "--":
         args.program = args.program[1:]
     if args.cwd:
@@ -384,10 +415,13 @@ def main(argv=None):
         status = int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # the program's failure: show it, pause on it, keep everything
         attachment.stop()
-        error = "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc.__traceback__)))
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: said in one line, as the exit status says it
+            error, status = "KeyboardInterrupt\n", 130
+        else:
+            error = "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc.__traceback__)))
+            status = 1
         if sock is None:  # under a debugger, the exception's pause and ProgramExited carry it
             sys.stderr.write(error)
-        status = 1
         failed = getattr(exc, "gradviz_node", None)  # set by the executor: the node it was running
         node = session.producer._lookup(failed) if failed is not None else session.current_node
         session.pause("exception", "program", node, detail=f"{type(exc).__name__}: {exc}", tb=error)

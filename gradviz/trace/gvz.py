@@ -37,6 +37,7 @@ MAX_META_BYTES = 64 * 2**20
 MAX_ARRAYS = 4096
 MAX_NDIM = 32
 _MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # no array, even an empty one, may claim more
+MAX_FRAME_BYTES = 2**31  # one event in a file, arrays and all: a claim beyond fails before allocating
 
 _DTYPES = {1: "<f4", 2: "<f8", 3: "<f2", 4: "<i8", 5: "<i4", 6: "<i2", 7: "|i1", 8: "|u1", 9: "|b1",
            10: "<c8", 11: "<c16"}
@@ -410,6 +411,9 @@ class StreamDecoder:
             nbytes = itemsize * math.prod(shape)
             at += 2 + 8 * ndim
             self._claim(nbytes, f"an array of shape {list(shape)}", at)
+            if self.total_size is not None and at + nbytes > MAX_FRAME_BYTES:  # a sparse file's claim
+                _fail(f"an array of shape {list(shape)} claims {nbytes} bytes: the event would be over the "
+                      f"limit of {MAX_FRAME_BYTES} bytes", off)
             specs.append((code, shape, at, nbytes))
             at += nbytes
         if avail < at:
