@@ -420,3 +420,30 @@ def test_after_an_exception_only_stop_and_restart_are_offered(qtbot, tmp_path):
     finally:
         w.timer.stop()
         w.state.close()
+
+
+# -- 6. a trace naming a device or a FIFO as its source file -------------------------------------------
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_the_inspector_reads_no_source_line_from_a_device_or_a_fifo(tmp_path):
+    from gradviz.trace.gvz import write_trace
+    fifo = tmp_path / "fifo.py"
+    os.mkfifo(fifo)
+    good = tmp_path / "model.py"
+    good.write_text("x = 1\ny = x * 2  # the line\n")
+    path = tmp_path / "t.gvz"
+    write_trace(path, [ev.NodeCreated(i, "MulBackward0", "grad_fn", 0, (), None, (), source=ev.Source(f, 2, "f"))
+                       for i, f in enumerate(["/dev/zero", str(fifo), str(good)], 1)])
+    code = ("import sys\n"
+            "from PySide6.QtWidgets import QApplication\n"
+            "app = QApplication([])\n"
+            "from gradviz.app.state import AppState\n"
+            "from gradviz.trace.files import load\n"
+            "from gradviz.ui.inspector import Inspector\n"
+            f"ins = Inspector(AppState(trace=load({str(path)!r})))\n"
+            "for key in ('n1', 'n2', 'n3'):\n"
+            "    ins.show_key(key)\n"
+            "    print(key, '# the line' in ins.toPlainText())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
+                         env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["n1", "False", "n2", "False", "n3", "True"]
