@@ -447,3 +447,19 @@ def test_the_inspector_reads_no_source_line_from_a_device_or_a_fifo(tmp_path):
                          env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["n1", "False", "n2", "False", "n3", "True"]
+
+
+# -- 11. interrupting a program that runs no autograd operations ---------------------------------------
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="pauses at graph operations only here")
+@pytest.mark.parametrize("body", ["time.sleep(0.05)", "x = sum(range(1000))"], ids=["sleeping", "spinning"])
+def test_interrupt_pauses_a_program_without_autograd(tmp_path, body):
+    prog = tmp_path / "spin.py"
+    prog.write_text(f"import time\nwhile True:\n    {body}\n")
+    with Debugger.launch(script=str(prog)) as dbg:
+        for _ in range(2):  # and again after resuming
+            time.sleep(0.2)
+            dbg.interrupt()
+            p = dbg.wait_paused(timeout=5)
+            assert p.reason == "interrupt" and p.node is None
+            assert f"{prog}:2" in p.detail or f"{prog}:3" in p.detail
+            dbg.resume()

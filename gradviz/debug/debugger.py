@@ -390,7 +390,10 @@ class Debugger:
         self._send({"cmd": "resume"})
 
     def interrupt(self):
-        """Pause at the next graph operation the program makes or runs."""
+        """Pause at the next graph operation the program makes or runs; a program that makes none
+        for a moment (a loop or a sleep without autograd) pauses where it is, in its Python code
+        (a ``program`` pause without a node; on platforms without ``signal.pthread_kill``, only
+        at a graph operation)."""
         self._send({"cmd": "interrupt"})
 
     def terminate(self, timeout=1.0):
