@@ -135,19 +135,20 @@ def cmd_record(args):
                 status = proc.wait()
             print("gradviz record: interrupted", file=sys.stderr)
             status = status if status > 0 else 130
-    from gradviz.trace.files import load
-    from gradviz.trace.gvz import TraceFormatError
+    # Counted from the frames' headers: the trace is not loaded again (a long run's is large).
+    from gradviz.trace.gvz import TraceFormatError, count_events
     try:
-        trace = load(output, partial=True)
+        counts = count_events(output)
     except (OSError, TraceFormatError) as exc:
         print(f"gradviz record: no trace was written to {output}: {exc}", file=sys.stderr)
         return status or 1
+    n = sum(counts.values())
     if status < 0:
         print(f"gradviz record: the program was killed by signal {-status}; the trace holds "
-              f"{len(trace.events)} events up to then ({output})", file=sys.stderr)
+              f"{n} events up to then ({output})", file=sys.stderr)
         return 128 - status
-    print(f"gradviz: recorded {len(trace.events)} events ({trace.graph.number_of_nodes()} graph nodes, "
-          f"{len(trace.passes)} backward passes) to {output}", file=sys.stderr)
+    print(f"gradviz: recorded {n} events ({counts.get('NodeCreated', 0)} autograd nodes, "
+          f"{counts.get('BackwardStarted', 0)} backward passes) to {output}", file=sys.stderr)
     return status
 
 

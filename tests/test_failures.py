@@ -463,3 +463,48 @@ def test_interrupt_pauses_a_program_without_autograd(tmp_path, body):
             assert p.reason == "interrupt" and p.node is None
             assert f"{prog}:2" in p.detail or f"{prog}:3" in p.detail
             dbg.resume()
+
+
+# -- 10. gradviz record's summary without loading the trace again ---------------------------------------
+def test_record_counts_its_trace_without_loading_it(tmp_path, monkeypatch, capfd):
+    from gradviz import cli
+    from gradviz.trace import files
+    from gradviz.trace.gvz import count_events, read_events
+
+    def no_load(*a, **kw):
+        raise AssertionError("gradviz record loaded the whole trace again")
+    monkeypatch.setattr(files, "load", no_load)
+    out = tmp_path / "t.gvz"
+    assert cli.main(["record", "--demo", "mlp", "-o", str(out)]) == 0
+    events = read_events(out)
+    types = {}
+    for e in events:
+        types[type(e).__name__] = types.get(type(e).__name__, 0) + 1
+    assert count_events(out) == types
+    err = capfd.readouterr().err
+    assert (f"recorded {len(events)} events ({types['NodeCreated']} autograd nodes, "
+            f"{types['BackwardStarted']} backward passes)") in err
+    data = out.read_bytes()
+    cut = tmp_path / "cut.gvz"
+    cut.write_bytes(data[:-7])  # the last frame cut off
+    assert sum(count_events(cut).values()) == len(events) - 1
+
+
+def test_record_says_when_the_program_was_killed(tmp_path):
+    prog, pidfile, out = tmp_path / "spin.py", tmp_path / "pid", tmp_path / "t.gvz"
+    prog.write_text(SPIN_IN_PYTHON)
+    proc = subprocess.Popen(GRADVIZ + ["record", str(prog), str(pidfile), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = _read_pid(pidfile)
+        time.sleep(0.2)
+        os.kill(child, signal.SIGKILL)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 128 + 9
+        n = len(gradviz.load(out, partial=True).events)
+        assert f"the program was killed by signal 9; the trace holds {n} events up to then" in err
+    finally:
+        _end(child)
+        proc.kill()
+        proc.wait()
