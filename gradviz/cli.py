@@ -60,6 +60,39 @@ def _split_output(argv):
     return argv, None
 
 
+def _unwritable(path):
+    """Why ``path`` cannot be written, in a few words, or None: checked before a program runs."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        return f"cannot write {path}: it is a directory"
+    if not os.path.isdir(folder):
+        return f"cannot write {path}: no such folder {folder}"
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"cannot write {path}: permission denied"
+    return None
+
+
+def _have_torch():
+    if "torch" in sys.modules:
+        return sys.modules["torch"] is not None
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def _check_demo(command, name):
+    """None if demo ``name`` can run here, else the exit status after saying why in one line."""
+    from gradviz import demos
+    if name not in demos.DEMOS:
+        print(f"gradviz {command}: unknown demo {name!r}; the demos are: {', '.join(demos.DEMOS)}",
+              file=sys.stderr)
+        return 2
+    if name in demos.NEEDS_TORCH and not _have_torch():
+        print(f"gradviz {command}: the {name} demo needs PyTorch: pip install torch", file=sys.stderr)
+        return 2
+    return None
+
+
 def cmd_record(args):
     """Run the program as the debugger would, in a child process (``python -m gradviz.debug.session``),
     its event stream going to the file instead of a window."""
@@ -70,29 +103,52 @@ def cmd_record(args):
         print("gradviz record: give the trace file with -o TRACE.gvz", file=sys.stderr)
         return 2
     if args.demo:
-        from gradviz import demos
-        if args.demo not in demos.DEMOS:
-            print(f"gradviz record: unknown demo {args.demo!r}; the demos are: {', '.join(demos.DEMOS)}",
-                  file=sys.stderr)
-            return 2
+        refused = _check_demo("record", args.demo)
+        if refused is not None:
+            return refused
     elif not script_args:
         print("gradviz record: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
         return 2
     elif not os.path.isfile(script_args[0]):
         print(f"gradviz record: no such script: {script_args[0]}", file=sys.stderr)
         return 2
+    problem = _unwritable(output)
+    if problem:
+        print(f"gradviz record: {problem}", file=sys.stderr)
+        return 2
     import tempfile
     from gradviz.debug.session import command
     if args.demo:
-        cmd = command(args.values, output=output, demo=args.demo, args=script_args)
+        cmd = command(args.values, output=output, demo=args.demo, args=script_args, parent=os.getpid())
     else:
-        cmd = command(args.values, output=output, script=script_args[0], args=script_args[1:])
+        cmd = command(args.values, output=output, script=script_args[0], args=script_args[1:], parent=os.getpid())
     with tempfile.TemporaryDirectory(prefix="gradviz-") as private:
-        status = subprocess.call(cmd, cwd=private)
-    from gradviz.trace.files import load
-    trace = load(output, partial=True)
-    print(f"gradviz: recorded {len(trace.events)} events ({trace.graph.number_of_nodes()} graph nodes, "
-          f"{len(trace.passes)} backward passes) to {output}", file=sys.stderr)
+        # The child dies with this process (--parent), whatever ends it.
+        proc = subprocess.Popen(cmd, cwd=private)
+        try:
+            status = proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the program too: let it end as it would
+            try:
+                status = proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                status = proc.wait()
+            print("gradviz record: interrupted", file=sys.stderr)
+            status = status if status > 0 else 130
+    # Counted from the frames' headers: the trace is not loaded again (a long run's is large).
+    from gradviz.trace.gvz import TraceFormatError, count_events
+    try:
+        counts = count_events(output)
+    except (OSError, TraceFormatError) as exc:
+        print(f"gradviz record: no trace was written to {output}: {exc}", file=sys.stderr)
+        return status or 1
+    n = sum(counts.values())
+    if status < 0:
+        print(f"gradviz record: the program was killed by signal {-status}; the trace holds "
+              f"{n} events up to then ({output})", file=sys.stderr)
+        return 128 - status
+    print(f"gradviz: recorded {n} events ({counts.get('NodeCreated', 0)} autograd nodes, "
+          f"{counts.get('BackwardStarted', 0)} backward passes) to {output}", file=sys.stderr)
     return status
 
 
@@ -104,6 +160,10 @@ def _load(path):
         return load_any(path)
     except FileNotFoundError:
         print(f"gradviz: no such {'DOT' if is_dot(path) else 'trace'} file: {path}", file=sys.stderr)
+    except IsADirectoryError:
+        print(f"gradviz: {path} is a directory, not a {'DOT' if is_dot(path) else 'trace'} file", file=sys.stderr)
+    except OSError as exc:
+        print(f"gradviz: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
     except TraceFormatError as exc:
         print(f"gradviz: {path} is not a valid trace: {exc}", file=sys.stderr)
     except DotFormatError as exc:
@@ -128,13 +188,21 @@ def cmd_export(args):
         print(f"gradviz export: cannot write {ext or 'a file without a suffix'}; "
               "use OUT.dot, OUT.svg or OUT.png", file=sys.stderr)
         return 2
+    problem = _unwritable(args.output)
+    if problem:
+        print(f"gradviz export: {problem}", file=sys.stderr)
+        return 2
     trace = _load(args.trace)
     if trace is None:
         return 1
     if ext == ".dot":
         from gradviz.trace.dot import to_dot
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(to_dot(trace.graph))
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(to_dot(trace.graph))
+        except OSError as exc:
+            print(f"gradviz export: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         n = trace.graph.number_of_nodes()
     else:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"  # this process never shows a window
@@ -158,35 +226,87 @@ def cmd_demos(args):
     return 0
 
 
-def _app_args(p):
-    p.add_argument("--screenshot", metavar="PNG", help="save the window once loaded (or first paused) and exit")
+SCREENSHOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+SCREENSHOT_AFTER_S = 10.0
+
+
+def _app_args(p, top=False):
+    # A subcommand's own defaults would hide the top-level option's value: only the top sets them.
+    default = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("--screenshot", metavar="PNG", help="save the window once loaded (or first paused, or the "
+                   "program ended, or --screenshot-after passed) and exit", **default)
+    p.add_argument("--screenshot-after", metavar="S", type=float,
+                   help=f"with --screenshot: take it after S seconds at the latest (default {SCREENSHOT_AFTER_S:g})",
+                   **({"default": SCREENSHOT_AFTER_S} if top else default))
+
+
+def _no_display():
+    """Why the app cannot open a window here, or None: a Linux machine with no display."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("gradviz: no display to open a window on (DISPLAY and WAYLAND_DISPLAY are not set); to run "
+            "headless, save a picture with --screenshot PNG, or set QT_QPA_PLATFORM=offscreen")
+
+
+def _check_screenshot(args):
+    """None if the app's options are sound, else the exit status after saying why in one line."""
+    if args.screenshot is None:
+        problem = _no_display()
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+        return None
+    ext = os.path.splitext(args.screenshot)[1].lower()
+    if ext not in SCREENSHOT_SUFFIXES:
+        print(f"gradviz: cannot save a screenshot as {ext or 'a file without a suffix'}; use "
+              f"{', '.join(SCREENSHOT_SUFFIXES)}", file=sys.stderr)
+        return 2
+    problem = _unwritable(args.screenshot)
+    if problem:
+        print(f"gradviz: {problem}", file=sys.stderr)
+        return 2
+    if not (args.screenshot_after > 0):
+        print("gradviz: --screenshot-after takes a number of seconds above 0", file=sys.stderr)
+        return 2
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a picture needs no display
+    return None
 
 
 def cmd_app(args):
     """The desktop app (Qt is imported only here, through gradviz.ui)."""
-    from gradviz.ui import app
-    if args.command == "open":
-        return app.run(trace_path=args.trace, screenshot=args.screenshot)
     if args.command == "run":
         script_args = list(args.args)
         if not args.demo and not script_args:
             print("gradviz run: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
             return 2
         if args.demo:
-            from gradviz import demos
-            if args.demo not in demos.DEMOS:
-                print(f"gradviz run: unknown demo {args.demo!r}; the demos are: {', '.join(demos.DEMOS)}",
-                      file=sys.stderr)
-                return 2
-            return app.run(demo=args.demo, args=script_args, screenshot=args.screenshot)
-        return app.run(script=script_args[0], args=script_args[1:], screenshot=args.screenshot)
-    return app.run(demo="seed", screenshot=args.screenshot)
+            refused = _check_demo("run", args.demo)
+            if refused is not None:
+                return refused
+        elif not os.path.isfile(script_args[0]):
+            print(f"gradviz run: no such script: {script_args[0]}", file=sys.stderr)
+            return 2
+    refused = _check_screenshot(args)
+    if refused is not None:
+        return refused
+    from gradviz.ui import app
+    shot = dict(screenshot=args.screenshot, timeout=args.screenshot_after)
+    if args.command == "open":
+        return app.run(trace_path=args.trace, **shot)
+    if args.command == "run":
+        if args.demo:
+            return app.run(demo=args.demo, args=script_args, **shot)
+        return app.run(script=script_args[0], args=script_args[1:], **shot)
+    return app.run(demo="seed", **shot)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="gradviz", description="See and step through autograd's backward pass.")
     parser.add_argument("--version", action="version", version=_version())
-    _app_args(parser)
+    _app_args(parser, top=True)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("seed", help="run the tutorial's seed example in the terminal, no window")
     p = sub.add_parser("run", help="run a program live in the app, paused before each backward node")
@@ -220,6 +340,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command not in (None, "run", "open") and args.screenshot is not None:
+        print(f"gradviz: --screenshot is for the app (gradviz, gradviz run, gradviz open), not gradviz "
+              f"{args.command}", file=sys.stderr)
+        return 2
     if args.command == "seed":
         run_seed()
         return 0
@@ -237,6 +361,9 @@ def entry():
     """The console script: like ``main``, quiet when its output is piped into a pager that quits."""
     try:
         return main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback
+        print("gradviz: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

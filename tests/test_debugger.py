@@ -220,6 +220,8 @@ def test_a_connection_without_the_token_is_refused(tmp_path):
     server, address = protocol.listen(str(tmp_path))
 
     class Alive:
+        pid = os.getpid()  # where SO_PEERCRED says where a connection comes from: here
+
         def poll(self):
             return None
 

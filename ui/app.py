@@ -4,7 +4,9 @@ import time
 
 
 def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break_on_backward=True,
-        timeout=60.0):
+        timeout=10.0):
+    """``screenshot``: save the window at the first pause, when the program ends, or after
+    ``timeout`` seconds, whichever comes first, and return (the program is ended)."""
     from PySide6.QtWidgets import QApplication
 
     from gradviz.app.state import AppState
@@ -48,7 +50,14 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
             window.follow_current()
             for _ in range(5):
                 app.processEvents()
-            window.grab().save(screenshot)
+            if not window.grab().save(screenshot):
+                print(f"gradviz: could not save the screenshot to {screenshot}", file=sys.stderr)
+                return 1
+            dbg = state.debugger
+            pause = dbg.last_pause if dbg is not None else None
+            if pause is not None and pause.reason == "exited" and pause.exit_code:
+                # the program failed (its error is on the console): as ``gradviz record`` says it
+                return 128 - pause.exit_code if pause.exit_code < 0 else pause.exit_code
             return 0
         return app.exec()
     finally:

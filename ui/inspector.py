@@ -4,6 +4,8 @@ backward pass (a node's grad_outputs and grad_inputs, a tensor's .grad), each as
 when small, as a table of values."""
 import html
 import linecache
+import os
+import stat
 
 import numpy as np
 from PySide6.QtWidgets import QTextBrowser
@@ -15,6 +17,22 @@ from gradviz.summary import summarize
 from gradviz.trace.model import node_key, tensor_key
 
 TABLE_MAX = 64  # elements: up to this many, values are shown as a table
+SOURCE_MAX_BYTES = 8 * 2**20  # a source file larger than this is not read for its line
+
+
+def source_line(file, line):
+    """The text of ``file``'s line ``line``, or "": only a regular file of a sane size is read (a
+    trace may name /dev/zero or a FIFO, which would block or never end)."""
+    try:
+        st = os.stat(file)
+    except (OSError, ValueError):
+        return ""
+    if not stat.S_ISREG(st.st_mode) or st.st_size > SOURCE_MAX_BYTES:
+        return ""
+    try:
+        return linecache.getline(file, line).strip()
+    except (OSError, ValueError, UnicodeError):
+        return ""
 
 
 def _fmt(x):
@@ -89,7 +107,7 @@ class Inspector(QTextBrowser):
         if src:
             file, _, rest = src.rpartition(":")
             line = rest.split(" ", 1)[0]
-            text = linecache.getline(file, int(line)).strip() if line.isdigit() else ""
+            text = source_line(file, int(line)) if line.isdigit() else ""
             parts.append(f"<p style='margin:4px 0'><b>made at</b> {_esc(src)}<br>"
                          f"<code style='background:#f3f3f3'>{_esc(text)}</code></p>")
         if key.startswith("n"):

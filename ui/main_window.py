@@ -135,7 +135,10 @@ class MainWindow(QMainWindow):
         dbg = st.debugger
         if dbg is not None:  # what the program can take now; Restart and Fit always
             alive = dbg.state != "exited"
-            for name, on in (("Continue", dbg.state == "paused"), ("Step", dbg.state == "paused"),
+            # After the program raised, nothing is left to run: only Stop and Restart.
+            raised = dbg.last_pause is not None and dbg.last_pause.reason == "exception"
+            can_go = dbg.state == "paused" and not raised
+            for name, on in (("Continue", can_go), ("Step", can_go),
                              ("Pause", dbg.state == "running"), ("Stop", alive),
                              ("Breakpoint", alive)):
                 act = self.actions_by_name[name]

@@ -15,12 +15,18 @@ from __future__ import annotations
 import atexit
 import codecs
 import hmac
+import json
 import itertools
 import os
 import queue
 import secrets
+import selectors
 import shutil
+import signal
+import socket
+import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,12 +41,22 @@ from gradviz.trace.gvz import StreamDecoder, TraceFormatError
 _children = set()
 
 
+def _kill_group(proc):
+    """End ``proc`` and whatever it started: the child leads its own process group (session)."""
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.poll() is None:
+        proc.kill()
+
+
 @atexit.register
 def _reap_children():
     for proc in list(_children):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill_group(proc)
+        proc.wait()
     _children.clear()
 
 
@@ -75,6 +91,45 @@ class Pause:
 
 class DebuggerError(RuntimeError):
     pass
+
+
+_MAX_PENDING = 64  # connections being read at once during the launch handshake
+_MAX_HELLO = 4096
+
+
+def _hello_verdict(buf, token):
+    """True: ``buf`` is a whole hello presenting ``token``; False: it is not, nor can it become
+    one; None: it may still be one when more bytes come."""
+    if len(buf) < 4:
+        return None
+    (n,) = struct.unpack_from("<I", buf)
+    if n > _MAX_HELLO:
+        return False
+    if len(buf) < 4 + n:
+        return None
+    if len(buf) > 4 + n:
+        return False  # the child waits for our answer: nothing may follow its hello
+    try:
+        hello = json.loads(buf[4:].decode("utf-8"))
+    except (ValueError, RecursionError):
+        return False
+    got = hello.get("token") if isinstance(hello, dict) else None
+    if not isinstance(got, str):
+        return False
+    return hmac.compare_digest(got.encode("utf-8", "surrogatepass"), token.encode())
+
+
+def _peer_is(conn, pid):
+    """Whether the connection comes from process ``pid``, where the platform tells (SO_PEERCRED on
+    a Unix socket, Linux); True where it cannot tell (the token is the check there)."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None or not sys.platform.startswith("linux") or conn.family != getattr(socket, "AF_UNIX", None):
+        return True
+    try:
+        peer, _, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i")))
+    except OSError:
+        return False
+    return peer == pid
 
 
 class Debugger:
@@ -127,9 +182,14 @@ class Debugger:
         token = secrets.token_hex(32)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{protocol.TOKEN_ENV: token})
         from gradviz.debug.session import command
-        cmd = command(self.values, connect=address, demo=demo, script=script, args=args, cwd=cwd)
+        # The child dies with this process (PR_SET_PDEATHSIG fires when the thread that started it
+        # ends, so only from the main thread; the socket's end stops it otherwise).
+        parent = os.getpid() if threading.current_thread() is threading.main_thread() else None
+        cmd = command(self.values, connect=address, demo=demo, script=script, args=args, cwd=cwd, parent=parent)
+        # Its own process group: terminate() ends the program's own subprocesses with it.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, cwd=self._tmp)
+                                     stderr=subprocess.PIPE, env=env, cwd=self._tmp,
+                                     start_new_session=hasattr(os, "killpg"))
         _children.add(self.proc)
         for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
             self._spawn(self._read_output, name, pipe)
@@ -138,38 +198,69 @@ class Debugger:
         finally:
             server.close()
         if self._conn is None:
+            timed_out = self.proc.poll() is None
+            _kill_group(self.proc)
             self.proc.wait()
             self._finish_output()
             err = "".join(t for s, t in self.output if s == "stderr").strip()
-            raise DebuggerError(f"the program failed to start (exit status {self.proc.returncode})"
-                                + (f":\n{err}" if err else ""))
+            what = (f"the program did not connect within {start_timeout:g} s" if timed_out else
+                    f"the program failed to start (exit status {self.proc.returncode})")
+            raise DebuggerError(what + (f":\n{err}" if err else ""))
         protocol.send_message(self._conn, {"cmd": "configure", **config})
         self.state = "running"
         self._spawn(self._read_stream)
 
     def _accept(self, server, token, timeout):
+        """The child's connection, once it has presented ``token`` (and, where the platform says,
+        comes from the child's pid); None if the child ended or the deadline passed. Every
+        connection is read at once, without blocking: a slow, silent or malformed one never holds
+        up the real child, and is refused quietly. The deadline holds over the whole handshake."""
         deadline = time.monotonic() + timeout
-        server.settimeout(0.1)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return None
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(5.0)
-            try:
-                hello = protocol.recv_message(conn)
-            except (OSError, EOFError, protocol.ProtocolError):
+        server.setblocking(False)
+        pending = {}  # connection -> bytes received so far
+        sel = selectors.DefaultSelector()
+        sel.register(server, selectors.EVENT_READ)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    return None
+                for key, _ in sel.select(timeout=min(0.1, max(deadline - time.monotonic(), 0))):
+                    if key.fileobj is server:
+                        try:
+                            conn, _ = server.accept()
+                        except OSError:
+                            continue
+                        if len(pending) >= _MAX_PENDING:  # a flood: refuse, keep the others
+                            conn.close()
+                            continue
+                        conn.setblocking(False)
+                        pending[conn] = b""
+                        sel.register(conn, selectors.EVENT_READ)
+                        continue
+                    conn = key.fileobj
+                    try:
+                        data = conn.recv(4096)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    buf = pending[conn] + data
+                    verdict = _hello_verdict(buf, token) if data else False
+                    if verdict is None:  # not all of it yet
+                        pending[conn] = buf
+                        continue
+                    sel.unregister(conn)
+                    del pending[conn]
+                    if verdict and _peer_is(conn, self.proc.pid):
+                        conn.setblocking(True)
+                        conn.settimeout(None)
+                        return conn
+                    conn.close()  # not our child: refused
+            return None
+        finally:
+            sel.close()
+            for conn in pending:
                 conn.close()
-                continue
-            if not isinstance(hello.get("token"), str) or not hmac.compare_digest(hello["token"], token):
-                conn.close()  # not our child: refused
-                continue
-            conn.settimeout(None)
-            return conn
-        self.proc.kill()
-        return None
 
     def _spawn(self, target, *args):
         t = threading.Thread(target=target, args=args, daemon=True, name=f"gradviz-{target.__name__}")
@@ -204,16 +295,22 @@ class Debugger:
                 for e in dec.feed(data):
                     self._handle(e)
         except TraceFormatError as exc:
-            for e in getattr(exc, "events", ()):  # the good events decoded before the bad frame
-                self._handle(e)
+            try:
+                for e in getattr(exc, "events", ()):  # the good events decoded before the bad frame
+                    self._handle(e)
+            except Exception:  # noqa: BLE001 (the corrupt frame is the news)
+                pass
             detail = f"the program's event stream was corrupt: {exc}"
-            self.proc.kill()
+            _kill_group(self.proc)
         except OSError:
             pass
+        except Exception as exc:  # noqa: BLE001 (an event the trace cannot take: as load() says it)
+            detail = f"the program's events do not form a consistent trace: {exc!r}"
+            _kill_group(self.proc)
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            _kill_group(self.proc)
             code = self.proc.wait()
         self._finish_output()
         if dec.pending_bytes() and not detail:
@@ -293,23 +390,29 @@ class Debugger:
         self._send({"cmd": "resume"})
 
     def interrupt(self):
-        """Pause at the next graph operation the program makes or runs."""
+        """Pause at the next graph operation the program makes or runs; a program that makes none
+        for a moment (a loop or a sleep without autograd) pauses where it is, in its Python code
+        (a ``program`` pause without a node; on platforms without ``signal.pthread_kill``, only
+        at a graph operation)."""
         self._send({"cmd": "interrupt"})
 
     def terminate(self, timeout=1.0):
-        """End the program, whatever it is doing, within ``timeout`` seconds."""
-        if self.proc is None or self.proc.poll() is not None:
+        """End the program, whatever it is doing, within ``timeout`` seconds, and every process it
+        started (its process group)."""
+        if self.proc is None:
             return
-        try:
-            if self._conn is not None:
-                protocol.send_message(self._conn, {"cmd": "terminate"})
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=timeout / 2)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            try:
+                if self._conn is not None:
+                    protocol.send_message(self._conn, {"cmd": "terminate"})
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout / 2)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill_group(self.proc)  # what the program started, which outlives it otherwise
+        self.proc.wait()
 
     def configure(self, break_on_backward=None, break_on_forward=None):
         """Switch stepping on or off: pause before every backward node, or as every op is made."""

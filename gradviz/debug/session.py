@@ -14,6 +14,7 @@ import argparse
 import os
 import queue
 import runpy
+import signal
 import sys
 import threading
 import time
@@ -30,6 +31,9 @@ from gradviz.trace.model import peer_signature
 from gradviz.trace.gvz import TraceWriter
 
 EXIT_GRACE_S = 5.0  # after the program ended, how long its exit may take once the parent is gone
+INTERRUPT_GRACE_S = 0.25  # an interrupt waits this long for a graph operation, then pauses the program anywhere
+_NUDGE = getattr(signal, "SIGUSR2", None) if hasattr(signal, "pthread_kill") else None
+_GRADVIZ_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 
 class SessionProducer(Producer):
@@ -104,6 +108,8 @@ class Session:
         self._peer_of = {}  # node id -> ((op, scope, "file:line"), rank among such nodes in its iteration)
         self._peer_counts, self._peer_iteration = {}, None
         self.producer = None
+        self._pausing = False
+        self._nudge_handler = None  # installed while the program runs (see nudge_later)
 
     # -- the stream ------------------------------------------------------------------------------
     def emit(self, e):
@@ -149,6 +155,7 @@ class Session:
                 os._exit(143)
             elif c == "interrupt":
                 self.interrupted.set()
+                self.nudge_later()
             elif c == "add_breakpoint":
                 self._add_breakpoint(cmd["spec"])
             elif c == "remove_breakpoint":
@@ -157,6 +164,45 @@ class Session:
                 self.configure(cmd)
             else:
                 self.commands.put(cmd)
+
+    # -- interrupting a program that makes no graph operations ---------------------------------------
+    def install_nudge(self):
+        """In the main thread, before the program runs: the signal an interrupt sends when no graph
+        operation came to pause at (a program in a long loop or sleep without autograd)."""
+        if _NUDGE is None or self.sock is None:
+            return
+
+        def on_nudge(signum, frame):
+            if not self.interrupted.is_set() or self._pausing or self.finished.is_set():
+                return
+            if frame is not None and frame.f_code.co_filename.startswith(_GRADVIZ_DIR):
+                return  # inside gradviz (the recorder, the engine): a graph operation is near; tried again
+            where = f" in {frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else ""
+            self.pause("interrupt", "program", detail=f"interrupted{where}, between autograd operations")
+        try:
+            signal.signal(_NUDGE, on_nudge)
+        except (ValueError, OSError):
+            return
+        self._nudge_handler = on_nudge
+
+    def nudge_later(self):
+        """From the command thread: while the interrupt is not taken at a graph operation, nudge the
+        main thread to pause where it is (a Python-level pause; a C call is left when it returns)."""
+        if self._nudge_handler is None:
+            return
+
+        def nudge():
+            while not self.finished.is_set():
+                time.sleep(INTERRUPT_GRACE_S)
+                if not self.interrupted.is_set():
+                    return
+                if self._pausing or signal.getsignal(_NUDGE) is not self._nudge_handler:
+                    continue  # the program took the signal for itself: wait for a graph operation
+                try:
+                    signal.pthread_kill(threading.main_thread().ident, _NUDGE)
+                except (OSError, ValueError):
+                    return
+        threading.Thread(target=nudge, name="gradviz-interrupt", daemon=True).start()
 
     # -- pausing ---------------------------------------------------------------------------------
     def pause(self, reason, phase, node=None, grad_outputs=(), grad_inputs=(), detail="", tb=None):
@@ -172,6 +218,7 @@ class Session:
         pass_index = self.producer.pass_index if self.producer and phase.startswith("backward") else None
         adapter = self.producer.adapter if self.producer else None
         self.current = {"grad_output": list(grad_outputs), "grad_input": list(grad_inputs)}
+        self._pausing = True
         try:
             self.emit(ev.Paused(reason, phase, node, pass_index, _full(adapter, grad_outputs),
                                 _full(adapter, grad_inputs), detail, tb))
@@ -190,6 +237,7 @@ class Session:
             # Let go of the pause's tensors: a gradient still held here would make PyTorch copy
             # it into .grad later instead of taking it, and keep its memory alive.
             self.current = {}
+            self._pausing = False
 
     def fetch(self, cmd):
         request = cmd.get("request", 0)
@@ -288,12 +336,17 @@ class Session:
                                   detail=f"breakpoint {bp.id}: gradient accumulated into {name or tensor}")
 
 
-def command(values="full", *, connect=None, output=None, demo=None, script=None, args=(), cwd=None):
+def command(values="full", *, connect=None, output=None, demo=None, script=None, args=(), cwd=None,
+            parent=None):
     """The command line that starts a session child. The child is started from a private folder
     (``python -m`` puts the working folder first on sys.path, and a gradviz checkout there would
-    shadow the installed package); it moves to ``cwd`` (default: ours) before the program runs."""
+    shadow the installed package); it moves to ``cwd`` (default: ours) before the program runs.
+    With ``parent`` (the starting process's pid, from the thread that lives as long as it), the
+    child dies with that process."""
     cwd = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
     cmd = [sys.executable, "-m", "gradviz.debug.session", "--values", values, "--cwd", cwd]
+    if parent is not None:
+        cmd += ["--parent", str(int(parent))]
     if connect:
         cmd += ["--connect", connect]
     if output:
@@ -328,6 +381,29 @@ def _user_traceback(tb):
         start = start.tb_next
     return None
 
+def die_with_parent(parent):
+    """Never outlive process ``parent``: the kernel kills this process when it dies (Linux's
+    PR_SET_PDEATHSIG, which holds even inside a long C call), and a watcher thread checks elsewhere.
+    Returns at once; exits if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before that was in place
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, name="gradviz-parent-watch", daemon=True).start()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m gradviz.debug.session")
     parser.add_argument("--connect", help="the parent's address (the token comes in the environment)")
@@ -335,8 +411,11 @@ def main(argv=None):
     parser.add_argument("--values", choices=("full", "summaries"), default="full")
     parser.add_argument("--demo")
     parser.add_argument("--cwd", help="the folder the program runs in")
+    parser.add_argument("--parent", type=int, help="end when the process with this pid ends")
     parser.add_argument("program", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.parent is not None:
+        die_with_parent(args.parent)
     if args.program and args.program[0] == "--":
         args.program = args.program[1:]
     if args.cwd:
@@ -378,16 +457,20 @@ def main(argv=None):
     if cfg.get("stop_on_entry"):
         session.pause("entry", "program")
     attachment = attach(session.producer)
+    session.install_nudge()
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as exc:
         status = int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # the program's failure: show it, pause on it, keep everything
         attachment.stop()
-        error = "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc.__traceback__)))
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: said in one line, as the exit status says it
+            error, status = "KeyboardInterrupt\n", 130
+        else:
+            error = "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc.__traceback__)))
+            status = 1
         if sock is None:  # under a debugger, the exception's pause and ProgramExited carry it
             sys.stderr.write(error)
-        status = 1
         failed = getattr(exc, "gradviz_node", None)  # set by the executor: the node it was running
         node = session.producer._lookup(failed) if failed is not None else session.current_node
         session.pause("exception", "program", node, detail=f"{type(exc).__name__}: {exc}", tb=error)

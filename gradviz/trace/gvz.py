@@ -37,6 +37,7 @@ MAX_META_BYTES = 64 * 2**20
 MAX_ARRAYS = 4096
 MAX_NDIM = 32
 _MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # no array, even an empty one, may claim more
+MAX_FRAME_BYTES = 2**31  # one event in a file, arrays and all: a claim beyond fails before allocating
 
 _DTYPES = {1: "<f4", 2: "<f8", 3: "<f2", 4: "<i8", 5: "<i4", 6: "<i2", 7: "|i1", 8: "|u1", 9: "|b1",
            10: "<c8", 11: "<c16"}
@@ -410,6 +411,9 @@ class StreamDecoder:
             nbytes = itemsize * math.prod(shape)
             at += 2 + 8 * ndim
             self._claim(nbytes, f"an array of shape {list(shape)}", at)
+            if self.total_size is not None and at + nbytes > MAX_FRAME_BYTES:  # a sparse file's claim
+                _fail(f"an array of shape {list(shape)} claims {nbytes} bytes: the event would be over the "
+                      f"limit of {MAX_FRAME_BYTES} bytes", off)
             specs.append((code, shape, at, nbytes))
             at += nbytes
         if avail < at:
@@ -494,6 +498,52 @@ def read_events(path, partial=False):
                 left -= len(chunk)
                 yield chunk
         return _decode(chunks(), size, partial)
+
+
+def count_events(path):
+    """A trace file's complete events counted by type, from the frames' headers alone (the array
+    bytes skipped, nothing decoded, no checksum): what ``gradviz record`` says of a run without
+    loading it. Stops quietly at the first cut or malformed frame; raises TraceHeaderError for a
+    file that is not a trace. Returns {event type name: count}."""
+    counts = {}
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(_FILE_HEADER.size)
+        if len(head) < _FILE_HEADER.size or _FILE_HEADER.unpack(head)[0] != MAGIC:
+            _fail("not a gradviz trace file (bad magic bytes)", 0, TraceHeaderError)
+        pos = _FILE_HEADER.size
+        while True:
+            h = f.read(_FRAME_HEADER.size)
+            if len(h) < _FRAME_HEADER.size:
+                break
+            magic, meta_len, n_arrays, _ = _FRAME_HEADER.unpack(h)
+            if magic != FRAME_MAGIC or meta_len > MAX_META_BYTES or n_arrays > MAX_ARRAYS:
+                break
+            meta = f.read(min(meta_len, 64))
+            end = pos + _FRAME_HEADER.size + meta_len
+            f.seek(end)
+            bad = False
+            for _ in range(n_arrays):
+                spec = f.read(2)
+                if len(spec) < 2 or spec[0] not in _DTYPES or spec[1] > MAX_NDIM:
+                    bad = True
+                    break
+                dims = f.read(8 * spec[1])
+                if len(dims) < 8 * spec[1]:
+                    bad = True
+                    break
+                end += 2 + 8 * spec[1] + np.dtype(_DTYPES[spec[0]]).itemsize * math.prod(
+                    struct.unpack(f"<{spec[1]}Q", dims))
+                if end > size:
+                    bad = True
+                    break
+                f.seek(end)
+            if bad or end > size or not meta.startswith(b'{"type":"'):
+                break
+            name = meta[9:].split(b'"', 1)[0].decode("ascii", "replace")
+            counts[name] = counts.get(name, 0) + 1
+            pos = end
+    return counts
 
 
 class TraceFollower:

@@ -77,7 +77,8 @@ def info_text(trace, max_order=40):
     g = trace.graph
     kinds = {}
     for _, d in g.nodes(data=True):
-        kinds[d.get("kind")] = kinds.get(d.get("kind"), 0) + 1
+        kind = d.get("kind") or "unknown"  # a node only named as another's next node has none
+        kinds[kind] = kinds.get(kind, 0) + 1
     lines = [f"{g.number_of_nodes()} nodes ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), "
              f"{g.number_of_edges()} edges, {trace.iterations} iterations, {len(trace.passes)} backward passes, "
              f"{len(trace.steps)} optimizer steps", ""]
