@@ -508,3 +508,35 @@ def test_record_says_when_the_program_was_killed(tmp_path):
         _end(child)
         proc.kill()
         proc.wait()
+
+
+# -- 13. a long run's history is out of the garbage collector's full passes ----------------------------
+def test_a_long_live_run_freezes_its_history_for_the_garbage_collector():
+    import gc
+
+    from gradviz.app import state as app_state
+    from gradviz.trace.model import Trace
+
+    class Live:  # what poll reads of a Debugger that streams and never pauses
+        def __init__(self):
+            self.trace = Trace()
+            self.state = "running"
+            self.lock = threading.RLock()
+
+        def poll_pause(self):
+            return None
+
+    dbg = Live()
+    st = app_state.AppState(debugger=dbg)
+    gc.unfreeze()
+    try:
+        st.poll()
+        assert gc.get_freeze_count() == 0  # a short run: nothing frozen
+        dbg.trace.events.extend([None] * app_state.FREEZE_EVERY)  # as if that many had streamed in
+        st.poll()
+        assert gc.get_freeze_count() > 0
+        frozen = gc.get_freeze_count()
+        st.poll()
+        assert gc.get_freeze_count() == frozen  # not again until FREEZE_EVERY more
+    finally:
+        gc.unfreeze()

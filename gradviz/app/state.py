@@ -4,6 +4,7 @@ without a window. Its parts live beside it: the layouts (``layouts``), the break
 (``breakpoints``), the status line (``status``), the console (``console``) and node labels (``labels``)."""
 from __future__ import annotations
 
+import gc
 from contextlib import nullcontext
 
 from gradviz.app.breakpoints import BreakpointBook, breakpoint_for
@@ -16,6 +17,9 @@ from gradviz.app.status import status_text
 from gradviz.app.timeline import Timeline
 from gradviz.debug.debugger import DebuggerError
 from gradviz.trace.model import node_key
+
+
+FREEZE_EVERY = 10_000  # events
 
 
 class AppState:
@@ -40,6 +44,7 @@ class AppState:
     def _attach(self, debugger, trace):
         self.debugger = debugger
         self.live_trace = debugger.trace if debugger is not None else trace
+        self._frozen_at = 0  # the trace's event count when its objects were last frozen (see poll)
         self.timeline = Timeline(self.live_trace) if self.live_trace is not None else None
         self.time = None  # None: the live program; k: the moment after its first k events
         self.layout = None
@@ -103,12 +108,24 @@ class AppState:
         return changed
 
     # -- following the program --------------------------------------------------------------------
+    def _freeze_history(self, trace):
+        """A long run's trace is millions of objects that live as long as the window: every
+        FREEZE_EVERY events they are moved out of the garbage collector's sight (gc.freeze), so a
+        full collection walks only what came since (1.5 s pauses at 300k events without)."""
+        n = len(trace.events)
+        if n < self._frozen_at:  # a restart: a new trace
+            self._frozen_at = 0
+        if n - self._frozen_at >= FREEZE_EVERY:
+            gc.freeze()
+            self._frozen_at = n
+
     def poll(self):
         """Take in what arrived since the last call; returns the set of things that changed
         (``graph``, ``pause``)."""
         changed = set()
         dbg = self.debugger
         if dbg is not None:
+            self._freeze_history(dbg.trace)
             pause = dbg.poll_pause()
             while pause is not None:
                 self.live_pause = pause

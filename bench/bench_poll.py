@@ -1,0 +1,125 @@
+"""The window's poll over a long live run (issue 13, item 13): what one 30 ms poll of MainWindow
+costs when the program has streamed ~10k events, and when it has streamed ~300k, side by side.
+
+A program that only trains (no pauses) runs under the Debugger; the window (offscreen) is polled
+every 30 ms as its timer does, each poll timed, and the garbage collector's full (generation 2)
+collections timed through gc.callbacks. Polls are grouped by the number of events the trace held
+when they ran: the first group around --early events (default 10,000), the second around --late
+(default 300,000, where the run is stopped). The goal: a median under 16 ms at any run length and
+no poll over 100 ms.
+
+Run: QT_QPA_PLATFORM=offscreen python bench/bench_poll.py [--early 10000] [--late 300000]
+[--width 0.3]
+"""
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+PROGRAM = """
+import time
+import gradviz.engine as torch
+w = torch.tensor([1., 2., 3.], requires_grad=True)
+b = torch.tensor([0.5], requires_grad=True)
+while True:
+    loss = ((w * 2 + b) ** 2).sum()
+    loss.backward()
+    w.grad = None
+    b.grad = None
+    time.sleep(0.001)  # paced: every group gets polls with about as many new events each
+"""
+
+
+def figures(ms):
+    if not ms:
+        return "no polls"
+    ms = sorted(ms)
+    p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))]
+    return (f"{len(ms):4d} polls  median {statistics.median(ms):7.1f} ms  p95 {p95:7.1f} ms  "
+            f"max {ms[-1]:7.1f} ms  over 100 ms: {sum(m > 100 for m in ms)}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--early", type=int, default=10_000)
+    ap.add_argument("--late", type=int, default=300_000)
+    ap.add_argument("--width", type=float, default=0.3, help="a group: events within this fraction of its size")
+    ap.add_argument("--profile", type=int, default=0, help="profile this many polls past --late, print the top")
+    args = ap.parse_args()
+
+    from PySide6.QtWidgets import QApplication
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.ui.main_window import POLL_MS, MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    gc_ms, gc_start = [], [0.0]
+
+    def on_gc(phase, info):
+        if info.get("generation") == 2:
+            if phase == "start":
+                gc_start[0] = time.perf_counter()
+            else:
+                gc_ms.append((time.perf_counter() - gc_start[0]) * 1e3)
+    gc.callbacks.append(on_gc)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "train.py")
+        with open(script, "w") as f:
+            f.write(PROGRAM)
+        state = AppState(launch=lambda breakpoints=(), **kw: Debugger.launch(
+            script=script, breakpoints=breakpoints, **{**kw, "break_on_backward": False}))
+        window = MainWindow(state, "bench")
+        window.timer.stop()  # polled here, timed
+        window.resize(1400, 900)
+        window.show()
+        groups = {"early": ([], []), "late": ([], [])}  # (poll ms, gc ms during them)
+        t_start = time.perf_counter()
+        try:
+            while True:
+                app.processEvents()
+                n = len(state.debugger.trace.events)
+                before = len(gc_ms)
+                t0 = time.perf_counter()
+                window.poll()
+                dt = (time.perf_counter() - t0) * 1e3
+                for name, target in (("early", args.early), ("late", args.late)):
+                    if abs(n - target) <= args.width * target:
+                        groups[name][0].append(dt)
+                        groups[name][1].extend(gc_ms[before:])
+                if n >= args.late * (1 + args.width) or state.debugger.state == "exited":
+                    break
+                if args.profile and n >= args.late:
+                    import cProfile
+                    import pstats
+                    prof = cProfile.Profile()
+                    for _ in range(args.profile):
+                        time.sleep(POLL_MS / 1e3)
+                        app.processEvents()
+                        prof.runcall(window.poll)
+                    pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+                    args.profile = 0
+                time.sleep(POLL_MS / 1e3)
+        finally:
+            window.timer.stop()
+            state.close()
+            window.close()
+        elapsed = time.perf_counter() - t_start
+
+    print(f"bench_poll: {platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs; the run took {elapsed:.0f} s to {n} events")
+    for name, target in (("early", args.early), ("late", args.late)):
+        ms, gcs = groups[name]
+        print(f"  ~{target:>7,} events: {figures(ms)}")
+        print(f"  {'':>16}  full GC passes during them: {len(gcs)}" +
+              (f", longest {max(gcs):.0f} ms" if gcs else ""))
+
+
+if __name__ == "__main__":
+    main()
