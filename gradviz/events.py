@@ -9,6 +9,7 @@ for as long as the tensor lives, so a parameter can be followed across iteration
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,14 @@ from gradviz.summary import Summary
 EVENT_TYPES: dict[str, type] = {}
 
 
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**_):  # only for type checkers: they then see events as dataclasses
+        return lambda fn: fn
+
+
+@dataclass_transform(frozen_default=True)
 def event(cls):
     """Register an event class by name; the name is its tag in trace files."""
     cls = dataclass(frozen=True, slots=True, eq=False)(cls)

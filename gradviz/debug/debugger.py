@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from dataclasses import dataclass, field
 
 from gradviz import events as ev
@@ -38,7 +39,7 @@ from gradviz.debug.breakpoints import Breakpoint
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 from gradviz.trace.gvz import StreamDecoder, TraceFormatError
 
-_children = set()
+_children: set[subprocess.Popen] = set()
 
 
 def _kill_group(proc):
@@ -144,12 +145,12 @@ class Debugger:
         self.state = "starting"  # running, paused, exited
         self.last_pause = None
         self.program_error = None
-        self._pauses = queue.Queue()
+        self._pauses: queue.Queue[Pause] = queue.Queue()
         self._fetches = {}
         self._fetch_cond = threading.Condition()
         self._ids = itertools.count(1)
-        self._conn = None
-        self.proc = None
+        self._conn: socket.socket | None = None
+        self.proc: subprocess.Popen | None = None
         self._tmp = None
         self._threads = []
 
@@ -210,19 +211,21 @@ class Debugger:
         self.state = "running"
         self._spawn(self._read_stream)
 
-    def _accept(self, server, token, timeout):
+    def _accept(self, server: socket.socket, token: str, timeout: float) -> socket.socket | None:
         """The child's connection, once it has presented ``token`` (and, where the platform says,
         comes from the child's pid); None if the child ended or the deadline passed. Every
         connection is read at once, without blocking: a slow, silent or malformed one never holds
         up the real child, and is refused quietly. The deadline holds over the whole handshake."""
         deadline = time.monotonic() + timeout
+        proc = self.proc
+        assert proc is not None, "the child is started before its connection is awaited"
         server.setblocking(False)
-        pending = {}  # connection -> bytes received so far
+        pending: dict[socket.socket, bytes] = {}  # connection -> bytes received so far
         sel = selectors.DefaultSelector()
         sel.register(server, selectors.EVENT_READ)
         try:
             while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
+                if proc.poll() is not None:
                     return None
                 for key, _ in sel.select(timeout=min(0.1, max(deadline - time.monotonic(), 0))):
                     if key.fileobj is server:
@@ -237,7 +240,7 @@ class Debugger:
                         pending[conn] = b""
                         sel.register(conn, selectors.EVENT_READ)
                         continue
-                    conn = key.fileobj
+                    conn = typing.cast(socket.socket, key.fileobj)
                     try:
                         data = conn.recv(4096)
                     except BlockingIOError:
@@ -251,7 +254,7 @@ class Debugger:
                         continue
                     sel.unregister(conn)
                     del pending[conn]
-                    if verdict and _peer_is(conn, self.proc.pid):
+                    if verdict and _peer_is(conn, proc.pid):
                         conn.setblocking(True)
                         conn.settimeout(None)
                         return conn
@@ -287,9 +290,11 @@ class Debugger:
     def _read_stream(self):
         dec = StreamDecoder()
         detail = ""
+        conn, proc = self._conn, self.proc
+        assert conn is not None and proc is not None, "read once the child has connected"
         try:
             while True:
-                data = self._conn.recv(1 << 20)
+                data = conn.recv(1 << 20)
                 if not data:
                     break
                 for e in dec.feed(data):
@@ -301,17 +306,17 @@ class Debugger:
             except Exception:  # noqa: BLE001 (the corrupt frame is the news)
                 pass
             detail = f"the program's event stream was corrupt: {exc}"
-            _kill_group(self.proc)
+            _kill_group(proc)
         except OSError:
             pass
         except Exception as exc:  # noqa: BLE001 (an event the trace cannot take: as load() says it)
             detail = f"the program's events do not form a consistent trace: {exc!r}"
-            _kill_group(self.proc)
+            _kill_group(proc)
         try:
-            code = self.proc.wait(timeout=5)
+            code = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            _kill_group(self.proc)
-            code = self.proc.wait()
+            _kill_group(proc)
+            code = proc.wait()
         self._finish_output()
         if dec.pending_bytes() and not detail:
             detail = "the program died in the middle of an event; the trace keeps everything before it"
@@ -465,7 +470,7 @@ class Debugger:
     def saved_tensors(self, timeout=30.0):
         """The tensors the node paused at saved for its backward (what it is about to read), as
         [(name, full array)]: PyTorch's ``_saved_<name>`` names; ``saved 0``... in the engine."""
-        out = []
+        out: list[tuple[str, object]] = []
         while True:
             try:
                 answer = self._fetch({"what": "saved", "index": len(out)}, timeout)
