@@ -830,6 +830,9 @@ class Tensor(TensorBase):
 
 
 
+TensorBase._from_array = staticmethod(Tensor._wrap)
+
+
 def _dtype_title(t):
     return {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int", "bool": "Bool"}[t.dtype.name]
 
