@@ -171,6 +171,8 @@ class Function(Node):
 
 
 def _note_versions(node, inputs, out, result):
+    """(counter, version now, (array, grad_fn)) for each tensor ``node`` saved: an input or the
+    output whose very array it saved, and the inputs named in ``saved_inputs``."""
     versions = []
     for array in node._saved:
         if array is out:

@@ -25,8 +25,8 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = max_norm, norm_type, False, False
         if _weight is None:
-            self.weight = Parameter(_factory.empty(num_embeddings, embedding_dim, dtype=dtype),
-                                    requires_grad=not _freeze)
+            weight = _factory.empty(num_embeddings, embedding_dim, dtype=dtype, device=device)
+            self.weight = Parameter(weight, requires_grad=not _freeze)
             self.reset_parameters()
         else:
             self.weight = Parameter(_weight, requires_grad=not _freeze)
@@ -54,9 +54,9 @@ class LayerNorm(Module):
         self.normalized_shape, self.eps = tuple(normalized_shape), eps
         self.elementwise_affine, self.has_bias = elementwise_affine, bias
         if elementwise_affine:
-            self.weight = Parameter(_factory.ones(self.normalized_shape, dtype=dtype))
+            self.weight = Parameter(_factory.ones(self.normalized_shape, dtype=dtype, device=device))
             if bias:
-                self.bias = Parameter(_factory.zeros(self.normalized_shape, dtype=dtype))
+                self.bias = Parameter(_factory.zeros(self.normalized_shape, dtype=dtype, device=device))
             else:
                 self.register_parameter("bias", None)
         else:
@@ -84,14 +84,15 @@ class GELU(Module):
 
 
 class _RNNCellBase(Module):
-    def __init__(self, input_size, hidden_size, bias, num_chunks, dtype=None):
+    def __init__(self, input_size, hidden_size, bias, num_chunks, device=None, dtype=None):
         super().__init__()
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        self.weight_ih = Parameter(_factory.empty(num_chunks * hidden_size, input_size, dtype=dtype))
-        self.weight_hh = Parameter(_factory.empty(num_chunks * hidden_size, hidden_size, dtype=dtype))
+        gates, kw = num_chunks * hidden_size, {"dtype": dtype, "device": device}
+        self.weight_ih = Parameter(_factory.empty(gates, input_size, **kw))
+        self.weight_hh = Parameter(_factory.empty(gates, hidden_size, **kw))
         if bias:
-            self.bias_ih = Parameter(_factory.empty(num_chunks * hidden_size, dtype=dtype))
-            self.bias_hh = Parameter(_factory.empty(num_chunks * hidden_size, dtype=dtype))
+            self.bias_ih = Parameter(_factory.empty(gates, **kw))
+            self.bias_hh = Parameter(_factory.empty(gates, **kw))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -127,7 +128,7 @@ class RNNCell(_RNNCellBase):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, 1, dtype)
+        super().__init__(input_size, hidden_size, bias, 1, device, dtype)
 
     def forward(self, input, hx=None):
         x, h = self._batched(input, hx)
@@ -142,7 +143,7 @@ class GRUCell(_RNNCellBase):
     ``unsafe_chunk`` piece is its own UnsafeSplitBackward0 here (one node with three outputs in PyTorch)."""
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, bias, 3, dtype)
+        super().__init__(input_size, hidden_size, bias, 3, device, dtype)
 
     def forward(self, input, hx=None):
         x, h = self._batched(input, hx)
@@ -161,7 +162,7 @@ class LSTMCell(_RNNCellBase):
     own UnsafeSplitBackward0 here (one node with four outputs in PyTorch)."""
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, bias, 4, dtype)
+        super().__init__(input_size, hidden_size, bias, 4, device, dtype)
 
     def forward(self, input, hx=None):
         if hx is not None and input.ndim == 1:
