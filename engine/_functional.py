@@ -9,7 +9,8 @@ __all__ = ["cat", "stack", "flatten", "exp", "log", "sqrt", "abs", "tanh", "sigm
            "sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "softmax", "log_softmax", "clamp",
            "pow", "reshape", "transpose", "permute", "unsqueeze", "squeeze", "mm", "bmm", "dot", "mv",
            "allclose", "equal", "isnan", "isinf", "isfinite", "numel", "t", "neg", "add", "sub", "mul", "div",
-           "square", "is_tensor", "clone", "detach", "all", "any", "norm", "clip", "masked_fill", "tril", "triu"]
+           "square", "is_tensor", "clone", "detach", "all", "any", "norm", "clip", "masked_fill", "tril", "triu",
+           "split", "chunk"]
 
 
 def _method(name):
@@ -73,6 +74,8 @@ any = _method("any")
 norm = _method("norm")
 clip = _method("clip")
 masked_fill = _method("masked_fill")
+split = _method("split")
+chunk = _method("chunk")
 tril = _method("tril")
 triu = _method("triu")
 

@@ -719,6 +719,42 @@ class Tensor(TensorBase):
             return sh.SqueezeBackward0.apply(self)
         return sh.SqueezeBackward1.apply(self, dim=dim)
 
+    def split(self, split_size_or_sections, dim=0):
+        return self._split(split_size_or_sections, dim, sh.SplitBackward0)
+
+    def unsafe_split(self, split_size, dim=0):
+        return self._split(split_size, dim, sh.UnsafeSplitBackward0)
+
+    def chunk(self, chunks, dim=0):
+        return self._chunk(chunks, dim, sh.SplitBackward0)
+
+    def unsafe_chunk(self, chunks, dim=0):
+        return self._chunk(chunks, dim, sh.UnsafeSplitBackward0)
+
+    def _chunk(self, chunks, dim, node):
+        if chunks <= 0:
+            raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+        size = self._np.shape[sh.wrap_dim(dim, self.ndim)]
+        return self._split(max(-(-size // chunks), 1), dim, node)
+
+    def _split(self, sizes, dim, node):
+        d = sh.wrap_dim(dim, self.ndim)
+        total = self._np.shape[d]
+        if isinstance(sizes, (list, tuple)):
+            sizes = [int(n) for n in sizes]
+            if sum(sizes) != total or any(n < 0 for n in sizes):
+                raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {total} (input tensor's "
+                                   f"size at dimension {dim}), but got split_sizes={sizes}")
+            if node is sh.SplitBackward0:
+                node = sh.SplitWithSizesBackward0
+        else:
+            if sizes <= 0 and total:
+                raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension size of "
+                                   f"{total}")
+            sizes = [min(sizes, total - start) for start in range(0, total, sizes)] if total else [0]
+        bounds = np.cumsum([0] + sizes)
+        return tuple(node.apply(self, dim=d, start=int(a), stop=int(b)) for a, b in zip(bounds[:-1], bounds[1:]))
+
     def expand(self, *sizes):
         return sh.ExpandBackward0.apply(self, shape=_shape_arg(sizes))
 
@@ -828,6 +864,9 @@ class Tensor(TensorBase):
         from ._random import generator
         return self._set(generator().normal(mean, std, self._np.shape))
 
+
+
+TensorBase._from_array = staticmethod(Tensor._wrap)
 
 
 def _dtype_title(t):

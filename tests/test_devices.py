@@ -67,3 +67,13 @@ def test_meta_is_refused_clearly():
         engine.zeros(2, device="meta")
     with pytest.raises(NotImplementedError, match="no 'meta' device"):
         engine.ones(2).to("meta")
+
+
+@pytest.mark.parametrize("make", [
+    lambda t, d: t.nn.Linear(2, 2, device=d), lambda t, d: t.nn.Conv2d(1, 1, 3, device=d),
+    lambda t, d: t.nn.BatchNorm2d(2, device=d), lambda t, d: t.nn.Embedding(3, 2, device=d),
+    lambda t, d: t.nn.LayerNorm(2, device=d), lambda t, d: t.nn.LSTMCell(2, 2, device=d)])
+def test_layers_take_a_device(make):
+    assert _outcome(engine, lambda t: type(make(t, "cpu")).__name__) == \
+        _outcome(torch, lambda t: type(make(t, "cpu")).__name__)
+    assert _outcome(engine, lambda t: make(t, "cuda")) == _outcome(torch, lambda t: make(t, "cuda"))

@@ -33,11 +33,15 @@ def _both(arrays):
             [engine.tensor(a, requires_grad=True) for a in arrays])
 
 
-def _check(fn, arrays, rtol=1e-5, atol=1e-6, grad_seed=7):
-    """``fn(lib, *tensors)`` in both libraries: the same output, graph and input gradients."""
+def _check(fn, arrays, rtol=1e-5, atol=1e-6, grad_seed=7, same_graph=True):
+    """``fn(lib, *tensors)`` in both libraries: the same output, graph and input gradients (with
+    ``same_graph=False``, the same kinds of nodes)."""
     ts, es = _both(arrays)
     out_t, out_e = fn(torch, *ts), fn(engine, *es)
-    assert _names(out_e) == _names(out_t)
+    if same_graph:
+        assert _names(out_e) == _names(out_t)
+    else:
+        assert set(_names(out_e)) == set(_names(out_t))
     np.testing.assert_allclose(out_e.detach().numpy(), out_t.detach().numpy(), rtol=rtol, atol=atol)
     g = np.random.default_rng(grad_seed).standard_normal(tuple(out_t.shape)).astype(np.float32)
     out_t.backward(torch.tensor(g))
@@ -160,3 +164,56 @@ def test_rnn_cell(nonlinearity):
     for step in xs:
         h_t, h_e = cell_t(torch.tensor(step), h_t), cell_e(engine.tensor(step), h_e)
     np.testing.assert_allclose(h_e.detach().numpy(), h_t.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_split_and_chunk():
+    # PyTorch's split is one node with an output per piece; the engine's nodes have one output each.
+    (x,) = _inputs(10, (2, 7))
+    for pieces in (lambda lib, x: x.split(3, 1), lambda lib, x: x.split([2, 5], 1),
+                   lambda lib, x: lib.chunk(x, 3, 1)):
+        _check(lambda lib, x: lib.cat([p * (i + 1) for i, p in enumerate(pieces(lib, x))], 1), [x],
+               same_graph=False)
+        assert [p.grad_fn.name() for p in pieces(engine, engine.ones(2, 7, requires_grad=True))] == \
+            [p.grad_fn.name() for p in pieces(torch, torch.ones(2, 7, requires_grad=True))]
+    with pytest.raises(RuntimeError, match=r"split_with_sizes expects split_sizes to sum exactly to 7"):
+        engine.ones(2, 7).split([2, 4], 1)
+
+
+def _cells(kind):
+    torch.manual_seed(0)
+    cell_t, cell_e = getattr(torch.nn, kind)(3, 4), getattr(engine.nn, kind)(3, 4)
+    assert repr(cell_e) == repr(cell_t)
+    assert [(n, tuple(p.shape)) for n, p in cell_e.named_parameters()] == \
+        [(n, tuple(p.shape)) for n, p in cell_t.named_parameters()]
+    cell_e.load_state_dict({k: engine.tensor(v.numpy()) for k, v in cell_t.state_dict().items()})
+    return cell_t, cell_e
+
+
+@pytest.mark.parametrize("kind", ["GRUCell", "LSTMCell"])
+def test_gru_and_lstm_cells(kind):
+    # Results and gradients as PyTorch's, with the same kinds of nodes; PyTorch's unsafe_chunk is one
+    # node with several outputs, the engine's one node per piece.
+    cell_t, cell_e = _cells(kind)
+    xs, h0 = _inputs(11, (5, 2, 3), (2, 4))
+    ts, es = _both([xs, h0])
+    state_t = (ts[1], ts[1] * 0.5) if kind == "LSTMCell" else ts[1]
+    state_e = (es[1], es[1] * 0.5) if kind == "LSTMCell" else es[1]
+    for step in range(xs.shape[0]):
+        state_t, state_e = cell_t(ts[0][step], state_t), cell_e(es[0][step], state_e)
+    out_t = state_t[0] if kind == "LSTMCell" else state_t
+    out_e = state_e[0] if kind == "LSTMCell" else state_e
+    assert set(_names(out_e)) == set(_names(out_t))
+    np.testing.assert_allclose(out_e.detach().numpy(), out_t.detach().numpy(), rtol=1e-5, atol=1e-6)
+    out_t.pow(2).sum().backward()
+    out_e.pow(2).sum().backward()
+    for t, e in zip(ts, es):
+        np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=1e-6)
+    for (name, p_e), p_t in zip(cell_e.named_parameters(), cell_t.parameters()):
+        np.testing.assert_allclose(p_e.grad.numpy(), p_t.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+    # unbatched and without a state
+    x1 = _inputs(12, (3,))[0]
+    one_t, one_e = cell_t(torch.tensor(x1)), cell_e(engine.tensor(x1))
+    one_t = one_t[0] if kind == "LSTMCell" else one_t
+    one_e = one_e[0] if kind == "LSTMCell" else one_e
+    assert one_e.shape == one_t.shape == (4,)
+    np.testing.assert_allclose(one_e.detach().numpy(), one_t.detach().numpy(), rtol=1e-5, atol=1e-6)

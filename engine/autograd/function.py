@@ -47,6 +47,11 @@ class TensorBase:
 
     __slots__ = ()
 
+    @staticmethod
+    def _from_array(array):
+        """A plain tensor holding ``array`` (set by the tensor module)."""
+        raise NotImplementedError
+
 
 class Node:
     """A function of the backward graph. ``next_functions`` holds, in input order, one
@@ -58,6 +63,7 @@ class Node:
     _saved = ()
     _versions = ()  # (version counter, version when saved, (array, grad_fn)) per tensor saved
     is_view = False  # whether the output is a view of the first input (and shares its version counter)
+    saved_names = ()  # PyTorch's names for what save_for_backward holds, in order (None: no counterpart)
     _released = False
     _retained = None  # weak reference to the output tensor when it called retain_grad()
 
@@ -83,6 +89,15 @@ class Node:
                 view = grad_fn is not None and grad_fn.is_view and grad_fn is not self
                 raise RuntimeError(_modified_message(array, counter[0], version, grad_fn, view))
         return self._saved
+
+    def __getattr__(self, name):
+        # grad_fn._saved_self, ._saved_other, ...: what the node saved, by PyTorch's names
+        if name.startswith("_saved_") and name[7:] in type(self).saved_names:
+            i = type(self).saved_names.index(name[7:])
+            saved = self.saved_tensors
+            array = saved[i] if i < len(saved) else None
+            return None if array is None else TensorBase._from_array(array)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def release_variables(self):
         if self._saved:
@@ -156,6 +171,8 @@ class Function(Node):
 
 
 def _note_versions(node, inputs, out, result):
+    """(counter, version now, (array, grad_fn)) for each tensor ``node`` saved: an input or the
+    output whose very array it saved, and the inputs named in ``saved_inputs``."""
     versions = []
     for array in node._saved:
         if array is out:

@@ -25,9 +25,9 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(_factory.empty(out_features, in_features, dtype=dtype))
+        self.weight = Parameter(_factory.empty(out_features, in_features, dtype=dtype, device=device))
         if bias:
-            self.bias = Parameter(_factory.empty(out_features, dtype=dtype))
+            self.bias = Parameter(_factory.empty(out_features, dtype=dtype, device=device))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -82,9 +82,10 @@ class Conv2d(Module):
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         self.dilation, self.transposed, self.output_padding = _pair(dilation), False, (0, 0)
         self.groups, self.padding_mode = groups, padding_mode
-        self.weight = Parameter(_factory.empty(out_channels, in_channels // groups, *self.kernel_size, dtype=dtype))
+        self.weight = Parameter(_factory.empty(out_channels, in_channels // groups, *self.kernel_size, dtype=dtype,
+                                               device=device))
         if bias:
-            self.bias = Parameter(_factory.empty(out_channels, dtype=dtype))
+            self.bias = Parameter(_factory.empty(out_channels, dtype=dtype, device=device))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -137,17 +138,17 @@ class _BatchNorm(Module):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
-            self.weight = Parameter(_factory.empty(num_features, dtype=dtype))
+            self.weight = Parameter(_factory.empty(num_features, dtype=dtype, device=device))
             if bias:
-                self.bias = Parameter(_factory.empty(num_features, dtype=dtype))
+                self.bias = Parameter(_factory.empty(num_features, dtype=dtype, device=device))
             else:
                 self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", _factory.zeros(num_features, dtype=dtype))
-            self.register_buffer("running_var", _factory.ones(num_features, dtype=dtype))
+            self.register_buffer("running_mean", _factory.zeros(num_features, dtype=dtype, device=device))
+            self.register_buffer("running_var", _factory.ones(num_features, dtype=dtype, device=device))
             self.register_buffer("num_batches_tracked", _factory.tensor(0))
         else:
             self.register_buffer("running_mean", None)

@@ -7,7 +7,7 @@ from . import functional as F, init
 from .module import Module
 from .parameter import Parameter
 
-__all__ = ["Embedding", "LayerNorm", "GELU", "RNNCell"]
+__all__ = ["Embedding", "LayerNorm", "GELU", "RNNCell", "GRUCell", "LSTMCell"]
 
 
 class Embedding(Module):
@@ -25,8 +25,8 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = max_norm, norm_type, False, False
         if _weight is None:
-            self.weight = Parameter(_factory.empty(num_embeddings, embedding_dim, dtype=dtype),
-                                    requires_grad=not _freeze)
+            weight = _factory.empty(num_embeddings, embedding_dim, dtype=dtype, device=device)
+            self.weight = Parameter(weight, requires_grad=not _freeze)
             self.reset_parameters()
         else:
             self.weight = Parameter(_weight, requires_grad=not _freeze)
@@ -54,9 +54,9 @@ class LayerNorm(Module):
         self.normalized_shape, self.eps = tuple(normalized_shape), eps
         self.elementwise_affine, self.has_bias = elementwise_affine, bias
         if elementwise_affine:
-            self.weight = Parameter(_factory.ones(self.normalized_shape, dtype=dtype))
+            self.weight = Parameter(_factory.ones(self.normalized_shape, dtype=dtype, device=device))
             if bias:
-                self.bias = Parameter(_factory.zeros(self.normalized_shape, dtype=dtype))
+                self.bias = Parameter(_factory.zeros(self.normalized_shape, dtype=dtype, device=device))
             else:
                 self.register_parameter("bias", None)
         else:
@@ -83,19 +83,16 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-class RNNCell(Module):
-    """``h' = tanh(W_hh h + b_hh + W_ih x + b_ih)`` (or relu), built as PyTorch's CPU cell builds it."""
-
-    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+class _RNNCellBase(Module):
+    def __init__(self, input_size, hidden_size, bias, num_chunks, device=None, dtype=None):
         super().__init__()
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
-        self.input_size, self.hidden_size, self.bias, self.nonlinearity = input_size, hidden_size, bias, nonlinearity
-        self.weight_ih = Parameter(_factory.empty(hidden_size, input_size, dtype=dtype))
-        self.weight_hh = Parameter(_factory.empty(hidden_size, hidden_size, dtype=dtype))
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        gates, kw = num_chunks * hidden_size, {"dtype": dtype, "device": device}
+        self.weight_ih = Parameter(_factory.empty(gates, input_size, **kw))
+        self.weight_hh = Parameter(_factory.empty(gates, hidden_size, **kw))
         if bias:
-            self.bias_ih = Parameter(_factory.empty(hidden_size, dtype=dtype))
-            self.bias_hh = Parameter(_factory.empty(hidden_size, dtype=dtype))
+            self.bias_ih = Parameter(_factory.empty(gates, **kw))
+            self.bias_hh = Parameter(_factory.empty(gates, **kw))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -106,22 +103,75 @@ class RNNCell(Module):
         for weight in self.parameters():
             init.uniform_(weight, -stdv, stdv)
 
-    def forward(self, input, hx=None):
+    def _batched(self, input, hx):
         if input.ndim not in (1, 2):
-            raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.ndim}D instead")
-        batched = input.ndim == 2
-        if not batched:
-            input = input.unsqueeze(0)
-        if hx is None:
-            hx = _factory.zeros(input.shape[0], self.hidden_size, dtype=input.dtype)
-        elif not batched:
-            hx = hx.unsqueeze(0)
-        pre = F.linear(hx, self.weight_hh, self.bias_hh) + F.linear(input, self.weight_ih, self.bias_ih)
-        out = pre.tanh() if self.nonlinearity == "tanh" else pre.relu()
-        return out if batched else out.squeeze(0)
+            raise ValueError(f"{type(self).__name__}: Expected input to be 1D or 2D, got {input.ndim}D instead")
+        if input.ndim == 2:
+            return input, hx
+        return input.unsqueeze(0), (None if hx is None else hx.unsqueeze(0))
+
+    def _zeros(self, input):
+        return _factory.zeros(input.shape[0], self.hidden_size, dtype=input.dtype)
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
-        return s + (f", nonlinearity={self.nonlinearity}" if self.nonlinearity != "tanh" else "")
+        nonlinearity = getattr(self, "nonlinearity", "tanh")
+        return s + (f", nonlinearity={nonlinearity}" if nonlinearity != "tanh" else "")
+
+
+class RNNCell(_RNNCellBase):
+    """``h' = tanh(W_hh h + b_hh + W_ih x + b_ih)`` (or relu), built as PyTorch's CPU cell builds it."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, 1, device, dtype)
+
+    def forward(self, input, hx=None):
+        x, h = self._batched(input, hx)
+        h = self._zeros(x) if h is None else h
+        pre = F.linear(h, self.weight_hh, self.bias_hh) + F.linear(x, self.weight_ih, self.bias_ih)
+        out = pre.tanh() if self.nonlinearity == "tanh" else pre.relu()
+        return out if input.ndim == 2 else out.squeeze(0)
+
+
+class GRUCell(_RNNCellBase):
+    """PyTorch's CPU GRU cell, op for op (its in-place steps out of place: the same nodes). Each
+    ``unsafe_chunk`` piece is its own UnsafeSplitBackward0 here (one node with three outputs in PyTorch)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, 3, device, dtype)
+
+    def forward(self, input, hx=None):
+        x, h = self._batched(input, hx)
+        h = self._zeros(x) if h is None else h
+        i_r, i_z, i_n = F.linear(x, self.weight_ih, self.bias_ih).unsafe_chunk(3, 1)
+        h_r, h_z, h_n = F.linear(h, self.weight_hh, self.bias_hh).unsafe_chunk(3, 1)
+        reset = (h_r + i_r).sigmoid()
+        update = (h_z + i_z).sigmoid()
+        new = (i_n + h_n * reset).tanh()
+        out = (h - new) * update + new
+        return out if input.ndim == 2 else out.squeeze(0)
+
+
+class LSTMCell(_RNNCellBase):
+    """PyTorch's CPU LSTM cell, op for op; returns ``(h', c')``. Each ``unsafe_chunk`` piece is its
+    own UnsafeSplitBackward0 here (one node with four outputs in PyTorch)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, 4, device, dtype)
+
+    def forward(self, input, hx=None):
+        if hx is not None and input.ndim == 1:
+            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        x, _ = self._batched(input, None)
+        h, c = (self._zeros(x), self._zeros(x)) if hx is None else hx
+        gates = F.linear(h, self.weight_hh, self.bias_hh) + F.linear(x, self.weight_ih, self.bias_ih)
+        i, f, g, o = gates.unsafe_chunk(4, 1)
+        ingate, forgetgate, cellgate, outgate = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        cy = forgetgate * c + ingate * cellgate
+        hy = outgate * cy.tanh()
+        return (hy, cy) if input.ndim == 2 else (hy.squeeze(0), cy.squeeze(0))

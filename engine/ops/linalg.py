@@ -133,3 +133,10 @@ class BmmBackward0(Function):
         a, b = self.saved_tensors
         return (np.matmul(grad, b.transpose(0, 2, 1)) if self.needs_input_grad[0] else None,
                 np.matmul(a.transpose(0, 2, 1), grad) if self.needs_input_grad[1] else None)
+
+
+# What PyTorch calls the tensors each node saves (``grad_fn._saved_<name>``), in the order they are saved.
+for _node, _names in ((MmBackward0, ("self", "mat2")), (AddmmBackward0, ("mat1", "mat2")),
+                      (MvBackward0, ("self", "vec")), (DotBackward0, ("self", "tensor")),
+                      (BmmBackward0, ("self", "mat2"))):
+    _node.saved_names = _names

@@ -324,3 +324,9 @@ class MseLossBackward0(Function):
         if len(self.needs_input_grad) > 1:
             out.append(unbroadcast(-g, *self.metas[1]) if self.needs_input_grad[1] else None)
         return tuple(out)
+
+
+# What PyTorch calls the tensors each node saves (``grad_fn._saved_<name>``) where this engine saves the
+# same thing (it keeps im2col columns and normalised inputs where PyTorch keeps the input).
+ConvolutionBackward0.saved_names = (None, "weight")
+NativeBatchNormBackward0.saved_names = (None, None, "weight")

@@ -141,6 +141,10 @@ class MinimumBackward0(_Binary):
 class PowBackward0(Function):
     """``tensor ** scalar``."""
 
+    @property
+    def _saved_exponent(self):
+        return self.exponent
+
     def forward(self, a, exponent, dtype=None):
         self.exponent = exponent
         self.save_for_backward(a)
@@ -341,3 +345,15 @@ class CloneBackward0(Function):
 
     def backward(self, grad):
         return (grad,)
+
+
+# What PyTorch calls the tensors each node saves (``grad_fn._saved_<name>``), in the order they are saved.
+for _node, _names in ((MulBackward0, ("self", "other")), (DivBackward0, ("self", "other")),
+                      (MaximumBackward0, ("self", "other")), (MinimumBackward0, ("self", "other")),
+                      (PowBackward0, ("self",)), (PowBackward1, ("self", "exponent")), (PowBackward2, ("result",)),
+                      (ClampBackward1, ("self",)), (WhereBackward0, ("condition",))):
+    _node.saved_names = _names
+for _node in (ExpBackward0, SqrtBackward0, TanhBackward0, SigmoidBackward0, ReluBackward0, ReciprocalBackward0):
+    _node.saved_names = ("result",)
+for _node in (LogBackward0, AbsBackward0, SinBackward0, CosBackward0):
+    _node.saved_names = ("self",)

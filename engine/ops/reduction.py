@@ -1,7 +1,7 @@
 """Reductions and the softmax family."""
 import numpy as np
 
-from ..autograd.function import Function
+from ..autograd.function import Function, TensorBase
 
 
 def _expand_back(grad, shape, dims, keepdim):
@@ -122,6 +122,11 @@ class _ExtremumDim(Function):
         self.indices = idx.astype(np.int64)
         return values
 
+    @property
+    def _saved_indices(self):
+        self.saved_tensors  # noqa: B018 - raises once freed, as PyTorch's
+        return TensorBase._from_array(self.indices)
+
     def backward(self, grad):
         (idx,) = self.saved_tensors
         if not self.keepdim and len(self.shape):
@@ -189,3 +194,10 @@ class LogSoftmaxBackward0(Function):
     def backward(self, grad):
         (y,) = self.saved_tensors
         return (grad - np.exp(y) * grad.sum(axis=self.dim, keepdims=True),)
+
+
+# What PyTorch calls the tensors each node saves (``grad_fn._saved_<name>``), in the order they are saved.
+for _node, _names in ((_Extremum, ("self", "result")), (LinalgVectorNormBackward0, ("self", "result")),
+                      (SoftmaxBackward0, ("result",)),
+                      (LogSoftmaxBackward0, ("result",))):
+    _node.saved_names = _names

@@ -220,6 +220,32 @@ class IndexBackward0(_Scatter):
         return (out,)
 
 
+class SplitBackward0(Function):
+    """One piece of ``split``/``chunk`` (a view). PyTorch makes one node with an output per piece;
+    the engine's nodes have one output, so each piece gets a node of this name."""
+
+    is_view = True
+
+    def forward(self, x, dim, start, stop):
+        self.meta, self.key = (x.shape, x.dtype), (slice(None),) * dim + (slice(start, stop),)
+        return x[self.key]
+
+    def backward(self, grad):
+        out = np.zeros(*self.meta)
+        out[self.key] = grad
+        return (out,)
+
+
+class SplitWithSizesBackward0(SplitBackward0):
+    """A piece of ``split`` with a list of sizes."""
+
+
+class UnsafeSplitBackward0(SplitBackward0):
+    """A piece of ``unsafe_chunk``/``unsafe_split`` (what PyTorch's GRU and LSTM cells use): not a view."""
+
+    is_view = False
+
+
 class CatBackward0(Function):
     """Concatenation in the promoted ``dtype``; each input's gradient comes back in its own dtype."""
 

@@ -157,3 +157,10 @@ class TrilBackward0(Function):
 
 class TriuBackward0(TrilBackward0):
     fill = staticmethod(np.triu)
+
+
+# What PyTorch calls the tensors each node saves (``grad_fn._saved_<name>``), in the order they are saved.
+GeluBackward0.saved_names = ("self",)
+EmbeddingBackward0.saved_names = ("indices",)
+NativeLayerNormBackward0.saved_names = (None, "result2", "weight")
+MaskedFillBackward0.saved_names = ("mask",)
