@@ -73,7 +73,7 @@ def test_stepping_with_f10_highlights_each_node_in_order(window, qtbot):
         seen.append(st.trace.graph.nodes[st.current]["op"])
         assert window.status.text().startswith(f"pass 0 · step {i + 1} of 6")
         if i == 1:  # PowBackward0 of b**2: what its backward reads, fetched from the paused program
-            assert "saved tensors (what its backward reads)\nsaved 0 (2,) float32\n" \
+            assert "saved tensors (what its backward reads)\nself (2,) float32\n" \
                    "min 4, max 6, mean 5, std 1, norm 7.2111\n6\n4" in window.inspector.toPlainText()
         qtbot.keyClick(window, Qt.Key_F10)
     qtbot.waitUntil(lambda: st.pause is not None and st.pause.reason == "exited", timeout=20000)

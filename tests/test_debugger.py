@@ -301,9 +301,10 @@ def test_saved_tensors_of_the_paused_node():
             dbg.step()
         with pytest.raises(DebuggerError, match="not paused|exited"):
             dbg.saved_tensors()
-    # b**2 saved b; 3*a**3 saved the 3 (as PyTorch's _saved_other: a**3 needs no gradient of it); a**3 saved a
-    assert seen == [("SubBackward0", []), ("PowBackward0", [("saved 0", [6.0, 4.0])]), ("AccumulateGrad", []),
-                    ("MulBackward0", [("saved 1", 3.0)]), ("PowBackward0", [("saved 0", [2.0, 3.0])]),
+    # b**2 saved b; 3*a**3 saved the 3 (as PyTorch's _saved_other: a**3 needs no gradient of it); a**3 saved a,
+    # each under PyTorch's name (grad_fn._saved_self, _saved_other)
+    assert seen == [("SubBackward0", []), ("PowBackward0", [("self", [6.0, 4.0])]), ("AccumulateGrad", []),
+                    ("MulBackward0", [("other", 3.0)]), ("PowBackward0", [("self", [2.0, 3.0])]),
                     ("AccumulateGrad", [])]
 
 

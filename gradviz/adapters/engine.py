@@ -25,8 +25,12 @@ class EngineAdapter:
 
     @staticmethod
     def saved(node):
-        """The arrays ``node`` saved for its backward, as (name, array); raises if freed."""
-        return [(f"saved {i}", a) for i, a in enumerate(node.saved_tensors) if isinstance(a, np.ndarray)]
+        """The arrays ``node`` saved for its backward, as (name, array), named as PyTorch names them
+        (``self``, ``other``, ``mat2``, ``result``...: its ``grad_fn._saved_<name>``; ``saved i``
+        where PyTorch has no counterpart); raises if freed."""
+        names = type(node).saved_names
+        return [(names[i] if i < len(names) and names[i] else f"saved {i}", a)
+                for i, a in enumerate(node.saved_tensors) if isinstance(a, np.ndarray)]
 
     def __init__(self):
         # ids live beside the engine's tensors and nodes, never in them (gradviz.adapters.weak);
