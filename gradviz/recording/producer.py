@@ -392,12 +392,15 @@ class Producer:
         return named[1].rpartition(".")[0] if named is not None and named[0] is tensor else ""
 
     # -- backward ------------------------------------------------------------------------------
-    def backward_started(self, roots, grads):
+    def backward_started(self, roots, grads, planned=None):
+        """``planned``: the nodes the pass will run, when fewer than the roots reach (None: all)."""
         self._start_iteration_if_due()
         self.pass_index += 1
         self._values.clear()
         root_ids = tuple(self._node_id(r) for r in roots)
         self.sink(ev.BackwardStarted(self.pass_index, self.iteration, root_ids, tuple(self.value(g) for g in grads)))
+        if planned is not None:
+            self.sink(ev.PassPlanned(self.pass_index, tuple(self._node_id(n) for n in planned)))
 
     def node_entered(self, node, grad_outputs):
         """Returns the gradients' Values (a hook that needs them later keeps these, not the
