@@ -117,6 +117,8 @@ class Producer:
         self._next_id = 0
         self.iteration = -1
         self._new_iteration = True
+        self.optimizer_known = False  # iterations by optimizer steps (else by backward passes)
+        self._in_step = 0  # optimizer steps under way (LBFGS runs forward and backward inside one)
         self.pass_index = -1
         self.step_index = -1
         self._described = {}  # tensor id -> iteration last described in
@@ -426,11 +428,23 @@ class Producer:
 
     def backward_finished(self):
         self._values.clear()
-        self._new_iteration = True
+        if not self.optimizer_known and not self._in_step:
+            self._new_iteration = True  # a program without an optimizer: an iteration a backward pass
         self.sink(ev.BackwardFinished(self.pass_index))
+
+    # An iteration is an optimizer step when the program has an optimizer (set ``optimizer_known``
+    # as soon as it is known: an adapter that can tell before the first step does), else a
+    # backward pass: LBFGS's closure, run many times inside one step, or a gradient penalty's
+    # second backward pass, are one iteration with the step.
+    def optimizer_step_started(self):
+        """An optimizer's step begins (what it runs, LBFGS's closure, is a part of it)."""
+        self.optimizer_known = True
+        self._in_step += 1
 
     def optimizer_step(self, name, updates, lr=None):
         """``updates``: (tensor, L2 norm of its change) pairs."""
+        self.optimizer_known = True
+        self._in_step = max(0, self._in_step - 1)
         self.step_index += 1
         self._new_iteration = True
         ids = tuple(self._tensor_id(t, None) for t, _ in updates)

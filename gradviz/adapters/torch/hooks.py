@@ -128,6 +128,8 @@ class TorchRecording:
         finally:
             for h in handles:
                 h.remove()
+            if not p.optimizer_known and _optimizer_in_sight(torch, p._user_frame()):
+                p.optimizer_known = True  # made before its first step: its iteration is one too
             p.backward_finished()
 
     def _planned(self, kind, roots, inputs):
@@ -231,6 +233,7 @@ class TorchRecording:
     # The step hooks run outside any torch call, so with gradviz's mode on: each of their torch
     # calls would go through its Python dispatch (about 20 µs each, four a parameter).
     def _step_pre(self, optimizer, args, kwargs):
+        self.producer.optimizer_step_started()
         with self._torch_function_off(), self.torch.no_grad():
             self._before_step[id(optimizer)] = [(q, q.detach().clone()) for q in self._params_of(optimizer)]
 
@@ -273,6 +276,21 @@ def _backward_inputs(kind, args, kwargs):
 
 def _is_edge(x):
     return type(x).__name__ == "GradientEdge" and hasattr(x, "node")
+
+
+def _optimizer_in_sight(torch, frame):
+    """Whether the code that ran the backward pass holds a torch optimizer (before its first step):
+    in its locals, its globals, or its ``self``'s attributes."""
+    if frame is None:
+        return False
+    optimizer = torch.optim.Optimizer
+    owner = frame.f_locals.get("self")
+    scopes = [frame.f_locals, frame.f_globals]
+    try:
+        scopes.append(vars(owner))
+    except TypeError:  # no self, or one without attributes
+        pass
+    return any(isinstance(v, optimizer) for scope in scopes for v in list(scope.values()))
 
 
 def _is_compiling(torch):
