@@ -426,6 +426,13 @@ class Producer:
         self.sink(ev.GradAccumulated(self.pass_index, self._node_id(node), self._tensor_id(tensor, None),
                                      given, given if fresh else self.value(grad, copy=True)))
 
+    def nodes_made_by_backward(self, nodes):
+        """Graph nodes a backward pass made (``autograd.grad(create_graph=True)``'s gradients'
+        graph), announced with the line that ran the pass."""
+        source = self._source(self._user_frame())
+        for n in nodes:
+            self._node_id(n, source)
+
     def backward_finished(self):
         self._values.clear()
         if not self.optimizer_known and not self._in_step:

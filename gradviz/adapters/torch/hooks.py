@@ -124,13 +124,23 @@ class TorchRecording:
         inputs, args, kwargs = _backward_inputs(kind, args, kwargs)
         p.backward_started(root_nodes, grads, inputs and self._planned(kind, root_nodes, inputs))
         try:
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
         finally:
             for h in handles:
                 h.remove()
             if not p.optimizer_known and _optimizer_in_sight(torch, p._user_frame()):
                 p.optimizer_known = True  # made before its first step: its iteration is one too
             p.backward_finished()
+        create_graph = args[4] if kind == "grad" and len(args) > 4 else kwargs.get("create_graph")
+        if kind == "grad" and create_graph:
+            # The graph of the gradients (double backward) was made by this call, inside the
+            # engine where no op is seen: its nodes are announced now, made at this call's line,
+            # not at the line that first uses them.
+            made = [g.grad_fn for g in _flat_tensors(torch, out if isinstance(out, tuple) else (out,))
+                    if g.grad_fn is not None]
+            if made:
+                p.nodes_made_by_backward(made)
+        return out
 
     def _planned(self, kind, roots, inputs):
         """The nodes a pass with ``inputs`` will run: those on the way from the roots to an input's
