@@ -93,6 +93,29 @@ def _check_demo(command, name):
     return None
 
 
+_RECORD_OPTIONS = {"-o": True, "--output": True, "--values": True, "--demo": True}
+
+
+def _gradviz_options_after_script(argv):
+    """(gradviz's options, the script and its other arguments) when ``-o`` and gradviz's other
+    options were given after SCRIPT (``record SCRIPT ARGS -o X --values summaries``), else None."""
+    ours, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        name = a.split("=", 1)[0]
+        if i > 0 and name in _RECORD_OPTIONS:
+            if "=" in a or i + 1 >= len(argv):
+                ours.append(a)
+                i += 1
+            else:
+                ours += argv[i:i + 2]
+                i += 2
+            continue
+        rest.append(a)
+        i += 1
+    return (ours, rest) if any(a.split("=", 1)[0] in ("-o", "--output") for a in ours) else None
+
+
 def cmd_record(args):
     """Run the program as the debugger would, in a child process (``python -m gradviz.debug.session``),
     its event stream going to the file instead of a window."""
@@ -100,7 +123,13 @@ def cmd_record(args):
     script_args, trailing_out = _split_output(args.args)
     output = args.output or trailing_out
     if not output:
-        print("gradviz record: give the trace file with -o TRACE.gvz", file=sys.stderr)
+        moved = _gradviz_options_after_script(script_args)
+        if moved is not None:  # argparse handed them to the script
+            ours, script = moved
+            print("gradviz record: options after the script belong to the script; gradviz's options go before "
+                  f"the script: gradviz record {' '.join(ours + script)}", file=sys.stderr)
+        else:
+            print("gradviz record: give the trace file with -o TRACE.gvz", file=sys.stderr)
         return 2
     if args.demo:
         refused = _check_demo("record", args.demo)

@@ -146,6 +146,16 @@ class GradAccumulated:
 
 
 @event
+class PassPlanned:
+    """The backward pass ``pass_index`` will run only ``nodes`` (ids), fewer than its roots reach:
+    ``torch.autograd.grad``, or ``backward(inputs=...)``, runs only the nodes on the way to its
+    inputs. Told right after ``BackwardStarted``; a pass without one runs what its roots reach."""
+
+    pass_index: int
+    nodes: tuple
+
+
+@event
 class BackwardFinished:
     pass_index: int
 

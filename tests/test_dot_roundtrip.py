@@ -44,3 +44,13 @@ def test_a_torch_graph_with_frozen_parameters_round_trips():
     g = rec.trace.graph
     assert any(not d.get("grad", True) for _, _, d in g.edges(data=True))  # the frozen weight's edge
     _same_graph(g, trace_from_dot(to_dot(g)).graph)
+
+
+def test_a_drawing_missing_its_closing_brace_is_told_so():
+    # (issue 19, item 9: it was told it should start with 'digraph {', which it did)
+    import pytest
+    from gradviz.trace.dot import DotFormatError
+    with pytest.raises(DotFormatError, match=r"closing '\}' is missing"):
+        trace_from_dot('digraph {\n  a [label="Add}"]\n  b -> a\n')
+    with pytest.raises(DotFormatError, match="should start with 'digraph {'"):
+        trace_from_dot("graph { a -- b }")

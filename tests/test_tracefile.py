@@ -345,6 +345,7 @@ def synthetic_events():
         ev.GradAccumulated(0, 101, 2**70, shared, shared),  # one Value in two fields
         ev.GradAccumulated(0, 101, 2**70, None, vals["empty 3-d f64"]),
         ev.NodeExited(0, 101, ()),
+        ev.PassPlanned(0, (100, 101)),
         ev.BackwardFinished(0),
         ev.OptimizerStep(0, "SGD", (1, 2**70), (float("nan"), float("inf"), -0.0, 5e-324, 1e308), 0.1),
         ev.OptimizerStep(1, "Adam", (), (), None),

@@ -2,9 +2,21 @@
 in, read incrementally from the trace's events."""
 from __future__ import annotations
 
+import re
+
 from gradviz import events as ev
 from gradviz.app.labels import short_op
 from gradviz.trace.model import node_key
+
+
+# Terminal escape sequences (colours, cursor moves; OSC titles and links): shown as text they
+# are noise, so the console shows what they leave.
+_ANSI = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def plain(text: str) -> str:
+    """``text`` without its terminal escape sequences."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 class Console:
@@ -23,7 +35,7 @@ class Console:
             e = events[i]
             t = type(e)
             if t is ev.ProgramOutput:
-                self.entries.append((e.stream, e.text))
+                self.entries.append((e.stream, plain(e.text)))
             elif t is ev.ProgramExited and e.error:
                 exited = e
         self.scanned = len(events)
@@ -37,5 +49,5 @@ class Console:
             if p is not None and p.op:
                 src = f", made at {p.source.file}:{p.source.line}" if p.source else ""
                 where = f"in backward node {short_op(p.op)} ({node_key(p.node)}){src}\n"
-            self.entries.append(("exception", where + tb))
+            self.entries.append(("exception", where + plain(tb)))
         return self.entries

@@ -219,6 +219,8 @@ class AppState:
                 continue
             reach.add(k)
             stack.extend(g.successors(k))
+        if ps.planned is not None:  # autograd.grad, backward(inputs=...): only the way to the inputs
+            reach &= {node_key(n) for n in ps.planned}
         return len(ps.order), max(len(reach), len(ps.order))
 
     def status_text(self):

@@ -86,6 +86,30 @@ def _full(adapter, values):
     return tuple(None if x is None else ev.Value(adapter.summarize(x), adapter.to_numpy(x, False)) for x in values)
 
 
+OUTPUT_LIMIT = 1 << 20  # characters of the program's output a recording keeps (gradviz record)
+OUTPUT_CUT = "\n[gradviz: the rest of the program's output is not kept in the recording]\n"
+
+
+class _RecordedOutput:
+    """The program's stdout or stderr under ``gradviz record``: written through as ever, and kept
+    in the recording as ``ProgramOutput`` events (under the debugger the parent reads the pipes)."""
+
+    def __init__(self, name, stream, session):
+        self._name, self._stream, self._session = name, stream, session
+
+    def write(self, s):
+        n = self._stream.write(s)
+        self._session.record_output(self._name, s)
+        return n
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name):  # flush, encoding, fileno, isatty, buffer...: the stream's own
+        return getattr(self._stream, name)
+
+
 class Session:
     def __init__(self, stream, keep_arrays=True, sock=None):
         self.writer = TraceWriter(stream)
@@ -110,6 +134,20 @@ class Session:
         self.producer = None
         self._pausing = False
         self._nudge_handler = None  # installed while the program runs (see nudge_later)
+        self._output_left = OUTPUT_LIMIT
+
+    def record_output(self, name, text):
+        """Keep a piece of the program's output (``gradviz record``), within OUTPUT_LIMIT."""
+        if not text or self._output_left <= 0 or type(self.last_event) is ev.ProgramExited:
+            return
+        piece = text[:self._output_left]
+        self._output_left -= len(piece)
+        try:
+            self.emit(ev.ProgramOutput(name, piece))
+            if self._output_left <= 0:
+                self.emit(ev.ProgramOutput("stderr", OUTPUT_CUT))
+        except (OSError, ValueError):  # the recording is closed
+            self._output_left = 0
 
     # -- the stream ------------------------------------------------------------------------------
     def emit(self, e):
@@ -435,6 +473,9 @@ def main(argv=None):
 
     session = Session(stream, keep_arrays=args.values == "full", sock=sock)
     session.configure(cfg)
+    if sock is None:  # gradviz record: the program's output goes into the recording too
+        sys.stdout = _RecordedOutput("stdout", sys.stdout, session)
+        sys.stderr = _RecordedOutput("stderr", sys.stderr, session)
     if sock is not None:
         threading.Thread(target=session.read_commands, name="gradviz-commands", daemon=True).start()
 

@@ -117,6 +117,8 @@ class Producer:
         self._next_id = 0
         self.iteration = -1
         self._new_iteration = True
+        self.optimizer_known = False  # iterations by optimizer steps (else by backward passes)
+        self._in_step = 0  # optimizer steps under way (LBFGS runs forward and backward inside one)
         self.pass_index = -1
         self.step_index = -1
         self._described = {}  # tensor id -> iteration last described in
@@ -392,12 +394,15 @@ class Producer:
         return named[1].rpartition(".")[0] if named is not None and named[0] is tensor else ""
 
     # -- backward ------------------------------------------------------------------------------
-    def backward_started(self, roots, grads):
+    def backward_started(self, roots, grads, planned=None):
+        """``planned``: the nodes the pass will run, when fewer than the roots reach (None: all)."""
         self._start_iteration_if_due()
         self.pass_index += 1
         self._values.clear()
         root_ids = tuple(self._node_id(r) for r in roots)
         self.sink(ev.BackwardStarted(self.pass_index, self.iteration, root_ids, tuple(self.value(g) for g in grads)))
+        if planned is not None:
+            self.sink(ev.PassPlanned(self.pass_index, tuple(self._node_id(n) for n in planned)))
 
     def node_entered(self, node, grad_outputs):
         """Returns the gradients' Values (a hook that needs them later keeps these, not the
@@ -421,13 +426,32 @@ class Producer:
         self.sink(ev.GradAccumulated(self.pass_index, self._node_id(node), self._tensor_id(tensor, None),
                                      given, given if fresh else self.value(grad, copy=True)))
 
+    def nodes_made_by_backward(self, nodes):
+        """Graph nodes a backward pass made (``autograd.grad(create_graph=True)``'s gradients'
+        graph), announced with the line that ran the pass."""
+        source = self._source(self._user_frame())
+        for n in nodes:
+            self._node_id(n, source)
+
     def backward_finished(self):
         self._values.clear()
-        self._new_iteration = True
+        if not self.optimizer_known and not self._in_step:
+            self._new_iteration = True  # a program without an optimizer: an iteration a backward pass
         self.sink(ev.BackwardFinished(self.pass_index))
+
+    # An iteration is an optimizer step when the program has an optimizer (set ``optimizer_known``
+    # as soon as it is known: an adapter that can tell before the first step does), else a
+    # backward pass: LBFGS's closure, run many times inside one step, or a gradient penalty's
+    # second backward pass, are one iteration with the step.
+    def optimizer_step_started(self):
+        """An optimizer's step begins (what it runs, LBFGS's closure, is a part of it)."""
+        self.optimizer_known = True
+        self._in_step += 1
 
     def optimizer_step(self, name, updates, lr=None):
         """``updates``: (tensor, L2 norm of its change) pairs."""
+        self.optimizer_known = True
+        self._in_step = max(0, self._in_step - 1)
         self.step_index += 1
         self._new_iteration = True
         ids = tuple(self._tensor_id(t, None) for t, _ in updates)

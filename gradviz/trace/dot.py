@@ -168,8 +168,10 @@ def trace_from_dot(text):
     from gradviz import events as ev
     from gradviz.trace.model import Trace
     import networkx as nx
-    if not re.match(r"\s*(?:strict\s+)?digraph\b[^{]*\{", text) or "}" not in text:
+    if not re.match(r"\s*(?:strict\s+)?digraph\b[^{]*\{", text):
         raise DotFormatError("not a DOT digraph (it should start with 'digraph {' as torchviz writes it)")
+    if "}" not in re.sub(r'"(?:[^"\\]|\\.)*"', '""', _COMMENT.sub(lambda m: m.group(1) or " ", text)):
+        raise DotFormatError("the DOT digraph is not closed: its closing '}' is missing (a file cut short?)")
     g = read_dot(text)
     if any("gv_kind" in d for _, d in g.nodes(data=True)):
         return _trace_from_gradviz_dot(g)

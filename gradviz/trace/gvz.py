@@ -250,7 +250,7 @@ _OPT_INT_FIELDS = {"node", "pass_index"}
 _STR_FIELDS = {"op", "kind", "dtype", "output_dtype", "scope", "optimizer", "stream", "text", "reason", "phase",
                "detail"}
 _OPT_STR_FIELDS = {"name", "error", "traceback"}
-_INT_TUPLES = {"inputs", "params", "roots"}
+_INT_TUPLES = {"inputs", "params", "roots", "nodes"}
 
 
 def _field(name, x, arrays, used, off):

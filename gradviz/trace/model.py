@@ -55,6 +55,7 @@ class Pass:
     grad_outputs: dict = field(default_factory=dict)  # node id -> tuple of Value
     grad_inputs: dict = field(default_factory=dict)  # node id -> tuple of Value
     accumulated: dict = field(default_factory=dict)  # tensor id -> (contribution, new .grad)
+    planned: tuple | None = None  # ids of the nodes it will run, when fewer than its roots reach
     finished: bool = False
 
 
@@ -230,6 +231,9 @@ class Trace:
         j = self._place(e.pass_index)
         self.passes[j].accumulated[e.tensor] = (e.contribution, e.grad)
         _note(self._accumulated_in, e.tensor, j)
+
+    def _on_PassPlanned(self, e):
+        self._pass(e.pass_index).planned = tuple(e.nodes)
 
     def _on_BackwardFinished(self, e):
         self._pass(e.pass_index).finished = True

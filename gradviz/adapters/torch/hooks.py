@@ -121,13 +121,61 @@ class TorchRecording:
         grads = [torch.ones_like(r) if g is None else g for r, g in zip(roots, grads) if r.grad_fn is not None]
         handles = self._hook_graph(root_nodes)
         p = self.producer
-        p.backward_started(root_nodes, grads)
+        inputs, args, kwargs = _backward_inputs(kind, args, kwargs)
+        p.backward_started(root_nodes, grads, inputs and self._planned(kind, root_nodes, inputs))
         try:
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
         finally:
             for h in handles:
                 h.remove()
+            if not p.optimizer_known and _optimizer_in_sight(torch, p._user_frame()):
+                p.optimizer_known = True  # made before its first step: its iteration is one too
             p.backward_finished()
+        create_graph = args[4] if kind == "grad" and len(args) > 4 else kwargs.get("create_graph")
+        if kind == "grad" and create_graph:
+            # The graph of the gradients (double backward) was made by this call, inside the
+            # engine where no op is seen: its nodes are announced now, made at this call's line,
+            # not at the line that first uses them.
+            made = [g.grad_fn for g in _flat_tensors(torch, out if isinstance(out, tuple) else (out,))
+                    if g.grad_fn is not None]
+            if made:
+                p.nodes_made_by_backward(made)
+        return out
+
+    def _planned(self, kind, roots, inputs):
+        """The nodes a pass with ``inputs`` will run: those on the way from the roots to an input's
+        node. An input's own node runs only on the way to another input, or when it is a leaf's
+        AccumulateGrad in ``backward(inputs=...)``: ``autograd.grad`` takes the gradient at it."""
+        torch = self.torch
+        get_edge = getattr(torch.autograd.graph, "get_gradient_edge", None)
+        targets = set()
+        for t in inputs:
+            if _is_edge(t):
+                targets.add(t.node)
+            elif not isinstance(t, torch.Tensor):
+                continue
+            elif t.grad_fn is not None:
+                targets.add(t.grad_fn)
+            elif get_edge is not None and t.requires_grad:
+                try:
+                    targets.add(get_edge(t).node)
+                except (RuntimeError, AttributeError):  # no edge to give (inside torch.func's transforms)
+                    return None  # (no plan: the steps counted as the roots reach)
+        if not targets:
+            return None
+        needed, expanded = {}, set()
+        stack = [(r, False) for r in roots]
+        while stack:
+            node, done = stack.pop()
+            nexts = [fn for fn, _ in node.next_functions if fn is not None]
+            if done:
+                needed[node] = any(m in targets or needed.get(m, False) for m in nexts)
+            elif node not in expanded:
+                expanded.add(node)
+                stack.append((node, True))
+                stack.extend((m, False) for m in nexts if m not in expanded)
+        return [n for n in needed if needed[n] or (n in targets and kind != "grad" and
+                                                   getattr(n, "variable", None) is not None)]
 
     def _hook_graph(self, roots):
         p = self.producer
@@ -195,6 +243,7 @@ class TorchRecording:
     # The step hooks run outside any torch call, so with gradviz's mode on: each of their torch
     # calls would go through its Python dispatch (about 20 µs each, four a parameter).
     def _step_pre(self, optimizer, args, kwargs):
+        self.producer.optimizer_step_started()
         with self._torch_function_off(), self.torch.no_grad():
             self._before_step[id(optimizer)] = [(q, q.detach().clone()) for q in self._params_of(optimizer)]
 
@@ -214,6 +263,44 @@ class TorchRecording:
         lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
         self.producer.optimizer_step(type(optimizer).__name__, list(zip([q for q, _ in before], norms)),
                                      float(lr) if isinstance(lr, (int, float)) else None)
+
+
+def _backward_inputs(kind, args, kwargs):
+    """(the ``inputs`` of a backward call, ``autograd.grad``'s second argument, as a list, or None
+    when it has none: every leaf the roots reach gets a gradient; args; kwargs). Inputs given as
+    an iterator (``model.parameters()``) are read here and handed on as what it gave."""
+    at = {"tensor": 4, "backward": 5, "grad": 1}[kind]
+    given = args[at] if len(args) > at else kwargs.get("inputs")
+    if given is None:
+        return None, args, kwargs
+    if hasattr(given, "grad_fn") or _is_edge(given):  # one tensor, one GradientEdge
+        return [given], args, kwargs
+    if not isinstance(given, (list, tuple)):
+        given = tuple(given)
+        if len(args) > at:
+            args = args[:at] + (given,) + args[at + 1:]
+        else:
+            kwargs = {**kwargs, "inputs": given}
+    return (list(given) or None), args, kwargs  # (no inputs: every leaf, as PyTorch takes it)
+
+
+def _is_edge(x):
+    return type(x).__name__ == "GradientEdge" and hasattr(x, "node")
+
+
+def _optimizer_in_sight(torch, frame):
+    """Whether the code that ran the backward pass holds a torch optimizer (before its first step):
+    in its locals, its globals, or its ``self``'s attributes."""
+    if frame is None:
+        return False
+    optimizer = torch.optim.Optimizer
+    owner = frame.f_locals.get("self")
+    scopes = [frame.f_locals, frame.f_globals]
+    try:
+        scopes.append(vars(owner))
+    except TypeError:  # no self, or one without attributes
+        pass
+    return any(isinstance(v, optimizer) for scope in scopes for v in list(scope.values()))
 
 
 def _is_compiling(torch):
