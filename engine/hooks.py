@@ -11,7 +11,7 @@ With nobody registered, a moment costs its hot path one truth test.
 moment              called with                                  when
 =================== ============================================ ==============================
 node_created        (node, inputs, output)                       ``Function.apply`` made a node
-backward_started    (root, root_edges, root_grads)               a backward pass begins
+backward_started    (root, root_edges, root_grads, planned)      a backward pass begins
 node_entered        (node, grad)                                 a backward node is about to run
 grad_accumulated    (node, grad, fresh)                          AccumulateGrad added into .grad
 node_exited         (node, grad_inputs)                          a backward node has run
@@ -22,7 +22,9 @@ optimizer_step      (optimizer, updates)                         ``Optimizer.ste
 =================== ============================================ ==============================
 
 Arrays are numpy arrays (``grad``: the summed gradient flowing into the node; ``grad_inputs``: one
-array or None per ``next_functions`` entry); ``updates``: (parameter, L2 norm of its change) pairs.
+array or None per ``next_functions`` entry); ``updates``: (parameter, L2 norm of its change) pairs;
+``planned``: the nodes the pass will run when fewer than the root reaches (``autograd.grad``), else
+None.
 """
 from __future__ import annotations
 

@@ -316,3 +316,24 @@ def test_kept_values_do_not_change_when_tensors_change_in_place():
     transposed = next(n for n in t.nodes.values() if n.op == "TBackward0")
     np.testing.assert_array_equal(transposed.value.array, np.ones((3, 2)))
     assert t.tensors[transposed.inputs[0]].value.array.tolist() == [[1.0] * 3] * 2
+
+
+@pytest.mark.parametrize("roots", [1, 2])
+def test_an_engine_autograd_grad_pass_counts_the_nodes_it_runs(roots):
+    """The engine's autograd.grad runs only the way to its inputs: the pass's steps are those."""
+    from gradviz.app.state import AppState
+    with gradviz.record() as rec:
+        x = torch.ones(3, requires_grad=True)
+        w = torch.ones(3, requires_grad=True)
+        h = (x * w).tanh()
+        y = (h * 2).sum()
+        outs = [y] if roots == 1 else [y, (h * 3).sum()]
+        torch.autograd.grad(outs, [h])
+    p = rec.trace.passes[-1]
+    assert p.planned is not None and sorted(p.planned) == sorted(p.order)
+    reach = sum(1 for _, d in rec.trace.graph.nodes(data=True) if d.get("kind") in ("grad_fn", "accumulate_grad"))
+    assert len(p.order) < reach
+    assert AppState(trace=rec.trace).step_position() == (len(p.order), len(p.order))
+    with gradviz.record() as rec:
+        (x * w).tanh().sum().backward()
+    assert rec.trace.passes[-1].planned is None

@@ -118,8 +118,10 @@ def execute(root_edges, root_grads, retain_graph=False, capture=None, *, make_te
     targets = set(capture) if capture is not None else ()
     needed = _needed(root, targets) if capture is not None else None
     captured = {}
-    for hook in hooks.backward_started:
-        hook(root, root_edges, root_grads)
+    if hooks.backward_started:
+        planned = None if needed is None else [n for n, runs in needed.items() if runs]
+        for hook in hooks.backward_started:
+            hook(root, root_edges, root_grads, planned)
     # The hooks of one pass are those registered when it began.
     moments = tuple(hooks.node_entered), tuple(hooks.grad_accumulated), tuple(hooks.node_exited)
 

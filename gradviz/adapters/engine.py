@@ -127,8 +127,8 @@ class EngineRecording:
         self.p.node_created(node, inputs, output)
 
     # the backward executor
-    def backward_started(self, root, root_edges, root_grads):
-        self.p.backward_started([root], root_grads)
+    def backward_started(self, root, root_edges, root_grads, planned):
+        self.p.backward_started([root], root_grads, planned)
 
     def node_entered(self, node, grad):
         self.p.node_entered(node, (grad,))
