@@ -11,6 +11,7 @@ import gradviz
 import gradviz.engine as engine
 from gradviz import demos
 from gradviz.demos import gpt
+from graph_names import node_names  # noqa: E402
 
 ENGINE_IMPORT = "import gradviz.engine as torch\n"
 
@@ -39,8 +40,8 @@ def test_gpt_losses_equal_pytorchs():
     # the same graph, node for node
     x, y = gpt.get_batch(data_e, 0, 8, 16)
     xt, yt = ref.get_batch(data_t, 0, 8, 16)
-    names_e = _names(model_e(x, y)[1])
-    assert names_e == _names(model_t(xt, yt)[1])
+    names_e = node_names(model_e(x, y)[1])
+    assert names_e == node_names(model_t(xt, yt)[1])
     assert {"EmbeddingBackward0", "NativeLayerNormBackward0", "GeluBackward0", "MaskedFillBackward0",
             "SoftmaxBackward0", "BmmBackward0", "NllLossBackward0"} <= set(names_e)
     losses_t = ref.train(model_t, data_t)
@@ -51,16 +52,6 @@ def test_gpt_losses_equal_pytorchs():
         np.testing.assert_allclose(p_e.detach().numpy(), p_t.detach().numpy(), rtol=1e-3, atol=1e-5, err_msg=name)
 
 
-def _names(t):
-    out, stack, seen = [], [t.grad_fn], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        out.append(fn.name())
-        stack.extend(n for n, _ in reversed(fn.next_functions))
-    return out
 
 
 def test_gpt_is_a_demo_that_records_and_steps_backward():

@@ -6,21 +6,11 @@ import numpy as np
 import pytest
 
 import gradviz.engine as engine
+from graph_names import node_names  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
 
-def _names(t):
-    """The graph below ``t`` as node names, depth first in next_functions order."""
-    out, stack, seen = [], [t.grad_fn], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        out.append(fn.name())
-        stack.extend(n for n, _ in reversed(fn.next_functions))
-    return out
 
 
 def _inputs(seed, *shapes):
@@ -39,9 +29,9 @@ def _check(fn, arrays, rtol=1e-5, atol=1e-6, grad_seed=7, same_graph=True):
     ts, es = _both(arrays)
     out_t, out_e = fn(torch, *ts), fn(engine, *es)
     if same_graph:
-        assert _names(out_e) == _names(out_t)
+        assert node_names(out_e) == node_names(out_t)
     else:
-        assert set(_names(out_e)) == set(_names(out_t))
+        assert set(node_names(out_e)) == set(node_names(out_t))
     np.testing.assert_allclose(out_e.detach().numpy(), out_t.detach().numpy(), rtol=rtol, atol=atol)
     g = np.random.default_rng(grad_seed).standard_normal(tuple(out_t.shape)).astype(np.float32)
     out_t.backward(torch.tensor(g))
@@ -202,7 +192,7 @@ def test_gru_and_lstm_cells(kind):
         state_t, state_e = cell_t(ts[0][step], state_t), cell_e(es[0][step], state_e)
     out_t = state_t[0] if kind == "LSTMCell" else state_t
     out_e = state_e[0] if kind == "LSTMCell" else state_e
-    assert set(_names(out_e)) == set(_names(out_t))
+    assert set(node_names(out_e)) == set(node_names(out_t))
     np.testing.assert_allclose(out_e.detach().numpy(), out_t.detach().numpy(), rtol=1e-5, atol=1e-6)
     out_t.pow(2).sum().backward()
     out_e.pow(2).sum().backward()
