@@ -1,0 +1,72 @@
+"""Issue 13, items 12 and 13: a long live run. A training loop's iterations build graphs of one
+shape, laid out once (the layout renamed for the next), and the trace's memory beyond its arrays."""
+import gradviz
+import gradviz.engine as torch
+from gradviz.app.layouts import LayoutScheduler, lay_out, shape_of
+
+
+def _training_trace(iterations=3, values="summaries"):
+    with gradviz.record(values=values) as rec:
+        w = torch.tensor([1., 2., 3.], requires_grad=True)
+        b = torch.tensor([0.5], requires_grad=True)
+        for _ in range(iterations):
+            loss = ((w * 2 + b) ** 2).sum()
+            loss.backward()
+            w.grad = None
+            b.grad = None
+    return rec.trace
+
+
+def test_an_iteration_of_the_same_shape_takes_the_last_layout_renamed():
+    trace = _training_trace(3)
+    g0, g1 = (trace.iteration_graph(i).copy() for i in (0, 1))
+    assert set(g0) != set(g1)  # new grad_fn nodes each iteration (the leaves' nodes are shared)
+    sched = LayoutScheduler()
+    first = sched.run("k0", g0, 0, None)
+    assert not first.layout.stats.get("reused")
+    second = sched.run("k1", g1, 1, None)
+    assert second.layout.stats.get("reused") is True
+    assert second.graph is g1 and second.iteration == 1 and set(second.labels) == set(g1)
+    # The same picture: each node where its counterpart was (same op, same place in the graph).
+    same = {"n3": "n13", "n7": "n15", "n9": "n17", "n11": "n19", "n2": "n2", "t1": "t1", "n6": "n6", "t5": "t5"}
+    assert set(g0) == set(same) and set(g1) == set(same.values())
+    lay0, lay1 = first.layout, second.layout
+    assert {same[k]: v for k, v in lay0.positions.items()} == lay1.positions
+    assert {same[k]: v for k, v in lay0.layers.items()} == lay1.layers
+    assert [[same[k] for k in row] for row in lay0.order] == lay1.order
+    assert {(same[u], same[v]): line for (u, v), line in lay0.edges.items()} == lay1.edges
+    assert set(lay1.edges) == set(g1.edges)
+    assert second.labels == lay_out(g1, 1, None).labels
+    assert {same[k]: v for k, v in first.labels.items()} == second.labels
+
+
+def test_a_graph_of_another_shape_is_laid_out_afresh():
+    trace = _training_trace(2)
+    g0 = trace.iteration_graph(0).copy()
+    part = g0.subgraph(list(g0)[:-2]).copy()  # an iteration seen part built, mid-forward
+    assert shape_of(part, {k: str(d.get("op")) for k, d in part.nodes(data=True)}) != \
+        shape_of(g0, {k: str(d.get("op")) for k, d in g0.nodes(data=True)})
+    sched = LayoutScheduler()
+    sched.run("k0", g0, 0, None)
+    other = sched.run("k1", part, 0, None)
+    assert not other.layout.stats.get("reused")
+    assert set(other.layout.positions) == set(part)
+
+
+def test_a_node_not_announced_yet_counts_by_its_size_not_its_key():
+    import networkx as nx
+    from gradviz.app.labels import node_label
+
+    def part_built(first):  # a grad_fn whose next node is named, not yet announced
+        g = nx.DiGraph()
+        g.add_node(f"n{first}", kind="grad_fn", op="MulBackward0")
+        g.add_edge(f"n{first}", f"n{first + 1}")
+        return g, {k: node_label(d, k) for k, d in g.nodes(data=True)}
+
+    assert shape_of(*part_built(3)) == shape_of(*part_built(13))
+    sched = LayoutScheduler()
+    sched.run("a", part_built(3)[0], 0, None)
+    again = sched.run("b", part_built(13)[0], 1, None)
+    assert again.layout.stats.get("reused") and set(again.layout.positions) == {"n13", "n14"}
+    assert again.labels == {"n13": "MulBackward0", "n14": "n14"}
+
