@@ -70,3 +70,46 @@ def test_a_node_not_announced_yet_counts_by_its_size_not_its_key():
     assert again.layout.stats.get("reused") and set(again.layout.positions) == {"n13", "n14"}
     assert again.labels == {"n13": "MulBackward0", "n14": "n14"}
 
+
+def test_a_timelines_ordered_marks_draw_the_ticks_the_full_sort_draws(qtbot):
+    from gradviz.ui.timeline import MarkedSlider
+    import random
+    rng = random.Random(7)
+    positions = sorted(rng.randrange(0, 300_000) for _ in range(20_000))
+    marks = [(p, "x") for p in positions]
+    columns = []
+    for ordered in (False, True):
+        s = MarkedSlider()
+        qtbot.addWidget(s)
+        s.resize(900, 30)
+        s.setRange(0, 300_000)
+        s.set_marks(list(marks), ordered=ordered)
+        s.grab()
+        columns.append(s._columns[1])
+    assert columns[0] == columns[1] and 100 < len(columns[0]) <= 900 // 4 + 1
+    assert all(b - a >= 4 for a, b in zip(columns[1], columns[1][1:]))
+
+
+def test_the_last_pass_of_an_iteration_is_found_now_and_in_the_past():
+    from gradviz.app.timeline import Timeline
+    trace = _training_trace(3)
+    assert [trace.last_pass_of(i) for i in range(4)] == [0, 1, 2, None]
+    tl = Timeline(trace)
+    start_of_pass_2 = next(k for k, label in tl.marks() if label == "pass 2 starts")
+    before = tl.trace_at(start_of_pass_2 - 1)
+    assert before.last_pass_of(2) is None and before.last_pass_of(1) == 1
+    assert tl.trace_at(start_of_pass_2).last_pass_of(2) == 2
+
+
+def test_the_timelines_births_follow_the_trace_as_it_grows():
+    from gradviz.app.timeline import Timeline
+    from gradviz.trace.model import Trace
+    whole = _training_trace(3)
+    live = Trace()
+    tl = Timeline(live)
+    for start in range(0, len(whole.events), 7):
+        live.extend(whole.events[start:start + 7])
+        tl.mark_count()
+        assert tl._births == list(live.born.values())
+    assert tl.trace_at(len(whole.events)).node_count() == whole.node_count()
+
