@@ -113,3 +113,27 @@ def test_the_timelines_births_follow_the_trace_as_it_grows():
         assert tl._births == list(live.born.values())
     assert tl.trace_at(len(whole.events)).node_count() == whole.node_count()
 
+
+def test_the_flow_plot_redraws_only_when_its_bars_change(qtbot):
+    import pyqtgraph as pg
+    from gradviz.app.timeline import Timeline
+    from gradviz.ui.grad_plot import GradPlot
+    trace = _training_trace(3)  # no optimizer: every pass gives the same gradients
+    tl = Timeline(trace)
+    ends = [k for k, label in tl.marks() if label.endswith("ends")]
+    plot = GradPlot()
+    qtbot.addWidget(plot)
+
+    def bars():
+        return [i for i in plot.flow_plot.getPlotItem().items if isinstance(i, pg.BarGraphItem)]
+
+    plot.show_flow(tl.trace_at(ends[1]))
+    first = bars()
+    assert len(first) == 2 and plot.flow_note.text().startswith("Backward pass 1 (iteration 1)")
+    plot.show_flow(tl.trace_at(ends[2]))
+    assert bars() == first and plot.flow_note.text().startswith("Backward pass 2 (iteration 2)")
+    assert [r.name for r in plot.flow_shown] == ["w", "b"]
+    plot.show_flow(None)
+    assert plot.flow_shown == [] and plot.pages["Gradient flow"].currentIndex() == 0
+    plot.show_flow(tl.trace_at(ends[2]))
+    assert len(bars()) == 2 and bars() != first  # drawn again after the message
