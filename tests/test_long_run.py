@@ -137,3 +137,38 @@ def test_the_flow_plot_redraws_only_when_its_bars_change(qtbot):
     assert plot.flow_shown == [] and plot.pages["Gradient flow"].currentIndex() == 0
     plot.show_flow(tl.trace_at(ends[2]))
     assert len(bars()) == 2 and bars() != first  # drawn again after the message
+
+
+def test_a_loaded_long_run_keeps_one_copy_of_each_histogram_shape_and_name(tmp_path):
+    """Item 12: what a long run repeats every iteration (small tensors' histograms, shapes, dtypes,
+    ops) is held once, not once per event."""
+    trace = _training_trace(50)
+    path = tmp_path / "long.gvz"
+    trace.save(path)
+    loaded = gradviz.load(path)
+    summaries = [v.summary for e in loaded.events for v in _values(e)]
+    assert len(summaries) > 500
+    for field in ("hist", "shape", "dtype"):
+        got = [getattr(s, field) for s in summaries]
+        assert len({id(x) for x in got}) == len(set(got)) < 60  # one object per distinct value
+    ops = [e.op for e in loaded.events if type(e).__name__ == "NodeCreated"]
+    assert len({id(op) for op in ops}) == len(set(ops)) == 5
+    # the values themselves are as recorded
+    assert [s.hist for s in summaries] == [v.summary.hist for e in trace.events for v in _values(e)]
+
+
+def test_interning_forgets_past_its_cap(monkeypatch):
+    from gradviz import summary
+    monkeypatch.setattr(summary, "INTERNED_MAX", 3)
+    monkeypatch.setattr(summary, "_interned", {})
+    a = summary.interned((1, 2))
+    assert summary.interned(tuple([1, 2])) is a
+    for i in range(5):
+        summary.interned((i,))
+    assert len(summary._interned) <= 3
+    assert summary.interned((1, 2)) == (1, 2)
+
+
+def _values(e):
+    from gradviz.trace.model import _values_of
+    return [v for v in _values_of(e) if v is not None]
