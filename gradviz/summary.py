@@ -63,6 +63,23 @@ class Summary:
 
 
 _EMPTY_HIST = (0,) * HIST_BINS
+
+# Summaries' histograms and shapes, one tuple for each distinct value: a long run describes the
+# same small tensors and gradients again every iteration, and a 64-bin histogram is ~550 bytes
+# (issue 13, item 12: the decoded trace held ~2.3 KB per event, a quarter of it histograms).
+INTERNED_MAX = 1 << 16
+_interned: dict = {}
+
+
+def interned(t: tuple) -> tuple:
+    """The one tuple kept equal to ``t`` (``t`` itself the first time); forgets them all past
+    ``INTERNED_MAX`` distinct ones (a run whose histograms all differ gains nothing, costs no more)."""
+    got = _interned.get(t)
+    if got is None:
+        if len(_interned) >= INTERNED_MAX:
+            _interned.clear()
+        _interned[t] = got = t
+    return got
 # ndarray.min/max/sum add a Python layer per call
 _min, _max, _add = np.minimum.reduce, np.maximum.reduce, np.add.reduce
 
@@ -166,9 +183,9 @@ def _from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sam
             if len(counts) > HIST_BINS:  # the maximum itself: in the last bin, as np.histogram puts it
                 counts[HIST_BINS - 1] += sum(counts[HIST_BINS:])
                 del counts[HIST_BINS:]
-            hist = tuple(counts)
+            hist = interned(tuple(counts))
         else:
-            hist = (size,) + (0,) * (HIST_BINS - 1)
+            hist = interned((size,) + (0,) * (HIST_BINS - 1))
     else:
         mean = std = mean_abs = float("nan")
         hist = _EMPTY_HIST

@@ -226,8 +226,13 @@ class GradPlot(QTabWidget):
     def show_flow(self, trace, pass_index=-1):
         """The Gradient flow tab: mean and max |grad| of every parameter in layer order, log scale."""
         page, pw = self.pages["Gradient flow"], self.flow_plot
-        pw.clear()
         rows = plots.gradient_flow(trace, pass_index) if trace is not None else []
+        if rows and rows == self.flow_shown and page.currentIndex() == 1:
+            # The same bars (a training loop's next pass, a poll with nothing new): only the note.
+            self.flow_shown = rows
+            self._flow_note(trace, pass_index)
+            return
+        pw.clear()
         self.flow_shown = rows
         if not rows:
             return page.say("No backward pass yet." if trace is None or not trace.passes else
@@ -259,13 +264,18 @@ class GradPlot(QTabWidget):
         step = max(1, math.ceil((hi - lo) / 8))
         pi.getAxis("top").setTicks([[(k, f"1e{k}") for k in range(lo, hi + 1, step)], []])
         pi.setLabel("top", "|grad| (log scale)")
-        p = trace.passes[pass_index] if pass_index < 0 else trace._pass(pass_index)
-        self.flow_note.setText(f"Backward pass {p.index} (iteration {p.iteration}), parameters in layer order"
-                               + self._frozen_note(trace) + ".")
+        self._flow_note(trace, pass_index)
         pw.setXRange(lo, hi, padding=0.02)
         pw.setYRange(-0.6, len(rows) - 0.4, padding=0)
         pw.setMinimumHeight(FLOW_ROW_PX * len(rows) + 90)
         page.show_content()
+
+    def _flow_note(self, trace, pass_index):
+        p = trace.passes[pass_index] if pass_index < 0 else trace._pass(pass_index)
+        text = f"Backward pass {p.index} (iteration {p.iteration}), parameters in layer order" + \
+            self._frozen_note(trace) + "."
+        if text != self.flow_note.text():
+            self.flow_note.setText(text)
 
     @staticmethod
     def _frozen_note(trace):

@@ -4,6 +4,9 @@ It renders a ``gradviz.app.timeline.Timeline`` and says where the user is with `
 None for live, else the position k. While the slider moves, ``positionChanged`` comes at most every
 ``THROTTLE_MS`` with the latest position (the label follows every step), so a fast drag over a long
 run shows a moment per frame instead of queueing one per event."""
+import bisect
+from operator import itemgetter
+
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QStyle, QStyleOptionSlider, QWidget
@@ -22,12 +25,17 @@ class MarkedSlider(QSlider):
     def __init__(self, parent=None):
         super().__init__(Qt.Horizontal, parent)
         self.marks = []
+        self._ordered = False  # marks in order of position (a timeline's): ticks found by bisection
         self._columns = None  # ((marks, range, span), the x of each pixel column with a tick)
         self.setMinimumHeight(28)
 
-    def set_marks(self, marks):
-        if marks != self.marks:
+    def set_marks(self, marks, ordered=False):
+        """``marks``: [(position, label)]; ``ordered``: in order of position, and a list that
+        only grows (a timeline's own, ``Timeline.marks_so_far``): kept, not copied, and each
+        paint costs a bisection per tick drawn, not a pass over every mark."""
+        if marks is self.marks or marks != self.marks:
             self.marks = marks
+            self._ordered = ordered
             self.update()
 
     def paintEvent(self, event):
@@ -44,10 +52,20 @@ class MarkedSlider(QSlider):
         if self._columns is None or self._columns[0] != key:
             lo, size = self.minimum(), self.maximum() - self.minimum()
             kept, last = [], None
-            for dx in sorted({(position - lo) * span // size for position, _ in self.marks}):
-                if last is None or dx - last >= TICK_GAP:  # ticks a few pixels apart, not a solid bar
+            marks = self.marks
+            if self._ordered and span > 0:  # the same ticks, by jumping to the next column's first mark
+                i, n = 0, len(marks)
+                while i < n:
+                    dx = (marks[i][0] - lo) * span // size
                     kept.append(dx)
-                    last = dx
+                    # the first position p whose column (p - lo) * span // size is TICK_GAP further
+                    i = bisect.bisect_left(marks, lo - (-(dx + TICK_GAP) * size // span), i + 1, n,
+                                           key=itemgetter(0))
+            else:
+                for dx in sorted({(position - lo) * span // size for position, _ in marks}):
+                    if last is None or dx - last >= TICK_GAP:  # ticks a few pixels apart, not a solid bar
+                        kept.append(dx)
+                        last = dx
             self._columns = (key, kept)
         painter = QPainter(self)
         painter.setPen(QPen(QColor("#8a6d00"), 1))
@@ -104,7 +122,7 @@ class TimelineBar(QWidget):
         self.slider.blockSignals(False)
         if self._marked != (timeline, timeline.mark_count()):
             self._marked = (timeline, timeline.mark_count())
-            self.slider.set_marks(timeline.marks())
+            self.slider.set_marks(timeline.marks_so_far(), ordered=True)
         self._show_label()
 
     def set_position(self, k):

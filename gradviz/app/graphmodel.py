@@ -428,10 +428,9 @@ class GraphModel:
     def _pass_index(self):
         """The last backward pass of the iteration shown (an older pass ran on another graph)."""
         st = self.state
-        for i in range(len(st.trace.passes) - 1, -1, -1):
-            if st.trace.passes[i].iteration == st.iteration:
-                return i - len(st.trace.passes)
-        return None
+        trace = st.trace
+        place = trace.last_pass_of(st.iteration) if st.iteration is not None else None
+        return None if place is None else place - len(trace.passes)
 
     def edge_labels(self):
         i = self._pass_index()

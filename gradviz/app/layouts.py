@@ -2,6 +2,7 @@
 thread for a large one, and kept for time travel (a drag back and forth lays each graph out once)."""
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any, NamedTuple
@@ -19,6 +20,8 @@ INLINE_LAYOUT_NODES = 400
 # its graph: a big model's would weigh).
 LAYOUT_CACHE = 64
 LAYOUT_CACHE_NODES = 50_000
+# Fresh layouts kept by their graph's shape, to be renamed for a graph of the same shape.
+SHAPES = 16
 
 
 class LaidOut(NamedTuple):
@@ -43,12 +46,74 @@ def lay_out(graph: nx.DiGraph, iteration: int, previous: Layout | None) -> LaidO
     return LaidOut(graph, iteration, labels, layout_graph(graph, labels, previous))
 
 
+def _places(graph: nx.DiGraph) -> list:
+    """The graph's nodes in an order that does not depend on when shared nodes were made: its
+    own grad_fn nodes first, then the others (the leaves' nodes every iteration shares), each in
+    the graph's order."""
+    nodes = list(graph.nodes(data="kind"))
+    return [k for k, kind in nodes if kind == "grad_fn"] + [k for k, kind in nodes if kind != "grad_fn"]
+
+
+def shape_of(graph: nx.DiGraph, labels: dict[str, str]) -> tuple:
+    """What a layout depends on, with the nodes' keys left out: each node's label and kind (its
+    size, for a node not announced yet) in ``_places`` order, and the edges as pairs of places.
+    A training loop builds the same graph every iteration under new keys: graphs of one shape are
+    laid out alike."""
+    order = _places(graph)
+    place = {k: i for i, k in enumerate(order)}
+    kinds = graph.nodes
+    # A node named as a next node before its own NodeCreated (mid-forward) is labelled by its
+    # key, new each iteration: only its box's size counts.
+    return (tuple((labels[k], kind) if (kind := kinds[k].get("kind")) is not None else node_size(labels[k])
+                  for k in order),
+            tuple(sorted((place[u], place[v], d.get("index")) for u, v, d in graph.edges(data=True))))
+
+
+def relabel_layout(lay: Layout, mapping: dict) -> Layout:
+    """``lay`` with its nodes renamed by ``mapping`` (old key -> new key), everything else kept."""
+    m = mapping.__getitem__
+
+    def pair(e):
+        return m(e[0]), m(e[1])
+
+    return dataclasses.replace(
+        lay, positions={m(k): v for k, v in lay.positions.items()},
+        layers={m(k): v for k, v in lay.layers.items()},
+        order=[[m(k) for k in row] for row in lay.order],
+        edges={pair(e): v for e, v in lay.edges.items()},
+        reversed_edges=[pair(e) for e in lay.reversed_edges],
+        sizes={m(k): v for k, v in lay.sizes.items()}, stats={**lay.stats, "reused": True},
+        standins={pair(e): v for e, v in lay.standins.items()},
+        standin_of={pair(e): pair(s) for e, s in lay.standin_of.items()},
+        standin_layers={pair(e): v for e, v in lay.standin_layers.items()})
+
+
+def reuse(graph: nx.DiGraph, iteration: int, shaped: OrderedDict[tuple, LaidOut]) -> LaidOut | None:
+    """``graph`` laid out as one of ``shaped`` (shape -> LaidOut) was when it has its shape (its
+    nodes renamed, place by place), else None."""
+    if not shaped:
+        return None
+    labels = {k: node_label(d, k) for k, d in graph.nodes(data=True)}
+    shape = shape_of(graph, labels)
+    old = shaped.get(shape)
+    if old is None:
+        return None
+    shaped.move_to_end(shape)
+    mapping = dict(zip(_places(old.graph), _places(graph)))
+    return LaidOut(graph, iteration, labels, relabel_layout(old.layout, mapping))
+
+
 class LayoutScheduler:
-    """Runs one layout at a time, keyed by what fixes the graph; keeps the results it made."""
+    """Runs one layout at a time, keyed by what fixes the graph; keeps the results it made. A
+    graph of the shape last laid out afresh (``shape_of``) takes that layout, renamed: a live
+    training loop's new iteration is not laid out again."""
 
     def __init__(self) -> None:
         self._job: Job | None = None
         self._cache: OrderedDict[Hashable, LaidOut] = OrderedDict()
+        # shape_of -> LaidOut of the last fresh layouts (a live iteration's graph is also seen part
+        # built, mid-forward: a few shapes each)
+        self._shaped: OrderedDict[tuple, LaidOut] = OrderedDict()
 
     @property
     def laying_out(self) -> bool:
@@ -64,8 +129,15 @@ class LayoutScheduler:
     def run(self, key: Hashable, graph: nx.DiGraph, iteration: int, previous: Layout | None) -> LaidOut | None:
         """Lay ``graph`` out: the result at once for a small graph; None for a large one, whose
         layout ``take_finished()`` hands over when it is done."""
+        # A graph of a shape laid out before (the next iteration's, or one seen part built as
+        # the last one was): that layout, renamed.
+        result = reuse(graph, iteration, self._shaped)
+        if result is not None:
+            self.keep(key, result)
+            return result
         if graph.number_of_nodes() <= INLINE_LAYOUT_NODES:
             result = lay_out(graph, iteration, previous)
+            self._remember(result)
             self.keep(key, result)
             return result
         self._job = start_job(key, lay_out, graph, iteration, previous, name="gradviz-layout")
@@ -78,8 +150,16 @@ class LayoutScheduler:
             return None
         self._job = None
         result = job.result()
+        self._remember(result)
         self.keep(job.key, result)
         return job.key, result
+
+    def _remember(self, result: LaidOut) -> None:
+        shaped = self._shaped
+        shaped[shape_of(result.graph, result.labels)] = result
+        while len(shaped) > 1 and (len(shaped) > SHAPES or
+                                   sum(r.graph.number_of_nodes() for r in shaped.values()) > LAYOUT_CACHE_NODES):
+            shaped.popitem(last=False)
 
     def wait(self, timeout: float | None) -> None:
         if self._job is not None:

@@ -128,10 +128,8 @@ def _tensor_id(key):
 def shown_pass(trace, iteration):
     """The index (from the end, as ``box_grad_norms`` takes it) of the last backward pass of
     ``iteration``, or None when none ran (an older pass ran on another iteration's graph)."""
-    for i in range(len(trace.passes) - 1, -1, -1):
-        if trace.passes[i].iteration == iteration:
-            return i - len(trace.passes)
-    return None
+    place = trace.last_pass_of(iteration) if iteration is not None else None
+    return None if place is None else place - len(trace.passes)
 
 
 def box_grad_norms(trace, boxes, pass_index=-1):

@@ -103,7 +103,8 @@ class TraceAt(Trace):
         self.born = born
         self.iteration_nodes = live.iteration_nodes
         # Indexes shared with the trace: each lookup checks what it finds against this moment.
-        for name in ("_made_by", "_peers", "_tensor_rank", "_pass_place", "_entered_in", "_accumulated_in"):
+        for name in ("_made_by", "_peers", "_tensor_rank", "_pass_place", "_entered_in", "_accumulated_in",
+                     "_iteration_passes"):
             setattr(self, name, getattr(live, name))
         self.passes = tl._passes_at(k)
         self._births = tl._births
@@ -240,8 +241,9 @@ class Timeline:
             elif t is ev.ProgramExited:
                 self._marks.append((i + 1, "program raised" if _raised(e) else "program exited"))
         born = trace.born
-        if len(born) > len(self._births):
-            self._births.extend(itertools.islice(born.values(), len(self._births), None))
+        new = len(born) - len(self._births)
+        if new > 0:  # the latest entries, from the end (a slice from the start walks the whole dict)
+            self._births.extend(reversed(list(itertools.islice(reversed(born.values()), new))))
         self._scanned = n
 
     def _op(self, node):
@@ -307,6 +309,12 @@ class Timeline:
         end; as (position, label), the position just after the event."""
         self._scan()
         return list(self._marks)
+
+    def marks_so_far(self):
+        """``marks()`` without the copy: the timeline's own list, which only grows (read it, do not
+        change it), in order of position."""
+        self._scan()
+        return self._marks
 
     # -- where the debugger stood --------------------------------------------------------------------
     def pause_at(self, k):

@@ -20,13 +20,14 @@ import json
 import math
 import os
 import struct
+import sys
 import zlib
 from dataclasses import fields
 
 import numpy as np
 
 from gradviz import events as ev
-from gradviz.summary import HIST_BINS, Summary
+from gradviz.summary import HIST_BINS, Summary, interned
 
 MAGIC = b"GRADVIZ\x00"
 FORMAT_VERSION = 1
@@ -166,10 +167,14 @@ def _float(x, what, off):
         _fail(f"{what} is a number too large for a float ({len(str(x))} digits)", off)
 
 
+INTERN_CHARS = 200
+
+
 def _str(x, what, off):
     if type(x) is not str:
         _fail(f"{what} should be a string, got {type(x).__name__}", off)
-    return x
+    # Short strings (dtypes, ops, scopes, names, files) come again every iteration: one copy each.
+    return sys.intern(x) if len(x) <= INTERN_CHARS else x
 
 
 def _list(x, what, off, limit=1 << 20):
@@ -181,7 +186,7 @@ def _list(x, what, off, limit=1 << 20):
 
 
 def _shape(x, what, off):
-    dims = tuple(_int(n, what, off) for n in _list(x, what, off, MAX_NDIM))
+    dims = interned(tuple(_int(n, what, off) for n in _list(x, what, off, MAX_NDIM)))
     if any(n < 0 for n in dims):
         _fail(f"{what} has a negative dimension", off)
     return dims
@@ -197,7 +202,7 @@ def _summary(d, off):
     if not all(type(n) is int and n >= 0 for n in hist):  # one pass; the slow one names the bad count
         for n in hist:
             _count(n, "summary histogram count", off)
-    hist = tuple(hist)
+    hist = interned(tuple(hist))
     if len(hist) != HIST_BINS:
         _fail(f"a summary histogram has {len(hist)} bins, not {HIST_BINS}", off)
     if type(d["sampled"]) is not bool:

@@ -133,6 +133,7 @@ class Trace:
         self._pass_place = {}  # pass index -> its place in passes (the latest with that index)
         self._entered_in = {}  # node id -> places in passes of the passes that ran it
         self._accumulated_in = {}  # tensor id -> places in passes of the passes that gave it .grad
+        self._iteration_passes = {}  # iteration -> places in passes of its passes
 
     # -- building --------------------------------------------------------------------------------
     def apply(self, e):
@@ -203,6 +204,7 @@ class Trace:
 
     def _on_BackwardStarted(self, e):
         self._pass_place[e.pass_index] = len(self.passes)
+        _note(self._iteration_passes, e.iteration, len(self.passes))
         self.passes.append(Pass(e.pass_index, e.iteration, tuple(e.roots)))
 
     def _place(self, index):
@@ -323,6 +325,15 @@ class Trace:
             if key in getattr(p, field):  # a pass cut by a moment in the past may not have it yet
                 return p
         return None
+
+    def last_pass_of(self, iteration):
+        """The place in ``passes`` of the last backward pass of ``iteration``, or None (without a
+        walk over every pass: an iteration whose forward is running has none yet)."""
+        places = self._iteration_passes.get(iteration)
+        if not places:
+            return None
+        i = bisect.bisect_left(places, len(self.passes))  # a trace in the past holds a prefix
+        return places[i - 1] if i else None
 
     def peers(self, node_id):
         """The ids of the grad_fn nodes made by the same op at the same line in the same scope as
