@@ -117,3 +117,25 @@ def test_every_listed_op_has_a_rule():
     for op in LISTED.split():
         assert op in RULES
 
+
+def test_gradviz_seed_prints_each_steps_rule_with_its_numbers(capsys):
+    from gradviz import cli
+    assert cli.main(["seed"]) == 0
+    out = capsys.readouterr().out
+    assert "grad_a = grad * 3 * a**2 = [3, 3] * 3 * [4, 9] = [36, 81]" in out
+    assert "a.grad += [36, 81]: None -> [36, 81]" in out
+
+
+def test_debugger_explain_the_paused_node_before_it_runs():
+    from gradviz import Debugger
+    with Debugger.launch(demo="seed", breakpoints=[{"op": "PowBackward0"}]) as dbg:
+        pause = dbg.wait_paused(timeout=30)
+        pause = dbg.resume() or dbg.wait_paused(timeout=30)  # the second Pow: a**3's
+        e = dbg.explain()
+        assert pause.op == "PowBackward0"
+        assert e.text == "grad_a = grad * 3 * a**2 = [3, 3] * 3 * [4, 9] = [36, 81]"
+        (term,) = e.terms
+        assert term.computed.tolist() == [36, 81] and term.rule == "grad * 3 * a**2"
+        dbg.step()
+        dbg.wait_paused(timeout=30)
+        assert dbg.explain(pause.node).terms[0].matches  # now checked against the recorded grad_input

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from gradviz import events as ev
 from gradviz.debug import protocol
 from gradviz.debug.breakpoints import Breakpoint
+from gradviz.trace.explain import explain_node
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 from gradviz.trace.gvz import StreamDecoder, TraceFormatError
 
@@ -479,6 +480,26 @@ class Debugger:
                     return out
                 raise
             out.append((answer.name, answer.value.array))
+
+    def explain(self, node=None, pass_index=None):
+        """The local rule each grad_input of ``node`` (an id; default the paused node) follows, and
+        the same rule with its values substituted, computed and checked against the recorded
+        grad_inputs: an ``Explanation`` (``.text``; ``.terms``, one ``Term`` per grad_input with
+        ``rule``, ``substituted``, ``computed``, ``recorded``, ``matches``)."""
+        pause = self.last_pause
+        paused_here = node is None or (pause is not None and node == pause.node)
+        if node is None:
+            if pause is None or pause.node is None:
+                raise DebuggerError("not paused at a node: pass node=")
+            node = pause.node
+        saved: list = []
+        if paused_here and self.state == "paused" and pause is not None and pause.phase == "backward":
+            try:
+                saved = self.saved_tensors()
+            except KeyError:  # freed, or nothing saved: the rule reads the trace's values
+                saved = []
+        with self.lock:
+            return explain_node(self.trace, node, pass_index, saved)
 
     def fetch(self, tensor=None, grad=None, grad_output=None, grad_input=None, timeout=30.0):
         """The full current value, while paused, of a live tensor (by name or id), a tensor's
