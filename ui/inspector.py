@@ -14,6 +14,7 @@ from gradviz.events import Value as _Value
 from gradviz.app.graphmodel import MODULE_PREFIX
 from gradviz.app.labels import short_op
 from gradviz.summary import summarize
+from gradviz.trace.explain import explain_node
 from gradviz.trace.model import node_key, tensor_key
 
 TABLE_MAX = 64  # elements: up to this many, values are shown as a table
@@ -79,6 +80,30 @@ def value_html(value, title):
             for v in row) + "</tr>" for row in rows)
         out.append(f"<table style='font-family:monospace; background:#f6f6f6' cellspacing=0>{cells}</table>")
     return "".join(out)
+
+
+def rule_html(trace, nid, pass_index, saved=()):
+    """The local rule each grad_input follows, and the same rule with this node's numbers."""
+    try:
+        e = explain_node(trace, nid, pass_index, saved or ())
+    except Exception as exc:  # a rule that cannot read these values must not blank the inspector
+        return f"<p style='color:#777'>rule: cannot explain this node ({_esc(type(exc).__name__)})</p>"
+    head = "<p style='margin:4px 0 0 0'><b>the local rule (chain rule with its numbers)</b></p>"
+    if not e.known:
+        return head + f"<p style='color:#777; margin:2px 0'>{_esc(e.text)}</p>"
+    rows = []
+    for t in e.terms:
+        line = f"<code>{_esc(t.rule if t.rule.startswith(t.name) else f'{t.name} = {t.rule}')}</code>"
+        if t.substituted:
+            line += f"<br><code style='background:#eef6ee'>{_esc(t.substituted)}</code>"
+        if t.broadcast:
+            line += f"<br><span style='color:#555'>{_esc(t.broadcast)}</span>"
+        if t.matches is True:
+            line += " <span style='color:#080'>= recorded grad_input ✓</span>"
+        elif t.matches is False:
+            line += " <span style='color:#c00'>differs from the recorded grad_input</span>"
+        rows.append(f"<p style='margin:2px 0'>{line}</p>")
+    return head + "".join(rows)
 
 
 class Inspector(QTextBrowser):
@@ -149,6 +174,7 @@ class Inspector(QTextBrowser):
                 what = self._name(trace, tid) if named or src is None else f"output of {short_op(src.op)}"
                 parts.append(value_html(value, f"input {i}: {what}"))
             parts.append(value_html(node.value, "output"))
+        saved = []
         if node_key(nid) == self.state.current:
             saved = self.state.saved_tensors()
             if saved:
@@ -166,6 +192,7 @@ class Inspector(QTextBrowser):
                 parts.append("<p style='color:#777'>Not run in backward yet.</p>")
             return parts
         parts.append(f"<h4 style='margin:8px 0 0 0'>backward pass {ran.index}</h4>")
+        parts.append(rule_html(trace, nid, ran.index, saved))
         for i, v in enumerate(ran.grad_outputs[nid]):
             parts.append(value_html(v, f"grad_output {i}"))
         nexts = node.next_nodes
