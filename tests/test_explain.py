@@ -50,7 +50,7 @@ def _torch_values(torch, fn, *xs, attrs=None):
     y.backward(g, retain_graph=True)
     saved = {n[len("_saved_"):]: getattr(node, n) for n in dir(node) if n.startswith("_saved_")}
     arrays = {k: v.detach().numpy() for k, v in saved.items() if torch.is_tensor(v)}
-    scal = {k: v for k, v in saved.items() if isinstance(v, (int, float, str))}
+    scal = {k: v for k, v in saved.items() if isinstance(v, (int, float, str, tuple))}
     scal.update(attrs or {})
     np_ = lambda t: None if t is None else t.detach().numpy()  # noqa: E731
     return node, Values(inputs=[np_(x) for x in xs], output=np_(y), saved=arrays, attrs=scal,
@@ -139,3 +139,81 @@ def test_debugger_explain_the_paused_node_before_it_runs():
         dbg.step()
         dbg.wait_paused(timeout=30)
         assert dbg.explain(pause.node).terms[0].matches  # now checked against the recorded grad_input
+
+
+def _ints(*values):
+    return lambda torch: torch.tensor(values)
+
+
+def _floats(*shape):
+    return lambda torch: torch.rand(*shape, dtype=torch.float64) + 0.5
+
+
+NN_CASES = [
+    ("Gelu", lambda F, a: F.gelu(a), [_floats(3)]),
+    ("Addmm", lambda F, b, m1, m2: b.addmm(m1, m2), [_floats(2), _floats(3, 4), _floats(4, 2)]),
+    ("Bmm", lambda F, a, b: a.bmm(b), [_floats(2, 2, 3), _floats(2, 3, 2)]),
+    ("Transpose", lambda F, a: a.transpose(0, 2), [_floats(2, 1, 3)]),
+    ("Reshape", lambda F, a: a.reshape(3, 2), [_floats(2, 3)]),
+    ("SumDim", lambda F, a: a.sum(0), [_floats(2, 3)]),
+    ("MeanDim", lambda F, a: a.mean(1), [_floats(2, 3)]),
+    ("NllLoss", lambda F, a, t: F.nll_loss(a.log_softmax(-1), t), [_floats(2, 3), _ints(0, 2)]),
+    ("Convolution", lambda F, x, w, b: F.conv2d(x, w, b, padding=1), [_floats(1, 2, 4, 4), _floats(3, 2, 3, 3),
+                                                                      _floats(3)]),
+    ("NativeBatchNorm", lambda F, x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+     [_floats(3, 2, 2, 2), _floats(2), _floats(2)]),
+    ("NativeLayerNorm", lambda F, x, w, b: F.layer_norm(x, (3,), w, b), [_floats(2, 3), _floats(3), _floats(3)]),
+    ("Embedding", lambda F, w, i: F.embedding(i, w), [_floats(4, 2), _ints(1, 3, 1)]),
+    ("MaxPool", lambda F, x: F.max_pool2d(x, 2), [_floats(1, 1, 4, 4)]),
+]
+
+
+@pytest.mark.parametrize("op,fn,makers", NN_CASES, ids=[c[0] for c in NN_CASES])
+def test_the_network_rules_against_pytorch(op, fn, makers):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    node, v = _torch_values(torch, lambda *xs: fn(F, *xs), *[m(torch) for m in makers])
+    e = explain(type(node).__name__, v)
+    assert e.known and e.terms, type(node).__name__
+    checked = [t for t in e.terms if t.recorded is not None]
+    assert checked and all(t.matches for t in checked), e.text
+    assert all(t.substituted for t in checked), e.text
+
+
+ENGINE_NN = [c for c in NN_CASES if c[0] not in ("Addmm", "NllLoss", "Embedding", "MaxPool")] + [
+    ("Linear", lambda F, x, w, b: F.linear(x, w, b), [_floats(3, 4), _floats(2, 4), _floats(2)])]
+
+
+class _EngineAsTorch:
+    """The makers' torch.rand and torch.tensor, on the engine."""
+    rng = np.random.default_rng(0)
+
+    def __init__(self):
+        import gradviz.engine as gt
+        self.gt, self.float64 = gt, gt.float64
+
+    def rand(self, *shape, dtype=None):
+        return self.gt.tensor(self.rng.random(shape))
+
+    def tensor(self, values):
+        return self.gt.tensor(values)
+
+
+@pytest.mark.parametrize("op,fn,makers", ENGINE_NN, ids=[c[0] for c in ENGINE_NN])
+def test_the_network_rules_against_the_engine(op, fn, makers):
+    """From the trace alone (no saved tensors): NllLoss, Embedding and MaxPool need their integer
+    inputs, which the debugger fetches as saved tensors when paused there."""
+    import gradviz.engine as gt
+    import gradviz.engine.nn.functional as F
+    t = _EngineAsTorch()
+    xs = [m(t) for m in makers]
+    xs = [x.requires_grad_() if x.dtype == gt.float64 else x for x in xs]
+    with gradviz.record() as rec:
+        y = fn(F, *xs)
+        y.backward(gt.ones(y.shape) if y.ndim else None)
+    tr = rec.trace
+    nid = [n for n in tr.passes[-1].order if tr.nodes[n].kind == "grad_fn"][0]
+    e = explain_node(tr, nid)
+    checked = [t for t in e.terms if t.recorded is not None]
+    assert checked and all(t.matches for t in checked), (tr.nodes[nid].op, e.text)

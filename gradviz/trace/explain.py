@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gradviz.trace import explain_nn as nn
+
 SMALL = 8  # elements: values larger than this are named, not printed
 
 
@@ -137,8 +139,7 @@ def _reduced_dims(xshape, gshape, dims=None):
         return tuple(sorted(d % len(xshape) for d in np.atleast_1d(dims))), False
     removed, j = [], 0
     for i, n in enumerate(xshape):
-        if j < len(gshape) and gshape[j] == n and len(xshape) - i - 1 >= len(gshape) - j - 1 \
-                and len(removed) + (len(gshape) - j) <= len(xshape) - i:
+        if j < len(gshape) and gshape[j] == n:
             j += 1
         else:
             removed.append(i)
@@ -316,7 +317,7 @@ def _shape(rule, f):
 def _transpose(g, shape, v):
     if g.ndim == len(shape) and g.ndim == 2:
         return g.T
-    d = v.attrs.get("dims")
+    d = (v.attrs["dim0"], v.attrs["dim1"]) if "dim0" in v.attrs and "dim1" in v.attrs else None
     if d is None:
         diff = [i for i, (n, m) in enumerate(zip(shape, g.shape)) if n != m]
         d = diff[:2] if len(diff) == 2 else (-1, -2)
@@ -391,18 +392,12 @@ RULES = {
     "Expand": _shape("grad.sum_to_size(self.sizes())", lambda g, s, v: unbroadcast(g, s)[0]),
     "Softmax": _softmax,
     "LogSoftmax": _log_softmax,
-    "NllLoss": _ruled(["grad_self[i, target[i]] = -grad * weight[target[i]] / total_weight (mean), "
-                       "-grad * weight[target[i]] (sum); 0 elsewhere"]),
-    "Convolution": _ruled(["conv_transpose(grad, weight)  (the full correlation of grad with the "
-                           "flipped kernel)", "conv(self, grad)  (each kernel tap: sum over the "
-                           "positions of self * grad)", "grad.sum(dims=(0, 2, 3))"]),
-    "NativeBatchNorm": _ruled(["weight * invstd / N * (N * grad - grad.sum() - xhat * (grad * xhat).sum()) "
-                               "over (N, H, W)", "(grad * xhat).sum((0, 2, 3))", "grad.sum((0, 2, 3))"]),
-    "NativeLayerNorm": _ruled(["weight * rstd / D * (D * grad - grad.sum(-1) - xhat * (grad * xhat).sum(-1))",
-                               "(grad * xhat).sum(batch dims)", "grad.sum(batch dims)"]),
-    "Embedding": _ruled(["grad_weight.index_add_(0, indices, grad)  (each row used adds its grad)"]),
-    "MaxPool2DWithIndices": _ruled(["grad_self[argmax of each window] += grad  (0 elsewhere)"]),
-    "MaxPool2D": _ruled(["grad_self[argmax of each window] += grad  (0 elsewhere)"]),
+    "NllLoss": nn.nll_loss,
+    "Convolution": nn.convolution,
+    "NativeBatchNorm": nn.batch_norm,
+    "NativeLayerNorm": nn.layer_norm,
+    "Embedding": nn.embedding,
+    "MaxPool2DWithIndices": nn.max_pool,
     "AccumulateGrad": _accumulate,
 }
 
@@ -422,7 +417,10 @@ def explain(op, values: Values) -> Explanation:
         return Explanation(op, [], known=False)
     terms = []
     with np.errstate(all="ignore"):  # a rule meeting 0 or inf says so in its numbers, as the node did
-        made = rule(values)
+        try:
+            made = rule(values)
+        except Exception:  # values the rule cannot read (shapes it cannot line up): the rule alone
+            made = rule(Values(names=values.names))
     for i, (name, text, sub, computed, shape) in enumerate(made):
         recorded = values.grad_inputs[i] if i < len(values.grad_inputs) else None
         if base_op(op) == "AccumulateGrad":
@@ -439,8 +437,8 @@ def explain(op, values: Values) -> Explanation:
                     pass
         text = _named(text, values.names)
         t = Term(name, text, None, computed, None if recorded is None else np.asarray(recorded), why)
-        if sub is not None and computed is not None:
-            t.substituted = f"{name} = {text} = {sub} = {fmt(computed)}"
+        if computed is not None:
+            t.substituted = f"{name} = {text} = " + (f"{sub} = " if sub is not None else "") + fmt(computed)
             if base_op(op) == "AccumulateGrad":
                 t.substituted = f"{sub}"
         terms.append(t)
