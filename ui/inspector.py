@@ -88,14 +88,15 @@ def rule_html(trace, nid, pass_index, saved=()):
         e = explain_node(trace, nid, pass_index, saved or ())
     except Exception as exc:  # a rule that cannot read these values must not blank the inspector
         return f"<p style='color:#777'>rule: cannot explain this node ({_esc(type(exc).__name__)})</p>"
-    head = "<p style='margin:4px 0 0 0'><b>the local rule (chain rule with its numbers)</b></p>"
+    head = "<h4 style='margin:8px 0 0 0'>the local rule, with its numbers</h4>"
     if not e.known:
         return head + f"<p style='color:#777; margin:2px 0'>{_esc(e.text)}</p>"
     rows = []
     for t in e.terms:
-        line = f"<code>{_esc(t.rule if t.rule.startswith(t.name) else f'{t.name} = {t.rule}')}</code>"
-        if t.substituted:
-            line += f"<br><code style='background:#eef6ee'>{_esc(t.substituted)}</code>"
+        if t.substituted:  # the rule, then its numbers
+            line = f"<code style='background:#eef6ee'>{_esc(t.substituted)}</code>"
+        else:
+            line = f"<code>{_esc(t.rule if t.rule.startswith(t.name) else f'{t.name} = {t.rule}')}</code>"
         if t.broadcast:
             line += f"<br><span style='color:#555'>{_esc(t.broadcast)}</span>"
         if t.matches is True:
@@ -191,8 +192,8 @@ class Inspector(QTextBrowser):
             else:
                 parts.append("<p style='color:#777'>Not run in backward yet.</p>")
             return parts
+        parts.insert(0, rule_html(trace, nid, ran.index, saved))  # first: the why of the numbers below
         parts.append(f"<h4 style='margin:8px 0 0 0'>backward pass {ran.index}</h4>")
-        parts.append(rule_html(trace, nid, ran.index, saved))
         for i, v in enumerate(ran.grad_outputs[nid]):
             parts.append(value_html(v, f"grad_output {i}"))
         nexts = node.next_nodes
