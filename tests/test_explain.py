@@ -217,3 +217,84 @@ def test_the_network_rules_against_the_engine(op, fn, makers):
     e = explain_node(tr, nid)
     checked = [t for t in e.terms if t.recorded is not None]
     assert checked and all(t.matches for t in checked), (tr.nodes[nid].op, e.text)
+
+
+def test_the_jacobian_of_the_paused_node_and_its_vjp_check():
+    from gradviz import Debugger
+    with Debugger.launch(demo="seed", breakpoints=[{"op": "PowBackward0"}]) as dbg:
+        dbg.wait_paused(timeout=30)
+        dbg.resume()
+        pause = dbg.wait_paused(timeout=30)  # a**3's PowBackward0, v = [3, 3]
+        jac = dbg.jacobian()
+        (J,) = jac.blocks
+        assert J.tolist() == [[12.0, 0.0], [0.0, 27.0]]  # d(a**3)/da = diag(3 * a**2), a = [2, 3]
+        assert [x.tolist() for x in jac.vjp()] == [[36.0, 81.0]] and jac.matches == [True]
+        typed = dbg.vjp([np.array([1.0, 2.0])])  # a v the user typed: only this node runs again
+        assert typed[0].tolist() == [12.0, 54.0] and jac.vjp([np.array([1.0, 2.0])])[0].tolist() == [12.0, 54.0]
+        assert len(dbg.trace.passes[-1].grad_inputs) == 4  # the pass did not move: Sub, Pow, Acc, Mul
+        dbg.step()
+        dbg.wait_paused(timeout=30)
+        assert dbg.trace.passes[-1].grad_inputs[pause.node][0].array.tolist() == [36.0, 81.0]
+
+
+def test_the_jacobian_against_pytorchs(tmp_path):
+    torch = pytest.importorskip("torch")
+    from gradviz import Debugger
+    script = tmp_path / "prog.py"
+    script.write_text("import torch\nx = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)\n"
+                      "y = x.softmax(0)\ny.backward(torch.tensor([1.0, 2.0, 3.0]))\n")
+    with Debugger.launch(str(script), breakpoints=[{"op": "SoftmaxBackward0"}]) as dbg:
+        pause = dbg.wait_paused(timeout=60)
+        assert pause.op == "SoftmaxBackward0", pause
+        jac = dbg.jacobian()
+        expected = torch.autograd.functional.jacobian(lambda x: x.softmax(0), torch.tensor([0.5, -1.0, 2.0]))
+        assert np.allclose(jac.blocks[0], expected.numpy(), atol=1e-6)
+        assert jac.matches == [True]
+
+
+PROGRAM = """
+import {mod} as torch
+import {F} as F
+a = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.2, -0.3]], requires_grad=True)
+w = torch.tensor([[0.3, -0.2], [0.1, 0.4], [-0.5, 0.2]], requires_grad=True)
+b = torch.tensor([0.1, -0.1], requires_grad=True)
+h = (a @ w + b).tanh() * 2 - a.sum(1, keepdim=True).sigmoid() / 3
+z = F.relu(h).exp() + (h ** 2 + 1).log()
+loss = F.nll_loss(z.log_softmax(-1), torch.tensor([1, 0])) + z.mean()
+loss.backward()
+"""
+
+
+@pytest.mark.parametrize("framework", ["engine", "torch"])
+def test_every_paused_node_explained_and_its_jacobian_checked(tmp_path, framework):
+    """Stepping a small program node by node: each node's computed rule (with the saved tensors
+    the child fetches) and its Jacobian's v^T . J equal the grad_inputs it then records."""
+    from gradviz import Debugger
+    if framework == "torch":
+        pytest.importorskip("torch")
+        mod, F = "torch", "torch.nn.functional"
+    else:
+        mod, F = "gradviz.engine", "gradviz.engine.nn.functional"
+    script = tmp_path / "prog.py"
+    script.write_text(PROGRAM.format(mod=mod, F=F))
+    checked, jacobians = [], 0
+    with Debugger.launch(str(script), break_on_backward=True) as dbg:
+        pause = dbg.wait_paused(timeout=60)
+        while pause.reason != "exited":
+            node = pause.node if pause.phase == "backward" and "AccumulateGrad" not in (pause.op or "") else None
+            e = dbg.explain() if node is not None else None
+            jac = dbg.jacobian() if node is not None else None
+            dbg.step()
+            pause = dbg.wait_paused(timeout=60)
+            if node is None:
+                continue
+            recorded = [None if v is None else v.array for v in dbg.trace.passes[-1].grad_inputs[node]]
+            for t, r in zip(e.terms, recorded):
+                if t.computed is not None and r is not None:
+                    assert np.allclose(t.computed, r, rtol=1e-4, atol=1e-6), (e.op, e.text)
+                    checked.append(e.op)
+            for c, r in zip(jac.vjp(), recorded):
+                if c is not None and r is not None:
+                    assert np.allclose(c, np.ravel(r), rtol=1e-4, atol=1e-6), jac.op
+                    jacobians += 1
+    assert len(set(checked)) >= 10 and jacobians >= 12, (checked, jacobians)
