@@ -298,3 +298,15 @@ def test_every_paused_node_explained_and_its_jacobian_checked(tmp_path, framewor
                     assert np.allclose(c, np.ravel(r), rtol=1e-4, atol=1e-6), jac.op
                     jacobians += 1
     assert len(set(checked)) >= 10 and jacobians >= 12, (checked, jacobians)
+
+
+def test_the_inspector_draws_the_jacobian_and_its_check():
+    pytest.importorskip("PySide6")
+    from gradviz.debug.debugger import Jacobian
+    from gradviz.ui.inspector import jacobian_html
+    jac = Jacobian(3, "PowBackward0", [np.array([3.0, 3.0])], [np.array([[12.0, 0.0], [0.0, 27.0]])],
+                   [np.array([36.0, 81.0])])
+    html = jacobian_html(jac)
+    assert "v = [3, 3]" in html and "v^T . J = [36, 81]" in html and "✓" in html and ">27<" in html
+    jac.grad_inputs = [np.array([36.0, 80.0])]
+    assert "differs" in jacobian_html(jac)

@@ -107,6 +107,43 @@ def rule_html(trace, nid, pass_index, saved=()):
     return head + "".join(rows)
 
 
+_G = {"float_kind": lambda x: f"{x:g}"}
+JACOBIAN_MAX = 16  # elements of each input and of the output: the Jacobian is shown up to this
+
+
+def _heat(J):
+    """A Jacobian as a table whose cells are shaded by value (blue negative, red positive)."""
+    top = float(np.abs(J).max()) or 1.0
+    rows = []
+    for row in J:
+        cells = []
+        for x in row:
+            shade = int(255 - 150 * min(abs(x) / top, 1.0))
+            rgb = (255, shade, shade) if x > 0 else (shade, shade, 255)
+            cells.append(f"<td align='right' style='padding:0 6px; background:#{bytes(rgb).hex()}'>{x:.4g}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table style='font-family:monospace' cellspacing=1>{''.join(rows)}</table>"
+
+
+def jacobian_html(jac):
+    """Each input's Jacobian as a heatmap, the incoming v beside it, and v^T . J checked against
+    the node's grad_inputs."""
+    v = np.concatenate([np.ravel(x) for x in jac.v])
+    out = ["<h4 style='margin:8px 0 0 0'>the Jacobian behind the VJP</h4>",
+           f"<p style='margin:2px 0'><code>v = {_esc(np.array2string(v, separator=', ', formatter=_G))}</code> "
+           "<span style='color:#555'>(the incoming gradient; one row of J per element of it)</span></p>"]
+    for i, (J, c, ok) in enumerate(zip(jac.blocks, jac.vjp(), jac.matches)):
+        if J is None:
+            continue
+        mark = ("<span style='color:#080'>= grad_input ✓</span>" if ok else
+                "<span style='color:#c00'>differs from grad_input</span>")
+        out.append(f"<p style='margin:4px 0 0 0'><b>J for input {i}</b> ({J.shape[0]} x {J.shape[1]})</p>"
+                   + _heat(J) + f"<p style='margin:2px 0'><code>v^T . J = "
+                   f"{_esc(np.array2string(c, separator=', ', formatter=_G))}"
+                   f"</code> {mark}</p>")
+    return "".join(out)
+
+
 class Inspector(QTextBrowser):
     def __init__(self, state, parent=None):
         super().__init__(parent)
@@ -193,6 +230,10 @@ class Inspector(QTextBrowser):
                 parts.append("<p style='color:#777'>Not run in backward yet.</p>")
             return parts
         parts.insert(0, rule_html(trace, nid, ran.index, saved))  # first: the why of the numbers below
+        if node_key(nid) == self.state.current and node.kind == "grad_fn":
+            jac = self._jacobian()
+            if jac is not None:
+                parts.insert(1, jacobian_html(jac))
         parts.append(f"<h4 style='margin:8px 0 0 0'>backward pass {ran.index}</h4>")
         for i, v in enumerate(ran.grad_outputs[nid]):
             parts.append(value_html(v, f"grad_output {i}"))
@@ -205,6 +246,22 @@ class Inspector(QTextBrowser):
             contribution, grad = ran.accumulated[node.output]
             parts.append(value_html(grad, f"{self._name(trace, node.output)}.grad after the pass"))
         return parts
+
+    def _jacobian(self):
+        """The paused node's Jacobian, computed once per pause in the child (a VJP per output
+        element), or None: not paused before a small backward node."""
+        p, dbg = self.state.pause, getattr(self.state, "debugger", None)
+        if p is None or dbg is None or dbg.state != "paused" or p.phase != "backward" or p.node is None \
+                or getattr(self.state, "time", None) is not None:
+            return None
+        cached = getattr(self, "_jac", None)
+        if cached is None or cached[0] is not p:
+            try:
+                jac = dbg.jacobian(max_elements=JACOBIAN_MAX, timeout=5.0)
+            except Exception:  # too large, or a node whose backward cannot be run again
+                jac = None
+            self._jac = cached = (p, jac)
+        return cached[1]
 
     @staticmethod
     def _arrived(trace, nid):
