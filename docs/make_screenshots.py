@@ -93,6 +93,28 @@ def _settle(app, window, until, timeout=60.0):
         app.processEvents()
 
 
+def seed_explained(app, out_dir):
+    """The seed paused at a**3's PowBackward0: the inspector's local rule with its numbers."""
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.ui.main_window import MainWindow
+
+    state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
+        demo="seed", **{"break_on_backward": True, **switches}))
+    w = MainWindow(state, "gradviz — seed, backward explained")
+    w.resize(1400, 900)
+    w.show()
+    for i in range(5):
+        _settle(app, w, lambda: state.pause is not None and len(state.ran()) == i)
+        if i < 4:
+            state.step()
+    w.view.fit()
+    _settle(app, w, lambda: True)
+    w.grab().save(os.path.join(out_dir, "seed-explained.png"))
+    w.close()
+    state.close()
+
+
 def main(out_dir="docs"):
     import tempfile
 
@@ -119,6 +141,8 @@ def main(out_dir="docs"):
     w.grab().save(os.path.join(out_dir, "seed-mid-backward.png"))
     w.close()
     state.close()
+
+    seed_explained(app, out_dir)
 
     # 2. resnet18: one training step recorded, modules collapsed, the gradient flow shown.
     with tempfile.TemporaryDirectory() as tmp:

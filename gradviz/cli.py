@@ -22,31 +22,42 @@ def _describe(node, names):
 
 
 def run_seed(out=None):
+    import gradviz
     import gradviz.engine as torch
+    from gradviz.trace.explain import explain_node, saved_attrs
 
     out = out or sys.stdout
     a = torch.tensor([2., 3.], requires_grad=True)
     b = torch.tensor([6., 4.], requires_grad=True)
-    Q = 3 * a ** 3 - b ** 2
-    names = {id(a): "a", id(b): "b"}
-    print("Q = 3*a**3 - b**2 with a = [2., 3.], b = [6., 4.]", file=out)
-    print(f"Q = {Q}", file=out)
+    gradviz.name(a, "a")  # gradviz names a program's variables, not its own
+    gradviz.name(b, "b")
+    with gradviz.record() as rec:  # the trace gives each step's values to its rule
+        Q = 3 * a ** 3 - b ** 2
+        names = {id(a): "a", id(b): "b"}
+        print("Q = 3*a**3 - b**2 with a = [2., 3.], b = [6., 4.]", file=out)
+        print(f"Q = {Q}", file=out)
 
-    steps, seen, stack = [], set(), [Q.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        node.register_hook(lambda gi, go, node=node: steps.append((node, go, gi)))
-        stack.extend(fn for fn, _ in node.next_functions)
+        steps, seen, stack = [], set(), [Q.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            node.register_hook(lambda gi, go, node=node: steps.append((node, go, gi)))
+            stack.extend(fn for fn, _ in node.next_functions)
 
-    Q.backward(gradient=torch.tensor([1., 1.]))
-    print("\nbackward pass, in the order the engine ran it (PyTorch's order):", file=out)
+        Q.backward(gradient=torch.tensor([1., 1.]))
+    trace = rec.trace
+    order = trace.passes[-1].order if trace.passes else []
+    print("\nbackward pass, in the order the engine ran it (PyTorch's order), each step's local rule "
+          "with its numbers:", file=out)
     for i, (node, grad_outputs, grad_inputs) in enumerate(steps, 1):
         go = ", ".join(str(g.tolist()) for g in grad_outputs if g is not None)
         gi = ", ".join(str(g.tolist()) if g is not None else "None" for g in grad_inputs)
         print(f"  {i}. {_describe(node, names):<22} grad_outputs: {go:<14} grad_inputs: {gi or '-'}", file=out)
+        if i - 1 < len(order):
+            for line in explain_node(trace, order[i - 1], attrs=saved_attrs(node)).text.splitlines():
+                print(f"       {line}", file=out)
     print(f"\na.grad = {a.grad}   (9*a**2 = {(9 * a ** 2).detach()})", file=out)
     print(f"b.grad = {b.grad}   (-2*b = {(-2 * b).detach()})", file=out)
     return a, b

@@ -14,6 +14,7 @@ from gradviz.events import Value as _Value
 from gradviz.app.graphmodel import MODULE_PREFIX
 from gradviz.app.labels import short_op
 from gradviz.summary import summarize
+from gradviz.trace.explain import explain_node
 from gradviz.trace.model import node_key, tensor_key
 
 TABLE_MAX = 64  # elements: up to this many, values are shown as a table
@@ -78,6 +79,68 @@ def value_html(value, title):
             f"{'color:#c00' if not np.isfinite(v) else ''}'>{v:.4g}</td>"
             for v in row) + "</tr>" for row in rows)
         out.append(f"<table style='font-family:monospace; background:#f6f6f6' cellspacing=0>{cells}</table>")
+    return "".join(out)
+
+
+def rule_html(trace, nid, pass_index, saved=()):
+    """The local rule each grad_input follows, and the same rule with this node's numbers."""
+    try:
+        e = explain_node(trace, nid, pass_index, saved or ())
+    except Exception as exc:  # a rule that cannot read these values must not blank the inspector
+        return f"<p style='color:#777'>rule: cannot explain this node ({_esc(type(exc).__name__)})</p>"
+    head = "<h4 style='margin:8px 0 0 0'>the local rule, with its numbers</h4>"
+    if not e.known:
+        return head + f"<p style='color:#777; margin:2px 0'>{_esc(e.text)}</p>"
+    rows = []
+    for t in e.terms:
+        if t.substituted:  # the rule, then its numbers
+            line = f"<code style='background:#eef6ee'>{_esc(t.substituted)}</code>"
+        else:
+            line = f"<code>{_esc(t.rule if t.rule.startswith(t.name) else f'{t.name} = {t.rule}')}</code>"
+        if t.broadcast:
+            line += f"<br><span style='color:#555'>{_esc(t.broadcast)}</span>"
+        if t.matches is True:
+            line += " <span style='color:#080'>= recorded grad_input ✓</span>"
+        elif t.matches is False:
+            line += " <span style='color:#c00'>differs from the recorded grad_input</span>"
+        rows.append(f"<p style='margin:2px 0'>{line}</p>")
+    return head + "".join(rows)
+
+
+_G = {"float_kind": lambda x: f"{x:g}"}
+JACOBIAN_MAX = 16  # elements of each input and of the output: the Jacobian is shown up to this
+
+
+def _heat(J):
+    """A Jacobian as a table whose cells are shaded by value (blue negative, red positive)."""
+    top = float(np.abs(J).max()) or 1.0
+    rows = []
+    for row in J:
+        cells = []
+        for x in row:
+            shade = int(255 - 150 * min(abs(x) / top, 1.0))
+            rgb = (255, shade, shade) if x > 0 else (shade, shade, 255)
+            cells.append(f"<td align='right' style='padding:0 6px; background:#{bytes(rgb).hex()}'>{x:.4g}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table style='font-family:monospace' cellspacing=1>{''.join(rows)}</table>"
+
+
+def jacobian_html(jac):
+    """Each input's Jacobian as a heatmap, the incoming v beside it, and v^T . J checked against
+    the node's grad_inputs."""
+    v = np.concatenate([np.ravel(x) for x in jac.v])
+    out = ["<h4 style='margin:8px 0 0 0'>the Jacobian behind the VJP</h4>",
+           f"<p style='margin:2px 0'><code>v = {_esc(np.array2string(v, separator=', ', formatter=_G))}</code> "
+           "<span style='color:#555'>(the incoming gradient; one row of J per element of it)</span></p>"]
+    for i, (J, c, ok) in enumerate(zip(jac.blocks, jac.vjp(), jac.matches)):
+        if J is None:
+            continue
+        mark = ("<span style='color:#080'>= grad_input ✓</span>" if ok else
+                "<span style='color:#c00'>differs from grad_input</span>")
+        out.append(f"<p style='margin:4px 0 0 0'><b>J for input {i}</b> ({J.shape[0]} x {J.shape[1]})</p>"
+                   + _heat(J) + f"<p style='margin:2px 0'><code>v^T . J = "
+                   f"{_esc(np.array2string(c, separator=', ', formatter=_G))}"
+                   f"</code> {mark}</p>")
     return "".join(out)
 
 
@@ -149,6 +212,7 @@ class Inspector(QTextBrowser):
                 what = self._name(trace, tid) if named or src is None else f"output of {short_op(src.op)}"
                 parts.append(value_html(value, f"input {i}: {what}"))
             parts.append(value_html(node.value, "output"))
+        saved = []
         if node_key(nid) == self.state.current:
             saved = self.state.saved_tensors()
             if saved:
@@ -165,6 +229,11 @@ class Inspector(QTextBrowser):
             else:
                 parts.append("<p style='color:#777'>Not run in backward yet.</p>")
             return parts
+        parts.insert(0, rule_html(trace, nid, ran.index, saved))  # first: the why of the numbers below
+        if node_key(nid) == self.state.current and node.kind == "grad_fn":
+            jac = self._jacobian()
+            if jac is not None:
+                parts.insert(1, jacobian_html(jac))
         parts.append(f"<h4 style='margin:8px 0 0 0'>backward pass {ran.index}</h4>")
         for i, v in enumerate(ran.grad_outputs[nid]):
             parts.append(value_html(v, f"grad_output {i}"))
@@ -177,6 +246,22 @@ class Inspector(QTextBrowser):
             contribution, grad = ran.accumulated[node.output]
             parts.append(value_html(grad, f"{self._name(trace, node.output)}.grad after the pass"))
         return parts
+
+    def _jacobian(self):
+        """The paused node's Jacobian, computed once per pause in the child (a VJP per output
+        element), or None: not paused before a small backward node."""
+        p, dbg = self.state.pause, getattr(self.state, "debugger", None)
+        if p is None or dbg is None or dbg.state != "paused" or p.phase != "backward" or p.node is None \
+                or getattr(self.state, "time", None) is not None:
+            return None
+        cached = getattr(self, "_jac", None)
+        if cached is None or cached[0] is not p:
+            try:
+                jac = dbg.jacobian(max_elements=JACOBIAN_MAX, timeout=5.0)
+            except Exception:  # too large, or a node whose backward cannot be run again
+                jac = None
+            self._jac = cached = (p, jac)
+        return cached[1]
 
     @staticmethod
     def _arrived(trace, nid):

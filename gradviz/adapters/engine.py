@@ -32,6 +32,14 @@ class EngineAdapter:
         return [(names[i] if i < len(names) and names[i] else f"saved {i}", a)
                 for i, a in enumerate(node.saved_tensors) if isinstance(a, np.ndarray)]
 
+    @staticmethod
+    def vjp(node, like, arrays):
+        """``node``'s backward run once more on ``arrays`` (shaped and typed as ``like``, its
+        grad_outputs): v^T . J, its grad_inputs for that v; the pass is not touched."""
+        grads = [np.asarray(a, dtype=g.dtype).reshape(g.shape) for a, g in zip(arrays, like)]
+        out = node.backward(*grads)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
     def __init__(self):
         # ids live beside the engine's tensors and nodes, never in them (gradviz.adapters.weak);
         # each adapter (one per recording) has its own table, its methods bound here (one call less

@@ -33,9 +33,12 @@ import time
 import typing
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from gradviz import events as ev
 from gradviz.debug import protocol
 from gradviz.debug.breakpoints import Breakpoint
+from gradviz.trace.explain import explain_node, unbroadcast
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 from gradviz.trace.gvz import StreamDecoder, TraceFormatError
 
@@ -88,6 +91,30 @@ class Pause:
         src = f", made at {self.source.file}:{self.source.line}" if self.source else ""
         extra = f": {self.detail}" if self.detail else ""
         return f"paused ({self.reason}){where}{src}{extra}"
+
+
+@dataclass
+class Jacobian:
+    """A node's Jacobians, one (output elements x input elements) block per input (None where it
+    gives no gradient), the incoming v, and what its backward gives for v (its grad_inputs)."""
+
+    node: int
+    op: str
+    v: list
+    blocks: list
+    grad_inputs: list
+
+    def vjp(self, v=None):
+        """v^T . J from the blocks, for ``v`` (default the incoming one), shaped as the inputs."""
+        flat = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in (v if v is not None else self.v)])
+        return [None if J is None else flat @ J for J in self.blocks]
+
+    @property
+    def matches(self):
+        """v^T . J == grad_inputs, input by input."""
+        return [None if J is None or g is None else bool(np.allclose(c, np.asarray(g, dtype=np.float64).ravel(),
+                                                                         rtol=1e-4, atol=1e-6))
+                for J, c, g in zip(self.blocks, self.vjp(), self.grad_inputs)]
 
 
 class DebuggerError(RuntimeError):
@@ -479,6 +506,92 @@ class Debugger:
                     return out
                 raise
             out.append((answer.name, answer.value.array))
+
+    def explain(self, node=None, pass_index=None):
+        """The local rule each grad_input of ``node`` (an id; default the paused node) follows, and
+        the same rule with its values substituted, computed and checked against the recorded
+        grad_inputs: an ``Explanation`` (``.text``; ``.terms``, one ``Term`` per grad_input with
+        ``rule``, ``substituted``, ``computed``, ``recorded``, ``matches``)."""
+        pause = self.last_pause
+        paused_here = node is None or (pause is not None and node == pause.node)
+        if node is None:
+            if pause is None or pause.node is None:
+                raise DebuggerError("not paused at a node: pass node=")
+            node = pause.node
+        saved: list = []
+        if paused_here and self.state == "paused" and pause is not None and pause.phase == "backward":
+            try:
+                saved = self.saved_tensors()
+            except KeyError:  # freed, or nothing saved: the rule reads the trace's values
+                saved = []
+        with self.lock:
+            return explain_node(self.trace, node, pass_index, saved)
+
+    def vjp(self, v, timeout=30.0):
+        """The paused node's backward run once more in the child on ``v`` (one array per
+        grad_output): v^T . J, one array per grad_input (None where it gives none). Only that
+        node runs again; the program and the pass in progress are not touched."""
+        wire = [np.asarray(x, dtype=np.float64).ravel().tolist() for x in v]
+        out: list = []
+        while True:
+            try:
+                answer = self._fetch({"what": "vjp", "v": wire, "index": len(out)}, timeout)
+            except KeyError as exc:
+                if "has no grad_input" in str(exc):
+                    return out
+                if "is None" in str(exc):
+                    out.append(None)
+                    continue
+                raise
+            out.append(self._fit(answer.value.array, len(out)))
+
+    def _fit(self, grad, i):
+        """A grad_input as the pass would pass it on: summed to its input's shape (PyTorch's
+        engine does that after a grad_fn returns, which calling the grad_fn skips)."""
+        pause = self.last_pause
+        node = self.trace.nodes.get(pause.node) if pause is not None and pause.node is not None else None
+        if node is None or i >= len(node.inputs) or grad is None:
+            return grad
+        t, maker = self.trace.tensors.get(node.inputs[i]), self.trace.maker(node.inputs[i])
+        shape = tuple(t.shape) if t is not None else tuple(maker.output_shape) if maker is not None else None
+        if shape is None or grad.shape == shape:
+            return grad
+        try:
+            return unbroadcast(grad, shape)[0].reshape(shape)
+        except ValueError:
+            return grad
+
+    def jacobian(self, node=None, max_elements=64, timeout=30.0):
+        """The paused node's Jacobian for each differentiable input, one VJP per output element
+        (v a unit vector), and the check: the incoming v^T . J equals its grad_inputs. A
+        ``Jacobian``; for a node whose inputs or output exceed ``max_elements``, a DebuggerError."""
+        pause = self.last_pause
+        if pause is None or pause.node is None or pause.phase != "backward" or self.state != "paused":
+            raise DebuggerError("the Jacobian needs the program paused before a backward node")
+        if node is not None and node != pause.node:
+            raise DebuggerError("the Jacobian is of the paused node (its backward runs once per output element)")
+        v = [np.asarray(g, dtype=np.float64) for g in pause.grad_outputs]
+        n_out = sum(g.size for g in v)
+        if n_out > max_elements:
+            raise DebuggerError(f"its output has {n_out} elements, more than {max_elements}")
+        rows = []
+        for k in range(n_out):
+            unit = np.zeros(n_out)
+            unit[k] = 1.0
+            parts, start = [], 0
+            for g in v:
+                parts.append(unit[start:start + g.size].reshape(g.shape))
+                start += g.size
+            rows.append(self.vjp(parts, timeout))
+        blocks: list[np.ndarray | None] = []
+        for i in range(len(rows[0]) if rows else 0):
+            if rows[0][i] is None:
+                blocks.append(None)
+                continue
+            if rows[0][i].size > max_elements:
+                raise DebuggerError(f"its input {i} has {rows[0][i].size} elements, more than {max_elements}")
+            blocks.append(np.stack([np.asarray(r[i], dtype=np.float64).ravel() for r in rows]))
+        return Jacobian(pause.node, pause.op or "", v, blocks, self.vjp(v, timeout))
 
     def fetch(self, tensor=None, grad=None, grad_output=None, grad_input=None, timeout=30.0):
         """The full current value, while paused, of a live tensor (by name or id), a tensor's

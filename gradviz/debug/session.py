@@ -21,6 +21,8 @@ import time
 import traceback
 import weakref
 
+import numpy as np
+
 from gradviz import events as ev
 from gradviz.debug import protocol
 from gradviz.debug.breakpoints import Breakpoint
@@ -298,6 +300,20 @@ class Session:
                     raise KeyError(f"the current node has no saved tensor {i} (it saved {len(items)})")
                 name, x = items[i]
                 return ev.TensorValue(request, ev.Value(adapter.summarize(x), adapter.to_numpy(x, True)), name=name)
+            elif what == "vjp":  # the paused node's backward once more, on the v given
+                node, like = self.current_node_obj, self.current.get("grad_output", [])
+                if node is None or not like:
+                    raise KeyError("not paused before a backward node")
+                v = cmd.get("v")
+                if not isinstance(v, list) or len(v) != len(like):
+                    raise KeyError(f"v: one list of numbers per grad_output ({len(like)})")
+                out = adapter.vjp(node, like, [np.asarray(vj, dtype=np.float64) for vj in v])
+                i = cmd.get("index", 0)
+                if not isinstance(i, int) or not 0 <= i < len(out):
+                    raise KeyError(f"the node has no grad_input {i}")
+                if out[i] is None:
+                    raise KeyError(f"grad_input {i} is None")
+                x = out[i]
             elif what in ("tensor", "grad"):
                 tensor = self._find_tensor(cmd.get("id"), cmd.get("name"))
                 if what == "grad":

@@ -104,6 +104,15 @@ class TorchAdapter:
     def op_name(node):
         return node.name()
 
+    def vjp(self, node, like, arrays):
+        """``node`` (a grad_fn is callable) run once more on ``arrays``, as tensors like its
+        grad_outputs: v^T . J; the pass in progress is not touched."""
+        import torch
+        grads = [torch.as_tensor(a, dtype=g.dtype, device=g.device).reshape(g.shape) for a, g in zip(arrays, like)]
+        with torch.no_grad():
+            out = node(*grads)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
     def saved(self, node):
         """The tensors ``node`` saved for its backward (its ``_saved_*`` attributes), as (name,
         detached tensor); reading them after the pass freed them raises PyTorch's own error."""
