@@ -310,3 +310,44 @@ def test_the_inspector_draws_the_jacobian_and_its_check():
     assert "v = [3, 3]" in html and "v^T . J = [36, 81]" in html and "✓" in html and ">27<" in html
     jac.grad_inputs = [np.array([36.0, 80.0])]
     assert "differs" in jacobian_html(jac)
+
+
+def test_a_typed_v_reruns_only_the_paused_node_in_the_inspector(qtbot):
+    """The seed's PowBackward0 of a**3: the user types v = [1, 2]; the inspector shows v^T . J from
+    the Jacobian and from the node's backward run once more in the program, and the pass is as it was."""
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.ui.inspector import Inspector
+    import time
+    st = AppState(launch=lambda breakpoints=(), **_: Debugger.launch(demo="seed", breakpoints=[{"op": "PowBackward0"}]))
+    dbg = st.debugger
+
+    def paused(n):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st.poll()
+            if st.pause is not None and len(st.trace.passes[-1].order if st.trace.passes else ()) >= n:
+                return
+            time.sleep(0.02)
+        raise AssertionError("no pause")
+    try:
+        paused(1)  # b**2's PowBackward0
+        st.resume()
+        paused(4)  # a**3's PowBackward0, v = [3, 3]
+        assert st.pause.op == "PowBackward0"
+        ins = Inspector(st)
+        qtbot.addWidget(ins)
+        with st.lock:
+            ins.show_key(st.current)
+        assert "Try another v" in ins.toHtml()
+        with st.lock:
+            assert ins.try_v("1, 2") is None
+        text = ins.toPlainText()
+        assert "your v = [1, 2]" in text
+        assert "v^T . J = [12, 54] for input 0; the node's backward run again on it: [12, 54] ✓" in text
+        with st.lock:
+            assert "2 elements" in ins.try_v("1 2 3")  # a v of the wrong size: said, not raised
+            assert "not numbers" in ins.try_v("one, two")
+        assert len(dbg.trace.passes[-1].grad_inputs) == 4  # the pass did not move
+    finally:
+        st.close()

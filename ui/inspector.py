@@ -8,7 +8,8 @@ import os
 import stat
 
 import numpy as np
-from PySide6.QtWidgets import QTextBrowser
+from PySide6.QtCore import QUrl
+from PySide6.QtWidgets import QInputDialog, QTextBrowser
 
 from gradviz.events import Value as _Value
 from gradviz.app.graphmodel import MODULE_PREFIX
@@ -125,9 +126,48 @@ def _heat(J):
     return f"<table style='font-family:monospace' cellspacing=1>{''.join(rows)}</table>"
 
 
-def jacobian_html(jac):
+TRY_V = "gradviz:try-v"  # the link that asks for another v
+
+
+def parse_v(text, jac):
+    """The v typed as numbers (commas or spaces between them), shaped as the node's incoming
+    gradients; ValueError naming what is wrong."""
+    try:
+        flat = np.array([float(x) for x in text.replace(",", " ").replace("[", " ").replace("]", " ").split()])
+    except ValueError:
+        raise ValueError(f"not numbers: {text!r}") from None
+    sizes = [int(np.size(x)) for x in jac.v]
+    if flat.size != sum(sizes):
+        raise ValueError(f"v has {sum(sizes)} elements (as the incoming gradient), not {flat.size}")
+    parts, at = [], 0
+    for x, n in zip(jac.v, sizes):
+        parts.append(flat[at:at + n].reshape(np.shape(x)))
+        at += n
+    return parts
+
+
+def typed_html(jac, typed):
+    """A v the user typed: v^T . J from the Jacobian beside what the node's backward, run once
+    more in the program on that v, gave."""
+    v, ran = typed
+    flat = np.array2string(np.concatenate([np.ravel(x) for x in v]), separator=', ', formatter=_G)
+    out = [f"<p style='margin:6px 0 0 0'><b>your v</b> <code>= {_esc(flat)}</code></p>"]
+    for i, (J, c) in enumerate(zip(jac.blocks, jac.vjp(v))):
+        if J is None:
+            continue
+        got = ran[i] if i < len(ran) else None
+        same = got is not None and np.allclose(np.ravel(got), c, rtol=1e-4, atol=1e-6)
+        mark = ("<span style='color:#080'>✓</span>" if same else "<span style='color:#c00'>differs</span>")
+        backward = "-" if got is None else _esc(np.array2string(np.ravel(got), separator=', ', formatter=_G))
+        out.append(f"<p style='margin:2px 0'><code>v^T . J = {_esc(np.array2string(c, separator=', ', formatter=_G))}"
+                   f"</code> for input {i}; the node's backward run again on it: <code>{backward}</code> {mark}</p>")
+    return "".join(out)
+
+
+def jacobian_html(jac, typed=None):
     """Each input's Jacobian as a heatmap, the incoming v beside it, and v^T . J checked against
-    the node's grad_inputs."""
+    the node's grad_inputs; ``typed``: (v, what the node's backward gave on it) for a v the user
+    typed, and a link to type one."""
     v = np.concatenate([np.ravel(x) for x in jac.v])
     out = ["<h4 style='margin:8px 0 0 0'>the Jacobian behind the VJP</h4>",
            f"<p style='margin:2px 0'><code>v = {_esc(np.array2string(v, separator=', ', formatter=_G))}</code> "
@@ -141,6 +181,10 @@ def jacobian_html(jac):
                    + _heat(J) + f"<p style='margin:2px 0'><code>v^T . J = "
                    f"{_esc(np.array2string(c, separator=', ', formatter=_G))}"
                    f"</code> {mark}</p>")
+    if typed is not None:
+        out.append(typed_html(jac, typed))
+    out.append(f"<p style='margin:2px 0'><a href='{TRY_V}'>Try another v…</a> "
+               "<span style='color:#555'>(runs this node's backward once more, nothing else)</span></p>")
     return "".join(out)
 
 
@@ -149,8 +193,36 @@ class Inspector(QTextBrowser):
         super().__init__(parent)
         self.state = state
         self.setMinimumWidth(320)
+        self._key = None
+        self._typed = None  # (pause, v, what the node's backward gave on it): a v the user typed
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(self._link)
+
+    def _link(self, url: QUrl):
+        if url.toString() == TRY_V:
+            text, ok = QInputDialog.getText(self, "gradviz", "v (one number per element of the incoming gradient):")
+            if ok:
+                self.try_v(text)
+
+    def try_v(self, text):
+        """Run the paused node's backward once more on the v in ``text`` and show v^T . J beside
+        it; returns an error message, or None."""
+        jac = self._jacobian()
+        if jac is None:
+            return "not paused before a small backward node"
+        try:
+            v = parse_v(text, jac)
+            ran = self.state.debugger.vjp(v, timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 (a bad v, or the program gone: said, not raised)
+            self._typed = None
+            self.setToolTip(f"v not used: {exc}")
+            return str(exc)
+        self._typed = (self.state.pause, v, ran)
+        self.show_key(self._key)
+        return None
 
     def show_key(self, key):
+        self._key = key
         st = self.state
         trace = st.trace
         if key is not None and key.startswith(MODULE_PREFIX):
@@ -233,7 +305,8 @@ class Inspector(QTextBrowser):
         if node_key(nid) == self.state.current and node.kind == "grad_fn":
             jac = self._jacobian()
             if jac is not None:
-                parts.insert(1, jacobian_html(jac))
+                typed = self._typed[1:] if self._typed is not None and self._typed[0] is self.state.pause else None
+                parts.insert(1, jacobian_html(jac, typed))
         parts.append(f"<h4 style='margin:8px 0 0 0'>backward pass {ran.index}</h4>")
         for i, v in enumerate(ran.grad_outputs[nid]):
             parts.append(value_html(v, f"grad_output {i}"))
