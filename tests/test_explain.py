@@ -351,3 +351,44 @@ def test_a_typed_v_reruns_only_the_paused_node_in_the_inspector(qtbot):
         assert len(dbg.trace.passes[-1].grad_inputs) == 4  # the pass did not move
     finally:
         st.close()
+
+
+JACOBIAN_OPS = {  # forward op on x (a 2x3 tensor), as text both frameworks run
+    "exp": "x.exp()", "log": "x.abs().log()", "sqrt": "x.abs().sqrt()", "tanh": "x.tanh()",
+    "sigmoid": "x.sigmoid()", "relu": "x.relu()", "neg": "-x", "mul": "x * 3", "div": "x / 4",
+    "pow": "x ** 3", "sum": "x.sum(1)", "mean": "x.mean()", "softmax": "x.softmax(-1)",
+    "log_softmax": "x.log_softmax(-1)", "mm": "x @ W", "t": "x.t()", "reshape": "x.reshape(3, 2)",
+}
+
+
+@pytest.mark.parametrize("framework", ["engine", "torch"])
+@pytest.mark.parametrize("op", list(JACOBIAN_OPS))
+def test_a_nodes_jacobian_equals_pytorchs_functional_jacobian(op, framework, tmp_path):
+    """The paused node's Jacobian (its backward run on each unit vector in the child) against
+    torch.autograd.functional.jacobian of the same forward op on the same input."""
+    torch = pytest.importorskip("torch")
+    from gradviz import Debugger
+    x0 = [[0.5, -1.2, 2.0], [1.5, 0.3, -0.7]]
+    W0 = [[0.3, -0.2], [0.1, 0.4], [-0.5, 0.2]]
+    expr = JACOBIAN_OPS[op]
+
+    def forward(x):
+        W = torch.tensor(W0)  # noqa: F841 (used by the expression)
+        return eval(expr)
+    x = torch.tensor(x0, requires_grad=True)
+    y = forward(x)
+    node = y.grad_fn  # the op's own node (log and sqrt read |x|: their input comes from AbsBackward0)
+    expected = torch.autograd.functional.jacobian(forward, torch.tensor(x0)).reshape(y.numel(), -1).numpy()
+    mod = "torch" if framework == "torch" else "gradviz.engine"
+    script = tmp_path / "prog.py"
+    script.write_text(f"import {mod} as torch\nx = torch.tensor({x0}, requires_grad=True)\n"
+                      f"W = torch.tensor({W0})\ny = {expr}\ny.backward(torch.ones_like(y))\n")
+    with Debugger.launch(str(script), breakpoints=[{"op": node.name()}]) as dbg:
+        pause = dbg.wait_paused(timeout=60)
+        assert pause.op == node.name(), pause
+        jac = dbg.jacobian()
+        (J,) = [b for b in jac.blocks if b is not None]
+        if op in ("log", "sqrt"):  # the node's input is |x|: d/d|x|, times sign(x) for d/dx
+            J = J * np.sign(np.array(x0).ravel())[None, :]
+        np.testing.assert_allclose(J, expected, rtol=1e-4, atol=1e-5)
+        assert True in jac.matches and all(m in (True, None) for m in jac.matches)  # v^T . J = grad_inputs
