@@ -358,6 +358,14 @@ JACOBIAN_OPS = {  # forward op on x (a 2x3 tensor), as text both frameworks run
     "sigmoid": "x.sigmoid()", "relu": "x.relu()", "neg": "-x", "mul": "x * 3", "div": "x / 4",
     "pow": "x ** 3", "sum": "x.sum(1)", "mean": "x.mean()", "softmax": "x.softmax(-1)",
     "log_softmax": "x.log_softmax(-1)", "mm": "x @ W", "t": "x.t()", "reshape": "x.reshape(3, 2)",
+    "view": "x.view(6)", "transpose": "x.transpose(0, 1)", "gelu": "torch.nn.functional.gelu(x)",
+    "layer_norm": "torch.nn.functional.layer_norm(x, (3,))",
+    "addmm": "torch.nn.functional.linear(x, W.t(), torch.ones(2))",
+    "nll_loss": "torch.nn.functional.nll_loss(x, torch.tensor([1, 0]))",
+    "bmm": "torch.bmm(x.view(1, 2, 3), W.view(1, 3, 2))",
+    "max_pool2d": "torch.nn.functional.max_pool2d(x.view(1, 1, 2, 3), 2, 1)",
+    "conv2d": "torch.nn.functional.conv2d(x.view(1, 1, 2, 3), W.view(1, 1, 3, 2)[:, :, :2, :])",
+    "batch_norm": "torch.nn.functional.batch_norm(x, None, None, training=True)",
 }
 
 
