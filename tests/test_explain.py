@@ -366,6 +366,8 @@ JACOBIAN_OPS = {  # forward op on x (a 2x3 tensor), as text both frameworks run
     "max_pool2d": "torch.nn.functional.max_pool2d(x.view(1, 1, 2, 3), 2, 1)",
     "conv2d": "torch.nn.functional.conv2d(x.view(1, 1, 2, 3), W.view(1, 1, 3, 2)[:, :, :2, :])",
     "batch_norm": "torch.nn.functional.batch_norm(x, None, None, training=True)",
+    "add": "x + 2", "sub": "x - 2", "expand": "x.view(2, 1, 3).expand(2, 2, 3)",
+    "embedding": "torch.nn.functional.embedding(torch.tensor([1, 0, 1]), x)",
 }
 
 

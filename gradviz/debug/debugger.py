@@ -546,14 +546,23 @@ class Debugger:
             out.append(self._fit(answer.value.array, len(out)))
 
     def _fit(self, grad, i):
-        """A grad_input as the pass would pass it on: summed to its input's shape (PyTorch's
-        engine does that after a grad_fn returns, which calling the grad_fn skips)."""
+        """A grad_input as the pass would pass it on: summed to the shape of what it flows into,
+        the node its edge i leads to (PyTorch's engine does that after a grad_fn returns, which
+        calling the grad_fn skips). Edge i is not always forward input i: F.embedding's one edge
+        is its weight, its second input."""
         pause = self.last_pause
         node = self.trace.nodes.get(pause.node) if pause is not None and pause.node is not None else None
-        if node is None or i >= len(node.inputs) or grad is None:
+        if node is None or grad is None:
             return grad
-        t, maker = self.trace.tensors.get(node.inputs[i]), self.trace.maker(node.inputs[i])
-        shape = tuple(t.shape) if t is not None else tuple(maker.output_shape) if maker is not None else None
+        nexts = node.next_nodes
+        nxt = self.trace.nodes.get(nexts[i]) if i < len(nexts) and nexts[i] is not None else None
+        if nxt is not None:
+            shape = tuple(nxt.output_shape)
+        elif i < len(node.inputs):
+            t, maker = self.trace.tensors.get(node.inputs[i]), self.trace.maker(node.inputs[i])
+            shape = tuple(t.shape) if t is not None else tuple(maker.output_shape) if maker is not None else None
+        else:
+            return grad
         if shape is None or grad.shape == shape:
             return grad
         try:
