@@ -556,6 +556,7 @@ class Debugger:
             return grad
         nexts = node.next_nodes
         nxt = self.trace.nodes.get(nexts[i]) if i < len(nexts) and nexts[i] is not None else None
+        shape: tuple | None
         if nxt is not None:
             shape = tuple(nxt.output_shape)
         elif i < len(node.inputs):
