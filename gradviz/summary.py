@@ -6,6 +6,7 @@ histogram (over [min, max] of the finite values) are exact for tensors of up to 
 larger ones they come from an evenly strided sample of about ``SAMPLE_SIZE`` elements
 (``sampled`` is then True), which keeps recording cheap beside the work the tensor took to make.
 Complex values are summarised by their magnitudes |z| (whose L2 norm is the tensor's own).
+``zeros``, the fraction of values exactly 0 (a dead ReLU's gradient), is exact or of the sample alike.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Summary:
     hist_hi: float
     sampled: bool = False
     mean_abs: float = math.nan  # mean |x| (NaN in traces written before it was kept)
+    zeros: float = math.nan  # the fraction of values exactly 0 (of the sample when sampled; NaN in older traces)
 
     @property
     def finite(self):
@@ -56,7 +58,8 @@ class Summary:
         """This summary for a view of the same values in another shape (a transpose, say);
         ``dataclasses.replace`` costs several times more, and this runs per view recorded."""
         return Summary(tuple(shape), self.dtype, self.numel, self.min, self.max, self.mean, self.std, self.norm,
-                       self.nan, self.inf, self.hist, self.hist_lo, self.hist_hi, self.sampled, self.mean_abs)
+                       self.nan, self.inf, self.hist, self.hist_lo, self.hist_hi, self.sampled, self.mean_abs,
+                       self.zeros)
 
     def to_dict(self):
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -156,7 +159,9 @@ def _from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sam
         # A summary is made for every tensor and gradient, hundreds a step: each numpy call here
         # costs about a microsecond whatever its size, so there are as few as the figures allow.
         mean = float(_add(s)) / size
-        mean_abs = float(_add(np.abs(s))) / size
+        a = np.abs(s)
+        mean_abs = float(_add(a)) / size
+        zeros = (size - np.count_nonzero(a)) / size
         sq = float(np.dot(s, s)) / size
         var = sq - mean * mean
         if not var > sq * 1e-6:
@@ -187,10 +192,10 @@ def _from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sam
         else:
             hist = interned((size,) + (0,) * (HIST_BINS - 1))
     else:
-        mean = std = mean_abs = float("nan")
+        mean = std = mean_abs = zeros = float("nan")
         hist = _EMPTY_HIST
     return Summary(tuple(shape), dtype, n, lo, hi, mean, std, norm, nan_count, inf_count, hist,
-                   lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0, sampled, mean_abs)
+                   lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0, sampled, mean_abs, zeros)
 
 
 def without_values(shape, dtype, numel):

@@ -227,6 +227,9 @@ def test_summary_values():
     assert abs(s.mean) < 0.1 and s.std == pytest.approx(1.0, abs=0.05)
     assert summarize(np.zeros((0, 3))).numel == 0
     assert summarize(np.array([True, False])).max == 1.0
+    relu_grad = np.where(np.arange(10) < 7, 0.0, 1.5)  # seven of ten units dead
+    assert summarize(relu_grad).zeros == pytest.approx(0.7)
+    assert summarize(np.array([0.0, np.nan, 2.0])).zeros == 0.5  # of the finite values
 
 
 @pytest.mark.parametrize("case", ["normal", "offset", "integers", "one", "two", "float64", "sampled", "nonfinite",
@@ -254,6 +257,7 @@ def test_summary_statistics_match_numpy(case):
     assert s.mean == pytest.approx(read.mean(), rel=1e-12, abs=1e-12)
     assert s.std == pytest.approx(read.std(), rel=1e-9, abs=1e-12)
     assert s.mean_abs == pytest.approx(np.abs(read).mean(), rel=1e-12)
+    assert s.zeros == np.count_nonzero(read == 0) / read.size
     want = np.histogram(read, bins=HIST_BINS, range=(s.min, s.max))[0] if s.max > s.min else \
         np.array([read.size] + [0] * (HIST_BINS - 1))
     assert s.hist == tuple(want.tolist())

@@ -195,9 +195,12 @@ def _shape(x, what, off):
 _SUMMARY_FLOATS = ("min", "max", "mean", "std", "norm", "hist_lo", "hist_hi")
 
 
+_LATER = {"mean_abs", "zeros"}  # summary fields that older traces lack
+
+
 def _summary(d, off):
-    if type(d) is not dict or set(d) - {"mean_abs"} != set(Summary.__dataclass_fields__) - {"mean_abs"}:
-        _fail("a value summary has missing or unknown fields", off)  # (mean_abs came later: optional)
+    if type(d) is not dict or set(d) - _LATER != set(Summary.__dataclass_fields__) - _LATER:
+        _fail("a value summary has missing or unknown fields", off)  # (fields that came later are optional)
     hist = _list(d["hist"], "summary histogram", off)
     if not all(type(n) is int and n >= 0 for n in hist):  # one pass; the slow one names the bad count
         for n in hist:
@@ -212,7 +215,8 @@ def _summary(d, off):
                                                             ("min", "max", "mean", "std", "norm")),
                    _count(d["nan"], "summary nan", off), _count(d["inf"], "summary inf", off), hist,
                    _float(d["hist_lo"], "summary hist_lo", off), _float(d["hist_hi"], "summary hist_hi", off),
-                   d["sampled"], _float(d.get("mean_abs", math.nan), "summary mean_abs", off))
+                   d["sampled"], _float(d.get("mean_abs", math.nan), "summary mean_abs", off),
+                   _float(d.get("zeros", math.nan), "summary zeros", off))
 
 
 def _value(d, arrays, used, off):
