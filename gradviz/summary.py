@@ -161,7 +161,7 @@ def _from_parts(shape, dtype, n, lo, hi, norm, nan_count, inf_count, sample, sam
         mean = float(_add(s)) / size
         a = np.abs(s)
         mean_abs = float(_add(a)) / size
-        zeros = (size - np.count_nonzero(a)) / size
+        zeros = (size - int(np.count_nonzero(a))) / size
         sq = float(np.dot(s, s)) / size
         var = sq - mean * mean
         if not var > sq * 1e-6:
