@@ -343,6 +343,28 @@ class Trace:
             return []
         return [m for m in self._peers.get(peer_signature(n), ()) if m in self.nodes]
 
+    # -- diagnosis (gradviz.trace.diagnose) --------------------------------------------------------
+    def nan_origin(self, what, pass_index=None):
+        """Where the NaN or Inf at ``what`` came from: an ``Origin`` (``diagnose.nan_origin``)."""
+        from gradviz.trace.diagnose import nan_origin
+        return nan_origin(self, what, pass_index)
+
+    def explosion_origin(self, what, k=None, pass_index=None):
+        """The first node on the way to ``what`` that grew its gradient more than ``k`` times per
+        element (default ``diagnose.DEFAULT_K``): an ``Origin``."""
+        from gradviz.trace.diagnose import DEFAULT_K, explosion_origin
+        return explosion_origin(self, what, DEFAULT_K if k is None else k, pass_index)
+
+    def dead_units(self, pass_index=-1):
+        """ReLU-like nodes of a pass with the fraction of their gradient that is exactly 0."""
+        from gradviz.trace.diagnose import dead_units
+        return dead_units(self, pass_index)
+
+    def zero_grad_streaks(self):
+        """Per parameter, the iterations since its gradient was last non-zero."""
+        from gradviz.trace.diagnose import zero_grad_streaks
+        return zero_grad_streaks(self)
+
     def node_count(self):
         """The number of nodes in ``graph`` (cheap also for a trace in the past)."""
         return self.graph.number_of_nodes()

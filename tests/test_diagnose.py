@@ -1,0 +1,183 @@
+"""Where a gradient went wrong (issue 16, section 2): a NaN traced to its origin on the engine and on
+PyTorch, in forward and in backward; the node where a gradient explodes; dead ReLU units and
+parameters whose gradient has been zero for iterations."""
+import math
+
+import pytest
+
+import gradviz
+import gradviz.engine as et
+from gradviz.app.labels import short_op
+from gradviz.demos import run
+from gradviz.trace.diagnose import DEFAULT_K, NoOrigin
+
+
+def _ops(trace, origin):
+    return [short_op(trace.nodes[int(s.key[1:])].op) if s.key[0] == "n" else trace.tensors[int(s.key[1:])].name
+            for s in origin.path]
+
+
+def test_the_nan_demo_traces_back_to_sqrt_at_zero_in_backward():
+    with gradviz.record() as rec:
+        run("nan")
+    t = rec.trace
+    o = t.nan_origin("p")
+    # The gradient of the second point (i == 1): sqrt's backward made Inf at distance 0, Sum passed
+    # it on, Pow turned Inf * 0 into NaN, then Sub, Select, AccumulateGrad into p.
+    assert _ops(t, o) == ["SqrtBackward0", "SumBackward0", "PowBackward0", "SubBackward0", "SelectBackward0",
+                          "AccumulateGrad", "p"]
+    assert {s.moment for s in o.path} == {"backward"} and {s.pass_index for s in o.path} == {0}
+    assert o.explanation == ("SqrtBackward0 at nan.py:12 made 1 Inf in backward (pass 0, iteration 0) from a "
+                             "finite grad_output (max |g| 1) and finite input the output of SumBackward0 (= 0)")
+    # The second Sqrt node of the three (i == 1), not the first or the last.
+    sqrts = [n.id for n in t.nodes.values() if n.op == "SqrtBackward0"]
+    assert o.origin.key == f"n{sqrts[1]}"
+    # From any node on the way, the same origin; and the same from the file (summaries only).
+    assert t.nan_origin(o.path[3].key).origin == o.origin
+    assert str(t.nan_origin(o.path[3].key)) == o.explanation
+
+
+def test_a_file_without_arrays_gives_the_same_origin(tmp_path):
+    with gradviz.record(values="summaries") as rec:
+        run("nan")
+    rec.trace.save(tmp_path / "nan.gvz")
+    t = gradviz.load(tmp_path / "nan.gvz")
+    assert t.nan_origin("p").explanation.startswith("SqrtBackward0 at nan.py:12 made 1 Inf in backward")
+
+
+def test_a_finite_node_says_there_is_nothing_to_trace():
+    with gradviz.record() as rec:
+        w = et.tensor([1.0, 2.0], requires_grad=True)
+        (w * 2.0).sum().backward()
+    with pytest.raises(NoOrigin, match="holds no NaN or Inf: nothing to trace"):
+        rec.trace.nan_origin("w")
+
+
+def test_a_forward_nan_in_the_engine_is_traced_through_forward():
+    with gradviz.record() as rec:
+        w = et.tensor([1.0, -2.0, 3.0], requires_grad=True)
+        y = (w * 2.0).log()
+        loss = (y * y).sum()
+        loss.backward()
+    t = rec.trace
+    root = t.passes[0].roots[0]
+    o = t.nan_origin(root)
+    assert _ops(t, o) == ["LogBackward0", "MulBackward0", "SumBackward0"]
+    assert [s.moment for s in o.path] == ["forward"] * 3
+    assert "LogBackward0 at test_diagnose.py" in o.explanation
+    assert "made 1 NaN in forward (iteration 0) from finite input the output of MulBackward0 (min -4, max 6)" \
+        in o.explanation
+    # w's gradient (2 / (2w) * 2y: NaN where y is) is traced into forward too: backward steps after forward ones.
+    o = t.nan_origin("w")
+    assert o.origin.moment == "forward" and _ops(t, o)[0] == "LogBackward0"
+    assert o.path[-1].key[0] == "t" and o.path[-1].moment == "backward"
+
+
+def test_a_leaf_given_with_nan():
+    with gradviz.record() as rec:
+        x = et.tensor([1.0, float("nan")], requires_grad=True)
+        (x * 3.0).sum().backward()
+    o = rec.trace.nan_origin("x")
+    assert o.keys == [o.origin.key] and o.explanation == "x already held 1 NaN when forward first read it"
+
+
+def test_a_parameter_turned_nan_by_a_step_is_traced_to_the_gradient_that_did_it():
+    with gradviz.record() as rec:
+        w = et.tensor([0.0, 1.0], requires_grad=True)
+        opt = et.optim.SGD([w], lr=0.1)
+        for _ in range(2):
+            opt.zero_grad()
+            loss = (w.sqrt() * 1.0).sum()  # sqrt's backward at 0: Inf into w.grad, then w = -inf
+            loss.backward()
+            opt.step()
+    t = rec.trace
+    o = t.nan_origin("w")
+    assert o.origin.moment == "backward" and t.nodes[int(o.origin.key[1:])].op == "SqrtBackward0"
+    assert o.origin.iteration == 0 and o.path[-1].key.startswith("t")
+
+
+def test_explosion_finds_the_first_node_that_grows_the_gradient():
+    with gradviz.record() as rec:
+        x = et.tensor([0.1, 0.2, 0.3, 0.4], requires_grad=True)
+        h = x.tanh()
+        big = h * 1000.0     # grows every element 1000 times
+        y = big * 0.5        # shrinks it
+        y.sum().backward()
+    t = rec.trace
+    o = t.explosion_origin("x")
+    assert o.what == "explosion" and DEFAULT_K == 10.0
+    assert _ops(t, o) == ["MulBackward0", "TanhBackward0", "AccumulateGrad", "x"]
+    assert math.isclose(o.ratio, 1000.0, rel_tol=1e-5)
+    assert "MulBackward0 at test_diagnose.py" in o.explanation and "grew the gradient 1000 times per element" \
+        in o.explanation and "rms 0.5 in, 500 out" in o.explanation
+    with pytest.raises(NoOrigin, match="grew its gradient more than 2000 times"):
+        t.explosion_origin("x", k=2000)
+
+
+def test_a_sum_of_many_elements_is_no_explosion():
+    with gradviz.record() as rec:
+        x = et.ones(10000, requires_grad=True)
+        (x * 1.0).sum().backward()  # SumBackward0 grows the norm 100 times, every element stays 1
+    with pytest.raises(NoOrigin):
+        rec.trace.explosion_origin("x")
+
+
+def test_dead_relu_fraction_and_iterations_since_a_nonzero_gradient():
+    with gradviz.record() as rec:
+        a = et.tensor([1.0, 2.0], requires_grad=True)
+        b = et.tensor([1.0, 1.0], requires_grad=True)
+        c = et.tensor([1.0, 1.0], requires_grad=True)
+        x = et.tensor([-1.0, 2.0, -3.0, 4.0])
+        for it in range(3):
+            sign = 1.0 if it == 0 else -1.0
+            loss = (a * 3.0).sum() + (b * sign).relu().sum() + (c * -1.0).relu().sum() \
+                + (x * a[0]).relu().sum()
+            loss.backward()
+            for p in (a, b, c):
+                p.grad = None
+    t = rec.trace
+    dead = t.dead_units()  # the last pass: b's relu all off, c's all off, x's two of four
+    fractions = sorted((d.op, d.zero_fraction) for d in dead)
+    assert fractions == [("ReluBackward0", 0.5), ("ReluBackward0", 1.0), ("ReluBackward0", 1.0)]
+    first = sorted(d.zero_fraction for d in t.dead_units(0))
+    assert first == [0.0, 0.5, 1.0]  # b's relu was on in iteration 0
+    streaks = {s.name: (s.last_nonzero, s.since) for s in t.zero_grad_streaks().values()}
+    assert streaks == {"a": (2, 0), "b": (0, 2), "c": (None, 3)}
+
+
+torch = None
+
+
+def _torch():
+    global torch
+    torch = pytest.importorskip("torch")
+    return torch
+
+
+def test_pytorch_nan_made_in_forward_by_log_of_a_negative():
+    torch = _torch()
+    with gradviz.record() as rec:
+        x = torch.tensor([-1.0, 2.0], requires_grad=True)
+        y = torch.log(x)
+        loss = (y * 3.0).sum()
+        loss.backward()
+    t = rec.trace
+    o = t.nan_origin(t.passes[0].roots[0])
+    assert _ops(t, o) == ["LogBackward0", "MulBackward0", "SumBackward0"]
+    assert o.origin.moment == "forward"
+    assert "LogBackward0 at test_diagnose.py" in o.explanation and \
+        "made 1 NaN in forward (iteration 0) from finite input x (min -1, max 2)" in o.explanation
+
+
+def test_pytorch_nan_made_in_backward_by_sqrt_at_zero():
+    torch = _torch()
+    with gradviz.record() as rec:
+        x = torch.tensor([0.0, 3.0], requires_grad=True)
+        y = torch.sqrt(x ** 2)  # forward finite: |x|
+        y.sum().backward()
+    t = rec.trace
+    assert math.isnan(x.grad[0].item())
+    o = t.nan_origin("x")
+    assert _ops(t, o) == ["SqrtBackward0", "PowBackward0", "AccumulateGrad", "x"]
+    assert [s.moment for s in o.path] == ["backward"] * 4
+    assert "SqrtBackward0 at test_diagnose.py" in o.explanation and "made 1 Inf in backward (pass 0" in o.explanation
