@@ -14,7 +14,6 @@ import os
 from collections import deque
 from dataclasses import dataclass
 
-from gradviz.trace.model import nonfinite_text, node_key, tensor_key
 
 # A node "explodes" a gradient when it makes a grad_input whose root mean square is more than
 # this many times that of the grad_output it received. Per element, not the norm itself: a
@@ -63,6 +62,14 @@ class Origin:
         return self.explanation
 
 
+def node_key(node_id):  # as gradviz.trace.model names graph nodes (which imports this module)
+    return f"n{node_id}"
+
+
+def tensor_key(tensor_id):
+    return f"t{tensor_id}"
+
+
 class NoOrigin(ValueError):
     """The node asked about holds nothing to trace (no NaN or Inf, no explosion on its way)."""
 
@@ -72,7 +79,8 @@ def _bad(value):
 
 
 def _counts(value):
-    return nonfinite_text((value.summary.nan, value.summary.inf))
+    s = value.summary
+    return ", ".join(f"{n} {what}" for n, what in ((s.nan, "NaN"), (s.inf, "Inf")) if n)
 
 
 def _op(n):
