@@ -220,6 +220,24 @@ def cmd_info(args):
     return 0
 
 
+def cmd_diff(args):
+    """What changed between two iterations of a recording, or two recordings: docs/diagnosing.md."""
+    from gradviz.trace.diff import default_iterations, diff
+    a = _load(args.a)
+    b = _load(args.b) if args.b else None
+    if a is None or (args.b and b is None):
+        return 1
+    try:
+        i, j = args.iterations if args.iterations else default_iterations(a, b)
+        d = diff(a, i, b, j, label_a=f"{os.path.basename(args.a)} iteration {i}",
+                 label_b=f"{os.path.basename(args.b or args.a)} iteration {j}")
+    except ValueError as exc:
+        print(f"gradviz: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(d.lines()))
+    return 0
+
+
 def cmd_export(args):
     """DOT of the whole recorded graph, or a picture (SVG, PNG) of the latest iteration's graph
     as the app draws it; Qt is imported only for a picture, and needs no display."""
@@ -367,6 +385,11 @@ def build_parser():
     p = sub.add_parser("info", help="describe a trace file")
     p.add_argument("trace")
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
+    p = sub.add_parser("diff", help="what changed between two iterations, or two recordings: nodes, edges, norms")
+    p.add_argument("a", metavar="A.gvz")
+    p.add_argument("b", metavar="B.gvz", nargs="?", help="a second recording (default: compare two iterations of A)")
+    p.add_argument("--iterations", nargs=2, type=int, metavar=("I", "J"),
+                   help="iteration I of A against iteration J of B (default: A's last two; the last of each)")
     p = sub.add_parser("export", help="write a trace's graph as Graphviz DOT, or draw it to SVG or PNG",
                        description="OUT.dot: the whole recorded graph as Graphviz DOT. OUT.svg, OUT.png: the "
                                    "latest iteration's graph as the app draws it (no window needed).")
@@ -389,7 +412,8 @@ def main(argv=None):
         return 0
     if args.command in (None, "run", "open"):
         return cmd_app(args)
-    return {"record": cmd_record, "info": cmd_info, "export": cmd_export, "demos": cmd_demos}[args.command](args)
+    return {"record": cmd_record, "info": cmd_info, "export": cmd_export, "demos": cmd_demos,
+            "diff": cmd_diff}[args.command](args)
 
 
 def _version():

@@ -1,0 +1,100 @@
+"""What changed between iterations (issue 16, section 3): the control-flow demo's branches as a
+graph diff (exact node and edge sets), two recordings compared, and ``gradviz diff``."""
+import math
+
+import pytest
+
+import gradviz
+from gradviz import cli
+from gradviz.demos import run
+from gradviz.trace.diff import diff
+
+MM, TANH, RELU = ("MmBackward0", "", "control_flow.py:15"), ("TanhBackward0", "", "control_flow.py:16"), \
+    ("ReluBackward0", "", "control_flow.py:16")
+POW, MEAN = ("PowBackward0", "", "control_flow.py:17"), ("MeanBackward0", "", "control_flow.py:17")
+ACC, W = ("AccumulateGrad", "w"), ("tensor", "w")
+
+
+@pytest.fixture(scope="module")
+def control_flow():
+    with gradviz.record() as rec:
+        run("control-flow")  # iteration 0: depth 1, tanh; 1: depth 2, relu; 2: depth 3, tanh; 3: depth 1, relu
+    return rec.trace
+
+
+def test_the_two_branches_of_the_control_flow_demo(control_flow):
+    d = diff(control_flow, 0, iteration_b=1)
+    assert [n.identity for n in d.only_a] == [(*TANH, 0)]
+    assert sorted(n.identity for n in d.only_b) == sorted([(*RELU, 0), (*MM, 1), (*RELU, 1)])
+    assert sorted(n.identity for n in d.both) == sorted([(*MM, 0), (*POW, 0), (*MEAN, 0), ACC, W])
+    assert sorted(d.edges_only_a) == sorted([((*POW, 0), (*TANH, 0)), ((*TANH, 0), (*MM, 0))])
+    assert sorted(d.edges_only_b) == sorted([((*POW, 0), (*RELU, 1)), ((*RELU, 1), (*MM, 1)),
+                                             ((*MM, 1), (*RELU, 0)), ((*RELU, 0), (*MM, 0)), ((*MM, 1), ACC)])
+    # Matched nodes keep their keys in each iteration; the ratio is B's norm over A's.
+    w = d.by_identity()[W]
+    assert w.key_a == w.key_b == "t2"
+    p0, p1 = control_flow.passes[0], control_flow.passes[1]
+    assert math.isclose(w.ratio, p1.accumulated[2][0].summary.norm / p0.accumulated[2][0].summary.norm)
+    mean = d.by_identity()[(*MEAN, 0)]
+    assert mean.ratio == 1.0 and mean.key_a != mean.key_b
+    # The same iteration against itself: nothing changed.
+    same = diff(control_flow, 2, iteration_b=2)
+    assert not same.only_a and not same.only_b and not same.edges_only_a and not same.edges_only_b
+    assert all(n.ratio == 1.0 for n in same.both)
+
+
+def test_two_recordings_of_one_program_match_by_identity(control_flow, tmp_path):
+    with gradviz.record() as rec:
+        run("control-flow")
+    d = diff(control_flow, 3, rec.trace, 0)  # depth 1 relu against depth 1 tanh
+    assert [n.identity for n in d.only_a] == [(*RELU, 0)] and [n.identity for n in d.only_b] == [(*TANH, 0)]
+    assert d.summary_line() == ("iteration 3 -> iteration 0: 5 nodes in both, 1 only in A, 1 only in B; "
+                                "2 edges only in A, 2 only in B")
+
+
+def test_a_missing_iteration_is_named(control_flow):
+    with pytest.raises(ValueError, match=r"recording B has no iteration 7 \(it has 0..3\)"):
+        diff(control_flow, 0, iteration_b=7)
+
+
+def test_gradviz_diff_prints_the_summary_the_nodes_and_the_ratios(tmp_path, capfd):
+    out = tmp_path / "cf.gvz"
+    assert cli.main(["record", "--demo", "control-flow", "-o", str(out)]) == 0
+    capfd.readouterr()
+    assert cli.main(["diff", str(out), "--iterations", "0", "1"]) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[0] == ("cf.gvz iteration 0 -> cf.gvz iteration 1: 5 nodes in both, 1 only in A, 3 only in B; "
+                        "2 edges only in A, 5 only in B")
+    assert lines[1:7] == ["only in A (cf.gvz iteration 0):",
+                          "  - TanhBackward0            control_flow.py:16",
+                          "only in B (cf.gvz iteration 1):",
+                          "  + ReluBackward0            control_flow.py:16",
+                          "  + MmBackward0              control_flow.py:15 (#2)",
+                          "  + ReluBackward0            control_flow.py:16 (#2)"]
+    assert lines[7] == "gradient norm B/A, furthest from 1 first:"
+    assert "AccumulateGrad(w)" in lines[8] and lines[8].strip().startswith("x1.43")
+    # Without --iterations: the last two; two files: the last of each.
+    assert cli.main(["diff", str(out)]) == 0
+    assert capfd.readouterr().out.startswith("cf.gvz iteration 2 -> cf.gvz iteration 3:")
+    assert cli.main(["diff", str(out), str(out), "--iterations", "1", "1"]) == 0
+    assert ": 8 nodes in both, 0 only in A, 0 only in B" in capfd.readouterr().out
+
+
+def test_gradviz_diff_errors_are_one_line(tmp_path, capfd):
+    out = tmp_path / "cf.gvz"
+    assert cli.main(["record", "--demo", "control-flow", "-o", str(out)]) == 0
+    capfd.readouterr()
+    assert cli.main(["diff", str(out), "--iterations", "0", "9"]) == 1
+    assert capfd.readouterr().err == "gradviz: recording B has no iteration 9 (it has 0..3)\n"
+    assert cli.main(["diff", str(tmp_path / "none.gvz")]) == 1
+    assert capfd.readouterr().err == f"gradviz: no such trace file: {tmp_path / 'none.gvz'}\n"
+    bad = tmp_path / "bad.gvz"
+    bad.write_bytes(b"not a trace")
+    assert cli.main(["diff", str(out), str(bad)]) == 1
+    err = capfd.readouterr().err
+    assert err.startswith(f"gradviz: {bad} is not a valid trace:") and err.count("\n") == 1
+    seed = tmp_path / "seed.gvz"
+    assert cli.main(["record", "--demo", "seed", "-o", str(seed)]) == 0
+    capfd.readouterr()
+    assert cli.main(["diff", str(seed)]) == 1
+    assert capfd.readouterr().err == "gradviz: the recording has 1 iteration: a diff needs two (or a second recording)\n"
