@@ -97,4 +97,5 @@ def test_gradviz_diff_errors_are_one_line(tmp_path, capfd):
     assert cli.main(["record", "--demo", "seed", "-o", str(seed)]) == 0
     capfd.readouterr()
     assert cli.main(["diff", str(seed)]) == 1
-    assert capfd.readouterr().err == "gradviz: the recording has 1 iteration: a diff needs two (or a second recording)\n"
+    assert capfd.readouterr().err == \
+        "gradviz: the recording has 1 iteration: a diff needs two (or a second recording)\n"

@@ -87,11 +87,10 @@ class GraphDiff:
         """The diff as text: a summary line, the nodes only in A and only in B with their source
         lines, then the largest gradient norm ratios."""
         out = [self.summary_line()]
-        for title, nodes in ((f"only in A ({self.label_a})", self.only_a), (f"only in B ({self.label_b})", self.only_b)):
+        for sign, label, nodes in (("-", self.label_a, self.only_a), ("+", self.label_b, self.only_b)):
             if nodes:
-                out.append(f"{title}:")
-                out += [f"  - {n.label:<24} {n.source}" if title.startswith("only in A") else
-                        f"  + {n.label:<24} {n.source}" for n in nodes]
+                out.append(f"only in {'A' if sign == '-' else 'B'} ({label}):")
+                out += [f"  {sign} {n.label:<24} {n.source}" for n in nodes]
         rated = self.largest_ratios(limit)
         if rated:
             out.append("gradient norm B/A, furthest from 1 first:")
