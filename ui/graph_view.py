@@ -61,6 +61,8 @@ class NodeItem(QGraphicsItem):
         self.step = None     # the step of the pass this node ran at
         self.caption = None  # a leaf's .grad, drawn under the box
         self._caption_rect = QRectF()
+        self.border = None  # a diagnosis's or a diff's border colour (gradviz.app.diagnosis.Overlay)
+        self.badge = None   # (text, QColor) drawn over the box's top right corner
         self.setZValue(1)
 
     def set_caption(self, text):
@@ -77,7 +79,21 @@ class NodeItem(QGraphicsItem):
 
     def boundingRect(self):
         r = self.rect.adjusted(-9, -9, 12, 6)
+        if self.badge:
+            r = r.united(self._badge_rect())
         return r.united(self._caption_rect) if self.caption else r
+
+    def _badge_rect(self):
+        w = QFontMetricsF(SMALL).horizontalAdvance(self.badge[0]) + 8
+        return QRectF(self.rect.right() - w + 10, self.rect.top() - 9, w, 14)
+
+    def set_overlay(self, fill, border, badge):
+        """A diagnosis's or a diff's marks: fill and border colours (or None), a badge (text, colour)."""
+        if fill is not None:
+            self.fill = fill
+        if badge != self.badge:
+            self.prepareGeometryChange()
+        self.border, self.badge = border, badge
 
     def paint(self, painter, option, widget=None):
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
@@ -96,6 +112,8 @@ class NodeItem(QGraphicsItem):
         painter.setBrush(QBrush(self.fill))
         if self.selected:
             pen = SELECTED_PEN
+        elif self.border is not None:
+            pen = QPen(self.border, 3.0)
         elif self.root:
             pen = QPen(QColor("#202020"), 2.6)
         elif self.ran:
@@ -123,6 +141,13 @@ class NodeItem(QGraphicsItem):
             painter.setFont(SMALL)
             painter.setPen(QColor("#ffffff"))
             painter.drawText(badge, Qt.AlignCenter, text)
+        if self.badge:
+            mark = self._badge_rect()
+            painter.setPen(QPen(self.badge[1], 1.0))
+            painter.setBrush(QColor(255, 255, 255, 235))
+            painter.drawRoundedRect(mark, 4, 4)
+            painter.setFont(SMALL)
+            painter.drawText(mark, Qt.AlignCenter, self.badge[0])
         if self.caption:
             painter.setPen(Qt.NoPen)
             painter.setBrush(QColor(255, 255, 255, 225))
@@ -177,6 +202,7 @@ class EdgeItem(QGraphicsItem):
         self.carried = False
         self.label = None
         self.label_rect = QRectF()
+        self.colour = None  # a diagnosis's or a diff's colour (gradviz.app.diagnosis.Overlay)
         tip = _clip_to_box(points[-2], points[-1], *target_size)
         self.line = QPainterPath(QPointF(*points[0]))
         for p in points[1:-1]:
@@ -210,13 +236,14 @@ class EdgeItem(QGraphicsItem):
 
     def paint(self, painter, option, widget=None):
         carried = self.carried
-        colour = EDGE_CARRIED if carried else EDGE if self.carries_grad else EDGE_NO_GRAD
+        colour = self.colour or (EDGE_CARRIED if carried else EDGE if self.carries_grad else EDGE_NO_GRAD)
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
         if lod < FAR_LOD:  # a hairline, no arrow head
             painter.setPen(QPen(colour, 0))
             painter.drawPath(self.line)
             return
-        painter.setPen(QPen(colour, 1.6 if carried else 1.1, Qt.SolidLine if self.carries_grad else Qt.DashLine))
+        width = 3.0 if self.colour is not None else 1.6 if carried else 1.1
+        painter.setPen(QPen(colour, width, Qt.SolidLine if self.carries_grad else Qt.DashLine))
         painter.setBrush(Qt.NoBrush)
         painter.drawPath(self.line)
         painter.setPen(Qt.NoPen)
@@ -404,12 +431,35 @@ def paint_state(nodes, edges, model):
     rects = _label_rects(texts)
     for item, (carried, text) in state.items():
         item.set_gradient(carried, text, rects.get(item))
+    _paint_overlay(nodes, edges, drawing, model.overlay())
+
+
+def _paint_overlay(nodes, edges, drawing, overlay):
+    """A diagnosis's or a diff's marks over the colours above (gradviz.app.diagnosis.Overlay)."""
+    ov = overlay
+    for key, item in nodes.items():
+        if isinstance(item, StandinItem) or drawing.members.get(key) is not None:
+            continue
+        fill = ov.fills.get(key) if ov is not None else None
+        border = ov.borders.get(key) if ov is not None else None
+        badge = ov.badges.get(key) if ov is not None else None
+        item.set_overlay(QColor(fill) if fill and item.fill != CURRENT else None,
+                         QColor(border) if border else None,
+                         (badge[0], QColor(badge[1])) if badge else None)
+        item.update()
+    for (u, v), item in edges.items():
+        colour = ov.edges.get((u, v)) if ov is not None else None
+        colour = QColor(colour) if colour else None
+        if colour != item.colour:
+            item.colour = colour
+            item.update()
 
 
 class GraphView(QGraphicsView):
     nodeClicked = Signal(str)
     collapsedChanged = Signal()
     lineBreakpointAsked = Signal(str)  # "Breakpoint on its line" in a node's context menu
+    diagnosed = Signal(str)  # a NaN or an explosion traced to its origin: what it found
     viewMoved = Signal()  # zoomed, fitted or brought to a node (the scroll bars say when it pans)
 
     def __init__(self, state, parent=None, model=None):
@@ -610,9 +660,18 @@ class GraphView(QGraphicsView):
                 line = d["source"].split(" in ")[0].rsplit("/", 1)[-1]
                 acts.insert(0, (f"Breakpoint on every node of line {line}",
                                 lambda: self.lineBreakpointAsked.emit(key)))
+            diagnosis = getattr(self.state, "diagnosis", None)
+            if diagnosis is not None and key in drawing.graph:
+                acts += [(text, lambda fn=fn: self._diagnose(fn)) for text, fn in diagnosis.actions(key)]
         if self.model.collapsed:
             acts.append(("Expand all", lambda: self.set_collapsed(())))
         return acts
+
+    def _diagnose(self, action):
+        """Run a diagnosis's action (trace a NaN to its origin...), draw its path, say what it found."""
+        action()
+        self.refresh()
+        self.diagnosed.emit(self.state.diagnosis.message)
 
     # -- search --
     def find(self, text):

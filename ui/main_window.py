@@ -58,6 +58,11 @@ class MainWindow(QMainWindow):
         self.resizeDocks([console_dock], [150], Qt.Vertical)
         self.status = QLabel()
         self.statusBar().addWidget(self.status, 1)
+        self.diagnosis_line = QLabel()  # a traced NaN's origin (gradviz.app.diagnosis)
+        self.diagnosis_line.setStyleSheet("color: #b03a2e;")
+        self.statusBar().addPermanentWidget(self.diagnosis_line)
+        self.view.diagnosed.connect(self.show_diagnosis)
+        self.diff_window = None
         self._console_len = 0
         self._auto_flow = False  # the flow tab was chosen for the user (nothing selected), not by them
         self._actions()
@@ -115,6 +120,12 @@ class MainWindow(QMainWindow):
                            "(a pan or zoom turns this off)", self.set_following)
         act.setCheckable(True)
         bar.addAction(act)
+        bar.addSeparator()
+        bar.addAction(self._action("NaN origin", None, "Trace the NaN or Inf at the selected node to the node that "
+                                   "made it, and draw the way it went (also in a node's context menu)",
+                                   lambda checked=False: self.trace_origin("nan")))
+        bar.addAction(self._action("Diff…", None, "What changed between two iterations: nodes only in one, "
+                                   "and the ratio of gradient norms", lambda checked=False: self.open_diff()))
         bar.addSeparator()
         self.search_box = QLineEdit()
         self.search_box.setPlaceholderText("Find node (Ctrl+F)")
@@ -351,6 +362,28 @@ class MainWindow(QMainWindow):
             self.search_count.setText(f" {model.match_index + 1} of {len(model.matches)} ")
 
     # -- commands -------------------------------------------------------------------------------------
+    # -- diagnosis (gradviz.app.diagnosis, ui/diff_view.py) -------------------------------------------
+    def trace_origin(self, what="nan", key=None):
+        """Trace the NaN (or explosion) at ``key`` (default: the selection, else the paused node)."""
+        key = key or self.state.selected or self.state.current
+        if key is None:
+            return self.show_diagnosis("Select a node holding a NaN or Inf to trace it to its origin")
+        self.view._diagnose(lambda: self.state.diagnosis.trace_origin(key, what))
+
+    def show_diagnosis(self, text):
+        self.diagnosis_line.setText(text)
+        self.diagnosis_line.setToolTip(text)
+
+    def open_diff(self):
+        from .diff_view import DiffWindow
+        try:
+            with self.state.lock:
+                self.diff_window = DiffWindow(self.state.trace)
+        except ValueError as exc:
+            return self.show_diagnosis(f"No diff: {exc}")
+        self.diff_window.show()
+        return self.diff_window
+
     def toggle_breakpoint(self, key=None, line=False):
         self.state.toggle_breakpoint(key, line=line)
         self.statusBar().showMessage(self.state.message, 5000)

@@ -451,3 +451,11 @@ class GraphModel:
 
     def roots(self):
         return root_keys(self.state.trace, self.state.graph)
+
+    def overlay(self):
+        """What a diagnosis (``state.diagnosis``) or a diff view's state draws over the graph: a
+        ``gradviz.app.diagnosis.Overlay``, or None."""
+        st = self.state
+        source = getattr(st, "diagnosis", st)
+        make = getattr(source, "overlay", None)
+        return make(st.graph) if make is not None and st.graph is not None else None

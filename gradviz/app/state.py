@@ -9,6 +9,7 @@ from contextlib import nullcontext
 
 from gradviz.app.breakpoints import BreakpointBook, breakpoint_for
 from gradviz.app.console import Console
+from gradviz.app.diagnosis import Diagnosis
 from gradviz.app.follow import Follow
 from gradviz.app.graphmodel import MODULE_PREFIX, GraphModel
 from gradviz.app.layouts import LaidOut, LayoutScheduler
@@ -39,6 +40,7 @@ class AppState:
         self.message = ""  # what the last command did, for a status line (F9: "Breakpoint set: ...")
         self._attach(debugger, trace)
         self.graph_model = GraphModel(self)  # collapsed modules and search: the graph view's state
+        self.diagnosis = Diagnosis(self)  # a NaN's origin traced, dead units: drawn over the graph
         self.follow = Follow()  # the view follows the paused node until the user moves it
 
     def _attach(self, debugger, trace):
