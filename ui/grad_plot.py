@@ -260,7 +260,9 @@ class GradPlot(QTabWidget):
             if lo <= line.value() <= hi:
                 pw.addItem(line)
         pi = pw.getPlotItem()
-        pi.getAxis("left").setTicks([[(i, r.name + (" (NaN/Inf)" if r.nonfinite else "")) for i, r in enumerate(rows)]])
+        pi.getAxis("left").setTicks([[(i, r.name + (" (NaN/Inf)" if r.nonfinite else "") +
+                                       (f" · 0 for {r.zero_for} it." if r.zero_for else ""))
+                                      for i, r in enumerate(rows)]])
         step = max(1, math.ceil((hi - lo) / 8))
         pi.getAxis("top").setTicks([[(k, f"1e{k}") for k in range(lo, hi + 1, step)], []])
         pi.setLabel("top", "|grad| (log scale)")
@@ -274,6 +276,9 @@ class GradPlot(QTabWidget):
         p = trace.passes[pass_index] if pass_index < 0 else trace._pass(pass_index)
         text = f"Backward pass {p.index} (iteration {p.iteration}), parameters in layer order" + \
             self._frozen_note(trace) + "."
+        dead = plots.dead_note(trace, pass_index)
+        if dead:
+            text += "\n" + dead + "."
         if text != self.flow_note.text():
             self.flow_note.setText(text)
 

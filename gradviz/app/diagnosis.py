@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from gradviz.trace.diagnose import RELU_LIKE, NoOrigin
+from gradviz.trace.diagnose import RELU_LIKE, NoOrigin, holds_nonfinite, largest_gradient
 
 # Colours as '#rrggbb' (the view turns them into Qt's).
 PATH = "#c0392b"          # the path's borders and edges
@@ -17,6 +17,7 @@ ORIGIN_FILL = "#f5b7b1"   # the origin itself
 EXPLOSION = "#d35400"
 DEAD_BADGE = "#b9770e"    # a ReLU-like node passing mostly zero gradient; a parameter's zero streak
 DEAD_FRACTION = 0.5       # a ReLU-like node is marked from this fraction of zero gradient on
+EXPLODING = 1e3           # the menu offers to trace an explosion from a gradient this large (plots.EXPLODING_MAX)
 
 
 @dataclass
@@ -74,11 +75,17 @@ class Diagnosis:
         self.show_dead = True
 
     def actions(self, key):
-        """Context-menu actions for graph key ``key``: [(text, callable)]."""
+        """Context-menu actions for graph key ``key``: [(text, callable)]: to trace a NaN/Inf where
+        one was recorded, an explosion where a gradient exceeded EXPLODING, to clear a path drawn."""
         if key is None or key[:1] not in ("n", "t") or not key[1:].isdigit():
             return []
-        acts = [("Trace NaN/Inf to its origin", lambda: self.trace_origin(key, "nan")),
-                ("Trace exploding gradient to its origin", lambda: self.trace_origin(key, "explosion"))]
+        acts = []
+        with self.state.lock:
+            trace = self.state.trace
+            if holds_nonfinite(trace, key):
+                acts.append(("Trace NaN/Inf to its origin", lambda: self.trace_origin(key, "nan")))
+            if largest_gradient(trace, key) > EXPLODING:
+                acts.append(("Trace exploding gradient to its origin", lambda: self.trace_origin(key, "explosion")))
         if self.origin is not None:
             acts.append(("Clear the traced path", self.clear))
         return acts

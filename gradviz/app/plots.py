@@ -132,12 +132,28 @@ class FlowRow:
     max_abs: float
     nonfinite: int
     flag: str
+    zero_for: int = 0  # iterations with a backward pass since its gradient was last non-zero (diagnose)
 
 
 def flag_of(mean_abs, max_abs, nonfinite):
     if nonfinite or max_abs > EXPLODING_MAX:
         return "exploding"
     return "vanishing" if mean_abs < VANISHING_MEAN else ""
+
+
+def dead_note(trace, pass_index=-1):
+    """One line on the ReLU-like nodes of a pass whose gradient is mostly exactly zero (dead units),
+    '' when there are none: how many, and the worst."""
+    from gradviz.app.diagnosis import DEAD_FRACTION
+    rows = trace.dead_units(pass_index)
+    dead = [r for r in rows if r.zero_fraction >= DEAD_FRACTION]
+    if not dead:
+        return ""
+    worst = max(dead, key=lambda r: r.zero_fraction)
+    n = trace.nodes[int(worst.key[1:])]
+    where = f" at {n.source.file.rsplit('/', 1)[-1]}:{n.source.line}" if n.source else ""
+    return (f"{len(dead)} of {len(rows)} ReLU-like nodes pass ≥{DEAD_FRACTION:.0%} zero gradient; the most: "
+            f"{worst.op}{' in ' + worst.scope if worst.scope else ''}{where}, {worst.zero_fraction:.0%}")
 
 
 def gradient_flow(trace, pass_index=-1):
@@ -151,6 +167,7 @@ def gradient_flow(trace, pass_index=-1):
     except (IndexError, KeyError):
         return []
     got = dict(list(p.accumulated.items()))
+    streaks = trace.zero_grad_streaks()
     rank = trace._tensor_rank
     order = sorted(got, key=lambda tid: (tid not in rank, rank.get(tid, 0)))
     rows = []
@@ -163,6 +180,7 @@ def gradient_flow(trace, pass_index=-1):
         max_abs = (math.nan if s.nan else math.inf) if nonfinite else max(abs(s.min), abs(s.max))
         mean_abs = max_abs if nonfinite else s.mean_abs if math.isfinite(s.mean_abs) else rms
         t = trace.tensors.get(tid)
+        streak = streaks.get(f"t{tid}")
         rows.append(FlowRow((t.name if t else None) or f"t{tid}", f"t{tid}", tuple(s.shape), mean_abs, rms, max_abs,
-                            nonfinite, flag_of(mean_abs, max_abs, nonfinite)))
+                            nonfinite, flag_of(mean_abs, max_abs, nonfinite), streak.since if streak else 0))
     return rows

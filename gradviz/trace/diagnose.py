@@ -357,6 +357,37 @@ def nan_origin(trace, what, pass_index=None) -> Origin:
     return Origin(tuple(steps), text)
 
 
+def gradients_at(trace, what):
+    """Every gradient recorded at ``what`` (a node's grad_outputs and grad_inputs, a tensor's
+    contributions and ``.grad``), over all passes, with its value (forward output, leaf value)."""
+    kind, i = trace._resolve(what)
+    if kind == "node":
+        n = trace.nodes.get(i)
+        out = [n.value] if n is not None else []
+        for j in trace._entered_in.get(i, ()):
+            if j < len(trace.passes):
+                p = trace.passes[j]
+                out += [*p.grad_outputs.get(i, ()), *p.grad_inputs.get(i, ())]
+        return [v for v in out if v is not None]
+    t = trace.tensors.get(i)
+    out = [t.value] if t is not None else []
+    for j in trace._accumulated_in.get(i, ()):
+        if j < len(trace.passes):
+            out += list(trace.passes[j].accumulated.get(i, ()))
+    return [v for v in out if v is not None]
+
+
+def holds_nonfinite(trace, what):
+    """Whether a NaN or Inf was ever recorded at ``what``: something for ``nan_origin`` to trace."""
+    return any(_bad(v) for v in gradients_at(trace, what))
+
+
+def largest_gradient(trace, what):
+    """The largest finite |value| of any gradient recorded at ``what`` (0.0 when none)."""
+    return max((max(abs(v.summary.min), abs(v.summary.max)) for v in gradients_at(trace, what)
+                if v.summary.numel and math.isfinite(v.summary.min)), default=0.0)
+
+
 # -- explosion -----------------------------------------------------------------------------------
 def _rms(value):
     s = value.summary
@@ -479,7 +510,11 @@ class ZeroStreak:
 def zero_grad_streaks(trace) -> dict:
     """Graph key -> ``ZeroStreak`` of every tensor that requires grad and was read by the graph
     (parameters and other leaves). A gradient is zero when its exact norm is 0 (a pass that did not
-    reach the tensor gives it none, which counts as zero); NaN and Inf count as non-zero."""
+    reach the tensor gives it none, which counts as zero); NaN and Inf count as non-zero. Kept on
+    the trace until it grows (the app asks at every pause)."""
+    cached = getattr(trace, "_zero_streaks", None)
+    if cached is not None and cached[0] == len(trace.events):
+        return cached[1]
     iterations = sorted({p.iteration for p in trace.passes})
     nonzero = {}
     for p in trace.passes:
@@ -494,4 +529,5 @@ def zero_grad_streaks(trace) -> dict:
         last = nonzero.get(tid)
         since = sum(1 for it in iterations if last is None or it > last)
         out[tensor_key(tid)] = ZeroStreak(tensor_key(tid), t.name or tensor_key(tid), last, since)
+    trace._zero_streaks = (len(trace.events), out)
     return out
