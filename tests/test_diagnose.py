@@ -181,3 +181,85 @@ def test_pytorch_nan_made_in_backward_by_sqrt_at_zero():
     assert _ops(t, o) == ["SqrtBackward0", "PowBackward0", "AccumulateGrad", "x"]
     assert [s.moment for s in o.path] == ["backward"] * 4
     assert "SqrtBackward0 at test_diagnose.py" in o.explanation and "made 1 Inf in backward (pass 0" in o.explanation
+
+
+# -- the app: the path drawn, dead marks (state without a window, then the window) ----------------
+def _nan_state():
+    from gradviz.app.state import AppState
+    with gradviz.record() as rec:
+        run("nan")
+    st = AppState(trace=rec.trace)
+    st.wait_layout()
+    return st
+
+
+def test_the_app_state_draws_the_path_and_says_the_origin():
+    from gradviz.app.diagnosis import ORIGIN_FILL, PATH
+    st = _nan_state()
+    d = st.diagnosis
+    assert [a for a, _ in d.actions("t1")] == ["Trace NaN/Inf to its origin"]
+    assert d.actions(f"n{st.trace.passes[0].roots[0]}") == []  # the loss: finite, and its gradient too
+    origin = d.trace_origin("t1")
+    assert st.message == d.message == "Origin: " + origin.explanation
+    ov = st.graph_model.overlay()
+    path = origin.keys
+    assert set(ov.borders) == set(path) and set(ov.borders.values()) == {PATH}
+    assert ov.fills == {path[0]: ORIGIN_FILL} and ov.badges[path[0]] == ("origin", PATH)
+    # Each edge between neighbours on the path, as drawn (grad_fn -> its next node), and no other.
+    assert sorted(ov.edges) == sorted(zip(path, path[1:]))
+    assert [a for a, _ in d.actions("t1")][-1] == "Clear the traced path"
+    d.clear()
+    assert not st.graph_model.overlay().borders
+
+
+def test_the_app_state_says_why_there_is_no_origin():
+    st = _nan_state()
+    root = st.trace.passes[0].roots[0]
+    assert st.diagnosis.trace_origin(f"n{root}") is None
+    assert st.message == f"No origin to show: n{root} holds no NaN or Inf: nothing to trace"
+
+
+def test_dead_units_and_zero_streaks_are_marked_in_the_graph_and_the_flow():
+    from gradviz.app.diagnosis import DEAD_BADGE
+    from gradviz.app.plots import dead_note, gradient_flow
+    from gradviz.app.state import AppState
+    with gradviz.record() as rec:
+        b = et.tensor([1.0, 1.0], requires_grad=True)
+        c = et.tensor([1.0, 1.0], requires_grad=True)
+        for it in range(3):
+            loss = (b * (1.0 if it == 0 else -1.0)).relu().sum() + (c * 2.0).sum()
+            loss.backward()
+            b.grad = c.grad = None
+    st = AppState(trace=rec.trace)
+    st.wait_layout()
+    badges = st.graph_model.overlay().badges
+    relu = next(k for k, d in st.graph.nodes(data=True) if d.get("op") == "ReluBackward0")
+    tb = next(k for k, d in st.graph.nodes(data=True) if d.get("name") == "b")
+    assert badges[relu] == ("dead: all zero", DEAD_BADGE)
+    assert badges[tb] == ("grad 0 for 2 it.", DEAD_BADGE)
+    assert not any(d.get("name") == "c" and k in badges for k, d in st.graph.nodes(data=True))
+    assert [(r.name, r.zero_for) for r in gradient_flow(rec.trace)] == [("b", 2), ("c", 0)]
+    assert dead_note(rec.trace).startswith("1 of 1 ReLU-like nodes pass ≥50% zero gradient; the most: ReluBackward0")
+    assert dead_note(rec.trace, 0) == ""
+
+
+def test_the_window_draws_the_path_on_the_graph_items(qtbot):
+    from PySide6.QtGui import QColor
+
+    from gradviz.app.diagnosis import ORIGIN_FILL, PATH
+    from gradviz.ui.main_window import MainWindow
+    st = _nan_state()
+    w = MainWindow(st)
+    qtbot.addWidget(w)
+    acts = dict(w.view.context_actions("t1"))
+    acts["Trace NaN/Inf to its origin"]()
+    path = st.diagnosis.path_keys()
+    assert len(path) == 7
+    for k in path:
+        assert w.view.items_by_key[k].border == QColor(PATH)
+    assert w.view.items_by_key[path[0]].fill == QColor(ORIGIN_FILL)
+    assert w.view.items_by_key[path[0]].badge[0] == "origin"
+    assert w.view.edges_by_key[path[0], path[1]].colour == QColor(PATH)
+    off_path = next(k for k in w.view.items_by_key if isinstance(k, str) and k not in path)
+    assert w.view.items_by_key[off_path].border is None
+    assert w.diagnosis_line.text().startswith("Origin: SqrtBackward0 at nan.py:12 made 1 Inf in backward")

@@ -99,3 +99,82 @@ def test_gradviz_diff_errors_are_one_line(tmp_path, capfd):
     assert cli.main(["diff", str(seed)]) == 1
     assert capfd.readouterr().err == \
         "gradviz: the recording has 1 iteration: a diff needs two (or a second recording)\n"
+
+
+# -- the app: the diff drawn (state without a window, then the window) ------------------------------
+def test_ratio_colours_on_a_log_scale():
+    from gradviz.app.diffview import NO_RATIO, ratio_colour
+    assert ratio_colour(1.0) == "#ffffff"
+    assert ratio_colour(10.0) == ratio_colour(1e6) == ratio_colour(math.inf) == "#e67e22"
+    assert ratio_colour(0.1) == ratio_colour(0.0) == "#3b74c4"
+    assert ratio_colour(math.sqrt(10)) == "#f2be90"  # halfway in log scale: halfway in colour
+    assert ratio_colour(math.nan) == NO_RATIO
+
+
+def test_the_diff_state_colours_the_union_graph(control_flow):
+    from gradviz.app.diffview import ONLY_A, ONLY_A_BORDER, ONLY_B, ONLY_B_BORDER, DiffState, ratio_colour
+    st = DiffState(control_flow, 0, iteration_b=1)
+    d = st.diff
+    # The union: B's graph (8 nodes) and A's own Tanh, each node's place in the diff said.
+    assert st.graph.number_of_nodes() == 9
+    ov = st.overlay()
+    tanh = d.only_a[0].key_a
+    assert st.graph.nodes[tanh]["diff"] == "a" and ov.fills[tanh] == ONLY_A and ov.borders[tanh] == ONLY_A_BORDER
+    assert ov.badges[tanh] == ("only in A", ONLY_A_BORDER)
+    assert {n.key_b for n in d.only_b} == {k for k, c in ov.fills.items() if c == ONLY_B}
+    for n in d.both:
+        assert ov.fills[n.key_b] == ratio_colour(n.ratio) and n.key_b not in ov.borders
+    w = d.by_identity()[W]
+    assert ov.badges[w.key_b] == (f"×{w.ratio:.3g}", "#404040")
+    assert sum(c == ONLY_A_BORDER for c in ov.edges.values()) == 2
+    assert sum(c == ONLY_B_BORDER for c in ov.edges.values()) == 5
+    assert all(st.graph.has_edge(*e) for e in ov.edges)
+    assert [t for _, t in ov.legend][:2] == ["only in A (iteration 0)", "only in B (iteration 1)"]
+    # Another pair of iterations; a missing one is refused and the last diff kept.
+    st.set_iterations(2, 3)
+    assert len(st.diff.only_a) == 5 and st.graph.number_of_nodes() == 11
+    with pytest.raises(ValueError, match="no iteration 5"):
+        st.set_iterations(0, 5)
+    assert st.iteration_b == 3
+
+
+def test_two_recordings_union_keeps_the_keys_apart(control_flow):
+    from gradviz.app.diffview import DiffState
+    with gradviz.record() as rec:
+        run("control-flow")
+    st = DiffState(control_flow, 3, rec.trace, 0)
+    only_a = [k for k, d in st.graph.nodes(data=True) if d["diff"] == "a"]
+    assert len(only_a) == 1 and only_a[0].startswith("a:n")
+    assert st.graph.nodes[only_a[0]]["op"] == "ReluBackward0"
+
+
+def test_the_diff_window_draws_the_colours_on_the_graph_items(qtbot, control_flow):
+    from PySide6.QtGui import QColor
+
+    from gradviz.app.diffview import ONLY_A, ONLY_B, ONLY_B_BORDER
+    from gradviz.ui.diff_view import DiffWindow
+    w = DiffWindow(control_flow, 0, 1)
+    qtbot.addWidget(w)
+    d = w.state.diff
+    items = w.view.items_by_key
+    assert items[d.only_a[0].key_a].fill == QColor(ONLY_A)
+    assert all(items[n.key_b].fill == QColor(ONLY_B) for n in d.only_b)
+    assert sum(e.colour == QColor(ONLY_B_BORDER) for e in w.view.edges_by_key.values()) == 5
+    assert w.summary.text() == d.summary_line()
+    assert "only in A (iteration 0)" in w.legend.text()
+    w.spin_b.setValue(3)  # the user picks another iteration: drawn anew
+    assert w.state.iteration_b == 3 and w.summary.text().startswith("iteration 0 -> iteration 3")
+    w.compare_with(control_flow)
+    assert w.summary.text().startswith("iteration 0 -> iteration 3")
+
+
+def test_the_main_window_opens_the_diff(qtbot, control_flow):
+    from gradviz.app.state import AppState
+    from gradviz.ui.main_window import MainWindow
+    st = AppState(trace=control_flow)
+    st.wait_layout()
+    w = MainWindow(st)
+    qtbot.addWidget(w)
+    diff_window = w.open_diff()
+    qtbot.addWidget(diff_window)
+    assert diff_window.state.iteration_a == 2 and diff_window.state.iteration_b == 3
