@@ -115,6 +115,45 @@ def seed_explained(app, out_dir):
     state.close()
 
 
+def diagnosis_shots(app, out_dir):
+    """docs/diagnosing.md's pictures: the nan demo's NaN traced to its origin (the path drawn, the
+    origin selected in the inspector), and the control-flow demo's iterations 0 and 1 as a diff."""
+    from gradviz import record
+    from gradviz.app.state import AppState
+    from gradviz.demos import run
+    from gradviz.ui.diff_view import DiffWindow
+    from gradviz.ui.main_window import MainWindow
+
+    with record() as rec:
+        run("nan")
+    state = AppState(trace=rec.trace)
+    w = MainWindow(state, "gradviz — nan demo, a NaN traced to its origin")
+    w.resize(1400, 900)
+    w.show()
+    _settle(app, w, lambda: state.layout is not None and not state.laying_out)
+    p = next(k for k, d in state.graph.nodes(data=True) if d.get("name") == "p")
+    w.trace_origin("nan", p)
+    w.select(state.diagnosis.path_keys()[0])
+    w.view.fit()
+    _settle(app, w, lambda: True)
+    w.grab().save(os.path.join(out_dir, "nan-origin.png"))
+    w.close()
+
+    with record() as rec:
+        run("control-flow")
+    d = DiffWindow(rec.trace, 0, 1)
+    d.setWindowTitle("gradviz — control-flow demo, iteration 0 against 1")
+    d.resize(900, 760)
+    d.show()
+    for _ in range(5):
+        app.processEvents()
+    d.view.fit()
+    for _ in range(5):
+        app.processEvents()
+    d.grab().save(os.path.join(out_dir, "diff.png"))
+    d.close()
+
+
 def main(out_dir="docs"):
     import tempfile
 
@@ -169,6 +208,8 @@ def main(out_dir="docs"):
         _stepped(app, tmp, "resnet18_tutorial.py", TUTORIAL_RESNET, 10,
                  os.path.join(out_dir, "resnet18-stepping.png"), "gradviz — resnet18_tutorial.py")
         _stepped(app, tmp, "gru.py", GRU, 12, os.path.join(out_dir, "gru-standins.png"), "gradviz — gru.py")
+
+    diagnosis_shots(app, out_dir)
 
 
 if __name__ == "__main__":

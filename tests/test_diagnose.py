@@ -28,7 +28,7 @@ def test_the_nan_demo_traces_back_to_sqrt_at_zero_in_backward():
                           "AccumulateGrad", "p"]
     assert {s.moment for s in o.path} == {"backward"} and {s.pass_index for s in o.path} == {0}
     assert o.explanation == ("SqrtBackward0 at nan.py:12 made 1 Inf in backward (pass 0, iteration 0) from a "
-                             "finite grad_output (max |g| 1) and finite input the output of SumBackward0 (= 0)")
+                             "finite grad_output (max |g| 1) and finite input SumBackward0's output (= 0)")
     # The second Sqrt node of the three (i == 1), not the first or the last.
     sqrts = [n.id for n in t.nodes.values() if n.op == "SqrtBackward0"]
     assert o.origin.key == f"n{sqrts[1]}"
@@ -65,7 +65,7 @@ def test_a_forward_nan_in_the_engine_is_traced_through_forward():
     assert _ops(t, o) == ["LogBackward0", "MulBackward0", "SumBackward0"]
     assert [s.moment for s in o.path] == ["forward"] * 3
     assert "LogBackward0 at test_diagnose.py" in o.explanation
-    assert "made 1 NaN in forward (iteration 0) from finite input the output of MulBackward0 (min -4, max 6)" \
+    assert "made 1 NaN in forward (iteration 0) from finite input MulBackward0's output (min -4, max 6)" \
         in o.explanation
     # w's gradient (2 / (2w) * 2y: NaN where y is) is traced into forward too: backward steps after forward ones.
     o = t.nan_origin("w")

@@ -58,9 +58,11 @@ class MainWindow(QMainWindow):
         self.resizeDocks([console_dock], [150], Qt.Vertical)
         self.status = QLabel()
         self.statusBar().addWidget(self.status, 1)
-        self.diagnosis_line = QLabel()  # a traced NaN's origin (gradviz.app.diagnosis)
-        self.diagnosis_line.setStyleSheet("color: #b03a2e;")
-        self.statusBar().addPermanentWidget(self.diagnosis_line)
+        self.diagnosis_line = QLabel()  # a traced NaN's origin (gradviz.app.diagnosis), over the graph
+        self.diagnosis_line.setStyleSheet("color: #b03a2e; font-weight: bold; padding: 2px 4px;")
+        self.diagnosis_line.setWordWrap(True)
+        self.diagnosis_line.hide()
+        column.insertWidget(0, self.diagnosis_line)
         self.view.diagnosed.connect(self.show_diagnosis)
         self.diff_window = None
         self._console_len = 0
@@ -372,7 +374,7 @@ class MainWindow(QMainWindow):
 
     def show_diagnosis(self, text):
         self.diagnosis_line.setText(text)
-        self.diagnosis_line.setToolTip(text)
+        self.diagnosis_line.setVisible(bool(text))
 
     def open_diff(self):
         from .diff_view import DiffWindow

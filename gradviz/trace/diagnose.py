@@ -132,7 +132,7 @@ class _Index:
         if t is not None and t.name:
             return t.name
         m = self.trace.maker(tid)
-        return f"the output of {_op(m)}" if m is not None else f"t{tid}"
+        return f"{_op(m)}'s output" if m is not None else f"t{tid}"
 
     def input_values(self, n):
         """(tensor id, its value when ``n`` read it, or None, the maker's NodeCreated or None) of
