@@ -238,6 +238,29 @@ def cmd_diff(args):
     return 0
 
 
+def cmd_origin(args):
+    """Where a NaN (or an exploding gradient) came from: docs/diagnosing.md."""
+    from gradviz.trace.diagnose import DEFAULT_K, first_nonfinite, path_lines
+    trace = _load(args.trace)
+    if trace is None:
+        return 1
+    what = args.what if args.what is not None else first_nonfinite(trace)
+    if what is None:
+        print(f"gradviz: no NaN or Inf in {args.trace}; name a node or tensor to trace an explosion from",
+              file=sys.stderr)
+        return 1
+    try:
+        what = int(what) if isinstance(what, str) and what.isdigit() else what
+        o = trace.explosion_origin(what, args.k or DEFAULT_K) if args.explosion else trace.nan_origin(what)
+    except (KeyError, ValueError) as exc:
+        print(f"gradviz: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    print(o.explanation)
+    print(f"path, from the origin to {o.path[-1].key}:")
+    print("\n".join(path_lines(trace, o)))
+    return 0
+
+
 def cmd_export(args):
     """DOT of the whole recorded graph, or a picture (SVG, PNG) of the latest iteration's graph
     as the app draws it; Qt is imported only for a picture, and needs no display."""
@@ -390,6 +413,12 @@ def build_parser():
     p.add_argument("b", metavar="B.gvz", nargs="?", help="a second recording (default: compare two iterations of A)")
     p.add_argument("--iterations", nargs=2, type=int, metavar=("I", "J"),
                    help="iteration I of A against iteration J of B (default: A's last two; the last of each)")
+    p = sub.add_parser("origin", help="trace a NaN or Inf (or an exploding gradient) to the node that made it")
+    p.add_argument("trace")
+    p.add_argument("what", nargs="?", metavar="NODE", help="a tensor's name, a graph key (n5, t3) or a node id "
+                   "(default: the first leaf whose gradient holds a NaN or Inf)")
+    p.add_argument("--explosion", action="store_true", help="the first node that grew the gradient more than K times")
+    p.add_argument("-k", type=float, help="the growth per element that counts as an explosion (default 10)")
     p = sub.add_parser("export", help="write a trace's graph as Graphviz DOT, or draw it to SVG or PNG",
                        description="OUT.dot: the whole recorded graph as Graphviz DOT. OUT.svg, OUT.png: the "
                                    "latest iteration's graph as the app draws it (no window needed).")
@@ -413,7 +442,7 @@ def main(argv=None):
     if args.command in (None, "run", "open"):
         return cmd_app(args)
     return {"record": cmd_record, "info": cmd_info, "export": cmd_export, "demos": cmd_demos,
-            "diff": cmd_diff}[args.command](args)
+            "diff": cmd_diff, "origin": cmd_origin}[args.command](args)
 
 
 def _version():

@@ -263,3 +263,46 @@ def test_the_window_draws_the_path_on_the_graph_items(qtbot):
     off_path = next(k for k in w.view.items_by_key if isinstance(k, str) and k not in path)
     assert w.view.items_by_key[off_path].border is None
     assert w.diagnosis_line.text().startswith("Origin: SqrtBackward0 at nan.py:12 made 1 Inf in backward")
+
+
+def test_the_headless_debugger_agrees_with_the_anomaly_breakpoint():
+    """Paused by the anomaly breakpoint where the NaN/Inf first appears, the origin traced from
+    that node is the node itself; after the run, p's NaN gradient leads back to it."""
+    from gradviz import Debugger
+    with Debugger.launch(demo="nan", stop_on_entry=True) as dbg:
+        dbg.wait_paused(timeout=20)
+        dbg.add_breakpoint(anomaly=True)
+        dbg.resume()
+        p = dbg.wait_paused(timeout=20)
+        assert p.reason == "anomaly"
+        with dbg.lock:
+            o = dbg.trace.nan_origin(p.node)
+        assert o.keys == [f"n{p.node}"] and o.explanation.startswith("SqrtBackward0 at nan.py:12 made 1 Inf")
+        dbg.resume()
+        assert dbg.wait_paused(timeout=20).reason == "exited"
+        with dbg.lock:
+            assert dbg.trace.nan_origin("p").origin.key == f"n{p.node}"
+
+
+def test_gradviz_origin_prints_the_origin_and_the_path(tmp_path, capfd):
+    from gradviz import cli
+    out = tmp_path / "nan.gvz"
+    assert cli.main(["record", "--demo", "nan", "-o", str(out)]) == 0
+    capfd.readouterr()
+    assert cli.main(["origin", str(out)]) == 0  # p's gradient, the first leaf holding a NaN
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[0].startswith("SqrtBackward0 at nan.py:12 made 1 Inf in backward (pass 0, iteration 0)")
+    assert lines[1] == "path, from the origin to t1:"
+    assert [line.split()[4] for line in lines[2:]] == ["SqrtBackward0", "SumBackward0", "PowBackward0",
+                                                       "SubBackward0", "SelectBackward0", "AccumulateGrad", "p"]
+    assert lines[2].split()[:4] == ["backward", "pass", "0", lines[2].split()[3]] and lines[2].endswith("nan.py:12")
+    assert cli.main(["origin", str(out), "nope"]) == 1
+    assert capfd.readouterr().err == "gradviz: no tensor named 'nope' in this trace\n"
+    cf = tmp_path / "cf.gvz"
+    assert cli.main(["record", "--demo", "control-flow", "-o", str(cf)]) == 0
+    capfd.readouterr()
+    assert cli.main(["origin", str(cf)]) == 1
+    assert capfd.readouterr().err == \
+        f"gradviz: no NaN or Inf in {cf}; name a node or tensor to trace an explosion from\n"
+    assert cli.main(["origin", str(cf), "w", "--explosion", "-k", "1.5"]) == 0
+    assert capfd.readouterr().out.startswith("PowBackward0 at control_flow.py:17 grew the gradient 1.623 times")

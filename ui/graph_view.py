@@ -435,10 +435,14 @@ def paint_state(nodes, edges, model):
 
 
 def _paint_overlay(nodes, edges, drawing, overlay):
-    """A diagnosis's or a diff's marks over the colours above (gradviz.app.diagnosis.Overlay)."""
+    """A diagnosis's or a diff's marks over the colours above (gradviz.app.diagnosis.Overlay); items
+    without marks, before or now, are left alone (a large graph's refresh stays cheap)."""
     ov = overlay
+    empty = ov is None or not (ov.fills or ov.borders or ov.badges or ov.edges)
     for key, item in nodes.items():
         if isinstance(item, StandinItem) or drawing.members.get(key) is not None:
+            continue
+        if empty and item.border is None and item.badge is None:
             continue
         fill = ov.fills.get(key) if ov is not None else None
         border = ov.borders.get(key) if ov is not None else None

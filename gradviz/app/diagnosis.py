@@ -101,7 +101,7 @@ class Diagnosis:
                 origin = trace.nan_origin(key) if what == "nan" else trace.explosion_origin(key, k)
         except (NoOrigin, KeyError, TypeError) as exc:
             self.origin = None
-            self.message = f"No origin to show: {str(exc).strip(chr(39))}"
+            self.message = f"No origin to show: {exc.args[0] if exc.args else exc}"
         else:
             self.origin = origin
             drawn = [s.key for s in origin.path if st.graph is not None and s.key in st.graph]

@@ -388,6 +388,36 @@ def largest_gradient(trace, what):
                 if v.summary.numel and math.isfinite(v.summary.min)), default=0.0)
 
 
+def first_nonfinite(trace):
+    """What to trace when the user names nothing: the first leaf (in the order forward read them)
+    whose gradient held a NaN or Inf in the last pass where any did, else the first node made whose
+    forward output held one, else None."""
+    for p in reversed(trace.passes):
+        bad = [tid for tid, values in p.accumulated.items() if any(_bad(v) for v in values)]
+        if bad:
+            rank = trace._tensor_rank
+            return tensor_key(min(bad, key=lambda t: rank.get(t, math.inf)))
+    for n in trace.nodes.values():
+        if _bad(n.value):
+            return node_key(n.id)
+    return None
+
+
+def path_lines(trace, origin):
+    """The path as text, a step a line: moment, pass, key, op or name, source line."""
+    out = []
+    for s in origin.path:
+        if s.key[0] == "n":
+            n = trace.nodes[int(s.key[1:])]
+            what, where = _op(n), _where(n).replace(" at ", "")
+        else:
+            t = trace.tensors.get(int(s.key[1:]))
+            what, where = (t.name if t is not None and t.name else s.key), ""
+        when = f"backward pass {s.pass_index}" if s.moment == "backward" else f"forward iteration {s.iteration}"
+        out.append(f"  {when:<20} {s.key:<6} {what:<24} {where}".rstrip())
+    return out
+
+
 # -- explosion -----------------------------------------------------------------------------------
 def _rms(value):
     s = value.summary
