@@ -306,3 +306,19 @@ def test_gradviz_origin_prints_the_origin_and_the_path(tmp_path, capfd):
         f"gradviz: no NaN or Inf in {cf}; name a node or tensor to trace an explosion from\n"
     assert cli.main(["origin", str(cf), "w", "--explosion", "-k", "1.5"]) == 0
     assert capfd.readouterr().out.startswith("PowBackward0 at control_flow.py:17 grew the gradient 1.623 times")
+
+
+def test_the_app_state_draws_an_explosion_in_its_own_colour():
+    from gradviz.app.diagnosis import EXPLOSION
+    from gradviz.app.state import AppState
+    with gradviz.record() as rec:
+        x = et.tensor([0.1, 0.2, 0.3, 0.4], requires_grad=True)
+        (x.tanh() * 1e4).sum().backward()
+    st = AppState(trace=rec.trace)
+    st.wait_layout()
+    tx = next(k for k, d in st.graph.nodes(data=True) if d.get("name") == "x")
+    assert [a for a, _ in st.diagnosis.actions(tx)] == ["Trace exploding gradient to its origin"]
+    o = st.diagnosis.trace_origin(tx, "explosion")
+    assert st.message.startswith("Explosion: MulBackward0 at test_diagnose.py")
+    ov = st.graph_model.overlay()
+    assert set(ov.borders) == set(o.keys) and set(ov.borders.values()) == {EXPLOSION}

@@ -178,3 +178,13 @@ def test_the_main_window_opens_the_diff(qtbot, control_flow):
     diff_window = w.open_diff()
     qtbot.addWidget(diff_window)
     assert diff_window.state.iteration_a == 2 and diff_window.state.iteration_b == 3
+
+
+def test_a_moment_in_the_past_diffs_only_what_was_made_by_then(control_flow):
+    from gradviz.app.diffview import DiffState
+    from gradviz.app.timeline import Timeline
+    past = Timeline(control_flow).trace_at(60)  # in iteration 2's forward or backward: 3 iterations begun
+    st = DiffState(past)
+    assert (st.iteration_a, st.iteration_b) == (1, 2)
+    with pytest.raises(ValueError, match=r"no iteration 3 \(it has 0..2\)"):
+        st.set_iterations(0, 3)

@@ -108,6 +108,7 @@ class _Index:
     def __init__(self, trace):
         self.trace = trace
         self.described = {}  # tensor id -> [(event position, TensorDescribed)]
+        self.leaves_followed = set()  # leaves whose turning bad was followed into a backward pass
         self.pass_started = []  # event position of each pass's BackwardStarted, in trace.passes' order
         for i, e in enumerate(trace.events):
             name = type(e).__name__
@@ -208,7 +209,9 @@ def _leaf_origin(ix, tid, steps):
     described = ix.described.get(tid, [])
     first_bad = next((i for i, e in described if _bad(e.value)), None)
     name = ix.name(tid)
-    if first_bad is not None and any(i < first_bad and not _bad(e.value) for i, e in described):
+    if first_bad is not None and tid not in ix.leaves_followed and \
+            any(i < first_bad and not _bad(e.value) for i, e in described):
+        ix.leaves_followed.add(tid)  # followed once: a walk never comes back to it
         # It was finite once: the last pass before it turned bad that gave it a bad gradient.
         for j in range(len(trace.passes) - 1, -1, -1):
             p = trace.passes[j]
@@ -305,7 +308,10 @@ def _backward_origin(ix, p, start):
                                                   else tensor_key(bad_forward[0][0]))
         before, text = _forward_origin(ix, start_fwd)
         return before + steps, text
-    made = next(v for v in p.grad_inputs.get(n.id, ()) if _bad(v))
+    made = next((v for v in p.grad_inputs.get(n.id, ()) if _bad(v)), None)
+    if made is None:  # a leaf's .grad already bad, and no pass recorded making it so
+        return steps, f"{_op(n)}{_where(n)} received a finite gradient in backward pass {p.index}, but the .grad " \
+            f"it adds to already held NaN or Inf"
     g = next((v for v in outs if v is not None), None)
     said = ", ".join(f"{ix.name(tid)} ({_range(v)})" for tid, v, _ in inputs if v is not None)
     text = (f"{_op(n)}{_where(n)} made {_counts(made)} in backward (pass {p.index}, iteration {p.iteration}) "

@@ -121,6 +121,8 @@ def identities(trace, iteration):
     out = {}
     seen = {}
     for key in trace.iteration_nodes.get(iteration, ()):  # grad_fn nodes, in creation order
+        if key not in g:  # made after the moment a trace in the past (time travel) shows
+            continue
         n = trace.nodes[int(key[1:])]
         sig = (_short_op(n.op), n.scope, _short_source(n.source))
         rank = seen.get(sig, 0)
@@ -176,11 +178,16 @@ def _what(trace, g, key):
     return label, _short_source(n.source)
 
 
+def _iterations(trace):
+    """The iterations with a graph (of a trace in the past: those begun by its moment)."""
+    return [i for i in sorted(trace.iteration_nodes) if i < max(trace.iterations, 1)]
+
+
 def check_iteration(trace, iteration, which="A"):
-    if not trace.iteration_nodes:
+    have = _iterations(trace)
+    if not have:
         raise ValueError(f"recording {which} has no iteration with a graph")
-    have = sorted(trace.iteration_nodes)
-    if iteration not in trace.iteration_nodes:
+    if iteration not in have:
         raise ValueError(f"recording {which} has no iteration {iteration} (it has {have[0]}..{have[-1]})")
 
 
@@ -198,7 +205,7 @@ def diff(trace_a, iteration_a, trace_b=None, iteration_b=None, label_a=None, lab
     a_by_id = {v: k for k, v in ida.items()}
     b_by_id = {v: k for k, v in idb.items()}
     result = GraphDiff(label_a or f"iteration {iteration_a}", label_b or f"iteration {iteration_b}")
-    own = list(trace_b.iteration_nodes.get(iteration_b, ()))
+    own = [k for k in trace_b.iteration_nodes.get(iteration_b, ()) if k in gb]
     order_b = own + [k for k in gb if k not in set(own)]
     seen = set()
     for kb in order_b:
@@ -228,12 +235,12 @@ def default_iterations(trace_a, trace_b=None):
     """The iterations a diff compares when none are given: the last two of one recording, or the
     last of each of two."""
     if trace_b is None:
-        have = sorted(trace_a.iteration_nodes)
+        have = _iterations(trace_a)
         if len(have) < 2:
             raise ValueError(f"the recording has {len(have)} iteration{'s' if len(have) != 1 else ''}: "
                              f"a diff needs two (or a second recording)")
         return have[-2], have[-1]
-    a, b = sorted(trace_a.iteration_nodes), sorted(trace_b.iteration_nodes)
+    a, b = _iterations(trace_a), _iterations(trace_b)
     if not a or not b:
         raise ValueError(f"recording {'A' if not a else 'B'} has no iteration with a graph")
     return a[-1], b[-1]
