@@ -153,7 +153,7 @@ def dead_note(trace, pass_index=-1):
     n = trace.nodes[int(worst.key[1:])]
     where = f" at {n.source.file.rsplit('/', 1)[-1]}:{n.source.line}" if n.source else ""
     return (f"{len(dead)} of {len(rows)} ReLU-like nodes pass ≥{DEAD_FRACTION:.0%} zero gradient; the most: "
-            f"{worst.op}{' in ' + worst.scope if worst.scope else ''}{where}, {worst.zero_fraction:.0%}")
+            f"{worst.op}{' in module ' + worst.scope if worst.scope else ''}{where}, {worst.zero_fraction:.0%}")
 
 
 def gradient_flow(trace, pass_index=-1):
