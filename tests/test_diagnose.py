@@ -322,3 +322,13 @@ def test_the_app_state_draws_an_explosion_in_its_own_colour():
     assert st.message.startswith("Explosion: MulBackward0 at test_diagnose.py")
     ov = st.graph_model.overlay()
     assert set(ov.borders) == set(o.keys) and set(ov.borders.values()) == {EXPLOSION}
+
+
+def test_pytorch_explosion():
+    torch = _torch()
+    with gradviz.record() as rec:
+        x = torch.tensor([0.1, 0.2, 0.3], requires_grad=True)
+        (torch.exp(x) * 500.0).mean().backward()  # MeanBackward0 shrinks per element; Mul grows 500x
+    o = rec.trace.explosion_origin("x")
+    assert _ops(rec.trace, o) == ["MulBackward0", "ExpBackward0", "AccumulateGrad", "x"]
+    assert math.isclose(o.ratio, 500.0, rel_tol=1e-5)
