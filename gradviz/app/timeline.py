@@ -103,8 +103,8 @@ class TraceAt(Trace):
         self.born = born
         self.iteration_nodes = live.iteration_nodes
         # Indexes shared with the trace: each lookup checks what it finds against this moment.
-        for name in ("_made_by", "_peers", "_tensor_rank", "_pass_place", "_entered_in", "_accumulated_in",
-                     "_iteration_passes"):
+        for name in ("source_texts", "_made_by", "_peers", "_tensor_rank", "_pass_place", "_entered_in",
+                     "_accumulated_in", "_iteration_passes"):
             setattr(self, name, getattr(live, name))
         self.passes = tl._passes_at(k)
         self._births = tl._births
@@ -265,6 +265,8 @@ class Timeline:
         t = type(e)
         if t is ev.IterationStarted:
             return f"iteration {e.index} started"
+        if t is ev.SourceText:
+            return f"source {e.file.rsplit('/', 1)[-1]}:{e.line}: {e.text.strip()[:60]}"
         if t is ev.TensorDescribed:
             return f"{e.kind} {e.name or f't{e.id}'} {tuple(e.shape)} seen"
         if t is ev.NodeCreated:
