@@ -77,7 +77,7 @@ def test_the_text_round_trips_through_a_file_and_shows_after_the_script_is_gone(
     qtbot.addWidget(ins)
     ins.show_key(node_key(_node_made_at(loaded, script, 7).id))
     text = ins.toPlainText()
-    assert f"{script}:7 in train" in text and "h = w * 3" in text and "# the product ✓" in text
+    assert f"{script}:7 in train" in text and "h = w * 3  # the product ✓" in text  # as written
     # Time travel shows it too: a moment of the trace has the texts the trace has.
     from gradviz.app.timeline import Timeline
     assert Timeline(loaded).trace_at(len(loaded.events)).source_text(script, 7) == "        h = w * 3  # the product ✓"

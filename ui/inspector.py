@@ -232,7 +232,7 @@ class Inspector(QTextBrowser):
             line = rest.split(" ", 1)[0]
             text = self._source_text(trace, file, int(line)) if line.isdigit() else ""
             parts.append(f"<p style='margin:4px 0'><b>made at</b> {_esc(src)}<br>"
-                         f"<code style='background:#f3f3f3'>{_esc(text)}</code></p>")
+                         f"<code style='background:#f3f3f3; white-space:pre-wrap'>{_esc(text)}</code></p>")
         if key.startswith("n"):
             parts += self._node(trace, int(key[1:]))
         else:
