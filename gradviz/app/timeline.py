@@ -17,7 +17,8 @@ the length of the run (bench/bench_timeline.py), and holds no memory of its own.
 
 What a view does not go back in time on: a tensor node's drawing attributes (its name and kind as
 last described; a tensor's TensorDescribed event itself is the one of its moment), the full
-arrays, which are the ones the trace holds now (summaries are always there), and a node named as a
+arrays, which are the ones the trace holds now (summaries are always there), the source lines'
+texts (``Trace.source_texts``: a line's text does not change), and a node named as a
 next node before its own NodeCreated (gradviz's producers announce nodes after the nodes they
 feed; a file from elsewhere might not): from its first mention it shows the edges and attributes
 its NodeCreated gave it. Reading a view of a
