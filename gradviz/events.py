@@ -60,6 +60,17 @@ class Value:
 
 # -- forward -------------------------------------------------------------------------------------
 @event
+class SourceText:
+    """The text of line ``line`` of ``file`` (without its line break) when the program ran it: told
+    once per line, before the first event whose ``Source`` names it, so that a trace shows its code
+    where that file is not (another machine, a script deleted or edited since, a notebook cell)."""
+
+    file: str
+    line: int
+    text: str
+
+
+@event
 class IterationStarted:
     """A training iteration begins: the first graph node made after a backward pass or an
     optimizer step (or the first one recorded)."""

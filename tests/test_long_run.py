@@ -172,3 +172,33 @@ def test_interning_forgets_past_its_cap(monkeypatch):
 def _values(e):
     from gradviz.trace.model import _values_of
     return [v for v in _values_of(e) if v is not None]
+
+
+def test_an_iteration_listed_in_another_order_takes_the_last_layout():
+    # An iteration's graph is a subgraph view whose nodes come in a set's order, which differs
+    # from iteration to iteration: the shape must not depend on it.
+    import networkx as nx
+    from gradviz.app.labels import node_label
+
+    def iteration(first, order):
+        g = nx.DiGraph()
+        ops = {first: "MulBackward0", first + 1: "AddBackward0", first + 2: "PowBackward0", first + 3: "SumBackward0"}
+        for i in order:
+            g.add_node(f"n{first + i}", kind="grad_fn", op=ops[first + i], label=ops[first + i])
+        g.add_node("n2", kind="accumulate_grad", op="AccumulateGrad", label="AccumulateGrad")
+        g.add_node("t1", kind="leaf", op="", label="w", name="w")
+        for a, b in ((3, 2), (2, 1), (1, 0)):
+            g.add_edge(f"n{first + a}", f"n{first + b}", index=0)
+        g.add_edge(f"n{first}", "n2", index=0)
+        g.add_edge("n2", "t1", index=0)
+        return g
+
+    g0, g1 = iteration(10, [0, 1, 2, 3]), iteration(20, [2, 0, 3, 1])
+    labels = {k: node_label(d, k) for k, d in g1.nodes(data=True)}
+    assert shape_of(g0, {k: node_label(d, k) for k, d in g0.nodes(data=True)}) == shape_of(g1, labels)
+    sched = LayoutScheduler()
+    first = sched.run("k0", g0, 0, None)
+    second = sched.run("k1", g1, 1, None)
+    assert second.layout.stats.get("reused") is True
+    same = {f"n{10 + i}": f"n{20 + i}" for i in range(4)} | {"n2": "n2", "t1": "t1"}
+    assert {same[k]: v for k, v in first.layout.positions.items()} == second.layout.positions

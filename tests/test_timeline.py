@@ -27,9 +27,11 @@ SEED_LEN = 25
 
 
 def _record(name, **kw):
+    """A demo's trace without its SourceText events (the lines' texts, told before the nodes they
+    made), so that the positions above count the events that change the graph and its values."""
     with gradviz.record(**kw) as rec:
         demos.run(name)
-    return rec.trace
+    return _replayed([e for e in rec.trace.events if type(e) is not ev.SourceText], rec.trace.values.budget)
 
 
 @pytest.fixture(scope="module")

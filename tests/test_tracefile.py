@@ -334,6 +334,7 @@ def synthetic_events():
     src = ev.Source("/tmp/ünïcode dir/prog.py", 12, "<module>")
     shared = vals["f32"]
     out += [
+        ev.SourceText(src.file, src.line, "    y = (w * x).sum()  # ünïcode ✓ \t tab"),
         ev.NodeCreated(100, "MulBackward0", "grad_fn", 0, (1, 2), 50, (101, None), (7,), "<f4", "model.fc", src,
                        shared),
         ev.NodeCreated(101, "AccumulateGrad", "accumulate_grad", 0, (2**70,), 2**70, (), (2, 3), "<f4"),

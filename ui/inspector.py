@@ -3,9 +3,6 @@ code made it and that line's text, its forward inputs and output, and the gradie
 backward pass (a node's grad_outputs and grad_inputs, a tensor's .grad), each as a summary and,
 when small, as a table of values."""
 import html
-import linecache
-import os
-import stat
 
 import numpy as np
 from PySide6.QtCore import QUrl
@@ -17,24 +14,15 @@ from gradviz.app.labels import short_op
 from gradviz.summary import summarize
 from gradviz.trace.explain import explain_node
 from gradviz.trace.model import node_key, tensor_key
+from gradviz.trace.sources import read_line
 
 TABLE_MAX = 64  # elements: up to this many, values are shown as a table
-SOURCE_MAX_BYTES = 8 * 2**20  # a source file larger than this is not read for its line
 
 
 def source_line(file, line):
-    """The text of ``file``'s line ``line``, or "": only a regular file of a sane size is read (a
-    trace may name /dev/zero or a FIFO, which would block or never end)."""
-    try:
-        st = os.stat(file)
-    except (OSError, ValueError):
-        return ""
-    if not stat.S_ISREG(st.st_mode) or st.st_size > SOURCE_MAX_BYTES:
-        return ""
-    try:
-        return linecache.getline(file, line).strip()
-    except (OSError, ValueError, UnicodeError):
-        return ""
+    """The text of ``file``'s line ``line`` read from that file, or "" (only a regular file of a
+    sane size is read: ``gradviz.trace.sources``)."""
+    return read_line(file, line).strip()
 
 
 def _fmt(x):
@@ -242,14 +230,21 @@ class Inspector(QTextBrowser):
         if src:
             file, _, rest = src.rpartition(":")
             line = rest.split(" ", 1)[0]
-            text = source_line(file, int(line)) if line.isdigit() else ""
+            text = self._source_text(trace, file, int(line)) if line.isdigit() else ""
             parts.append(f"<p style='margin:4px 0'><b>made at</b> {_esc(src)}<br>"
-                         f"<code style='background:#f3f3f3'>{_esc(text)}</code></p>")
+                         f"<code style='background:#f3f3f3; white-space:pre-wrap'>{_esc(text)}</code></p>")
         if key.startswith("n"):
             parts += self._node(trace, int(key[1:]))
         else:
             parts += self._tensor(trace, int(key[1:]))
         self.setHtml("".join(parts))
+
+    @staticmethod
+    def _source_text(trace, file, line):
+        """The line's text as the trace carries it; read from the file only for a trace without it
+        (one recorded before traces carried their source text)."""
+        text = trace.source_text(file, line)
+        return text.strip() if text is not None else source_line(file, line)
 
     def _box(self, key):
         """A collapsed module: its scope and what it holds."""

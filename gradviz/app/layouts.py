@@ -46,11 +46,19 @@ def lay_out(graph: nx.DiGraph, iteration: int, previous: Layout | None) -> LaidO
     return LaidOut(graph, iteration, labels, layout_graph(graph, labels, previous))
 
 
+def _creation_rank(key: str) -> tuple:
+    """A node key's place in the order the producer gave ids ("n12" before "n103"): a graph's
+    iteration is a subgraph view, whose nodes come in the order of a set."""
+    tail = key[1:]
+    return (key[:1], int(tail), "") if tail.isdigit() else (key[:1], -1, key)
+
+
 def _places(graph: nx.DiGraph) -> list:
-    """The graph's nodes in an order that does not depend on when shared nodes were made: its
-    own grad_fn nodes first, then the others (the leaves' nodes every iteration shares), each in
-    the graph's order."""
-    nodes = list(graph.nodes(data="kind"))
+    """The graph's nodes in an order that depends neither on when shared nodes were made nor on
+    the order a view lists them in: its own grad_fn nodes first, then the others (the leaves'
+    nodes every iteration shares), each by id, the order a training loop makes them in every
+    iteration."""
+    nodes = sorted(graph.nodes(data="kind"), key=lambda kv: _creation_rank(kv[0]))
     return [k for k, kind in nodes if kind == "grad_fn"] + [k for k, kind in nodes if kind != "grad_fn"]
 
 

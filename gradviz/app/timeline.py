@@ -17,7 +17,8 @@ the length of the run (bench/bench_timeline.py), and holds no memory of its own.
 
 What a view does not go back in time on: a tensor node's drawing attributes (its name and kind as
 last described; a tensor's TensorDescribed event itself is the one of its moment), the full
-arrays, which are the ones the trace holds now (summaries are always there), and a node named as a
+arrays, which are the ones the trace holds now (summaries are always there), the source lines'
+texts (``Trace.source_texts``: a line's text does not change), and a node named as a
 next node before its own NodeCreated (gradviz's producers announce nodes after the nodes they
 feed; a file from elsewhere might not): from its first mention it shows the edges and attributes
 its NodeCreated gave it. Reading a view of a
@@ -103,8 +104,8 @@ class TraceAt(Trace):
         self.born = born
         self.iteration_nodes = live.iteration_nodes
         # Indexes shared with the trace: each lookup checks what it finds against this moment.
-        for name in ("_made_by", "_peers", "_tensor_rank", "_pass_place", "_entered_in", "_accumulated_in",
-                     "_iteration_passes"):
+        for name in ("source_texts", "_made_by", "_peers", "_tensor_rank", "_pass_place", "_entered_in",
+                     "_accumulated_in", "_iteration_passes"):
             setattr(self, name, getattr(live, name))
         self.passes = tl._passes_at(k)
         self._births = tl._births
@@ -265,6 +266,8 @@ class Timeline:
         t = type(e)
         if t is ev.IterationStarted:
             return f"iteration {e.index} started"
+        if t is ev.SourceText:
+            return f"source {e.file.rsplit('/', 1)[-1]}:{e.line}: {e.text.strip()[:60]}"
         if t is ev.TensorDescribed:
             return f"{e.kind} {e.name or f't{e.id}'} {tuple(e.shape)} seen"
         if t is ev.NodeCreated:

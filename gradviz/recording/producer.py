@@ -9,6 +9,7 @@ import sys
 import weakref
 
 from gradviz import events as ev
+from gradviz.trace.sources import read_line
 
 _GRADVIZ_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gradviz package
 _DEMOS_DIR = os.path.join(_GRADVIZ_DIR, "demos", "")
@@ -129,6 +130,7 @@ class Producer:
         self._values = {}
         self._module_stack = []
         self._sources = {}  # (code, line) -> Source
+        self._texts_told = set()  # (file, line) of the lines whose text has been told (SourceText)
         self._module_names = {}
         self._param_names = {}  # id(parameter) -> (parameter, its name)
         self._param_by_name = {}  # a parameter's name -> the parameter
@@ -219,7 +221,18 @@ class Producer:
         src = self._sources.get(key)
         if src is None:
             src = self._sources[key] = ev.Source(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+            self._tell_text(src)
         return src
+
+    def _tell_text(self, src):
+        """The text of ``src``'s line, told once before the first event that names it: the trace
+        then shows the code wherever it is opened, without the file."""
+        where = (src.file, src.line)
+        if where not in self._texts_told:
+            self._texts_told.add(where)
+            text = read_line(src.file, src.line)
+            if text:
+                self.sink(ev.SourceText(src.file, src.line, text))
 
     def module_entered(self, module):
         if module not in self._module_names:

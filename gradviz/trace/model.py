@@ -123,6 +123,7 @@ class Trace:
         self.passes = []
         self.steps = []  # OptimizerStep events
         self.iterations = 0
+        self.source_texts = {}  # (file, line) -> that line's text, as the program ran it (SourceText)
         self.values = ValueStore(budget_bytes)
         # Indexes for time travel and for showing one iteration without scanning the whole graph:
         self.born = {}  # graph key -> position of the event that added it to the graph
@@ -150,6 +151,9 @@ class Trace:
     def extend(self, events):
         for e in events:
             self.apply(e)
+
+    def _on_SourceText(self, e):
+        self.source_texts[(e.file, e.line)] = e.text
 
     def _on_IterationStarted(self, e):
         self.iterations = max(self.iterations, e.index + 1)
@@ -244,6 +248,11 @@ class Trace:
         self.steps.append(e)
 
     # -- questions -------------------------------------------------------------------------------
+    def source_text(self, file, line):
+        """The text of ``file``'s line ``line`` as the recording saw it, or None where the trace does
+        not carry it (a trace from before SourceText, or a line whose file could not be read)."""
+        return self.source_texts.get((file, line))
+
     def tensor_by_name(self, name):
         for t in reversed(list(self.tensors.values())):
             if t.name == name:
