@@ -152,6 +152,8 @@ def cmd_record(args):
     elif not os.path.isfile(script_args[0]):
         print(f"gradviz record: no such script: {script_args[0]}", file=sys.stderr)
         return 2
+    from gradviz.trace.ranks import recording_path
+    output = recording_path(output)  # a rank of a torchrun job writes its own file: run.rank1.gvz
     problem = _unwritable(output)
     if problem:
         print(f"gradviz record: {problem}", file=sys.stderr)
