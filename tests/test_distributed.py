@@ -1,0 +1,158 @@
+"""Data-parallel ranks: a 2-rank DistributedDataParallel job on gloo (CPU), run once recorded and
+once not (gradviz/demos/torch_ddp.py, 2 iterations; rank 1's last batch holds a NaN)."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not (dist.is_available() and dist.is_gloo_available()):
+    pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
+
+from gradviz import events as ev  # noqa: E402
+from gradviz.app.ranks import RankState, compare, outliers  # noqa: E402
+from gradviz.debug.job import free_port, record_command, start_ranks  # noqa: E402
+from gradviz.demos import torch_ddp  # noqa: E402
+from gradviz.trace.files import load  # noqa: E402
+from gradviz.trace.gvz import read_events  # noqa: E402
+from gradviz.trace.ranks import load_ranks, rank_files, rank_path, recording_path  # noqa: E402
+
+WORLD = 2
+ARGS = ["--iterations", "2", "--nan-rank", "1"]
+
+
+def _start(folder, recorded):
+    folder.mkdir()
+    args = ARGS + ["--results", str(folder / "results")]
+
+    def command(rank):
+        if recorded:
+            return record_command(folder / "run.gvz", script=torch_ddp.__file__, args=args)
+        return [sys.executable, torch_ddp.__file__, *args]
+    with open(folder / "out.txt", "wb") as out:
+        return start_ranks(command, range(WORLD), WORLD, free_port(), cwd=folder, stdout=out, stderr=subprocess.STDOUT,
+                           extra_env={"OMP_NUM_THREADS": "1"})
+
+
+def _results(folder, ranks):
+    try:
+        status = ranks.wait(timeout=180)
+    finally:
+        ranks.stop()
+    assert status == {0: 0, 1: 0}, (folder / "out.txt").read_text()
+    return {r: json.loads((folder / f"results.rank{r}.json").read_text()) for r in range(WORLD)}
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """Both jobs at once (4 processes): most of their time is importing torch."""
+    base = tmp_path_factory.mktemp("ddp")
+    plain = _start(base / "plain", recorded=False)
+    recorded = _start(base / "recorded", recorded=True)
+    return base / "recorded", _results(base / "plain", plain), _results(base / "recorded", recorded)
+
+
+def test_every_rank_records_its_own_file_knowing_rank_world_and_backend(job):
+    folder, _, _ = job
+    assert sorted(os.path.basename(f) for f in rank_files(folder / "run.gvz").values()) == \
+        ["run.rank0.gvz", "run.rank1.gvz"]
+    for r in range(WORLD):
+        trace = load(rank_path(folder / "run.gvz", r))
+        assert (trace.rank.rank, trace.rank.world_size, trace.rank.local_rank, trace.rank.backend) == \
+            (r, WORLD, r, "gloo")
+        assert len(trace.passes) == 2 and trace.passes[-1].finished
+
+
+def test_recording_does_not_change_ddp_results(job):
+    _, plain, recorded = job
+    assert plain == recorded  # losses and weights, bit for bit (hex of the float32 bytes)
+    assert plain[0]["weights"] == plain[1]["weights"]
+
+
+def _params(trace, iteration):
+    p = trace.passes[trace.last_pass_of(iteration)]
+    return {trace.tensors[t].name: (local, p.synchronized[t]) for t, (_, local) in p.accumulated.items()}
+
+
+def test_local_gradients_are_each_ranks_own_and_the_synchronised_grad_their_mean(job):
+    folder, _, _ = job
+    rs = load_ranks(folder / "run.gvz")
+    got = {r: _params(rs.traces[r], 0) for r in range(WORLD)}
+    for r in range(WORLD):
+        model = torch_ddp.make_model()  # the same start, without DDP, on rank r's shard
+        x, y = torch_ddp.shard(r, 0)
+        ((model(x) - y) ** 2).mean().backward()
+        for name, q in model.named_parameters():
+            # (named as the program's DDP module names them: module.0.weight)
+            np.testing.assert_allclose(got[r][f"module.{name}"][0].array, q.grad.numpy(), rtol=1e-6, atol=1e-7)
+    for name in got[0]:
+        mean = (got[0][name][0].array + got[1][name][0].array) / 2
+        for r in range(WORLD):
+            np.testing.assert_allclose(got[r][name][1].array, mean, rtol=1e-6, atol=1e-7)
+        assert not np.array_equal(got[0][name][0].array, got[1][name][0].array)  # two shards, two gradients
+
+
+def test_bucket_reductions_are_events_of_their_own_in_the_pass(job):
+    folder, _, _ = job
+    events = read_events(rank_path(folder / "run.gvz", 0))
+    trace = load(rank_path(folder / "run.gvz", 0))
+    params = {t.id for t in trace.tensors.values() if t.kind == "parameter"}
+    for p in trace.passes:
+        held = [t for b in p.buckets for t in b.params]
+        assert sorted(held) == sorted(params)  # each parameter in one bucket
+    last = trace.passes[-1]
+    # After DDP rebuilt its buckets (iteration 1): two, the first launched while backward still ran.
+    assert [b.bucket for b in last.buckets] == [0, 1]
+    first = next(i for i, e in enumerate(events) if type(e) is ev.BucketReduced and e.pass_index == last.index)
+    later = [e for e in events[first:] if type(e) is ev.NodeEntered and e.pass_index == last.index]
+    assert later, "the first bucket's all-reduce was launched before the pass's last nodes ran"
+    after = last.buckets[0].after_node
+    assert trace.nodes[after].kind == "accumulate_grad"
+    assert set(last.buckets[0].params) == {trace.nodes[after].output} | set(last.buckets[0].params)
+
+
+def test_a_rank_given_a_nan_batch_is_marked(job):
+    folder, _, _ = job
+    state = RankState(load_ranks(folder))
+    assert state.iteration == 1
+    marked = state.marked
+    assert list(marked) == [1] and all("NaN" in why for why in marked[1])
+    assert "rank 1" in state.summary() and "stands out" in state.summary()
+    assert compare(state.rankset, 0) and not any(row.marked for row in compare(state.rankset, 0))
+
+
+def test_outlier_rule():
+    assert outliers({0: 1.0, 1: 1.1, 2: 0.9, 3: 1.0, 4: 12.0}) == {4: "norm 12x the median"}
+    assert outliers({0: 1.0, 1: 1.1, 2: 0.9, 3: 0.01}) == {3: "norm 0.0105x the median"}  # far below too
+    assert outliers({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.5}) == {}  # within a factor of 2: not far
+    assert outliers({0: 1.0, 1: 50.0}) == {}  # two ranks: no majority to stand out from
+    assert outliers({0: 1.0, 1: math.nan, 2: math.inf}) == {1: "NaN", 2: "Inf"}
+
+
+def test_rank_set_from_a_file_from_the_recorded_name_and_from_the_folder(job, tmp_path):
+    folder, _, _ = job
+    for path in (folder / "run.rank1.gvz", folder / "run.gvz", folder):
+        rs = load_ranks(path)
+        assert rs.ranks == [0, 1] and rs.world_size == 2 and rs.backend == "gloo" and not rs.missing
+    # A rank that died mid-write: read up to its last whole event, and said so.
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    shutil.copy(folder / "run.rank0.gvz", cut / "run.rank0.gvz")
+    data = (folder / "run.rank1.gvz").read_bytes()
+    (cut / "run.rank1.gvz").write_bytes(data[:len(data) * 2 // 3])
+    rs = load_ranks(cut / "run.gvz")
+    assert rs.ranks == [0, 1] and list(rs.problems) == [1] and "truncated" in rs.problems[1]
+    assert rs.traces[1].rank.rank == 1 and len(rs.traces[1].events) < len(rs.traces[0].events)
+
+
+def test_recording_path_follows_torchruns_environment():
+    assert recording_path("run.gvz", {"RANK": "3", "WORLD_SIZE": "4"}) == "run.rank3.gvz"
+    assert recording_path("run.gvz", {}) == "run.gvz"
+    assert recording_path("out/run", {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}) == "out/run.rank0.gvz"
+    assert recording_path("run.gvz", {"RANK": "5", "WORLD_SIZE": "2"}) == "run.gvz"  # not a rank of that world
