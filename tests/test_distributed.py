@@ -156,3 +156,34 @@ def test_recording_path_follows_torchruns_environment():
     assert recording_path("run.gvz", {}) == "run.gvz"
     assert recording_path("out/run", {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}) == "out/run.rank0.gvz"
     assert recording_path("run.gvz", {"RANK": "5", "WORLD_SIZE": "2"}) == "run.gvz"  # not a rank of that world
+
+
+def test_rank_selector_shows_the_chosen_ranks_graph_and_marks_the_nan_rank(job, qtbot):
+    pytest.importorskip("PySide6")
+    from gradviz.app.state import AppState
+    from gradviz.ui.main_window import MainWindow
+    from gradviz.ui.rank_view import add_rank_view
+    folder, _, _ = job
+    ranks = RankState(load_ranks(folder / "run.rank1.gvz"))
+    state = AppState(trace=ranks.trace)
+    window = MainWindow(state, "job")
+    qtbot.addWidget(window)
+    view = add_rank_view(window, ranks)
+    box = view.selector
+    assert [box.itemData(i) for i in range(box.count())] == [0, 1]
+    assert box.itemText(0) == "rank 0" and box.itemText(1).startswith("rank 1  ⚠ NaN in module.")
+    assert state.live_trace is ranks.rankset.traces[0] and window.windowTitle().endswith("rank 0")
+    headers = [view.table.horizontalHeaderItem(j).text() for j in range(view.table.columnCount())]
+    assert headers == ["parameter", "rank 0 local", "rank 1 local", "synchronised", "spread"]
+    assert view.table.item(0, 0).text() == "module.0.weight" and view.table.item(0, 2).text() == "NaN"
+    assert view.table.item(0, 2).toolTip() == "rank 1: NaN" and not view.table.item(0, 1).toolTip()
+    assert "bucket 0" in view.buckets.text() and "bucket 1" in view.buckets.text()
+    with qtbot.waitSignal(view.rankChanged) as got:
+        box.setCurrentIndex(1)
+    assert got.args == [1] and ranks.selected == 1
+    assert state.live_trace is ranks.rankset.traces[1] and window.windowTitle().endswith("rank 1")
+    qtbot.waitUntil(lambda: state.graph is not None and not state.laying_out)
+    assert state.graph.number_of_nodes() > 0
+    view.iteration.setCurrentIndex(0)  # the first iteration: no NaN yet, nothing stands out
+    assert ranks.iteration == 0 and "⚠" not in box.itemText(1) and view.table.item(0, 2).text() != "NaN"
+    assert box.currentIndex() == 1  # the rank shown stays chosen

@@ -1,7 +1,7 @@
 """The ranks of a data-parallel job side by side, as plain data (no Qt): which rank's graph is
 shown, and for every parameter each rank's local gradient (its ``.grad`` as its AccumulateGrad
 left it, before DistributedDataParallel's all-reduce) beside the synchronised ``.grad`` after it,
-their spread, and the ranks whose local gradients stand out.
+their spread, the bucket all-reduces of a rank's pass, and the ranks whose local gradients stand out.
 
 A rank stands out for a parameter when its local gradient holds a NaN or an Inf, or, with three
 ranks or more, when its norm is far from the others': the log of its norm lies more than
@@ -49,7 +49,7 @@ class ParamRow:
     """One parameter in one iteration across the ranks. ``local``/``synced``: rank -> Summary of
     its local ``.grad`` before the all-reduce / its ``.grad`` after it (absent where the trace
     has none: a rank that died, a program without DDP). ``spread``: (max - min) / median of the
-    ranks' finite local norms (0: equal). ``marked``: rank -> why it stands out."""
+    ranks' finite local norms (0: equal; NaN with fewer than two). ``marked``: rank -> why it stands out."""
 
     name: str
     shape: tuple
@@ -71,7 +71,7 @@ class ParamRow:
 def _spread(norms):
     finite = [n for n in norms if math.isfinite(n)]
     if len(finite) < 2:
-        return 0.0
+        return math.nan
     median = statistics.median(finite)
     return (max(finite) - min(finite)) / median if median > 0 else 0.0
 
@@ -168,6 +168,27 @@ class RankState:
         rows = self.rows
         names = [row.name for row in rows]
         return names, {r: [row.local_norm(r) for row in rows] for r in self.rankset.ranks}
+
+    def bucket_lines(self):
+        """The shown rank's DDP bucket all-reduces in the compared iteration's last pass, in launch
+        order: 'bucket 0 after step 6 of 12 (AccumulateGrad of module.2.weight): module.2.bias,
+        module.2.weight'."""
+        trace = self.trace
+        p = _pass_of(trace, self.iteration) if self.iteration is not None else None
+        if p is None:
+            return []
+        lines = []
+        for b in p.buckets:
+            names = ", ".join((trace.tensors[t].name if t in trace.tensors else None) or f"t{t}" for t in b.params)
+            if b.after_node is None or b.after_node not in p.grad_outputs:
+                when = "at the end of the pass"
+            else:
+                node = trace.nodes.get(b.after_node)
+                leaf = trace.tensors.get(node.output) if node is not None and node.output is not None else None
+                when = f"after step {p.order.index(b.after_node) + 1} of {len(p.order)}" + \
+                    (f" (AccumulateGrad of {leaf.name})" if leaf is not None and leaf.name else "")
+            lines.append(f"all-reduce of bucket {b.bucket} {when}: {names}")
+        return lines
 
     def summary(self):
         """One line: the job, what is missing, what stands out."""
