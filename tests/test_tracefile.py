@@ -774,7 +774,8 @@ def _sample_of_every_event_type():
 
 NULLABLE = {"TensorDescribed": {"name", "value"}, "NodeCreated": {"output", "source", "value"},
             "GradAccumulated": {"contribution", "grad"}, "OptimizerStep": {"lr"}, "ProgramExited": {"error"},
-            "Paused": {"node", "pass_index", "traceback"}, "TensorValue": {"value", "error", "name"}}
+            "Paused": {"node", "pass_index", "traceback"}, "TensorValue": {"value", "error", "name"},
+            "BucketReduced": {"after_node"}, "GradSynchronized": {"grad"}}
 
 
 def _wrong(x):
