@@ -334,14 +334,24 @@ def cmd_app(args):
     refused = _check_screenshot(args)
     if refused is not None:
         return refused
+    job = None
+    if args.command == "run" and getattr(args, "nproc_per_node", 1) != 1:
+        from gradviz.debug.job import start_job
+        job = start_job(args, script_args)
+        if isinstance(job, int):
+            return job
     from gradviz.ui import app
     shot = dict(screenshot=args.screenshot, timeout=args.screenshot_after)
     if args.command == "open":
         return app.run(trace_path=args.trace, **shot)
     if args.command == "run":
-        if args.demo:
-            return app.run(demo=args.demo, args=script_args, **shot)
-        return app.run(script=script_args[0], args=script_args[1:], **shot)
+        try:
+            if args.demo:
+                return app.run(demo=args.demo, args=script_args, **shot)
+            return app.run(script=script_args[0], args=script_args[1:], **shot)
+        finally:
+            if job is not None:
+                job.finish()
     return app.run(demo="seed", **shot)
 
 
@@ -353,6 +363,13 @@ def build_parser():
     sub.add_parser("seed", help="run the tutorial's seed example in the terminal, no window")
     p = sub.add_parser("run", help="run a program live in the app, paused before each backward node")
     p.add_argument("--demo", help="run a built-in demo instead of a script")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="run N ranks of a data-parallel job on this machine, as torchrun would: one "
+                        "debugged in the window, the others recorded (see docs/distributed.md)")
+    p.add_argument("--debug-rank", type=int, default=0, metavar="R", help="with --nproc-per-node: the rank to debug "
+                   "(default 0)")
+    p.add_argument("-o", "--output", metavar="RUN.gvz", help="with --nproc-per-node: where the other ranks' "
+                   "traces go (RUN.rank1.gvz, ...; default: SCRIPT's name in the current folder)")
     _app_args(p)
     p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
     p = sub.add_parser("open", help="open a recorded trace (.gvz) in the app, or a torchviz drawing (.dot)")

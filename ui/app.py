@@ -43,6 +43,10 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
         except DebuggerError as exc:
             return _fail(app, str(exc), screenshot)
         title = f"gradviz — {demo or script}"
+        from gradviz.trace.ranks import job_rank
+        job = job_rank()
+        if job is not None:  # gradviz run --nproc-per-node: this window debugs one rank of the job
+            title += f" · rank {job.rank} of {job.world_size}"
     window = MainWindow(state, title)
     if ranks is not None:
         from .rank_view import add_rank_view

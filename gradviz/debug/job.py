@@ -65,3 +65,50 @@ def start_ranks(command, ranks, world_size, port, cwd=None, stdout=None, stderr=
                                  stdout=stdout, stderr=stderr)
              for r in ranks}
     return Ranks(procs)
+
+
+FINISH_GRACE_S = 10.0  # once the debugged rank is over, how long the others get to end on their own
+
+
+class Job:
+    """``gradviz run --nproc-per-node N``: the ranks recorded beside the one being debugged."""
+
+    def __init__(self, ranks: Ranks, output: str, debug_rank: int):
+        self.ranks, self.output, self.debug_rank = ranks, output, debug_rank
+
+    def finish(self):
+        """The window closed: the other ranks end on their own within FINISH_GRACE_S (a rank
+        blocked in a collective with the debugged one never would), else are stopped."""
+        import time
+        deadline = time.monotonic() + FINISH_GRACE_S
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.ranks.procs.values()):
+            time.sleep(0.1)
+        stopped = [r for r, p in self.ranks.procs.items() if p.poll() is None]
+        self.ranks.stop()
+        from gradviz.trace.ranks import rank_path
+        files = ", ".join(rank_path(self.output, r) for r in self.ranks.procs)
+        print(f"gradviz run: the other ranks' traces: {files}" +
+              (f" (ranks {', '.join(map(str, stopped))} were stopped)" if stopped else ""), file=sys.stderr)
+
+
+def start_job(args, script_args):
+    """For ``gradviz run --nproc-per-node N [--debug-rank R] [-o RUN.gvz]``: start every rank but R
+    under ``gradviz record`` with torchrun's environment, and give this process rank R's (the
+    debugger's child inherits it). A ``Job``, or the exit status after saying what is wrong."""
+    n, debug = args.nproc_per_node, args.debug_rank
+    if n < 1:
+        print(f"gradviz run: --nproc-per-node takes a number of ranks of 1 or more, got {n}", file=sys.stderr)
+        return 2
+    if not 0 <= debug < n:
+        print(f"gradviz run: --debug-rank {debug} is not a rank of {n} (0 to {n - 1})", file=sys.stderr)
+        return 2
+    script = None if args.demo else os.path.abspath(script_args[0])
+    output = os.path.abspath(args.output or os.path.splitext(os.path.basename(script or args.demo))[0] + ".gvz")
+    port = free_port()
+    rest = script_args if args.demo else script_args[1:]
+
+    def command(rank):
+        return record_command(output, script=script, args=rest, demo=args.demo)
+    ranks = start_ranks(command, [r for r in range(n) if r != debug], n, port)
+    os.environ.update(rank_env(debug, n, port, base={}))
+    return Job(ranks, output, debug)
