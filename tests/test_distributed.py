@@ -187,3 +187,42 @@ def test_rank_selector_shows_the_chosen_ranks_graph_and_marks_the_nan_rank(job, 
     view.iteration.setCurrentIndex(0)  # the first iteration: no NaN yet, nothing stands out
     assert ranks.iteration == 0 and "⚠" not in box.itemText(1) and view.table.item(0, 2).text() != "NaN"
     assert box.currentIndex() == 1  # the rank shown stays chosen
+
+
+def test_stepping_one_rank_while_the_other_waits_at_its_collective(job, tmp_path, monkeypatch):
+    """gradviz run --nproc-per-node 2 --debug-rank 1, headless: rank 1 under the debugger, rank 0
+    recorded. Paused inside backward, the pass shows the bucket DDP launched so far; the job then
+    ends with the results of the run without gradviz."""
+    from gradviz import Debugger
+    from gradviz.app.ranks import bucket_note, rank_note
+    from gradviz.debug.job import rank_env
+    _, plain, _ = job
+    args = ARGS + ["--results", str(tmp_path / "results")]
+    port = free_port()
+    with open(tmp_path / "out.txt", "wb") as out:
+        others = start_ranks(lambda r: record_command(tmp_path / "run.gvz", script=torch_ddp.__file__, args=args),
+                             [0], WORLD, port, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                             extra_env={"OMP_NUM_THREADS": "1"})
+    for k, v in rank_env(1, WORLD, port, base={}).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        with Debugger.launch(script=torch_ddp.__file__, args=args, breakpoints=[{"op": "TanhBackward0"}],
+                             cwd=str(tmp_path), start_timeout=120) as dbg:
+            first = dbg.wait_paused(timeout=120)
+            assert (first.op, first.pass_index) == ("TanhBackward0", 0)
+            assert rank_note(dbg.trace) == "rank 1 of 2"
+            assert bucket_note(dbg.trace, 0) == ""  # iteration 0: one bucket, ready only at the end
+            dbg.resume()
+            second = dbg.wait_paused(timeout=120)
+            assert (second.op, second.pass_index) == ("TanhBackward0", 1)
+            # DDP rebuilt its buckets: the second layer's is being reduced while backward still runs
+            assert bucket_note(dbg.trace, 1) == "DDP all-reduce launched: bucket 0 (2 params)"
+            assert others.procs[0].poll() is None  # rank 0 waits for rank 1 at the collective
+            dbg.resume()
+            assert dbg.wait_paused(timeout=120).reason == "exited"
+        assert others.wait(timeout=120) == {0: 0}
+    finally:
+        others.stop()
+    got = {r: json.loads((tmp_path / f"results.rank{r}.json").read_text()) for r in range(WORLD)}
+    assert got == plain

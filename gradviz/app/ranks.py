@@ -202,3 +202,23 @@ class RankState:
         if marked:
             text += "; stands out: " + ", ".join(f"rank {r}" for r in sorted(marked))
         return text
+
+
+def rank_note(trace):
+    """'rank 1 of 2' for a trace of a job's rank, else ''."""
+    info = getattr(trace, "rank", None)
+    return f"rank {info.rank} of {info.world_size}" if info is not None else ""
+
+
+def bucket_note(trace, pass_index):
+    """What DDP's all-reduce has done so far in a backward pass, for the status line: 'DDP
+    all-reduce launched: bucket 0 (2 params)', or '' when nothing (or no DDP)."""
+    try:
+        p = trace._pass(pass_index)
+    except (KeyError, AttributeError):
+        return ""
+    buckets = getattr(p, "buckets", ())
+    if not buckets:
+        return ""
+    said = ", ".join(f"bucket {b.bucket} ({len(b.params)} params)" for b in buckets)
+    return f"DDP all-reduce launched: {said}"
