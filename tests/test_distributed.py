@@ -184,8 +184,10 @@ def test_rank_selector_shows_the_chosen_ranks_graph_and_marks_the_nan_rank(job, 
     assert state.live_trace is ranks.rankset.traces[1] and window.windowTitle().endswith("rank 1")
     qtbot.waitUntil(lambda: state.graph is not None and not state.laying_out)
     assert state.graph.number_of_nodes() > 0
-    view.iteration.setCurrentIndex(0)  # the first iteration: no NaN yet, nothing stands out
-    assert ranks.iteration == 0 and "⚠" not in box.itemText(1) and view.table.item(0, 2).text() != "NaN"
+    view.iteration.setCurrentIndex(0)  # the first iteration: no NaN yet; rank 1's comes later
+    assert ranks.iteration == 0 and box.itemText(1) == "rank 1  ⚠ in iteration 1"
+    assert view.table.item(0, 2).text() != "NaN" and not view.table.item(0, 2).toolTip()
+    assert "stands out elsewhere: rank 1 (iteration 1)" in view.summary.text()
     assert box.currentIndex() == 1  # the rank shown stays chosen
 
 

@@ -130,6 +130,7 @@ class RankState:
         self.iterations = sorted({p.iteration for t in rankset.traces.values() for p in t.passes})
         self.iteration = min(its) if its else None
         self._rows = None
+        self._history = None  # rank -> iterations in which it stands out (every iteration compared once)
 
     @property
     def trace(self):
@@ -157,10 +158,24 @@ class RankState:
     def marked(self) -> dict[int, list[str]]:
         return marked_ranks(self.rows)
 
+    def stands_out(self) -> dict[int, list[int]]:
+        """rank -> the iterations in which its local gradients stand out, over the whole run."""
+        if self._history is None:
+            out: dict[int, list[int]] = {}
+            for it in self.iterations:
+                for r in marked_ranks(compare(self.rankset, it)):
+                    out.setdefault(r, []).append(it)
+            self._history = out
+        return self._history
+
     def rank_label(self, rank):
-        """'rank 1' with what stands out, for the selector."""
+        """'rank 1' with what stands out in the iteration compared (or in which iterations it
+        does elsewhere in the run), for the selector."""
         why = self.marked.get(rank)
-        return f"rank {rank}" + (f"  ⚠ {why[0]}" + (f" (+{len(why) - 1})" if len(why) > 1 else "") if why else "")
+        if why:
+            return f"rank {rank}  ⚠ {why[0]}" + (f" (+{len(why) - 1})" if len(why) > 1 else "")
+        its = self.stands_out().get(rank)
+        return f"rank {rank}" + (f"  ⚠ in iteration {', '.join(map(str, its))}" if its else "")
 
     def flow(self):
         """The gradient flow of every rank at once: (parameter names, {rank: local norms}) in
@@ -201,6 +216,10 @@ class RankState:
         marked = self.marked
         if marked:
             text += "; stands out: " + ", ".join(f"rank {r}" for r in sorted(marked))
+        elsewhere = {r: its for r, its in self.stands_out().items() if r not in marked}
+        if elsewhere:
+            text += "; stands out elsewhere: " + ", ".join(
+                f"rank {r} (iteration {', '.join(map(str, its))})" for r, its in sorted(elsewhere.items()))
         return text
 
 
