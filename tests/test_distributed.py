@@ -228,3 +228,18 @@ def test_stepping_one_rank_while_the_other_waits_at_its_collective(job, tmp_path
         others.stop()
     got = {r: json.loads((tmp_path / f"results.rank{r}.json").read_text()) for r in range(WORLD)}
     assert got == plain
+
+
+def test_record_in_a_rank_writes_that_ranks_file_and_says_which(tmp_path, monkeypatch):
+    import gradviz
+    import gradviz.engine as engine
+    for k, v in {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(k, v)
+    with gradviz.record(path=tmp_path / "run.gvz") as rec:
+        (engine.ones(3, requires_grad=True) * 2).sum().backward()
+    assert rec.path_written == str(tmp_path / "run.rank1.gvz") and not (tmp_path / "run.gvz").exists()
+    events = read_events(tmp_path / "run.rank1.gvz")
+    assert type(events[0]) is ev.RankInfo and (events[0].rank, events[0].world_size, events[0].backend) == (1, 4, "")
+    rs = load_ranks(tmp_path / "run.gvz")
+    assert rs.ranks == [1] and rs.world_size == 4 and rs.missing == [0, 2, 3]
+    assert "1 of 4 ranks" in RankState(rs).summary() and "no trace of rank 0, 2, 3" in RankState(rs).summary()
