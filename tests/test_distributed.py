@@ -243,3 +243,16 @@ def test_record_in_a_rank_writes_that_ranks_file_and_says_which(tmp_path, monkey
     rs = load_ranks(tmp_path / "run.gvz")
     assert rs.ranks == [1] and rs.world_size == 4 and rs.missing == [0, 2, 3]
     assert "1 of 4 ranks" in RankState(rs).summary() and "no trace of rank 0, 2, 3" in RankState(rs).summary()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--nproc-per-node", "2", "--debug-rank", "2"], "--debug-rank 2 is not a rank of 2 (0 to 1)"),
+    (["--nproc-per-node", "0"], "--nproc-per-node takes a number of ranks of 1 or more, got 0"),
+])
+def test_run_refuses_a_rank_outside_the_job_in_one_line(argv, said, tmp_path, capsys):
+    from gradviz import cli
+    script = tmp_path / "train.py"
+    script.write_text("print('never run')\n")
+    assert cli.main(["run", *argv, "--screenshot", str(tmp_path / "x.png"), str(script)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gradviz run: {said}\n" and not (tmp_path / "x.png").exists()
