@@ -182,8 +182,11 @@ def test_rank_selector_shows_the_chosen_ranks_graph_and_marks_the_nan_rank(job, 
         box.setCurrentIndex(1)
     assert got.args == [1] and ranks.selected == 1
     assert state.live_trace is ranks.rankset.traces[1] and window.windowTitle().endswith("rank 1")
-    qtbot.waitUntil(lambda: state.graph is not None and not state.laying_out)
+    qtbot.waitUntil(lambda: state.layout is not None and not state.laying_out)
+    window.poll()
     assert state.graph.number_of_nodes() > 0
+    drawn = window.view.model.drawing().graph  # what the view draws is rank 1's graph
+    assert set(drawn) <= set(ranks.rankset.traces[1].graph) and drawn is state.graph
     view.iteration.setCurrentIndex(0)  # the first iteration: no NaN yet; rank 1's comes later
     assert ranks.iteration == 0 and box.itemText(1) == "rank 1  ⚠ in iteration 1"
     assert view.table.item(0, 2).text() != "NaN" and not view.table.item(0, 2).toolTip()
