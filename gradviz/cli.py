@@ -2,7 +2,9 @@
 
     gradviz [--screenshot PNG]       the app, on the seed demo, ready to step (F10)
     gradviz run SCRIPT [ARGS...] | --demo NAME     a program live in the app
+    gradviz run --nproc-per-node N [--debug-rank R] SCRIPT    one rank of a data-parallel job live
     gradviz open TRACE.gvz           a recording in the app (or a torchviz drawing, MODEL.dot)
+    gradviz open RUN.gvz | FOLDER    every rank of a job recorded under torchrun (RUN.rank0.gvz, ...)
     gradviz seed                     the seed example in the terminal
     gradviz demos                    list the built-in demos
     gradviz record SCRIPT [ARGS...] -o TRACE.gvz     run a program under the recorder, no window
@@ -372,7 +374,8 @@ def build_parser():
                    "traces go (RUN.rank1.gvz, ...; default: SCRIPT's name in the current folder)")
     _app_args(p)
     p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
-    p = sub.add_parser("open", help="open a recorded trace (.gvz) in the app, or a torchviz drawing (.dot)")
+    p = sub.add_parser("open", help="open a recorded trace (.gvz) in the app, or a torchviz drawing (.dot); "
+                       "a job's ranks (RUN.gvz for RUN.rank0.gvz..., or their folder) together")
     p.add_argument("trace")
     _app_args(p)
     sub.add_parser("demos", help="list the built-in demos")
