@@ -51,7 +51,9 @@ class DDPWatch:
         self.producer = producer
         self.torch = torch
         self._modules = weakref.WeakSet()
-        self._layouts = {}  # id(ddp) -> (its _has_rebuilt_buckets when read, [(index, params)])
+        # ddp -> (its _has_rebuilt_buckets when read, [(index, params)]): read again only when DDP
+        # has rebuilt its buckets since (reading allocates a zero copy of every bucket)
+        self._layouts = weakref.WeakKeyDictionary()
         self._active = []  # (ddp, _Layout) of the pass under way
         self._accumulated = set()  # ids of parameters that received a gradient in this pass
         self._told_backend = False
@@ -80,15 +82,15 @@ class DDPWatch:
 
     def _buckets(self, ddp):
         rebuilt = getattr(ddp, "_has_rebuilt_buckets", None)
-        known = self._layouts.get(id(ddp))
-        if known is not None and known[0] == rebuilt and rebuilt:
+        known = self._layouts.get(ddp)
+        if known is not None and known[0] == rebuilt:
             return known[1]
         try:
             grad_buckets = ddp.reducer._get_zeros_like_grad_buckets()
         except (AttributeError, RuntimeError):
             return []
         layout = [(b.index(), list(b.parameters())) for b in grad_buckets]
-        self._layouts[id(ddp)] = (rebuilt, layout)
+        self._layouts[ddp] = (rebuilt, layout)
         return layout
 
     def pass_started(self, kind):
