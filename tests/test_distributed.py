@@ -215,3 +215,20 @@ def test_stepping_one_rank_while_the_other_waits_at_its_collective(job, tmp_path
         others.stop()
     got = {r: json.loads((tmp_path / f"results.rank{r}.json").read_text()) for r in range(WORLD)}
     assert got == plain
+
+
+def test_a_rank_that_died_mid_pass_is_compared_where_it_has_gradients(job, tmp_path):
+    from gradviz.trace.gvz import write_trace
+    folder, _, _ = job
+    shutil.copy(folder / "run.rank0.gvz", tmp_path / "run.rank0.gvz")
+    events = read_events(folder / "run.rank1.gvz")
+    started = next(i for i, e in enumerate(events) if type(e) is ev.BackwardStarted and e.pass_index == 1)
+    write_trace(tmp_path / "run.rank1.gvz", events[:started + 1])  # killed as its second pass began
+    state = RankState(load_ranks(tmp_path))
+    assert state.iteration == 0  # the last iteration both ranks finished a backward pass of
+    assert not state.without_gradients() and all(len(row.local) == 2 for row in state.rows)
+    state.set_iteration(1)
+    names, norms = state.flow()
+    assert norms[1] == [None] * len(names) and all(n is not None for n in norms[0])
+    assert state.without_gradients() == [1] and "no gradients from rank 1" in state.summary()
+    assert not state.marked  # a rank with no gradient is not a rank with a NaN

@@ -59,6 +59,7 @@ class RankView(QWidget):
             axis.setTextPen(TEXT)
             axis.enableAutoSIPrefix(False)
         self.flow.addLegend(offset=(10, 2), labelTextColor=TEXT, colCount=8)
+        self.setMinimumWidth(440)  # the table's columns readable
         column = QVBoxLayout(self)
         column.setContentsMargins(4, 4, 4, 4)
         column.addLayout(top)
@@ -139,18 +140,19 @@ class RankView(QWidget):
         if not names:
             return
         y = np.arange(len(names))[::-1].astype(float)  # the first layer on top, as the table
-        values = np.array([v for vs in norms.values() for v in vs], dtype=float)
+        values = np.array([v for vs in norms.values() for v in vs if v is not None], dtype=float)
         finite = values[np.isfinite(values) & (values > 0)]
         lo = math.log10(finite.min()) - 0.3 if finite.size else -1.0
         hi = math.log10(finite.max()) + 0.3 if finite.size else 1.0
         for k, (r, vs) in enumerate(norms.items()):
-            v = np.array(vs, dtype=float)
+            v = np.array([np.inf if x is None else x for x in vs], dtype=float)
+            missing = np.array([x is None for x in vs], dtype=bool)  # no gradient from this rank: no marker
             ok = np.isfinite(v) & (v > 0)
             colour = RANK_COLOURS[k % len(RANK_COLOURS)]
             shift = (k - (len(norms) - 1) / 2) * 0.12  # ranks side by side in a row
             pw.plot(np.log10(v[ok]), y[ok] + shift, pen=None, symbol="o", symbolSize=9, symbolBrush=colour,
                     symbolPen=None, name=f"rank {r}" if ok.any() else None)
-            bad = ~np.isfinite(v)
+            bad = ~np.isfinite(v) & ~missing
             if bad.any():
                 pw.plot(np.full(bad.sum(), hi), y[bad] + shift, pen=None, symbol="x", symbolSize=13,
                         symbolBrush=colour, symbolPen=pg.mkPen(colour, width=2),

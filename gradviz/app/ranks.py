@@ -126,7 +126,10 @@ class RankState:
     def __init__(self, rankset):
         self.rankset = rankset
         self.selected = rankset.ranks[0]
-        its = [t.passes[-1].iteration for t in rankset.traces.values() if t.passes]
+        # the last iteration every rank finished a backward pass of (a rank that died mid-pass
+        # has no gradients of its last iteration)
+        its = [max((p.iteration for p in t.passes if p.finished), default=t.passes[0].iteration)
+               for t in rankset.traces.values() if t.passes]
         self.iterations = sorted({p.iteration for t in rankset.traces.values() for p in t.passes})
         self.iteration = min(its) if its else None
         self._rows = None
@@ -179,10 +182,15 @@ class RankState:
 
     def flow(self):
         """The gradient flow of every rank at once: (parameter names, {rank: local norms}) in
-        layer order, NaN where a rank has none."""
+        layer order, None where a rank has no gradient (NaN where its gradient holds one)."""
         rows = self.rows
         names = [row.name for row in rows]
-        return names, {r: [row.local_norm(r) for row in rows] for r in self.rankset.ranks}
+        return names, {r: [row.local_norm(r) if r in row.local else None for row in rows] for r in self.rankset.ranks}
+
+    def without_gradients(self):
+        """Ranks with a trace but no gradient in the iteration compared (died before, or in, it)."""
+        got = {r for row in self.rows for r in row.local}
+        return [r for r in self.rankset.ranks if r not in got] if self.rows else []
 
     def bucket_lines(self):
         """The shown rank's DDP bucket all-reduces in the compared iteration's last pass, in launch
@@ -213,6 +221,9 @@ class RankState:
             text += f"; no trace of rank {', '.join(map(str, rs.missing))}"
         if self.iteration is not None:
             text += f"; iteration {self.iteration}"
+            lacking = self.without_gradients()
+            if lacking:
+                text += f" (no gradients from rank {', '.join(map(str, lacking))}: its trace ends before)"
         marked = self.marked
         if marked:
             text += "; stands out: " + ", ".join(f"rank {r}" for r in sorted(marked))
