@@ -3,7 +3,8 @@ the seed demo paused mid-backward; resnet18 (one training step, layer1.1 frozen)
 gradient plots; the autograd tutorial's resnet18 stepped ten nodes into its backward pass (the
 first view of a large graph: its modules as boxes, the paused node's opened, followed at a
 readable zoom, the minimap); and a GRU cell unrolled 150 steps, paused mid-backward (its weights
-drawn by stand-ins next to each use); docs/diagnosing.md's NaN origin path and iteration diff.
+drawn by stand-ins next to each use); docs/diagnosing.md's NaN origin path and iteration diff; and
+two ranks of a data-parallel job side by side.
 Run: QT_QPA_PLATFORM=offscreen python docs/make_screenshots.py [OUT_DIR]"""
 import os
 import sys
@@ -154,6 +155,51 @@ def diagnosis_shots(app, out_dir):
     d.grab().save(os.path.join(out_dir, "diff.png"))
     d.close()
 
+def ranks_side_by_side(app, out_dir):
+    """A 2-rank DistributedDataParallel job on gloo (gradviz/demos/torch_ddp.py, rank 1's last batch
+    holding a NaN), recorded rank by rank, iteration 1 compared and opened together: the Ranks dock (rank selector, each
+    parameter's local gradient per rank beside the synchronised one, the bucket all-reduces, all
+    ranks' gradient flow) beside rank 0's graph. Skipped without torch's gloo backend."""
+    import subprocess
+    import tempfile
+    try:
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_gloo_available()):
+            raise ImportError
+    except ImportError:
+        print("ranks.png: skipped (needs torch with the gloo backend)", file=sys.stderr)
+        return
+    from PySide6.QtCore import Qt
+
+    from gradviz.app.ranks import RankState
+    from gradviz.app.state import AppState
+    from gradviz.debug.job import free_port, record_command, start_ranks
+    from gradviz.demos import torch_ddp
+    from gradviz.trace.ranks import load_ranks
+    from gradviz.ui.main_window import MainWindow
+    from gradviz.ui.rank_view import add_rank_view
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = os.path.join(tmp, "run.gvz")
+        ranks = start_ranks(lambda r: record_command(run, script=torch_ddp.__file__, args=["--nan-rank", "1"]),
+                            range(2), 2, free_port(), cwd=tmp, stdout=subprocess.DEVNULL,
+                            extra_env={"OMP_NUM_THREADS": "1"})
+        if ranks.wait(timeout=300) != {0: 0, 1: 0}:
+            raise RuntimeError("the 2-rank job failed")
+        job = RankState(load_ranks(run))
+    state = AppState(trace=job.trace)
+    w = MainWindow(state, "gradviz — run.gvz")
+    w.resize(1500, 900)
+    view = add_rank_view(w, job)
+    view.iteration.setCurrentIndex(1)  # iteration 1: both ranks' gradients; rank 1's NaN comes in iteration 2
+    w.show()
+    w.resizeDocks([view.parentWidget()], [620], Qt.Horizontal)
+    _settle(app, w, lambda: state.layout is not None and not state.laying_out)
+    w.view.fit()
+    _settle(app, w, lambda: True)
+    w.grab().save(os.path.join(out_dir, "ranks.png"))
+    w.close()
+
 
 def main(out_dir="docs"):
     import tempfile
@@ -211,6 +257,7 @@ def main(out_dir="docs"):
         _stepped(app, tmp, "gru.py", GRU, 12, os.path.join(out_dir, "gru-standins.png"), "gradviz — gru.py")
 
     diagnosis_shots(app, out_dir)
+    ranks_side_by_side(app, out_dir)  # 5. two ranks of a data-parallel job
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
     gradviz [--screenshot PNG]       the app, on the seed demo, ready to step (F10)
     gradviz run SCRIPT [ARGS...] | --demo NAME     a program live in the app
+    gradviz run --nproc-per-node N [--debug-rank R] SCRIPT    one rank of a data-parallel job live
     gradviz open TRACE.gvz           a recording in the app (or a torchviz drawing, MODEL.dot)
+    gradviz open RUN.gvz | FOLDER    every rank of a job recorded under torchrun (RUN.rank0.gvz, ...)
     gradviz seed                     the seed example in the terminal
     gradviz demos                    list the built-in demos
     gradviz record SCRIPT [ARGS...] -o TRACE.gvz     run a program under the recorder, no window
@@ -152,6 +154,8 @@ def cmd_record(args):
     elif not os.path.isfile(script_args[0]):
         print(f"gradviz record: no such script: {script_args[0]}", file=sys.stderr)
         return 2
+    from gradviz.trace.ranks import recording_path
+    output = recording_path(output)  # a rank of a torchrun job writes its own file: run.rank1.gvz
     problem = _unwritable(output)
     if problem:
         print(f"gradviz record: {problem}", file=sys.stderr)
@@ -373,14 +377,24 @@ def cmd_app(args):
     refused = _check_screenshot(args)
     if refused is not None:
         return refused
+    job = None
+    if args.command == "run" and getattr(args, "nproc_per_node", 1) != 1:
+        from gradviz.debug.job import start_job
+        job = start_job(args, script_args)
+        if isinstance(job, int):
+            return job
     from gradviz.ui import app
     shot = dict(screenshot=args.screenshot, timeout=args.screenshot_after)
     if args.command == "open":
         return app.run(trace_path=args.trace, **shot)
     if args.command == "run":
-        if args.demo:
-            return app.run(demo=args.demo, args=script_args, **shot)
-        return app.run(script=script_args[0], args=script_args[1:], **shot)
+        try:
+            if args.demo:
+                return app.run(demo=args.demo, args=script_args, **shot)
+            return app.run(script=script_args[0], args=script_args[1:], **shot)
+        finally:
+            if job is not None:
+                job.finish()
     return app.run(demo="seed", **shot)
 
 
@@ -392,9 +406,17 @@ def build_parser():
     sub.add_parser("seed", help="run the tutorial's seed example in the terminal, no window")
     p = sub.add_parser("run", help="run a program live in the app, paused before each backward node")
     p.add_argument("--demo", help="run a built-in demo instead of a script")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="run N ranks of a data-parallel job on this machine, as torchrun would: one "
+                        "debugged in the window, the others recorded (see docs/distributed.md)")
+    p.add_argument("--debug-rank", type=int, default=0, metavar="R", help="with --nproc-per-node: the rank to debug "
+                   "(default 0)")
+    p.add_argument("-o", "--output", metavar="RUN.gvz", help="with --nproc-per-node: where the other ranks' "
+                   "traces go (RUN.rank1.gvz, ...; default: SCRIPT's name in the current folder)")
     _app_args(p)
     p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
-    p = sub.add_parser("open", help="open a recorded trace (.gvz) in the app, or a torchviz drawing (.dot)")
+    p = sub.add_parser("open", help="open a recorded trace (.gvz) in the app, or a torchviz drawing (.dot); "
+                       "a job's ranks (RUN.gvz for RUN.rank0.gvz..., or their folder) together")
     p.add_argument("trace")
     _app_args(p)
     sub.add_parser("demos", help="list the built-in demos")

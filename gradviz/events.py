@@ -183,6 +183,44 @@ class OptimizerStep:
     lr: float | None = None
 
 
+# -- data-parallel ranks (torch.distributed) -----------------------------------------------------
+@event
+class RankInfo:
+    """This trace is rank ``rank`` of a job of ``world_size`` processes (``local_rank`` on its
+    machine), its process group on ``backend`` (``gloo``, ``nccl``; "" while not yet known). Told
+    first from torchrun's environment, again once ``init_process_group`` has run; the latest holds."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str = ""
+
+
+@event
+class BucketReduced:
+    """DistributedDataParallel launched the all-reduce of gradient bucket ``bucket`` (its index in
+    the reducer), holding ``params`` (tensor ids), inside backward pass ``pass_index``: right after
+    the AccumulateGrad of node ``after_node`` made its last gradient ready (None: at the pass's end,
+    in DDP's final callback). The reduced values reach ``.grad`` when the pass ends
+    (``GradSynchronized``)."""
+
+    pass_index: int
+    bucket: int
+    params: tuple
+    after_node: int | None = None
+
+
+@event
+class GradSynchronized:
+    """At the end of backward pass ``pass_index``, DistributedDataParallel's all-reduce left
+    ``grad`` (the mean over the ranks) in the ``.grad`` of parameter ``tensor``, whose local
+    gradient the pass's ``GradAccumulated`` holds."""
+
+    pass_index: int
+    tensor: int
+    grad: Value | None = None
+
+
 def event_fields(cls):
     return [f.name for f in fields(cls)]
 

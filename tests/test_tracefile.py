@@ -347,9 +347,14 @@ def synthetic_events():
         ev.GradAccumulated(0, 101, 2**70, None, vals["empty 3-d f64"]),
         ev.NodeExited(0, 101, ()),
         ev.PassPlanned(0, (100, 101)),
+        ev.BucketReduced(0, 1, (2**70, 1), 101),
+        ev.BucketReduced(0, 0, (), None),
+        ev.GradSynchronized(0, 2**70, vals["f64"]),
         ev.BackwardFinished(0),
         ev.OptimizerStep(0, "SGD", (1, 2**70), (float("nan"), float("inf"), -0.0, 5e-324, 1e308), 0.1),
         ev.OptimizerStep(1, "Adam", (), (), None),
+        ev.RankInfo(3, 8, 1, "gloo"),
+        ev.RankInfo(0, 1, 0),
         ev.ProgramOutput("stdout", "héllo ✓ 🎉 \x00 tab\t \"quoted\" \\ \udcff lone surrogate\n"),
         ev.ProgramOutput("stderr", ""),
         ev.Paused("breakpoint", "backward", 100, 0, (vals["f64"], None), (None,), "detail ✓", "Traceback..."),
@@ -403,6 +408,9 @@ def test_every_event_type_dtype_and_corner_round_trips(tmp_path):
     leaf_grad = t.grad("t" + str(2**70))
     assert leaf_grad.array.shape == (3, 0, 2) and leaf_grad.array.dtype == np.float64
     assert [s.lr for s in t.steps] == [0.1, None]
+    assert [(b.bucket, b.params, b.after_node) for b in t.passes[0].buckets] == [(1, (2**70, 1), 101), (0, (), None)]
+    assert t.passes[0].synchronized[2**70].summary.shape == (3, 2)  # the "f64" value
+    assert (t.rank.rank, t.rank.world_size, t.rank.local_rank, t.rank.backend) == (0, 1, 0, "")
 
 
 def test_object_arrays_cannot_be_written_and_the_dtype_table_has_none():
@@ -767,7 +775,8 @@ def _sample_of_every_event_type():
 
 NULLABLE = {"TensorDescribed": {"name", "value"}, "NodeCreated": {"output", "source", "value"},
             "GradAccumulated": {"contribution", "grad"}, "OptimizerStep": {"lr"}, "ProgramExited": {"error"},
-            "Paused": {"node", "pass_index", "traceback"}, "TensorValue": {"value", "error", "name"}}
+            "Paused": {"node", "pass_index", "traceback"}, "TensorValue": {"value", "error", "name"},
+            "BucketReduced": {"after_node"}, "GradSynchronized": {"grad"}}
 
 
 def _wrong(x):

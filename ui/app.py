@@ -1,4 +1,5 @@
 """Starting the desktop app: on a program run live under the debugger, or on a recorded trace."""
+import os
 import sys
 import time
 
@@ -13,12 +14,21 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
     from .main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    ranks = None  # the ranks of a job, when trace_path names them
     if trace_path is not None:
         from gradviz.trace.files import load_any
         from gradviz.trace.dot import DotFormatError
         from gradviz.trace.gvz import TraceFormatError
+        from gradviz.trace.ranks import rank_files
         try:
-            state = AppState(trace=load_any(trace_path))
+            if os.path.isdir(trace_path) or rank_files(trace_path):  # the ranks of a job: all of them
+                from gradviz.app.ranks import RankState
+                from gradviz.trace.ranks import load_ranks
+                ranks = RankState(load_ranks(trace_path))
+                trace = ranks.trace
+            else:
+                trace = load_any(trace_path)
+            state = AppState(trace=trace)
         except (OSError, TraceFormatError, DotFormatError) as exc:
             return _fail(app, f"Cannot open {trace_path}:\n{exc}", screenshot)
         title = f"gradviz — {trace_path}"
@@ -33,7 +43,14 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
         except DebuggerError as exc:
             return _fail(app, str(exc), screenshot)
         title = f"gradviz — {demo or script}"
+        from gradviz.trace.ranks import job_rank
+        job = job_rank()
+        if job is not None:  # gradviz run --nproc-per-node: this window debugs one rank of the job
+            title += f" · rank {job.rank} of {job.world_size}"
     window = MainWindow(state, title)
+    if ranks is not None:
+        from .rank_view import add_rank_view
+        add_rank_view(window, ranks)
     window.show()
     app.processEvents()
     window.view.fit()  # now that the view has its real size

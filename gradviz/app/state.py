@@ -290,6 +290,13 @@ class AppState:
         self.book.renumber(list(dbg.breakpoints))  # the new debugger numbered them afresh, in order
         return True
 
+    def open_trace(self, trace):
+        """Show another recording in place of this one (another rank of the same job), keeping
+        the collapsed modules and the breakpoint book; a program being debugged is not replaced."""
+        if self.debugger is not None:
+            raise RuntimeError("a program is being debugged: its trace cannot be replaced")
+        self._attach(None, trace)
+
     def close(self):
         if self.debugger is not None:
             self.debugger.close()

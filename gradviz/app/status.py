@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gradviz.app.labels import short_op
+from gradviz.app.ranks import bucket_note, rank_note
 
 if TYPE_CHECKING:
     from gradviz.app.state import AppState
@@ -36,7 +37,7 @@ def status_text(st: AppState) -> str:
         # One line: a traceback's last line (the console holds the whole of it).
         last = next((line.strip() for line in reversed((p.detail or "").splitlines()) if line.strip()), "")
         return f"program exited (status {p.exit_code})" + (f": {last}" if last else "")
-    parts = []
+    parts = [rank_note(st.trace)] if rank_note(st.trace) else []  # one rank of a job: which
     if p.pass_index is not None:
         parts.append(f"pass {p.pass_index}")
         pos = st.step_position()
@@ -52,4 +53,8 @@ def status_text(st: AppState) -> str:
         parts.append(f"paused ({p.reason}){where}{src}")
     if p.detail and p.reason != "step":
         parts.append(p.detail)
+    if p.pass_index is not None and p.phase.startswith("backward"):
+        note = bucket_note(st.trace, p.pass_index)  # DistributedDataParallel's reductions so far
+        if note:
+            parts.append(note)
     return " · ".join(parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gradviz.adapters.engine import EngineRecording
 from gradviz.adapters.torch import TorchAttachment
+from gradviz.trace.ranks import job_rank
 
 
 class Attachment:
@@ -16,6 +17,9 @@ class Attachment:
         self._torch: TorchAttachment | None = None
 
     def start(self) -> Attachment:
+        job = job_rank()
+        if job is not None:  # a rank of a job (torchrun's environment): said before anything else
+            self.producer.rank_known(job.rank, job.world_size, job.local_rank)
         self._engine = EngineRecording(self.producer).attach()
         self._torch = TorchAttachment(self.producer).start()
         return self

@@ -135,6 +135,7 @@ class Producer:
         self._param_names = {}  # id(parameter) -> (parameter, its name)
         self._param_by_name = {}  # a parameter's name -> the parameter
         self._user_code = (_DEMOS_DIR,)  # gradviz's demos are user programs
+        self._rank = None  # the RankInfo last told
         self.refresh_skip_dirs()
 
     def refresh_skip_dirs(self):
@@ -451,6 +452,28 @@ class Producer:
         if not self.optimizer_known and not self._in_step:
             self._new_iteration = True  # a program without an optimizer: an iteration a backward pass
         self.sink(ev.BackwardFinished(self.pass_index))
+
+    # -- data-parallel ranks --------------------------------------------------------------------
+    def rank_known(self, rank, world_size, local_rank, backend=""):
+        """This process is ``rank`` of a job (told again when more is known, e.g. the backend)."""
+        e = ev.RankInfo(int(rank), int(world_size), int(local_rank), backend or "")
+        if self._rank is None or (self._rank.rank, self._rank.world_size, self._rank.local_rank,
+                                  self._rank.backend) != (e.rank, e.world_size, e.local_rank, e.backend):
+            self._rank = e
+            self.sink(e)
+
+    def bucket_reduced(self, bucket, params, after_node=None):
+        """DDP launched the all-reduce of ``bucket`` (holding ``params``, tensors) after
+        ``after_node`` (an AccumulateGrad node) ran, or at the pass's end (None)."""
+        self.sink(ev.BucketReduced(self.pass_index, int(bucket), tuple(self._tensor_id(p, None) for p in params),
+                                   None if after_node is None else self._node_id(after_node)))
+
+    def grads_synchronized(self, pairs):
+        """DDP's all-reduce left these ``(tensor, grad)``: each ``tensor.grad`` at the end of the pass."""
+        self._values.clear()  # the all-reduce wrote the gradients' memory: no summary of before serves
+        for tensor, grad in pairs:
+            self.sink(ev.GradSynchronized(self.pass_index, self._tensor_id(tensor, None),
+                                          self.value(grad, copy=True)))
 
     # An iteration is an optimizer step when the program has an optimizer (set ``optimizer_known``
     # as soon as it is known: an adapter that can tell before the first step does), else a

@@ -7,6 +7,7 @@ from gradviz.recording.attach import attach
 from gradviz.recording.producer import Producer
 from gradviz.trace.gvz import TraceWriter
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
+from gradviz.trace.ranks import job_rank, rank_path
 
 _active: list[Recorder] = []
 
@@ -14,7 +15,9 @@ _active: list[Recorder] = []
 class Recorder:
     """``with gradviz.record() as rec: ...`` then ``rec.trace``. ``values="full"`` keeps full arrays
     within ``budget_bytes`` (oldest dropped first); ``values="summaries"`` keeps summaries only.
-    ``path`` streams every event to a trace file as it happens, so a crash loses nothing."""
+    ``path`` streams every event to a trace file as it happens, so a crash loses nothing; in a
+    rank of a distributed job, to that rank's own file (``run.gvz`` -> ``run.rank1.gvz``, see
+    ``path_written``)."""
 
     def __init__(self, values="full", budget_bytes=DEFAULT_BUDGET, path=None, sink=None):
         if values not in ("full", "summaries"):
@@ -25,6 +28,7 @@ class Recorder:
         self._extra_sink = sink
         self._writer = None
         self._attachment = None
+        self.path_written = None  # the file written: ``path``, or its rank's in a distributed job
 
     def _on_event(self, e):
         self.trace.apply(e)
@@ -37,7 +41,8 @@ class Recorder:
         if _active:
             raise RuntimeError("gradviz is already recording: recordings cannot be nested")
         if self.path is not None:
-            self._writer = TraceWriter(self.path)
+            self.path_written = _rank_file(self.path)
+            self._writer = TraceWriter(self.path_written)
         self.producer = Producer(EngineAdapter(), self._on_event, keep_arrays=self.values == "full")
         self._attachment = attach(self.producer)
         _active.append(self)
@@ -59,6 +64,24 @@ class Recorder:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+def _rank_file(path):
+    """``path``, or the file of this process's rank when it is one of a distributed job: known from
+    torchrun's environment, or from torch.distributed's process group when the program made one."""
+    import os
+    import sys
+    job = job_rank()
+    if job is not None:
+        return rank_path(path, job.rank)
+    torch = sys.modules.get("torch")
+    dist = getattr(torch, "distributed", None)
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return rank_path(path, dist.get_rank())
+    except (RuntimeError, ValueError):
+        pass
+    return os.fspath(path)
 
 
 def record(values="full", budget_bytes=DEFAULT_BUDGET, path=None):

@@ -254,10 +254,11 @@ def _bool(x, what, off):
 
 
 # How each field name is read back, whatever event it is in.
-_INT_FIELDS = {"id", "index", "iteration", "tensor", "status", "request", "line"}
-_OPT_INT_FIELDS = {"node", "pass_index"}
+_INT_FIELDS = {"id", "index", "iteration", "tensor", "status", "request", "line", "rank", "world_size", "local_rank",
+               "bucket"}
+_OPT_INT_FIELDS = {"node", "pass_index", "after_node"}
 _STR_FIELDS = {"op", "kind", "dtype", "output_dtype", "scope", "optimizer", "stream", "text", "reason", "phase",
-               "detail", "file"}
+               "detail", "file", "backend"}
 _OPT_STR_FIELDS = {"name", "error", "traceback"}
 _INT_TUPLES = {"inputs", "params", "roots", "nodes"}
 

@@ -57,6 +57,8 @@ class Pass:
     accumulated: dict = field(default_factory=dict)  # tensor id -> (contribution, new .grad)
     planned: tuple | None = None  # ids of the nodes it will run, when fewer than its roots reach
     finished: bool = False
+    buckets: list = field(default_factory=list)  # BucketReduced events (DDP), in launch order
+    synchronized: dict = field(default_factory=dict)  # tensor id -> .grad after DDP's all-reduce
 
 
 class ValueStore:
@@ -107,6 +109,8 @@ def _values_of(e):
         return (e.contribution, e.grad)
     if t is ev.BackwardStarted:
         return e.grads
+    if t is ev.GradSynchronized:
+        return (e.grad,)
     if t in (ev.NodeCreated, ev.TensorDescribed):
         return (e.value,)
     return ()
@@ -124,6 +128,7 @@ class Trace:
         self.steps = []  # OptimizerStep events
         self.iterations = 0
         self.source_texts = {}  # (file, line) -> that line's text, as the program ran it (SourceText)
+        self.rank = None  # the latest RankInfo: which rank of a distributed job this is, or None
         self.values = ValueStore(budget_bytes)
         # Indexes for time travel and for showing one iteration without scanning the whole graph:
         self.born = {}  # graph key -> position of the event that added it to the graph
@@ -243,6 +248,15 @@ class Trace:
 
     def _on_BackwardFinished(self, e):
         self._pass(e.pass_index).finished = True
+
+    def _on_RankInfo(self, e):
+        self.rank = e
+
+    def _on_BucketReduced(self, e):
+        self._pass(e.pass_index).buckets.append(e)
+
+    def _on_GradSynchronized(self, e):
+        self._pass(e.pass_index).synchronized[e.tensor] = e.grad
 
     def _on_OptimizerStep(self, e):
         self.steps.append(e)

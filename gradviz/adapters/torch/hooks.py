@@ -10,6 +10,7 @@ import importlib.util
 import sys
 import warnings
 
+from gradviz.adapters.torch.ddp import DDPWatch
 from gradviz.adapters.torch.dispatch import MultiAdapter
 from gradviz.adapters.torch.values import TorchAdapter
 
@@ -33,6 +34,7 @@ class TorchRecording:
         self.producer = producer
         self.torch = torch
         self.adapter = TorchAdapter(torch)
+        self.ddp = DDPWatch(producer, torch)
         self._handles = []
         self._mode = None
         self._before_step = {}
@@ -51,14 +53,19 @@ class TorchRecording:
         p.adapter = MultiAdapter(p.adapter, self.adapter)
         p.refresh_skip_dirs()
         compiling = _is_compiling(torch)
+        ddp = self.ddp
+
+        def module_entered(m, args):
+            if not compiling():
+                ddp.module_entered(m)
+                p.module_entered(m)
         # torch.compile(module) warns of global module hooks: gradviz's, which stand aside while
         # it traces (a warning the program would not have printed without gradviz)
         warnings.filterwarnings("ignore", message=_COMPILE_HOOKS_WARNING, category=UserWarning)
         self._warning_filter = warnings.filters[0]
         self._handles = [
             # quiet: the entry reads each parameter's requires_grad, through the mode otherwise
-            nn_module.register_module_forward_pre_hook(self._quiet(
-                lambda m, args: None if compiling() else p.module_entered(m))),
+            nn_module.register_module_forward_pre_hook(self._quiet(module_entered)),
             nn_module.register_module_forward_hook(
                 lambda m, args, out: None if compiling() else p.module_exited(m), always_call=True),
             optim_module.register_optimizer_step_pre_hook(self._step_pre),
@@ -123,11 +130,16 @@ class TorchRecording:
         p = self.producer
         inputs, args, kwargs = _backward_inputs(kind, args, kwargs)
         p.backward_started(root_nodes, grads, inputs and self._planned(kind, root_nodes, inputs))
+        self.ddp.pass_started(kind)
+        ok = False
         try:
             out = func(*args, **kwargs)
+            ok = True
         finally:
             for h in handles:
                 h.remove()
+            with self._torch_function_off():
+                self.ddp.pass_finished(ok)
             if not p.optimizer_known and _optimizer_in_sight(torch, p._user_frame()):
                 p.optimizer_known = True  # made before its first step: its iteration is one too
             p.backward_finished()
@@ -185,6 +197,7 @@ class TorchRecording:
         # recorded step's time on CUDA, where a summary makes ~8 calls).
         off = self._torch_function_off
         entered, exited, accumulated = p.node_entered, p.node_exited, p.grad_accumulated
+        ddp_ready = self.ddp.accumulated
         handles, seen, stack = [], set(), list(roots)
         pending = {}
         while stack:
@@ -221,6 +234,7 @@ class TorchRecording:
                     with off():
                         accumulated(node, tensor, contribution, tensor.grad, fresh)
                         exited(node, ())
+                        ddp_ready(node, tensor)
 
                 handles.append(node.register_prehook(before))
                 handles.append(var.register_post_accumulate_grad_hook(after))
