@@ -207,12 +207,15 @@ class Debugger:
         return dbg
 
     @classmethod
-    def attach(cls, address, secret=None, *, budget_bytes=DEFAULT_BUDGET, timeout=10.0, reconnect_timeout=30.0):
+    def attach(cls, address, secret=None, *, stop_on_entry=True, break_on_backward=None, break_on_forward=None,
+               breakpoints=(), budget_bytes=DEFAULT_BUDGET, timeout=10.0, reconnect_timeout=30.0):
         """Attach to a program that ``gradviz serve`` runs, here or on another machine:
         ``address`` is the ``"HOST:PORT"`` it printed, ``secret`` the secret it printed (default:
-        the ``GRADVIZ_SECRET`` environment variable). The same API as ``launch`` follows; a
-        dropped link is made again for up to ``reconnect_timeout`` seconds, resuming where the
-        stream broke off; ``close()`` detaches (``terminate()`` ends the program)."""
+        the ``GRADVIZ_SECRET`` environment variable). The same API as ``launch`` follows. The
+        program waits at its entry until a window lets it go: with ``stop_on_entry=False`` this
+        one does, once the switches and breakpoints given here are in place. A dropped link is
+        made again for up to ``reconnect_timeout`` seconds, resuming where the stream broke off;
+        ``close()`` detaches (``terminate()`` ends the program)."""
         secret = secret if secret is not None else os.environ.get(remote.SECRET_ENV)
         if not secret:
             raise DebuggerError("attaching needs the secret that gradviz serve printed "
@@ -232,6 +235,19 @@ class Debugger:
         dbg._ids = itertools.count(int(config.get("next_id", 1)))
         dbg.state = "running"
         dbg._spawn(dbg._read_stream)
+        try:
+            if break_on_backward is not None or break_on_forward is not None:
+                dbg.configure(break_on_backward=break_on_backward, break_on_forward=break_on_forward)
+            for spec in breakpoints:
+                dbg.add(spec if isinstance(spec, Breakpoint) else Breakpoint.of(dict(spec)) if isinstance(spec, dict)
+                        else Breakpoint.of({"op": spec}))
+            if not stop_on_entry and dbg._link.paused_reason == "entry":
+                pause = dbg.wait_paused(timeout)
+                if pause.reason == "entry":
+                    dbg.resume()
+        except BaseException:
+            dbg.close()
+            raise
         return dbg
 
     def _resync(self, current):

@@ -61,6 +61,7 @@ class Relay(Debugger):
         self._offsets: list[int] = []  # where each event's frame starts in the log
         self._cond = threading.Condition()
         self.paused_at: int | None = None  # the event number of the pause the program waits in
+        self.pause_reason = ""
         self.ended: tuple[int | None, str] | None = None
         self.window: _Window | None = None
         self.attached_once = False
@@ -98,7 +99,7 @@ class Relay(Debugger):
             self._offsets.append(self._end_offset)
             self._end_offset += len(frame)
             if type(e) is ev.Paused:
-                self.paused_at = len(self._offsets) - 1
+                self.paused_at, self.pause_reason = len(self._offsets) - 1, e.reason
                 resume = self.window is None and self.attached_once and self.on_detach == "continue"
             self._cond.notify_all()
         if resume:
@@ -229,7 +230,9 @@ class Relay(Debugger):
                 old, window = self.window, _Window(conn, have)
                 self.window, self.attached_once = window, True
                 welcome = {"ok": True, "mac": remote.mac(self.secret, "relay", theirs, nonce),
-                           "events": len(self._offsets), "paused_at": self.paused_at, "config": self._config()}
+                           "events": len(self._offsets), "paused_at": self.paused_at,
+                           "paused_reason": self.pause_reason if self.paused_at is not None else None,
+                           "config": self._config()}
         if have < 0:
             conn.close()
             return

@@ -246,6 +246,7 @@ class RelayLink:
         self._live_from = _count(welcome.get("events"))
         self._paused_at = welcome.get("paused_at") if isinstance(welcome.get("paused_at"), int) else None
         self.config = welcome.get("config") if isinstance(welcome.get("config"), dict) else {}
+        self.paused_reason = welcome.get("paused_reason") if self._paused_at is not None else None
         return sock
 
     def _reconnect(self, why) -> bool:
