@@ -241,7 +241,7 @@ class Debugger:
             for spec in breakpoints:
                 dbg.add(spec if isinstance(spec, Breakpoint) else Breakpoint.of(dict(spec)) if isinstance(spec, dict)
                         else Breakpoint.of({"op": spec}))
-            if not stop_on_entry and dbg._link.paused_reason == "entry":
+            if not stop_on_entry and dbg._link.at_entry:
                 pause = dbg.wait_paused(timeout)
                 if pause.reason == "entry":
                     dbg.resume()
@@ -253,11 +253,12 @@ class Debugger:
     def _resync(self, current):
         """After a dropped link was made again: ``current`` is the pause the program waits in
         (already received), or None when it runs (or its pause is still on the way)."""
-        if current is not None:
-            if self.state != "paused":
-                self._handle(current)
-        elif self.state == "paused":
-            self.state = "running"
+        with self.lock:
+            if current is not None:
+                if self.state != "paused":
+                    self._handle(current)
+            elif self.state == "paused":
+                self.state = "running"
 
     def _start(self, script, args, demo, cwd, start_timeout, config):
         self._tmp = tempfile.mkdtemp(prefix="gradviz-")
@@ -497,14 +498,21 @@ class Debugger:
 
     def step(self):
         """Run the current node and pause before the next one (of the same pass direction)."""
-        self._require_paused("step")
-        self.state = "running"
-        self._send({"cmd": "step"})
+        self._go("step")
 
     def resume(self):
-        self._require_paused("resume")
-        self.state = "running"
-        self._send({"cmd": "resume"})
+        self._go("resume")
+
+    def _go(self, cmd):
+        with self.lock:  # a pause that comes back before the command is sent finds it sent
+            self._require_paused(cmd)
+            self.state = "running"
+            try:
+                self._send({"cmd": cmd})
+            except DebuggerError:
+                if self._link is not None and self.state == "running":
+                    self.state = "paused"  # the link is being made again: the program waits there still
+                raise
 
     def interrupt(self):
         """Pause at the next graph operation the program makes or runs; a program that makes none

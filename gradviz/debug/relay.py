@@ -62,6 +62,8 @@ class Relay(Debugger):
         self._cond = threading.Condition()
         self.paused_at: int | None = None  # the event number of the pause the program waits in
         self.pause_reason = ""
+        self.released = False  # a window let the program go from its entry pause
+        self._delivered_to: _Window | None = None  # the window the end of the stream was sent to
         self.ended: tuple[int | None, str] | None = None
         self.window: _Window | None = None
         self.attached_once = False
@@ -232,6 +234,7 @@ class Relay(Debugger):
                 welcome = {"ok": True, "mac": remote.mac(self.secret, "relay", theirs, nonce),
                            "events": len(self._offsets), "paused_at": self.paused_at,
                            "paused_reason": self.pause_reason if self.paused_at is not None else None,
+                           "at_entry": not self.released and self.ended is None,
                            "config": self._config()}
         if have < 0:
             conn.close()
@@ -289,6 +292,8 @@ class Relay(Debugger):
                     window.conn.sendall(remote.encode_chunk(
                         remote.CONTROL, json.dumps({"ended": True, "exit_code": code, "detail": detail}).encode()))
                     window.delivered.set()
+                    with self._cond:
+                        self._delivered_to = window
                     window.conn.shutdown(socket.SHUT_WR)
                     return
         except OSError:
@@ -335,7 +340,7 @@ class Relay(Debugger):
                 if self.paused_at is None:
                     return  # it runs: a command for a pause that is over
                 if c != "fetch":
-                    self.paused_at = None
+                    self.paused_at, self.released = None, True
             elif c == "configure":
                 self.break_on_backward = cmd.get("break_on_backward", self.break_on_backward)
                 self.break_on_forward = cmd.get("break_on_forward", self.break_on_forward)
@@ -360,10 +365,10 @@ class Relay(Debugger):
         waited_since = None
         while not self._stop.is_set():
             with self._cond:
-                ended, window = self.ended, self.window
+                ended, window, delivered = self.ended, self.window, self._delivered_to
             if ended is not None:
-                if window is not None and window.delivered.is_set():
-                    window.gone.wait(DELIVER_TIMEOUT)  # until it has read everything and closed
+                if delivered is not None:
+                    delivered.gone.wait(DELIVER_TIMEOUT)  # until it has read everything and closed
                     break
                 if window is None:
                     waited_since = waited_since or time.monotonic()

@@ -247,6 +247,7 @@ class RelayLink:
         self._paused_at = welcome.get("paused_at") if isinstance(welcome.get("paused_at"), int) else None
         self.config = welcome.get("config") if isinstance(welcome.get("config"), dict) else {}
         self.paused_reason = welcome.get("paused_reason") if self._paused_at is not None else None
+        self.at_entry = welcome.get("at_entry") is True  # at its entry pause, or on its way there
         return sock
 
     def _reconnect(self, why) -> bool:
