@@ -69,6 +69,7 @@ class Relay(Debugger):
         self.attached_once = False
         self.on_detach = "pause"
         self.echo = None  # (stdout, stderr) to show the program's output on, or None
+        self.compress = True  # zlib where it pays (bench/bench_remote.py)
         self.secret = remote.new_secret()
         self.address = ""
         self._server: socket.socket | None = None
@@ -285,7 +286,7 @@ class Relay(Debugger):
                     else:
                         data, last, end = b"", pos, self.ended
                 if data:
-                    window.conn.sendall(remote.encode_chunk(remote.EVENTS, data))
+                    window.conn.sendall(remote.encode_chunk(remote.EVENTS, data, self.compress))
                     pos = last
                 elif end is not None:
                     code, detail = end
