@@ -115,6 +115,35 @@ def seed_explained(app, out_dir):
     state.close()
 
 
+def remote_attached(app, out_dir):
+    """The mlp demo served (gradviz serve) and attached to (gradviz attach), a few nodes into its
+    backward pass: the status line says where the program runs."""
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.debug.relay import Relay
+    from gradviz.ui.main_window import MainWindow
+
+    relay = Relay.start(demo="mlp")
+    try:
+        relay.listen("127.0.0.1", 0)
+        dbg = Debugger.attach(relay.address, secret=relay.secret, stop_on_entry=False, break_on_backward=True)
+        state = AppState(debugger=dbg)
+        w = MainWindow(state, f"gradviz — attached to {relay.address}")
+        w.resize(1400, 900)
+        w.show()
+        for i in range(4):
+            _settle(app, w, lambda: state.pause is not None and len(state.ran()) == i and not state.laying_out)
+            if i < 3:
+                state.step()
+        _settle(app, w, lambda: True)
+        w.grab().save(os.path.join(out_dir, "remote-attach.png"))
+        w.close()
+        dbg.terminate()
+        state.close()
+    finally:
+        relay.close()
+
+
 def main(out_dir="docs"):
     import tempfile
 
@@ -143,6 +172,7 @@ def main(out_dir="docs"):
     state.close()
 
     seed_explained(app, out_dir)
+    remote_attached(app, out_dir)
 
     # 2. resnet18: one training step recorded, modules collapsed, the gradient flow shown.
     with tempfile.TemporaryDirectory() as tmp:

@@ -351,6 +351,12 @@ def test_the_app_opens_on_an_attached_debugger(serve, qtbot):
         state.step()
         qtbot.waitUntil(lambda: (w.poll(), state.pause.op == "PowBackward0")[1], timeout=10000)
         assert w.windowTitle() == f"gradviz — attached to {relay.address}"
+        assert state.status_text().endswith(f"paused (step) at PowBackward0 (seed.py:9) · attached to {relay.address}")
+        assert not w.actions_by_name["Restart"].isEnabled()  # serve started it; only serve can
+        dbg._link.down = True  # what the status line says while a dropped link is made again
+        assert state.status_text().endswith(f" · link to {relay.address} lost: attaching again")
+        dbg._link.down = False
+        assert w.actions_by_name["Step"].isEnabled()
     finally:
         w.timer.stop()
         dbg.terminate()

@@ -270,6 +270,11 @@ class AppState:
         dbg = self.debugger
         return dbg is not None and dbg.state == "running" and self._send("interrupt")
 
+    @property
+    def can_restart(self):
+        """Whether Restart can start the program again: not one attached to (gradviz attach)."""
+        return self._launch is not None
+
     def restart(self):
         """End the program and start it again, with the same breakpoints and switches."""
         if self._launch is None:

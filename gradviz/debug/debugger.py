@@ -250,6 +250,16 @@ class Debugger:
             raise
         return dbg
 
+    @property
+    def link_status(self) -> str:
+        """An attached program's link, in a few words ("" for a launched one)."""
+        link = self._link
+        if link is None:
+            return ""
+        if link.down and self.state != "exited":
+            return f"link to {link.address} lost: attaching again"
+        return f"attached to {link.address}"
+
     def _resync(self, current):
         """After a dropped link was made again: ``current`` is the pause the program waits in
         (already received), or None when it runs (or its pause is still on the way)."""

@@ -234,6 +234,7 @@ class RelayLink:
         self.seen = 0  # events received, in order: the next one's number
         self.end: tuple[int | None, str] = (None, "")
         self.reconnects = 0
+        self.down = False  # the connection dropped and is being made again
         self._closing = False
         self._send_lock = threading.Lock()
         self._last_pause: tuple[int, ev.Paused] | None = None
@@ -308,8 +309,10 @@ class RelayLink:
                     if self.end == (None, ""):
                         self.end = (None, "detached from the relay")
                     return
+                self.down = True
                 if not self._reconnect(exc):
                     return
+                self.down = False
                 if self._on_resync is not None:
                     last = self._last_pause
                     pending = self._paused_at is not None and self._paused_at >= self.seen
