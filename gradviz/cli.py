@@ -397,12 +397,12 @@ def cmd_serve(args):
             print(f"gradviz serve: warning: {relay.address} can be reached from other machines, and the stream is "
                   "not encrypted; on an untrusted network listen on 127.0.0.1 and use an SSH tunnel (docs/remote.md)",
                   file=sys.stderr)
-        serve_command(relay)
 
         def on_signal(signum, frame):
             stopped.append(signum)
             relay.stop()
-        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)  # before the address is out: whoever read it may stop us
+        serve_command(relay)
         try:
             code = relay.serve(linger=args.linger)
         except KeyboardInterrupt:

@@ -253,6 +253,22 @@ def test_a_dropped_link_leaves_the_program_paused(serve):
     dbg.close()
 
 
+def test_a_relay_gone_for_good_ends_the_session_with_why(serve):
+    relay = serve("seed")
+    dbg = Debugger.attach(relay.address, secret=relay.secret, reconnect_timeout=0.5)
+    try:
+        assert dbg.wait_paused(10).reason == "entry"
+        relay.close()  # serve is gone (and the program with it)
+        p = dbg.wait_paused(10)
+        assert p.reason == "exited" and p.exit_code is None
+        assert p.detail.startswith(f"the link to the relay at {relay.address} was lost")
+        assert "attaching again failed: " in p.detail
+        with pytest.raises(DebuggerError, match="the program is exited"):
+            dbg.step()
+    finally:
+        dbg.close()
+
+
 # -- the command line -------------------------------------------------------------------------------
 def _start_serve(*args):
     proc = subprocess.Popen([*GRADVIZ, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
