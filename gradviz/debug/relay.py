@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 
 from gradviz import events as ev
 from gradviz.debug import protocol, remote
@@ -190,8 +191,7 @@ class Relay(Debugger):
                         pending[conn] = [nonce, b"", time.monotonic() + remote.HANDSHAKE_TIMEOUT]
                         sel.register(conn, selectors.EVENT_READ)
                         continue
-                    conn = key.fileobj
-                    assert isinstance(conn, socket.socket)
+                    conn = typing.cast(socket.socket, key.fileobj)
                     try:
                         data = conn.recv(remote.MAX_HELLO + 4)
                     except BlockingIOError:
@@ -260,7 +260,7 @@ class Relay(Debugger):
                 "next_id": max([self._next_id, *[i + 1 for i in self.breakpoints]])}
 
     # -- one window --------------------------------------------------------------------------------
-    def _send_events(self, window):
+    def _send_events(self, window: _Window):
         pos = window.have
         try:
             window.conn.sendall(remote.encode_chunk(remote.EVENTS, file_header()))
@@ -300,7 +300,7 @@ class Relay(Debugger):
         except OSError:
             self._detach(window)
 
-    def _read_commands(self, window):
+    def _read_commands(self, window: _Window):
         try:
             while True:
                 msg = protocol.recv_message(window.conn)
@@ -314,7 +314,7 @@ class Relay(Debugger):
             window.gone.set()
             self._detach(window)
 
-    def _detach(self, window):
+    def _detach(self, window: _Window):
         with self._cond:
             if self.window is not window:
                 window.drop()
@@ -348,7 +348,7 @@ class Relay(Debugger):
             elif c == "add_breakpoint":
                 bp = Breakpoint.from_wire(cmd["spec"])
                 self.breakpoints[bp.id] = bp
-                self._next_id = max(self._next_id, bp.id + 1)
+                self._next_id = max(self._next_id, (bp.id or 0) + 1)
             elif c == "remove_breakpoint":
                 self.breakpoints.pop(cmd["id"], None)
         if c == "terminate":
