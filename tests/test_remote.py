@@ -165,6 +165,50 @@ def test_a_wrong_secret_is_refused_and_gets_nothing(serve):
     assert relay.window is None and relay.pause_reason == "entry"  # nobody moved the program
 
 
+def test_a_malformed_command_ends_that_connection_only(serve):
+    relay = serve("seed")
+    host, port = remote.parse_address(relay.address)
+    for bad in ({"cmd": "add_breakpoint", "spec": {"op": 5, "id": 1}}, {"cmd": "exec", "code": "print(1)"},
+                {"cmd": "fetch", "request": "x", "what": "tensor"}, {"cmd": "configure", "break_on_backward": "yes"}):
+        s = socket.create_connection((host, port), timeout=5)
+        remote.handshake(s, relay.secret, 0, 5)
+        assert relay.window is not None
+        s.sendall(remote.message(bad))
+        _read_all(s)  # the relay's stream, then the end of this connection
+        s.close()
+    with Debugger.attach(relay.address, secret=relay.secret) as dbg:  # the program never saw them
+        assert dbg.wait_paused(10).reason == "entry" and dbg.breakpoints == {}
+        dbg.configure(break_on_backward=True)
+        dbg.resume()
+        assert dbg.wait_paused(10).op == "SubBackward0"
+
+
+def test_a_corrupt_stream_from_a_relay_ends_the_session_with_why():
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def fake_relay():  # proves the secret, then sends a chunk whose checksum is wrong
+        conn, _ = server.accept()
+        conn.sendall(remote.message({"gradviz": "relay", "version": 1, "nonce": "n1"}))
+        hello = remote._recv_hello(conn, time.monotonic() + 5)
+        conn.sendall(remote.message({"ok": True, "mac": remote.mac("s", "relay", hello["nonce"], "n1"),
+                                     "events": 0, "paused_at": None, "config": {}}))
+        chunk = bytearray(remote.encode_chunk(remote.EVENTS, b"GRADVIZ\0\1\0\0\0", compress=False))
+        chunk[-1] ^= 0xFF
+        conn.sendall(bytes(chunk))
+        time.sleep(1)
+        conn.close()
+    t = threading.Thread(target=fake_relay, daemon=True)
+    t.start()
+    with Debugger.attach(address, secret="s") as dbg:
+        p = dbg.wait_paused(10)
+        assert p.reason == "exited"
+        assert p.detail == ("the program's event stream was corrupt: "
+                            "the relay's stream is corrupt (a chunk's checksum does not match)")
+    t.join(5)
+    server.close()
+
+
 def test_silent_and_byte_by_byte_connections_block_no_attach(serve, monkeypatch):
     monkeypatch.setattr(remote, "HANDSHAKE_TIMEOUT", 1.5)
     relay = serve("seed")
@@ -267,6 +311,22 @@ def test_a_relay_gone_for_good_ends_the_session_with_why(serve):
             dbg.step()
     finally:
         dbg.close()
+
+
+def test_on_detach_continue_lets_the_program_run_to_its_end(serve):
+    relay = serve("mlp", on_detach="continue")
+    dbg = Debugger.attach(relay.address, secret=relay.secret, stop_on_entry=False, break_on_backward=True)
+    assert dbg.wait_paused(10).op == "NllLossBackward0"
+    dbg.close()  # nobody watches: every pause (each backward node) is let go
+    deadline = time.monotonic() + 20
+    while relay.ended is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert relay.ended == (0, "")
+    with Debugger.attach(relay.address, secret=relay.secret) as late:  # the whole run, and its end
+        p = late.wait_paused(10)
+        assert p.reason == "exited" and p.exit_code == 0  # the first pause it gets: none of the past
+        assert late.poll_pause() is None
+        assert len(late.trace.passes) == 5 and late.break_on_backward  # all of the demo's passes
 
 
 # -- the command line -------------------------------------------------------------------------------

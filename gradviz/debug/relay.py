@@ -67,7 +67,6 @@ class Relay(Debugger):
         self._delivered_to: _Window | None = None  # the window the end of the stream was sent to
         self.ended: tuple[int | None, str] | None = None
         self.window: _Window | None = None
-        self.attached_once = False
         self.on_detach = "pause"
         self.echo = None  # (stdout, stderr) to show the program's output on, or None
         self.compress = True  # zlib where it pays (bench/bench_remote.py)
@@ -104,7 +103,7 @@ class Relay(Debugger):
             self._end_offset += len(frame)
             if type(e) is ev.Paused:
                 self.paused_at, self.pause_reason = len(self._offsets) - 1, e.reason
-                resume = self.window is None and self.attached_once and self.on_detach == "continue"
+                resume = self.window is None and self.released and self.on_detach == "continue"
             self._cond.notify_all()
         if resume:
             self._command({"cmd": "resume"})
@@ -231,7 +230,7 @@ class Relay(Debugger):
                 have = -1
             else:
                 old, window = self.window, _Window(conn, have)
-                self.window, self.attached_once = window, True
+                self.window = window
                 welcome = {"ok": True, "mac": remote.mac(self.secret, "relay", theirs, nonce),
                            "events": len(self._offsets), "paused_at": self.paused_at,
                            "paused_reason": self.pause_reason if self.paused_at is not None else None,
@@ -322,7 +321,8 @@ class Relay(Debugger):
             self.window = None
             window.drop()
             self._cond.notify_all()
-            running, paused = self.ended is None, self.paused_at is not None
+            # A program no window has let go yet waits at its entry, whatever --on-detach says.
+            running, paused = self.ended is None and self.released, self.paused_at is not None
         if running and self.on_detach == "pause" and not paused:
             self._command({"cmd": "interrupt"})
         elif running and self.on_detach == "continue" and paused:
