@@ -196,7 +196,7 @@ def test_a_corrupt_stream_from_a_relay_ends_the_session_with_why():
         chunk = bytearray(remote.encode_chunk(remote.EVENTS, b"GRADVIZ\0\1\0\0\0", compress=False))
         chunk[-1] ^= 0xFF
         conn.sendall(bytes(chunk))
-        time.sleep(1)
+        _read_all(conn)  # until the window hangs up
         conn.close()
     t = threading.Thread(target=fake_relay, daemon=True)
     t.start()
@@ -210,7 +210,7 @@ def test_a_corrupt_stream_from_a_relay_ends_the_session_with_why():
 
 
 def test_silent_and_byte_by_byte_connections_block_no_attach(serve, monkeypatch):
-    monkeypatch.setattr(remote, "HANDSHAKE_TIMEOUT", 1.5)
+    monkeypatch.setattr(remote, "HANDSHAKE_TIMEOUT", 1.0)
     relay = serve("seed")
     silent, _ = _raw_hello(relay.address)
     slow, hello = _raw_hello(relay.address)
@@ -248,13 +248,11 @@ def test_a_dropped_link_loses_no_event_and_repeats_none(serve):
         ops = []
         for i in range(60):
             p = dbg.wait_paused(10)
-            if p.reason == "exited":
-                break
             ops.append(p.op)
             if i % 7 == 3:
                 dbg._link.drop()  # as a bad network would: the link is made again
             _retry(dbg.step)
-        assert dbg.wait_paused(10) if dbg.state != "exited" else True
+        assert dbg.wait_paused(10).reason == "step"
         _retry(lambda: dbg.configure(break_on_backward=False))
         _retry(dbg.resume)
         while dbg.wait_paused(10).reason != "exited":
@@ -264,8 +262,9 @@ def test_a_dropped_link_loses_no_event_and_repeats_none(serve):
         assert dbg._link.seen == len(logged)
         kept = [e for e in logged if type(e) not in (ev.Paused, ev.TensorValue)]
         assert _stream(dbg.trace.events) == _stream(kept)
-    with Debugger.launch(demo="mlp", break_on_backward=True) as local:
-        assert ops == [p[3] for p in _pauses(local)][:len(ops)]
+        # Each node paused at once, in the order the pass ran them.
+        order = [dbg.trace.nodes[n].op for p in dbg.trace.passes for n in p.order]
+        assert ops == order[:len(ops)] and len(ops) == 60
 
 
 def test_a_link_dropped_while_events_flow_loses_none(serve):
