@@ -239,8 +239,7 @@ class Debugger:
             if break_on_backward is not None or break_on_forward is not None:
                 dbg.configure(break_on_backward=break_on_backward, break_on_forward=break_on_forward)
             for spec in breakpoints:
-                dbg.add(spec if isinstance(spec, Breakpoint) else Breakpoint.of(dict(spec)) if isinstance(spec, dict)
-                        else Breakpoint.of({"op": spec}))
+                dbg.add(spec if isinstance(spec, (Breakpoint, dict)) else {"op": spec})  # as launch takes them
             if not stop_on_entry and dbg._link.at_entry:
                 pause = dbg.wait_paused(timeout)
                 if pause.reason == "entry":
