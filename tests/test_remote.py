@@ -331,9 +331,11 @@ def test_on_detach_continue_lets_the_program_run_to_its_end(serve):
 # -- the command line -------------------------------------------------------------------------------
 def _start_serve(*args):
     proc = subprocess.Popen([*GRADVIZ, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = [proc.stderr.readline() for _ in range(3)]
-    address = lines[0].split()[-1]
-    secret = lines[1].split()[-1]
+    lines = [proc.stderr.readline()]
+    while lines[-1] and not lines[-1].startswith("gradviz serve: attach with:"):
+        lines.append(proc.stderr.readline())
+    address = next(line for line in lines if " listening on " in line).split()[-1]
+    secret = next(line for line in lines if " secret " in line).split()[-1]
     return proc, lines, address, secret
 
 
@@ -364,7 +366,8 @@ def test_cli_serve_prints_where_and_the_secret_and_attach_refuses_a_wrong_one():
     try:
         assert lines[0] == f"gradviz serve: listening on {address}\n" and address.startswith("127.0.0.1:")
         assert lines[1] == f"gradviz serve: secret {secret}\n" and len(secret) >= 20
-        assert lines[2] == f"gradviz serve: attach with: gradviz attach {address} --secret {secret}\n"
+        assert lines[2] == f"gradviz serve: attach with: GRADVIZ_SECRET={secret} gradviz attach {address}\n"
+        assert len(lines) == 3
         out = subprocess.run([*GRADVIZ, "attach", address, "--secret", "wrong"], capture_output=True, text=True,
                              timeout=30, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
         assert out.returncode == 1
@@ -393,8 +396,11 @@ def test_cli_serve_refuses_what_it_cannot_do():
 
 @pytest.mark.skipif(not LINUX, reason="finds the program's process in /proc")
 def test_cli_serve_ends_cleanly_on_sigterm():
-    proc, _, address, secret = _start_serve("--demo", "seed")
+    proc, lines, address, secret = _start_serve("--listen", "0.0.0.0:0", "--demo", "seed")
     try:
+        # Off loopback only when asked, and then with a warning first.
+        assert lines[0].startswith(f"gradviz serve: warning: {address} can be reached from other machines")
+        assert address.startswith("0.0.0.0:") and "SSH tunnel" in lines[0]
         deadline = time.monotonic() + 10
         while not _children_of(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)

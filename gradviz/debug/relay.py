@@ -437,5 +437,6 @@ def serve_command(relay, stdout=sys.stdout, stderr=sys.stderr):
     """What ``gradviz serve`` prints once it listens."""
     print(f"gradviz serve: listening on {relay.address}", file=stderr)
     print(f"gradviz serve: secret {relay.secret}", file=stderr)
-    print(f"gradviz serve: attach with: gradviz attach {relay.address} --secret {relay.secret}", file=stderr)
+    print(f"gradviz serve: attach with: {remote.SECRET_ENV}={relay.secret} gradviz attach {relay.address}",
+          file=stderr)
     stderr.flush()
