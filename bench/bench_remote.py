@@ -11,6 +11,9 @@ default) and with summaries only (``--values summaries``).
 (2) End to end: ``gradviz serve`` (in this process) relays the recorded program to
     ``Debugger.attach`` through a proxy that holds the link to RATE Mbit/s, with and without
     compression: seconds from the attach to the program's end reaching the window.
+(3) The relay's own cost: the same over loopback, unthrottled, against ``Debugger.launch`` of the
+    same program (seconds from the start of the backward pass's program to its end in the window;
+    pairs alternated, the median of 3).
 
 Run: python bench/bench_remote.py [--rate MBIT]
 """
@@ -18,6 +21,7 @@ import argparse
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -137,19 +141,31 @@ def end_to_end(script, values, rate_mbit, compress):
     try:
         relay.listen()
         threading.Thread(target=relay.serve, kwargs={"linger": 0}, daemon=True).start()
-        proxy = _Throttle(relay.address, rate_mbit * 1e6 / 8)
+        proxy = _Throttle(relay.address, rate_mbit * 1e6 / 8) if rate_mbit else None
         while relay.pause_reason != "entry":  # the program ready at its entry: only the link is timed
             time.sleep(0.01)
         t0 = time.perf_counter()
-        with Debugger.attach(proxy.address, secret=relay.secret, stop_on_entry=False) as dbg:
+        with Debugger.attach(proxy.address if proxy else relay.address, secret=relay.secret,
+                             stop_on_entry=False) as dbg:
             while dbg.state != "exited":
                 time.sleep(0.005)
             took = time.perf_counter() - t0
             n = len(dbg.trace.events)
-        proxy.server.close()
+        if proxy:
+            proxy.server.close()
         return took, n
     finally:
         relay.close()
+
+
+def launched(script, values):
+    with Debugger.launch(script=script, values=values, stop_on_entry=True) as dbg:
+        dbg.wait_paused(60)
+        t0 = time.perf_counter()
+        dbg.resume()
+        while dbg.state != "exited":
+            time.sleep(0.005)
+        return time.perf_counter() - t0
 
 
 def main():
@@ -168,6 +184,14 @@ def main():
             (raw, n), (packed, _) = times[False], times[True]
             print(f"  values={values:<10} {n} events: raw {raw:.1f} s, compressed {packed:.1f} s "
                   f"(ratio {raw / packed:.2f}x)")
+        print("\nthe relay's own cost, over loopback (median of 3 alternated pairs):")
+        for values in ("full", "summaries"):
+            local, relayed = [], []
+            for _ in range(3):
+                local.append(launched(script, values))
+                relayed.append(end_to_end(script, values, 0, True)[0])
+            a, b = statistics.median(local), statistics.median(relayed)
+            print(f"  values={values:<10} Debugger.launch {a:.1f} s, serve + attach {b:.1f} s (ratio {b / a:.2f}x)")
 
 
 if __name__ == "__main__":
