@@ -287,8 +287,8 @@ class RelayLink:
                 while True:
                     kind, raw = read_chunk(sock)
                     if kind == CONTROL:
-                        msg = json.loads(raw.decode("utf-8"))
-                        if isinstance(msg, dict) and msg.get("ended"):
+                        msg = _control(raw)
+                        if msg.get("ended"):
                             code = msg.get("exit_code")
                             self.end = (code if isinstance(code, int) else None, str(msg.get("detail") or ""))
                             self.close()
@@ -341,6 +341,16 @@ class RelayLink:
         except OSError:
             pass
         self._sock.close()
+
+
+def _control(raw: bytes) -> dict:
+    try:
+        msg = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        msg = None
+    if not isinstance(msg, dict):
+        raise TraceFormatError("the relay's stream is corrupt (a control chunk is not a JSON object)")
+    return msg
 
 
 def _count(x) -> int:
