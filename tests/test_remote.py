@@ -267,6 +267,26 @@ def test_a_dropped_link_loses_no_event_and_repeats_none(serve):
         assert ops == order[:len(ops)] and len(ops) == 60
 
 
+def test_the_relay_sends_what_the_window_lacks_from_the_count_it_gives(serve):
+    relay = serve("seed")
+    with Debugger.attach(relay.address, secret=relay.secret, stop_on_entry=False) as dbg:
+        assert dbg.wait_paused(10).reason == "exited"
+    logged = decode_bytes(relay.logged_bytes())
+    host, port = remote.parse_address(relay.address)
+    for have in (0, 7, len(logged) - 1, len(logged)):
+        s = socket.create_connection((host, port), timeout=5)
+        welcome = remote.handshake(s, relay.secret, have, 5)
+        assert welcome["events"] == len(logged) and welcome["paused_at"] is None
+        raw, kinds = b"", []
+        while not kinds or kinds[-1] != remote.CONTROL:
+            kind, data = remote.read_chunk(s)
+            kinds.append(kind)
+            raw += data if kind == remote.EVENTS else b""
+        assert json.loads(data) == {"ended": True, "exit_code": 0, "detail": ""}
+        assert _stream(decode_bytes(raw)) == _stream(logged[have:])  # the rest, from the file header on
+        s.close()
+
+
 def test_a_link_dropped_while_events_flow_loses_none(serve):
     relay = serve("mlp", on_detach="continue")
     with Debugger.attach(relay.address, secret=relay.secret, stop_on_entry=False) as dbg:
