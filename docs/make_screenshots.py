@@ -3,7 +3,7 @@ the seed demo paused mid-backward; resnet18 (one training step, layer1.1 frozen)
 gradient plots; the autograd tutorial's resnet18 stepped ten nodes into its backward pass (the
 first view of a large graph: its modules as boxes, the paused node's opened, followed at a
 readable zoom, the minimap); and a GRU cell unrolled 150 steps, paused mid-backward (its weights
-drawn by stand-ins next to each use); and the mlp demo served and attached to (gradviz serve,
+drawn by stand-ins next to each use); the mlp demo served and attached to (gradviz serve,
 gradviz attach). Run: QT_QPA_PLATFORM=offscreen python docs/make_screenshots.py [OUT_DIR]"""
 import os
 import sys

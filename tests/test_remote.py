@@ -437,6 +437,23 @@ def test_cli_serve_ends_cleanly_on_sigterm():
         proc.stderr.close()
 
 
+def test_a_second_window_lists_the_breakpoints_the_first_one_set(serve):
+    from gradviz.app.state import AppState
+    relay = serve("seed")
+    with Debugger.attach(relay.address, secret=relay.secret) as first:
+        first.add_breakpoint(tensor="a")
+        first.add_breakpoint(peer={"op": "PowBackward0", "scope": "", "source": "/x/seed.py:9", "rank": 1})
+        first.add_breakpoint(anomaly=True)
+    dbg = Debugger.attach(relay.address, secret=relay.secret)
+    try:
+        state = AppState(debugger=dbg)
+        assert state.book.rows() == [(1, "a.grad accumulated"), (2, "PowBackward0 · seed.py:9, every iteration"),
+                                     (3, "anomaly: NaN or Inf anywhere")]
+        assert state.anomaly_on
+    finally:
+        dbg.close()
+
+
 def test_the_app_opens_on_an_attached_debugger(serve, qtbot):
     from gradviz.app.state import AppState
     from gradviz.ui.main_window import MainWindow
