@@ -63,6 +63,13 @@ def _retry(command, timeout=10.0):
             time.sleep(0.05)
 
 
+def _until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.02)
+
+
 def _stream(events):
     """Events as the bytes the trace file holds: equal lists mean the very same stream."""
     return [encode_event(e) for e in events]
@@ -100,6 +107,7 @@ def test_a_second_window_takes_over_with_the_programs_breakpoints(serve):
     first = Debugger.attach(relay.address, secret=relay.secret)
     assert first.wait_paused(10).reason == "entry"
     bp = first.add_breakpoint(op="MulBackward0")
+    _until(lambda: len(relay.breakpoints) == 1)  # the relay has read it
     first.close()  # detached: the program stays at its entry
     with Debugger.attach(relay.address, secret=relay.secret) as dbg:
         assert dbg.wait_paused(10).reason == "entry"  # the pause it waits in, once
@@ -444,6 +452,7 @@ def test_a_second_window_lists_the_breakpoints_the_first_one_set(serve):
         first.add_breakpoint(tensor="a")
         first.add_breakpoint(peer={"op": "PowBackward0", "scope": "", "source": "/x/seed.py:9", "rank": 1})
         first.add_breakpoint(anomaly=True)
+        _until(lambda: len(relay.breakpoints) == 3)  # the relay has read them
     dbg = Debugger.attach(relay.address, secret=relay.secret)
     try:
         state = AppState(debugger=dbg)
