@@ -227,7 +227,7 @@ class RelayLink:
     across dropped connections (each new connection says how many it has), and its commands."""
 
     def __init__(self, address, secret, timeout=10.0, reconnect_timeout=30.0, on_resync=None):
-        self.host, self.port = parse_address(address)
+        self.host, self.port = parse_address(address, default_host="127.0.0.1")  # "5678": a tunnel's end
         self.address = format_address(self.host, self.port)
         self._secret, self._timeout, self._reconnect_timeout = secret, timeout, reconnect_timeout
         self._on_resync = on_resync
