@@ -38,7 +38,7 @@ class AppState:
         self.layout_error = None  # why the last layout in the worker thread failed, if it did
         self.message = ""  # what the last command did, for a status line (F9: "Breakpoint set: ...")
         self._attach(debugger, trace)
-        if launch is None and debugger is not None:  # attached (gradviz attach): what it already has
+        if launch is None and getattr(debugger, "link_status", ""):  # attached: what the program already has
             self.book.adopt(debugger.breakpoints.values())
         self.graph_model = GraphModel(self)  # collapsed modules and search: the graph view's state
         self.follow = Follow()  # the view follows the paused node until the user moves it
