@@ -3,8 +3,9 @@ the seed demo paused mid-backward; resnet18 (one training step, layer1.1 frozen)
 gradient plots; the autograd tutorial's resnet18 stepped ten nodes into its backward pass (the
 first view of a large graph: its modules as boxes, the paused node's opened, followed at a
 readable zoom, the minimap); and a GRU cell unrolled 150 steps, paused mid-backward (its weights
-drawn by stand-ins next to each use); docs/diagnosing.md's NaN origin path and iteration diff; and
-two ranks of a data-parallel job side by side.
+drawn by stand-ins next to each use); docs/diagnosing.md's NaN origin path and iteration diff;
+two ranks of a data-parallel job side by side; and the mlp demo served and attached to (gradviz
+serve, gradviz attach).
 Run: QT_QPA_PLATFORM=offscreen python docs/make_screenshots.py [OUT_DIR]"""
 import os
 import sys
@@ -200,6 +201,34 @@ def ranks_side_by_side(app, out_dir):
     w.grab().save(os.path.join(out_dir, "ranks.png"))
     w.close()
 
+def remote_attached(app, out_dir):
+    """The mlp demo served (gradviz serve) and attached to (gradviz attach), a few nodes into its
+    backward pass: the status line says where the program runs."""
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.debug.relay import Relay
+    from gradviz.ui.main_window import MainWindow
+
+    relay = Relay.start(demo="mlp")
+    try:
+        relay.listen("127.0.0.1", 0)
+        dbg = Debugger.attach(relay.address, secret=relay.secret, stop_on_entry=False, break_on_backward=True)
+        state = AppState(debugger=dbg)
+        w = MainWindow(state, f"gradviz — attached to {relay.address}")
+        w.resize(1400, 900)
+        w.show()
+        for i in range(4):
+            _settle(app, w, lambda: state.pause is not None and len(state.ran()) == i and not state.laying_out)
+            if i < 3:
+                state.step()
+        _settle(app, w, lambda: True)
+        w.grab().save(os.path.join(out_dir, "remote-attach.png"))
+        w.close()
+        dbg.terminate()
+        state.close()
+    finally:
+        relay.close()
+
 
 def main(out_dir="docs"):
     import tempfile
@@ -229,6 +258,7 @@ def main(out_dir="docs"):
     state.close()
 
     seed_explained(app, out_dir)
+    remote_attached(app, out_dir)
 
     # 2. resnet18: one training step recorded, modules collapsed, the gradient flow shown.
     with tempfile.TemporaryDirectory() as tmp:

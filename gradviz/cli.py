@@ -11,6 +11,8 @@
     gradviz record --demo NAME -o TRACE.gvz
     gradviz info TRACE.gvz [--json]  nodes, edges, passes with their backward order, tensors
     gradviz export TRACE.gvz -o OUT.dot|OUT.svg|OUT.png [--collapse SCOPE]
+    gradviz serve [--listen HOST:PORT] SCRIPT [ARGS...] | --demo NAME   run it, wait for a window
+    gradviz attach HOST:PORT [--secret S]     the app on a program gradviz serve runs (docs/remote.md)
 """
 import argparse
 import os
@@ -398,6 +400,104 @@ def cmd_app(args):
     return app.run(demo="seed", **shot)
 
 
+def _check_program(command, demo, script_args):
+    """None if the program to run is there, else the exit status after saying why in one line."""
+    if demo:
+        return _check_demo(command, demo)
+    if not script_args:
+        print(f"gradviz {command}: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
+        return 2
+    if not os.path.isfile(script_args[0]):
+        print(f"gradviz {command}: no such script: {script_args[0]}", file=sys.stderr)
+        return 2
+    return None
+
+
+def cmd_serve(args):
+    """The program under the debugger, relayed to a window that attaches (gradviz.debug.relay)."""
+    import signal
+    from gradviz.debug import remote
+    from gradviz.debug.debugger import DebuggerError
+    from gradviz.debug.relay import Relay, serve_command
+    script_args = list(args.args)
+    refused = _check_program("serve", args.demo, script_args)
+    if refused is not None:
+        return refused
+    try:
+        host, port = remote.parse_address(args.listen, default_host="127.0.0.1")
+    except ValueError as exc:
+        print(f"gradviz serve: --listen {exc}", file=sys.stderr)
+        return 2
+    problem = args.output and _unwritable(args.output)
+    if problem:
+        print(f"gradviz serve: {problem}", file=sys.stderr)
+        return 2
+    try:
+        relay = Relay.start(script=None if args.demo else script_args[0], demo=args.demo,
+                            args=script_args if args.demo else script_args[1:], values=args.values,
+                            log_path=args.output)
+    except DebuggerError as exc:
+        print(f"gradviz serve: {exc}", file=sys.stderr)
+        return 1
+    stopped = []
+    try:
+        try:
+            relay.listen(host, port)
+        except OSError as exc:
+            print(f"gradviz serve: cannot listen on {remote.format_address(host, port)}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
+        relay.on_detach, relay.echo = args.on_detach, (sys.stdout, sys.stderr)
+        if not remote.is_loopback(host):
+            print(f"gradviz serve: warning: {relay.address} can be reached from other machines, and the stream is "
+                  "not encrypted; on an untrusted network listen on 127.0.0.1 and use an SSH tunnel (docs/remote.md)",
+                  file=sys.stderr)
+
+        def on_signal(signum, frame):
+            stopped.append(signum)
+            relay.stop()
+        signal.signal(signal.SIGTERM, on_signal)  # before the address is out: whoever read it may stop us
+        serve_command(relay)
+        try:
+            code = relay.serve(linger=args.linger)
+        except KeyboardInterrupt:
+            stopped.append(signal.SIGINT)
+            code = None
+    finally:
+        relay.close()
+    if stopped:
+        print("gradviz serve: stopped; the program was ended", file=sys.stderr)
+        return 128 + stopped[0]
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code
+
+
+def cmd_attach(args):
+    """The app on a program that gradviz serve runs: the handshake before any window opens."""
+    from gradviz.debug import remote
+    from gradviz.debug.debugger import Debugger, DebuggerError
+    secret = args.secret or os.environ.get(remote.SECRET_ENV)
+    if not secret and sys.stdin.isatty():
+        import getpass
+        secret = getpass.getpass("secret (printed by gradviz serve): ").strip()
+    if not secret:
+        print(f"gradviz attach: give the secret that gradviz serve printed: --secret S, or ${remote.SECRET_ENV}",
+              file=sys.stderr)
+        return 2
+    refused = _check_screenshot(args)
+    if refused is not None:
+        return refused
+    try:
+        dbg = Debugger.attach(args.address, secret, stop_on_entry=False, break_on_backward=True)
+    except DebuggerError as exc:
+        print(f"gradviz attach: {exc}", file=sys.stderr)
+        return 1
+    from gradviz.ui import app
+    return app.run(debugger=dbg, title=f"gradviz — attached to {args.address}", screenshot=args.screenshot,
+                   timeout=args.screenshot_after)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="gradviz", description="See and step through autograd's backward pass.")
     parser.add_argument("--version", action="version", version=_version())
@@ -427,6 +527,23 @@ def build_parser():
     p.add_argument("--values", choices=("full", "summaries"), default="full",
                    help="keep full arrays in the file (default) or summaries only")
     p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
+    p = sub.add_parser("serve", help="run a program under the debugger and wait for a window (gradviz attach)",
+                       usage="gradviz serve [--listen HOST:PORT] [--on-detach pause|continue] "
+                             "(--demo NAME | SCRIPT [ARGS...])")
+    p.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:0",
+                   help="where windows attach (default 127.0.0.1 and a free port; another address only when given)")
+    p.add_argument("--demo", help="serve a built-in demo instead of a script")
+    p.add_argument("--on-detach", choices=("pause", "continue"), default="pause",
+                   help="when the window's link drops: pause the program (default) or let it run")
+    p.add_argument("--values", choices=("full", "summaries"), default="full")
+    p.add_argument("-o", "--output", metavar="TRACE.gvz", help="also keep the stream as a trace file")
+    p.add_argument("--linger", type=float, default=60.0, metavar="S",
+                   help="once the program ended with no window attached, wait S seconds for one (default 60)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
+    p = sub.add_parser("attach", help="open the app on a program that gradviz serve runs, here or elsewhere")
+    p.add_argument("address", metavar="HOST:PORT")
+    p.add_argument("--secret", help="the secret gradviz serve printed (default: $GRADVIZ_SECRET, else asked)")
+    _app_args(p)
     p = sub.add_parser("info", help="describe a trace file")
     p.add_argument("trace")
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
@@ -454,7 +571,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command not in (None, "run", "open") and args.screenshot is not None:
+    if args.command not in (None, "run", "open", "attach") and args.screenshot is not None:
         print(f"gradviz: --screenshot is for the app (gradviz, gradviz run, gradviz open), not gradviz "
               f"{args.command}", file=sys.stderr)
         return 2
@@ -464,7 +581,7 @@ def main(argv=None):
     if args.command in (None, "run", "open"):
         return cmd_app(args)
     return {"record": cmd_record, "info": cmd_info, "export": cmd_export, "demos": cmd_demos,
-            "diff": cmd_diff, "origin": cmd_origin}[args.command](args)
+            "diff": cmd_diff, "origin": cmd_origin, "serve": cmd_serve, "attach": cmd_attach}[args.command](args)
 
 
 def _version():

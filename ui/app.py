@@ -5,8 +5,10 @@ import time
 
 
 def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break_on_backward=True,
-        timeout=10.0):
-    """``screenshot``: save the window at the first pause, when the program ends, or after
+        timeout=10.0, debugger=None, title=None):
+    """``debugger``: one already attached (``gradviz attach``).
+
+    ``screenshot``: save the window at the first pause, when the program ends, or after
     ``timeout`` seconds, whichever comes first, and return (the program is ended)."""
     from PySide6.QtWidgets import QApplication
 
@@ -32,6 +34,9 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
         except (OSError, TraceFormatError, DotFormatError) as exc:
             return _fail(app, f"Cannot open {trace_path}:\n{exc}", screenshot)
         title = f"gradviz — {trace_path}"
+    elif debugger is not None:
+        state = AppState(debugger=debugger)
+        title = title or "gradviz"
     else:
         from gradviz.debug.debugger import Debugger, DebuggerError
 

@@ -153,7 +153,7 @@ class MainWindow(QMainWindow):
             can_go = dbg.state == "paused" and not raised
             for name, on in (("Continue", can_go), ("Step", can_go),
                              ("Pause", dbg.state == "running"), ("Stop", alive),
-                             ("Breakpoint", alive)):
+                             ("Breakpoint", alive), ("Restart", st.can_restart)):
                 act = self.actions_by_name[name]
                 if act.isEnabled() != on:
                     act.setEnabled(on)

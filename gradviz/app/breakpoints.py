@@ -54,6 +54,27 @@ def breakpoint_for(trace, shown, key: str | None, line: bool = False) -> tuple[B
     return None
 
 
+def label_of(bp: Breakpoint) -> str:
+    """A breakpoint's line in the list, from its condition alone (no graph at hand)."""
+    def where(source: str) -> str:
+        file, _, line = source.rpartition(":")
+        return f"{file.rsplit('/', 1)[-1]}:{line}"
+    if bp.peer is not None:
+        scope = f" in {bp.peer.scope}" if bp.peer.scope else ""
+        return f"{short_op(bp.peer.op)}{scope} · {where(bp.peer.source)}, every iteration"
+    if bp.source is not None:
+        return f"line {where(bp.source)}"
+    if bp.tensor is not None:
+        return f"{bp.tensor if isinstance(bp.tensor, str) else f't{bp.tensor}'}.grad accumulated"
+    if bp.node is not None:
+        return f"node n{bp.node}"
+    if bp.op is not None:
+        return f"every {short_op(bp.op)}"
+    if bp.grad_norm_above is not None:
+        return f"incoming gradient norm above {bp.grad_norm_above:g}"
+    return ANOMALY_LABEL
+
+
 class BreakpointBook:
     """The breakpoints the user set (id in the running program -> (Breakpoint, label)) and the
     anomaly switch (its breakpoint's id while the program has it)."""
@@ -62,6 +83,15 @@ class BreakpointBook:
         self.entries: dict[int, tuple[Breakpoint, str]] = {}
         self.anomaly_on = False  # the switch, kept across restarts
         self.anomaly: int | None = None  # its breakpoint's id in the running program
+
+    def adopt(self, breakpoints) -> None:
+        """Take in the breakpoints a program already has (``Debugger.breakpoints``' values): a
+        window attached to a program that an earlier window set them in (gradviz attach)."""
+        for bp in breakpoints:
+            if bp.anomaly:
+                self.anomaly_on, self.anomaly = True, bp.id
+            elif bp.id is not None:
+                self.entries[bp.id] = (bp, label_of(bp))
 
     def find(self, bp: Breakpoint) -> tuple[int, str] | None:
         """(id, label) of the breakpoint set with ``bp``'s condition, if one is (ids aside)."""

@@ -39,6 +39,8 @@ class AppState:
         self.layout_error = None  # why the last layout in the worker thread failed, if it did
         self.message = ""  # what the last command did, for a status line (F9: "Breakpoint set: ...")
         self._attach(debugger, trace)
+        if launch is None and getattr(debugger, "link_status", ""):  # attached: what the program already has
+            self.book.adopt(debugger.breakpoints.values())
         self.graph_model = GraphModel(self)  # collapsed modules and search: the graph view's state
         self.diagnosis = Diagnosis(self)  # a NaN's origin traced, dead units: drawn over the graph
         self.follow = Follow()  # the view follows the paused node until the user moves it
@@ -271,6 +273,11 @@ class AppState:
         """Pause a running program at its next graph operation."""
         dbg = self.debugger
         return dbg is not None and dbg.state == "running" and self._send("interrupt")
+
+    @property
+    def can_restart(self):
+        """Whether Restart can start the program again: not one attached to (gradviz attach)."""
+        return self._launch is not None
 
     def restart(self):
         """End the program and start it again, with the same breakpoints and switches."""

@@ -15,6 +15,12 @@ def _count(n: int, what: str) -> str:
 
 
 def status_text(st: AppState) -> str:
+    text = _status_text(st)
+    link = getattr(st.debugger, "link_status", "") if st.time is None else ""
+    return f"{text} · {link}" if link else text
+
+
+def _status_text(st: AppState) -> str:
     p = st.pause
     if st.time is not None and st.timeline is not None:
         parts = [f"time travel: event {st.time} of {len(st.timeline)}"]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gradviz import events as ev
-from gradviz.debug import protocol
+from gradviz.debug import protocol, remote
 from gradviz.debug.breakpoints import Breakpoint
 from gradviz.trace.explain import explain_node, unbroadcast
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
@@ -180,6 +180,8 @@ class Debugger:
         self.proc: subprocess.Popen | None = None
         self._tmp = None
         self._threads = []
+        self._decoder: StreamDecoder | None = None
+        self._link: typing.Any = None  # an attached program's RelayLink (gradviz.debug.remote)
 
     # -- launching ---------------------------------------------------------------------------------
     @classmethod
@@ -203,6 +205,69 @@ class Debugger:
             dbg.close()
             raise
         return dbg
+
+    @classmethod
+    def attach(cls, address, secret=None, *, stop_on_entry=True, break_on_backward=None, break_on_forward=None,
+               breakpoints=(), budget_bytes=DEFAULT_BUDGET, timeout=10.0, reconnect_timeout=30.0):
+        """Attach to a program that ``gradviz serve`` runs, here or on another machine:
+        ``address`` is the ``"HOST:PORT"`` it printed, ``secret`` the secret it printed (default:
+        the ``GRADVIZ_SECRET`` environment variable). The same API as ``launch`` follows. The
+        program waits at its entry until a window lets it go: with ``stop_on_entry=False`` this
+        one does, once the switches and breakpoints given here are in place. A dropped link is
+        made again for up to ``reconnect_timeout`` seconds, resuming where the stream broke off;
+        ``close()`` detaches (``terminate()`` ends the program)."""
+        secret = secret if secret is not None else os.environ.get(remote.SECRET_ENV)
+        if not secret:
+            raise DebuggerError("attaching needs the secret that gradviz serve printed "
+                                f"(secret=, or ${remote.SECRET_ENV})")
+        dbg = cls(budget_bytes=budget_bytes)
+        try:
+            dbg._link = remote.RelayLink(address, secret, timeout=timeout, reconnect_timeout=reconnect_timeout,
+                                         on_resync=dbg._resync)
+        except (OSError, ValueError) as exc:  # refused, unreachable, not a relay, a bad address
+            raise DebuggerError(str(exc)) from None
+        config = dbg._link.config
+        dbg.break_on_backward = bool(config.get("break_on_backward"))
+        dbg.break_on_forward = bool(config.get("break_on_forward"))
+        for wire in config.get("breakpoints", ()):  # what the program has, whoever set it
+            bp = Breakpoint.from_wire(wire)
+            dbg.breakpoints[bp.id] = bp
+        dbg._ids = itertools.count(int(config.get("next_id", 1)))
+        dbg.state = "running"
+        dbg._spawn(dbg._read_stream)
+        try:
+            if break_on_backward is not None or break_on_forward is not None:
+                dbg.configure(break_on_backward=break_on_backward, break_on_forward=break_on_forward)
+            for spec in breakpoints:
+                dbg.add(spec if isinstance(spec, (Breakpoint, dict)) else {"op": spec})  # as launch takes them
+            if not stop_on_entry and dbg._link.at_entry:
+                pause = dbg.wait_paused(timeout)
+                if pause.reason == "entry":
+                    dbg.resume()
+        except BaseException:
+            dbg.close()
+            raise
+        return dbg
+
+    @property
+    def link_status(self) -> str:
+        """An attached program's link, in a few words ("" for a launched one)."""
+        link = self._link
+        if link is None:
+            return ""
+        if link.down and self.state != "exited":
+            return f"link to {link.address} lost: attaching again"
+        return f"attached to {link.address}"
+
+    def _resync(self, current):
+        """After a dropped link was made again: ``current`` is the pause the program waits in
+        (already received), or None when it runs (or its pause is still on the way)."""
+        with self.lock:
+            if current is not None:
+                if self.state != "paused":
+                    self._handle(current)
+            elif self.state == "paused":
+                self.state = "running"
 
     def _start(self, script, args, demo, cwd, start_timeout, config):
         self._tmp = tempfile.mkdtemp(prefix="gradviz-")
@@ -304,10 +369,13 @@ class Debugger:
         for raw in itertools.chain(iter(lambda: pipe.read1(1 << 16), b""), [None]):
             text = decoder.decode(b"", final=True) if raw is None else decoder.decode(raw)
             if text:
-                with self.lock:
-                    self.output.append((name, text))
-                    self.trace.apply(ev.ProgramOutput(name, text))
+                self._on_output(name, text)
         pipe.close()
+
+    def _on_output(self, name, text):
+        with self.lock:
+            self.output.append((name, text))
+            self.trace.apply(ev.ProgramOutput(name, text))
 
     def _finish_output(self):
         for t in self._threads:
@@ -315,17 +383,10 @@ class Debugger:
                 t.join(timeout=2)
 
     def _read_stream(self):
-        dec = StreamDecoder()
         detail = ""
-        conn, proc = self._conn, self.proc
-        assert conn is not None and proc is not None, "read once the child has connected"
         try:
-            while True:
-                data = conn.recv(1 << 20)
-                if not data:
-                    break
-                for e in dec.feed(data):
-                    self._handle(e)
+            for e in self._events():
+                self._handle(e)
         except TraceFormatError as exc:
             try:
                 for e in getattr(exc, "events", ()):  # the good events decoded before the bad frame
@@ -333,28 +394,57 @@ class Debugger:
             except Exception:  # noqa: BLE001 (the corrupt frame is the news)
                 pass
             detail = f"the program's event stream was corrupt: {exc}"
-            _kill_group(proc)
+            self._kill()
         except OSError:
             pass
         except Exception as exc:  # noqa: BLE001 (an event the trace cannot take: as load() says it)
             detail = f"the program's events do not form a consistent trace: {exc!r}"
-            _kill_group(proc)
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            code = proc.wait()
-        self._finish_output()
-        if dec.pending_bytes() and not detail:
-            detail = "the program died in the middle of an event; the trace keeps everything before it"
-        if code < 0 and not detail:
-            detail = f"killed by signal {-code}"
+            self._kill()
+        code, why = self._ended()
+        detail = detail or why
         with self.lock:
             self.state = "exited"
         self._post(Pause("exited", exit_code=code, detail=detail or (self.program_error or ""),
                          traceback=self.program_error))
         with self._fetch_cond:
             self._fetch_cond.notify_all()
+
+    # The transport: the events, how the program is ended, how it ended. A launched program's
+    # are its socket and its process; an attached one's, the relay's link (Debugger.attach).
+    def _events(self):
+        if self._link is not None:
+            yield from self._link.events()
+            return
+        conn = self._conn
+        assert conn is not None, "read once the child has connected"
+        self._decoder = dec = StreamDecoder()
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                return
+            yield from dec.feed(data)
+
+    def _kill(self):
+        if self._link is not None:
+            self._link.close()
+        elif self.proc is not None:
+            _kill_group(self.proc)
+
+    def _ended(self) -> tuple[int | None, str]:
+        """The program's exit status and, where the status does not say it all, why it ended."""
+        if self._link is not None:
+            return self._link.end
+        proc = self.proc
+        assert proc is not None, "a launched program has a process"
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            code = proc.wait()
+        self._finish_output()
+        if self._decoder is not None and self._decoder.pending_bytes():
+            return code, "the program died in the middle of an event; the trace keeps everything before it"
+        return code, f"killed by signal {-code}" if code < 0 else ""
 
     def _handle(self, e):
         t = type(e)
@@ -375,6 +465,8 @@ class Debugger:
             with self.lock:
                 if t is ev.ProgramExited:
                     self.program_error = e.error
+                elif t is ev.ProgramOutput and self._link is not None:  # no pipes: the relay read them
+                    self.output.append((e.stream, e.text))
                 self.trace.apply(e)
 
     def _post(self, pause):
@@ -399,12 +491,15 @@ class Debugger:
             return None
 
     def _send(self, msg):
-        if self.state == "exited" or self._conn is None:
+        if self.state == "exited" or (self._conn is None and self._link is None):
             raise DebuggerError("the program has exited")
         try:
-            protocol.send_message(self._conn, msg)
+            if self._link is not None:
+                self._link.send(msg)
+            else:
+                protocol.send_message(self._conn, msg)
         except OSError as exc:
-            raise DebuggerError(f"the program is gone: {exc}") from None
+            raise DebuggerError(f"the program is gone: {exc}" if self._link is None else str(exc)) from None
 
     def _require_paused(self, what):
         if self.state != "paused":
@@ -412,14 +507,21 @@ class Debugger:
 
     def step(self):
         """Run the current node and pause before the next one (of the same pass direction)."""
-        self._require_paused("step")
-        self.state = "running"
-        self._send({"cmd": "step"})
+        self._go("step")
 
     def resume(self):
-        self._require_paused("resume")
-        self.state = "running"
-        self._send({"cmd": "resume"})
+        self._go("resume")
+
+    def _go(self, cmd):
+        with self.lock:  # a pause that comes back before the command is sent finds it sent
+            self._require_paused(cmd)
+            self.state = "running"
+            try:
+                self._send({"cmd": cmd})
+            except DebuggerError:
+                if self._link is not None and self.state == "running":
+                    self.state = "paused"  # the link is being made again: the program waits there still
+                raise
 
     def interrupt(self):
         """Pause at the next graph operation the program makes or runs; a program that makes none
@@ -431,6 +533,16 @@ class Debugger:
     def terminate(self, timeout=1.0):
         """End the program, whatever it is doing, within ``timeout`` seconds, and every process it
         started (its process group)."""
+        if self._link is not None:  # attached: the relay ends it, and the stream then ends
+            if self.state != "exited":
+                try:
+                    self._link.send({"cmd": "terminate"})
+                except OSError:
+                    pass
+                deadline = time.monotonic() + max(timeout, 0.1) + 2.0
+                while self.state != "exited" and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            return
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -636,7 +748,11 @@ class Debugger:
 
     # -- ending ------------------------------------------------------------------------------------
     def close(self):
-        self.terminate()
+        """End the program (a launched one); an attached one is left to the relay: detached."""
+        if self._link is not None:
+            self._link.close()
+        else:
+            self.terminate()
         if self.proc is not None:
             self.proc.wait()
             _children.discard(self.proc)
