@@ -6,11 +6,13 @@ import os
 
 import numpy as np
 
+from gradviz.adapters.protocol import NotCheckable, Replay
 from gradviz.adapters.weak import NAMES, WeakTable
 from gradviz.summary import summarize
 
 from gradviz.engine import hooks
 from gradviz.engine.autograd import AccumulateGrad
+from gradviz.engine.autograd.function import TensorBase
 from gradviz.engine.nn import Parameter
 
 import gradviz.engine as _engine
@@ -47,6 +49,60 @@ class EngineAdapter:
         self._tags = WeakTable()
         self.get_tag = self._tags.get
         self.set_tag = self._tags.set
+        self._forward = WeakTable()  # node -> the arguments its forward had (keep_forward)
+
+    def keep_forward(self, node, args, kwargs):
+        """Keep what ``node``'s forward was called with, for as long as the node lives: the input
+        arrays themselves (no copies) with their version counters, and the other arguments."""
+        kept = tuple((a._np, a._vc, a._vc[0]) if isinstance(a, TensorBase) else a for a in args)
+        self._forward.set(node, (kept, dict(kwargs)))
+
+    def replay(self, node):
+        """``node``'s forward, ready to run again in float64 on copies of the inputs it saw (a
+        ``Replay``); raises ``NotCheckable`` saying why it cannot be."""
+        if isinstance(node, AccumulateGrad):
+            raise NotCheckable("AccumulateGrad adds its gradient into .grad: it has no forward to check")
+        rec = self._forward.get(node)
+        if rec is None:
+            raise NotCheckable("its forward inputs were not kept (made before gradviz watched, or not a Function)")
+        kept, kwargs = rec
+        tensors = [i for i, a in enumerate(kept) if isinstance(a, tuple) and len(a) == 3
+                   and isinstance(a[0], np.ndarray) and isinstance(a[1], list)]
+        for k, i in enumerate(tensors):
+            array, counter, version = kept[i]
+            if counter[0] != version:
+                raise NotCheckable(f"input {k} was modified in place since forward (version {version}, now "
+                                   f"{counter[0]})")
+        diff, edges = [], []
+        for k, i in enumerate(tensors):
+            fn = node.next_functions[k][0] if k < len(node.next_functions) else None
+            if fn is not None and np.issubdtype(kept[i][0].dtype, np.inexact):
+                diff.append(i)
+                edges.append(k)
+        if not diff:
+            if tensors and all(not np.issubdtype(kept[i][0].dtype, np.inexact) for i in tensors):
+                raise NotCheckable("its inputs are integers: nothing to differentiate")
+            raise NotCheckable("none of its inputs needs a gradient")
+        # every floating input in float64 (ops insist on one dtype), the differentiable ones replaced
+        base = [(a[0].astype(np.float64) if np.issubdtype(a[0].dtype, np.floating) else a[0]) if i in tensors else a
+                for i, a in enumerate(kept)]
+        cls = type(node)
+
+        def run(arrays):
+            args = list(base)
+            for i, x in zip(diff, arrays):
+                args[i] = x
+            fresh = cls()
+            fresh.needs_input_grad = tuple(True for _ in tensors)
+            with np.errstate(all="ignore"):
+                out = fresh.forward(*args, **kwargs)
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            return [np.asarray(o) for o in outs]
+
+        out_dtype = run([kept[i][0] for i in diff])[0].dtype
+        if not np.issubdtype(out_dtype, np.inexact):
+            raise NotCheckable(f"not differentiable: its output is {out_dtype}")
+        return Replay([np.array(kept[i][0], dtype=np.float64) for i in diff], edges, run)
 
     def get_tag(self, obj):
         return self._tags.get(obj)
@@ -119,16 +175,23 @@ class EngineRecording:
     def __init__(self, producer):
         self.p = producer
         self._handle = None
+        self._forward_handle = None
 
     def attach(self):
         if self._handle is None:
             self._handle = hooks.register_observer(self)
+            adapter = getattr(self.p.adapter, "engine", self.p.adapter)
+            if getattr(self.p, "keep_forward", False) and isinstance(adapter, EngineAdapter):
+                self._forward_handle = hooks.node_forward.register(adapter.keep_forward)
         return self
 
     def detach(self):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        if self._forward_handle is not None:
+            self._forward_handle.remove()
+            self._forward_handle = None
 
     # Function.apply
     def node_created(self, node, inputs, output):

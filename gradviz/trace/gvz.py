@@ -257,7 +257,7 @@ def _bool(x, what, off):
 _INT_FIELDS = {"id", "index", "iteration", "tensor", "status", "request"}
 _OPT_INT_FIELDS = {"node", "pass_index"}
 _STR_FIELDS = {"op", "kind", "dtype", "output_dtype", "scope", "optimizer", "stream", "text", "reason", "phase",
-               "detail"}
+               "detail", "result"}
 _OPT_STR_FIELDS = {"name", "error", "traceback"}
 _INT_TUPLES = {"inputs", "params", "roots", "nodes"}
 

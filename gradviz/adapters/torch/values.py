@@ -113,6 +113,11 @@ class TorchAdapter:
             out = node(*grads)
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
+    def replay(self, node):
+        """``node``'s forward, ready to run again in float64 (``gradviz.adapters.torch.replay``)."""
+        from gradviz.adapters.torch.replay import replay
+        return replay(self.torch, node)
+
     def saved(self, node):
         """The tensors ``node`` saved for its backward (its ``_saved_*`` attributes), as (name,
         detached tensor); reading them after the pass freed them raises PyTorch's own error."""
