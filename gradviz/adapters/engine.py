@@ -86,6 +86,8 @@ class EngineAdapter:
         # every floating input in float64 (ops insist on one dtype), the differentiable ones replaced
         base = [(a[0].astype(np.float64) if np.issubdtype(a[0].dtype, np.floating) else a[0]) if i in tensors else a
                 for i, a in enumerate(kept)]
+        kwargs = {k: _float64_dtype(x) for k, x in kwargs.items()}
+        base = [_float64_dtype(x) for x in base]
         cls = type(node)
 
         def run(arrays):
@@ -99,10 +101,11 @@ class EngineAdapter:
             outs = out if isinstance(out, (tuple, list)) else (out,)
             return [np.asarray(o) for o in outs]
 
-        out_dtype = run([kept[i][0] for i in diff])[0].dtype
+        inputs = [np.array(kept[i][0], dtype=np.float64) for i in diff]
+        out_dtype = run(inputs)[0].dtype
         if not np.issubdtype(out_dtype, np.inexact):
             raise NotCheckable(f"not differentiable: its output is {out_dtype}")
-        return Replay([np.array(kept[i][0], dtype=np.float64) for i in diff], edges, run)
+        return Replay(inputs, edges, run)
 
     def get_tag(self, obj):
         return self._tags.get(obj)
@@ -167,6 +170,15 @@ class EngineAdapter:
         return isinstance(tensor, Parameter)
 
     given_name = staticmethod(NAMES.get)
+
+
+def _float64_dtype(x):
+    """A floating dtype argument (an op's result dtype) as float64, for a float64 re-run."""
+    if isinstance(x, np.dtype) and np.issubdtype(x, np.floating):
+        return np.dtype(np.float64)
+    if isinstance(x, type) and issubclass(x, np.floating):
+        return np.float64
+    return x
 
 
 class EngineRecording:
