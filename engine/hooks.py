@@ -34,9 +34,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["HookList", "RemovableHandle", "MOMENTS", "register_observer", "node_forward", "node_created", "backward_started",
-           "node_entered", "grad_accumulated", "node_exited", "backward_finished", "module_entered", "module_exited",
-           "optimizer_step"]
+__all__ = ["HookList", "RemovableHandle", "MOMENTS", "register_observer", "node_forward", "node_created",
+           "backward_started", "node_entered", "grad_accumulated", "node_exited", "backward_finished",
+           "module_entered", "module_exited", "optimizer_step"]
 
 
 class RemovableHandle:

@@ -16,6 +16,7 @@ from gradviz.engine.autograd.function import TensorBase
 from gradviz.engine.nn import Parameter
 
 import gradviz.engine as _engine
+from gradviz.engine import _random
 
 _ENGINE_DIR = os.path.dirname(os.path.abspath(_engine.__file__))
 
@@ -96,16 +97,24 @@ class EngineAdapter:
                 args[i] = x
             fresh = cls()
             fresh.needs_input_grad = tuple(True for _ in tensors)
-            with np.errstate(all="ignore"):
-                out = fresh.forward(*args, **kwargs)
+            generator = _random.generator()
+            state = generator.bit_generator.state
+            try:
+                with np.errstate(all="ignore"):
+                    out = fresh.forward(*args, **kwargs)
+            finally:
+                drew = generator.bit_generator.state != state
+                generator.bit_generator.state = state  # the program's random numbers stay its own
+            if drew:
+                raise NotCheckable("its forward draws random numbers (such as dropout without its mask)")
             outs = out if isinstance(out, (tuple, list)) else (out,)
             return [np.asarray(o) for o in outs]
 
         inputs = [np.array(kept[i][0], dtype=np.float64) for i in diff]
-        out_dtype = run(inputs)[0].dtype
-        if not np.issubdtype(out_dtype, np.inexact):
-            raise NotCheckable(f"not differentiable: its output is {out_dtype}")
-        return Replay(inputs, edges, run)
+        outputs = run(inputs)
+        if not np.issubdtype(outputs[0].dtype, np.inexact):
+            raise NotCheckable(f"not differentiable: its output is {outputs[0].dtype}")
+        return Replay(inputs, edges, run, [o.astype(np.float64) for o in outputs])
 
     def get_tag(self, obj):
         return self._tags.get(obj)

@@ -22,11 +22,14 @@ class Replay:
     """A node's forward, ready to run again in float64 from the inputs it saw (a gradient check):
     ``inputs`` are float64 copies of its differentiable inputs, ``edges[i]`` the index of the
     grad_input (``next_functions`` entry) that belongs to ``inputs[i]``, ``run(arrays)`` the
-    node's outputs (float64, one per grad_output) for those inputs in their place."""
+    node's outputs (float64, one per grad_output) for those inputs in their place, ``outputs``
+    what ``run(inputs)`` gave (the adapter ran it once: a forward that draws random numbers is
+    refused there, and the program's random state is left as it was)."""
 
     inputs: list[np.ndarray]
     edges: list[int]
     run: Callable[[list[np.ndarray]], list[np.ndarray]]
+    outputs: list[np.ndarray]
     backward_source: str | None = None  # a user-written backward's "file:line"
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from gradviz import events as ev
 from gradviz.debug import protocol
 from gradviz.debug.breakpoints import Breakpoint
-from gradviz.debug.check import MAX_EVALS, NodeCheck
+from gradviz.debug.check import MAX_EVALS, TIME_BUDGET, NodeCheck
 from gradviz.trace.explain import explain_node, unbroadcast
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 from gradviz.trace.gvz import StreamDecoder, TraceFormatError
@@ -622,7 +622,7 @@ class Debugger:
 
     # -- gradient checks (gradviz.debug.check) -----------------------------------------------------
     def check_node(self, node=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0,
-                   timeout=60.0):
+                   time_budget=TIME_BUDGET, timeout=60.0):
         """Check the paused node's backward: its vector-Jacobian product for the grad_outputs it
         received against central finite differences of its forward, run again in float64 in the
         child on the inputs it saw (see docs/checking.md). A ``NodeCheck``: ``ok`` None with a
@@ -634,7 +634,8 @@ class Debugger:
             raise DebuggerError(f"check_node checks the paused node (n{pause.node}), not n{node}: before a node "
                                 "runs is when its inputs and saved tensors are there (check_pass checks them all)")
         request = next(self._ids)
-        self._send({"cmd": "check", "request": request, **_check_options(eps, atol, rtol, max_evals, seed)})
+        self._send({"cmd": "check", "request": request,
+                    **_check_options(eps, atol, rtol, max_evals, seed, time_budget)})
         deadline = time.monotonic() + timeout
         with self._fetch_cond:
             while not self._checks.get(request):
@@ -644,7 +645,8 @@ class Debugger:
                 self._fetch_cond.wait(left)
             return self._checks.pop(request)[0]
 
-    def start_check_pass(self, pass_index=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0):
+    def start_check_pass(self, pass_index=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0,
+                         time_budget=TIME_BUDGET):
         """Let the program run on, checking every node of backward pass ``pass_index`` (default: the
         pass paused in, else the next one) as it comes, before it runs, pausing nowhere else; it
         pauses (reason ``checked``) when that pass ends. Returns the request: ``checks_of(request)``
@@ -654,7 +656,7 @@ class Debugger:
         self._checks[request] = []
         self.state = "running"
         self._send({"cmd": "check_pass", "request": request, "pass_index": pass_index,
-                    **_check_options(eps, atol, rtol, max_evals, seed)})
+                    **_check_options(eps, atol, rtol, max_evals, seed, time_budget)})
         return request
 
     def checks_of(self, request):
@@ -663,11 +665,12 @@ class Debugger:
             return list(self._checks.get(request, [])), request in self._checks_done
 
     def check_pass(self, pass_index=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0,
-                   timeout=600.0):
+                   time_budget=TIME_BUDGET, timeout=600.0):
         """``start_check_pass`` and wait for its pause: the NodeChecks of every node of the pass, in
         the order they ran. Raises DebuggerError if the program ends first (what was checked is in
         ``checks_of``)."""
-        request = self.start_check_pass(pass_index, eps, atol, rtol, max_evals=max_evals, seed=seed)
+        request = self.start_check_pass(pass_index, eps, atol, rtol, max_evals=max_evals, seed=seed,
+                                        time_budget=time_budget)
         deadline = time.monotonic() + timeout
         while True:
             pause = self.wait_paused(max(0.0, deadline - time.monotonic()))
@@ -734,9 +737,9 @@ class Debugger:
         return False
 
 
-def _check_options(eps, atol, rtol, max_evals, seed):
+def _check_options(eps, atol, rtol, max_evals, seed, time_budget=TIME_BUDGET):
     return {"eps": float(eps), "atol": float(atol), "rtol": float(rtol), "max_evals": int(max_evals),
-            "seed": int(seed)}
+            "seed": int(seed), "time_budget": float(time_budget)}
 
 
 def _tensor_ref(x):
