@@ -210,7 +210,7 @@ def check_replay(node, op, replay: Replay, v: list, vjp: Callable[[list], list],
     max_abs = max_rel = 0.0
     ok, checked, kinks, spent = True, 0, 0, 0.0
     for i, k in _plan(xs, analytic, rng):
-        if evals + 2 > max_evals or (checked + kinks > 0 and time.perf_counter() - t0 + spent > time_budget):
+        if evals + 2 > max_evals or (checked > 0 and time.perf_counter() - t0 + spent > time_budget):
             break
         if k is None:
             d = rng.choice([-1.0, 1.0], size=xs[i].shape) / math.sqrt(xs[i].size)
@@ -227,7 +227,9 @@ def check_replay(node, op, replay: Replay, v: list, vjp: Callable[[list], list],
         plus = sum(float(np.vdot(w, p - o)) for w, p, o in zip(vs, fp, f0))
         minus = sum(float(np.vdot(w, o - m)) for w, o, m in zip(vs, f0, fm))
         num = (plus + minus) / (2 * eps)
-        tol = atol + rtol * abs(num)
+        # relative to the terms summed, not only their sum: a dense direction's <a, d> can cancel
+        # down to a value the analytic's own rounding (float32) is large against
+        tol = atol + rtol * max(abs(num), float(np.vdot(np.abs(analytic[i]), np.abs(d))))
         # A kink (a max or ReLU tie, |x| at 0): the one-sided slopes disagree, and no derivative
         # exists there to check against; that direction is skipped, and counted.
         if abs(plus - minus) / eps > tol + noise:

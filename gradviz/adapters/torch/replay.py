@@ -78,7 +78,10 @@ def backward_source(cls):
     fn = getattr(cls, "backward", None)
     try:
         fn = inspect.unwrap(fn)
-        return f"{os.path.abspath(inspect.getsourcefile(fn) or '?')}:{inspect.getsourcelines(fn)[1]}"
+        lines, first = inspect.getsourcelines(fn)
+        # the def line, past any decorators (@staticmethod, @once_differentiable)
+        at = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith(("def ", "async def "))), 0)
+        return f"{os.path.abspath(inspect.getsourcefile(fn) or '?')}:{first + at}"
     except (TypeError, OSError):
         code = getattr(fn, "__code__", None)
         return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else None
