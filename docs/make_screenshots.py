@@ -115,7 +115,33 @@ def seed_explained(app, out_dir):
     state.close()
 
 
-def main(out_dir="docs"):
+def wrong_backward(app, out_dir):
+    """The wrong-backward demo after "Check every node of this pass": ScaledMul's wrong backward
+    red in the graph, its error and its backward's line in the inspector, the others ticked."""
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.ui.main_window import MainWindow
+
+    state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
+        demo="wrong-backward", **{"break_on_backward": True, **switches}))
+    w = MainWindow(state, "gradviz — wrong_backward.py, every node checked")
+    w.resize(1400, 900)
+    w.show()
+    _settle(app, w, lambda: state.pause is not None and state.current is not None and not state.laying_out)
+    w.check_pass()
+    _settle(app, w, lambda: state.pause is not None and state.pause.reason == "checked"
+            and state.checks.request is None)
+    failing = sorted(state.checks.failing())
+    w.view.fit()
+    if failing:
+        w.select(failing[0])
+    _settle(app, w, lambda: True)
+    w.grab().save(os.path.join(out_dir, "wrong-backward.png"))
+    w.close()
+    state.close()
+
+
+def main(out_dir="docs", only=None):
     import tempfile
 
     from PySide6.QtWidgets import QApplication
@@ -126,6 +152,8 @@ def main(out_dir="docs"):
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     os.makedirs(out_dir, exist_ok=True)
+    if only == "wrong-backward":  # (python docs/make_screenshots.py docs wrong-backward: that one alone)
+        return wrong_backward(app, out_dir)
 
     # 1. The seed demo, three nodes into its backward pass.
     state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
@@ -169,6 +197,8 @@ def main(out_dir="docs"):
         _stepped(app, tmp, "resnet18_tutorial.py", TUTORIAL_RESNET, 10,
                  os.path.join(out_dir, "resnet18-stepping.png"), "gradviz — resnet18_tutorial.py")
         _stepped(app, tmp, "gru.py", GRU, 12, os.path.join(out_dir, "gru-standins.png"), "gradviz — gru.py")
+
+    wrong_backward(app, out_dir)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def _pass_checks(tmp_path=None, **launch):
         assert dbg.wait_paused(timeout=30).reason == "entry"
         checks = dbg.check_pass(timeout=300, **_FAST)
         end = dbg.last_pause
-        assert end.reason == "checked" and "backward pass 0" in end.detail
+        assert end.reason == "checked" and end.detail == "every node of backward pass 0 checked"
         return checks, dict(dbg.checks)
 
 
@@ -95,7 +95,7 @@ def test_every_node_of_an_engine_resnet18_step_passes(tmp_path):
         model = resnet18(num_classes=4)
         F.cross_entropy(model(torch.randn(2, 3, 16, 16)), torch.tensor([2, 0])).backward()
     """))
-    with Debugger.launch(script=str(script), stop_on_entry=True) as dbg:
+    with Debugger.launch(script=str(script), stop_on_entry=True, values="summaries") as dbg:
         dbg.wait_paused(timeout=30)
         checks = dbg.check_pass(time_budget=0.01, max_evals=8, timeout=300)
     ops = [c.op for c in checks if c.op not in ACCUMULATE]
@@ -288,7 +288,7 @@ def test_every_node_of_a_torch_resnet18_step_passes_or_says_why(tmp_path):
         torch.manual_seed(0)
         F.cross_entropy(resnet18(4)(torch.randn(2, 3, 16, 16)), torch.tensor([2, 0])).backward()
     """))
-    with Debugger.launch(script=str(script), stop_on_entry=True) as dbg:
+    with Debugger.launch(script=str(script), stop_on_entry=True, values="summaries") as dbg:
         dbg.wait_paused(timeout=60)
         checks = dbg.check_pass(time_budget=0.01, max_evals=8, timeout=300)
     assert [str(c) for c in checks if c.ok is False] == []

@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
         self._actions()
         self.view.model.auto_focus = True  # see GraphModel.update_focus
         self.view.nodeClicked.connect(self.select)
+        self.inspector.checkAsked.connect(lambda what: self.check_node() if what == "node" else self.check_pass())
         # A box expanded under the selection: the selection goes with it (select() checks it).
         self.view.collapsedChanged.connect(lambda: self.select(self.state.selected))
         self.view.lineBreakpointAsked.connect(lambda key: self.toggle_breakpoint(key, line=True))
@@ -95,6 +96,10 @@ class MainWindow(QMainWindow):
                 ("Stop", "Shift+F5", st.stop, "End the program"),
                 ("Restart", "Ctrl+Shift+F5", self.restart, "Start the program again, keeping the breakpoints"),
                 ("Breakpoint", "F9", self.toggle_breakpoint, "Toggle a breakpoint on the selected node"),
+                ("Check", "Ctrl+K", self.check_node,
+                 "Check the paused node's backward against finite differences of its forward"),
+                ("Check pass", "Ctrl+Shift+K", self.check_pass,
+                 "Check every node of this backward pass as it runs; failing nodes turn red"),
                 ("Fit", "F", self.view.user_fit, "Fit the graph in the window (stops following)")):
             act = self._action(name, key, tip, lambda checked=False, slot=slot, name=name: (
                 name == "Fit" or self.go_live(), slot(), self.poll()))
@@ -130,6 +135,18 @@ class MainWindow(QMainWindow):
         self._action("Previous match", "Shift+F3", "The previous node found", lambda checked=False: self.next_match(-1))
         self._sync_switches()
 
+    def check_node(self):
+        """Check: the paused node's gradient check (gradviz.app.checks), shown at once."""
+        self.go_live()
+        self.state.checks.check_current()
+        self._show({"checks"})
+
+    def check_pass(self):
+        """Check every node of this pass: the program runs on; results come in through poll."""
+        self.go_live()
+        self.state.checks.check_pass()
+        self.poll()
+
     def _sync_switches(self):
         st = self.state
         dbg = st.debugger
@@ -138,7 +155,8 @@ class MainWindow(QMainWindow):
             # After the program raised, nothing is left to run: only Stop and Restart.
             raised = dbg.last_pause is not None and dbg.last_pause.reason == "exception"
             can_go = dbg.state == "paused" and not raised
-            for name, on in (("Continue", can_go), ("Step", can_go),
+            for name, on in (("Continue", can_go), ("Step", can_go), ("Check", st.checks.can_check()),
+                             ("Check pass", can_go and st.checks.request is None),
                              ("Pause", dbg.state == "running"), ("Stop", alive),
                              ("Breakpoint", alive)):
                 act = self.actions_by_name[name]

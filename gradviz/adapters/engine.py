@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from gradviz.adapters.protocol import NotCheckable, Replay
+from gradviz.adapters.protocol import NotCheckable, Replay, backward_source
 from gradviz.adapters.weak import NAMES, WeakTable
 from gradviz.summary import summarize
 
@@ -63,6 +63,15 @@ class EngineAdapter:
         ``Replay``); raises ``NotCheckable`` saying why it cannot be."""
         if isinstance(node, AccumulateGrad):
             raise NotCheckable("AccumulateGrad adds its gradient into .grad: it has no forward to check")
+        # a Function written outside the engine (the user's): where its backward is
+        src = None if type(node).__module__.startswith("gradviz.engine") else backward_source(type(node))
+        try:
+            return self._replay(node, src)
+        except NotCheckable as exc:
+            exc.backward_source = src  # type: ignore[attr-defined]
+            raise
+
+    def _replay(self, node, src):
         rec = self._forward.get(node)
         if rec is None:
             raise NotCheckable("its forward inputs were not kept (made before gradviz watched, or not a Function)")
@@ -114,7 +123,7 @@ class EngineAdapter:
         outputs = run(inputs)
         if not np.issubdtype(outputs[0].dtype, np.inexact):
             raise NotCheckable(f"not differentiable: its output is {outputs[0].dtype}")
-        return Replay(inputs, edges, run, [o.astype(np.float64) for o in outputs])
+        return Replay(inputs, edges, run, [o.astype(np.float64) for o in outputs], src)
 
     def get_tag(self, obj):
         return self._tags.get(obj)

@@ -4,6 +4,8 @@ whichever framework made a tensor or a graph node, and knows nothing else of it.
 that owns it) satisfy this protocol; a test checks it."""
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -11,6 +13,22 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gradviz.summary import Summary
+
+
+def backward_source(cls: Any) -> str | None:
+    """"file:line" of a custom Function's backward, when Python can tell."""
+    fn = getattr(cls, "backward", None)
+    if fn is None:
+        return None
+    try:
+        fn = inspect.unwrap(fn)
+        lines, first = inspect.getsourcelines(fn)
+        # the def line, past any decorators (@staticmethod, @once_differentiable)
+        at = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith(("def ", "async def "))), 0)
+        return f"{os.path.abspath(inspect.getsourcefile(fn) or '?')}:{first + at}"
+    except (TypeError, OSError):
+        code = getattr(fn, "__code__", None)
+        return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else None
 
 
 class NotCheckable(Exception):

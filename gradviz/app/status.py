@@ -14,6 +14,12 @@ def _count(n: int, what: str) -> str:
 
 
 def status_text(st: AppState) -> str:
+    checks = getattr(st, "checks", None)
+    text = _status_text(st)
+    return f"{text} · {checks.message}" if checks is not None and checks.message else text
+
+
+def _status_text(st: AppState) -> str:
     p = st.pause
     if st.time is not None and st.timeline is not None:
         parts = [f"time travel: event {st.time} of {len(st.timeline)}"]

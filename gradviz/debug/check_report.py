@@ -26,7 +26,7 @@ def run_check(script=None, args=(), demo=None, pass_index=0, out=None, err=None,
     """Check every node of backward pass ``pass_index`` of the program; 0 if all checked nodes
     pass, 1 if any fails, 2 if the pass never came."""
     out, err = out or sys.stdout, err or sys.stderr
-    with Debugger.launch(script=script, args=args, demo=demo, stop_on_entry=True,
+    with Debugger.launch(script=script, args=args, demo=demo, stop_on_entry=True, values="summaries",
                          start_timeout=start_timeout) as dbg:
         first = dbg.wait_paused(timeout=start_timeout)
         if first.reason == "exited":

@@ -356,7 +356,7 @@ class Session:
             return
         self.checking = None
         self.emit(ev.NodeChecked(cmd.get("request", 0), None, ""))
-        self.pause("checked", "program", detail=f"checked the nodes of backward pass {pass_index}")
+        self.pause("checked", "program", detail=f"every node of backward pass {pass_index} checked")
 
     def _find_tensor(self, tid, name):
         live = self.producer.live

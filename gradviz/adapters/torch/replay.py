@@ -18,12 +18,10 @@ against the wrong function. In-place ops are refused too: their input is their o
 from __future__ import annotations
 
 import contextlib
-import inspect
-import os
 
 import numpy as np
 
-from gradviz.adapters.protocol import NotCheckable, Replay
+from gradviz.adapters.protocol import NotCheckable, Replay, backward_source
 
 
 class _Forward:
@@ -71,20 +69,6 @@ def record(torch, key, func, args, kwargs, outs, custom=None):
                                           refused="an in-place op: its input was overwritten by its own output")
         else:
             node.metadata[key] = _Forward(func, tuple(args), kwargs, positions, versions, custom)
-
-
-def backward_source(cls):
-    """"file:line" of a custom Function's backward, when Python can tell."""
-    fn = getattr(cls, "backward", None)
-    try:
-        fn = inspect.unwrap(fn)
-        lines, first = inspect.getsourcelines(fn)
-        # the def line, past any decorators (@staticmethod, @once_differentiable)
-        at = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith(("def ", "async def "))), 0)
-        return f"{os.path.abspath(inspect.getsourcefile(fn) or '?')}:{first + at}"
-    except (TypeError, OSError):
-        code = getattr(fn, "__code__", None)
-        return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else None
 
 
 def _get(container, place):
