@@ -323,3 +323,76 @@ def test_cli_check_refuses_what_it_cannot_run(capsys, tmp_path):
     assert "no such script" in capsys.readouterr().err
     assert main(["check", "--demo", "seed", "--pass", "3"]) == 2
     assert "no backward pass 3 was checked" in capsys.readouterr().err
+
+
+# -- the app ---------------------------------------------------------------------------------------
+def _wait(cond, timeout=30.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.01)
+
+
+def test_app_state_marks_the_failing_node_red_and_the_others_passed():
+    from gradviz.app.state import AppState
+    with Debugger.launch(demo="wrong-backward", break_on_backward=True) as dbg:
+        st = AppState(debugger=dbg)
+        _wait(lambda: (st.poll(), st.pause is not None)[1])
+        first = st.current
+        assert st.checks.can_check() and st.checks.view(first).can_check
+        assert st.checks.verdict(first) is None and st.checks.view(first).verdict == "none"
+        assert st.checks.check_current().ok is True  # SumBackward0, the paused node
+        assert st.checks.verdict(first) == "ok" and st.checks.view(first).headline == "gradient check: ok ✓"
+        assert st.checks.check_pass() and not st.checks.can_check()
+        _wait(lambda: (st.poll(), st.pause is not None and st.pause.reason == "checked")[1])
+        _wait(lambda: (st.poll(), st.checks.request is None)[1])
+        scaled = next(k for k, d in st.trace.graph.nodes(data=True) if d.get("op") == "ScaledMul")
+        assert st.checks.failing() == {scaled}
+        assert {st.trace.graph.nodes[k]["op"] for k in st.checks.passing()} == {
+            "SumBackward0", "Square", "Tanh", "MmBackward0"}
+        view = st.checks.view(scaled)
+        assert view.verdict == "fail" and view.lines[0].startswith("worst at input 1, element ")
+        with open(WRONG_DEMO) as f:
+            lines = f.read().splitlines()
+        cls_at = next(i for i, ln in enumerate(lines) if ln.startswith("class ScaledMul"))
+        def_at = next(i for i in range(cls_at, len(lines)) if "def backward" in lines[i]) + 1
+        assert view.backward_source == f"{WRONG_DEMO}:{def_at}"  # the user's backward, its def line
+        assert "checked 5 nodes: 4 ok, 1 FAIL: ScaledMul" in st.status_text()
+
+
+def test_the_window_checks_from_the_inspector_and_paints_the_failing_node_red(qtbot):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from gradviz.app.state import AppState
+    from gradviz.ui.graph_view import CHECK_FAIL
+    from gradviz.ui.inspector import CHECK_PASS
+    from gradviz.ui.main_window import MainWindow
+    dbg = Debugger.launch(demo="wrong-backward", break_on_backward=True)
+    w = MainWindow(AppState(debugger=dbg))
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        st = w.state
+        qtbot.waitUntil(lambda: st.current is not None and bool(w.view.items_by_key), timeout=30000)
+        assert "Check this node's backward" in w.inspector.toPlainText()
+        assert w.actions_by_name["Check"].isEnabled()
+        from PySide6.QtCore import QUrl
+        w.inspector.anchorClicked.emit(QUrl(CHECK_PASS))  # the inspector's "Check every node of this pass"
+        qtbot.waitUntil(lambda: st.pause is not None and st.pause.reason == "checked" and st.checks.request is None,
+                        timeout=30000)
+        (scaled,) = st.checks.failing()
+        w.select(scaled)
+        text = w.inspector.toPlainText()
+        assert "gradient check: FAIL, its backward disagrees with finite differences" in text
+        assert "worst at input 1, element" in text and "its backward" in text and "wrong_backward.py:" in text
+        item = w.view.items_by_key[scaled]
+        assert item.check == "fail"
+        image = w.view.grab().toImage()
+        below_label = w.view.mapFromScene(item.rect.left() + 6, item.rect.bottom() - 4)  # fill, not text
+        assert image.pixelColor(below_label.x(), below_label.y()).name() == CHECK_FAIL.name()
+        ok = next(k for k in st.checks.passing())
+        assert w.view.items_by_key[ok].check == "ok"
+    finally:
+        w.timer.stop()
+        dbg.close()
