@@ -28,7 +28,7 @@ import numpy as np
 from gradviz.adapters.protocol import NotCheckable, Replay
 
 MAX_EVALS = 128  # forward runs a check may make (two per direction)
-TIME_BUDGET = 0.8  # seconds a check spends on directions, after its first (big inputs: fewer directions)
+TIME_BUDGET = 0.5  # seconds a check spends on directions, after its first (big inputs: fewer directions)
 
 
 @dataclass(frozen=True)
