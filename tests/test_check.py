@@ -377,6 +377,13 @@ def test_the_window_checks_from_the_inspector_and_paints_the_failing_node_red(qt
         qtbot.waitUntil(lambda: st.current is not None and bool(w.view.items_by_key), timeout=30000)
         assert "Check this node's backward" in w.inspector.toPlainText()
         assert w.actions_by_name["Check"].isEnabled()
+        from PySide6.QtCore import Qt
+        w.activateWindow()
+        qtbot.waitUntil(w.isActiveWindow, timeout=5000)  # shortcuts act in the active window
+        first = st.current
+        qtbot.keyClick(w, Qt.Key_K, Qt.ControlModifier)  # Check: the paused node, SumBackward0
+        assert w.view.items_by_key[first].check == "ok"
+        assert "gradient check: ok ✓" in w.inspector.toPlainText()
         from PySide6.QtCore import QUrl
         w.inspector.anchorClicked.emit(QUrl(CHECK_PASS))  # the inspector's "Check every node of this pass"
         qtbot.waitUntil(lambda: st.pause is not None and st.pause.reason == "checked" and st.checks.request is None,

@@ -96,10 +96,6 @@ class MainWindow(QMainWindow):
                 ("Stop", "Shift+F5", st.stop, "End the program"),
                 ("Restart", "Ctrl+Shift+F5", self.restart, "Start the program again, keeping the breakpoints"),
                 ("Breakpoint", "F9", self.toggle_breakpoint, "Toggle a breakpoint on the selected node"),
-                ("Check", "Ctrl+K", self.check_node,
-                 "Check the paused node's backward against finite differences of its forward"),
-                ("Check pass", "Ctrl+Shift+K", self.check_pass,
-                 "Check every node of this backward pass as it runs; failing nodes turn red"),
                 ("Fit", "F", self.view.user_fit, "Fit the graph in the window (stops following)")):
             act = self._action(name, key, tip, lambda checked=False, slot=slot, name=name: (
                 name == "Fit" or self.go_live(), slot(), self.poll()))
@@ -131,6 +127,12 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.search_count)
         self._action("Find", QKeySequence(QKeySequence.Find).toString(), "Search nodes by name, op or module",
                      lambda checked=False: (self.search_box.setFocus(), self.search_box.selectAll()))
+        # The gradient check: shortcuts here, links in the inspector (the toolbar is full)
+        self._action("Check", "Ctrl+K", "Check the paused node's backward against finite differences of its forward",
+                     lambda checked=False: self.check_node())
+        self._action("Check pass", "Ctrl+Shift+K",
+                     "Check every node of this backward pass as it runs; failing nodes turn red",
+                     lambda checked=False: self.check_pass())
         self._action("Next match", "F3", "The next node found", lambda checked=False: self.next_match(1))
         self._action("Previous match", "Shift+F3", "The previous node found", lambda checked=False: self.next_match(-1))
         self._sync_switches()

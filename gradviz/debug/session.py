@@ -382,6 +382,8 @@ class Session:
     # -- the hooks -------------------------------------------------------------------------------
     def after_forward(self, node, output):
         e = self.last_event
+        if self.checking is not None:  # check_pass: no pause until the pass is checked
+            return None
         if self._anomaly_on() and e.value is not None and not e.value.summary.finite \
                 and self._anomaly_once(("forward", self.producer.iteration)):
             return self.pause("anomaly", "forward", node, detail=f"{e.op} made a value holding NaN or Inf")
