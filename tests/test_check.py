@@ -403,3 +403,14 @@ def test_the_window_checks_from_the_inspector_and_paints_the_failing_node_red(qt
     finally:
         w.timer.stop()
         dbg.close()
+
+
+def test_cli_check_finds_the_wrong_torch_autograd_function(capsys):
+    pytest.importorskip("torch")
+    from gradviz.cli import main
+    demo = os.path.join(os.path.dirname(gradviz.__file__), "demos", "torch_wrong_backward.py")
+    assert main(["check", "--demo", "torch-wrong-backward"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [ln.split(" ", 2)[0] for ln in out[:5]] == ["ok", "FAIL", "ok", "ok", "ok"]
+    assert out[1].startswith("FAIL n11 ScaledMulBackward  torch_wrong_backward.py:")
+    assert out[1].endswith(f"; its backward is at {demo}:{_line(demo, '# should be ctx.scale') - 2}")
