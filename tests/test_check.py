@@ -414,3 +414,43 @@ def test_cli_check_finds_the_wrong_torch_autograd_function(capsys):
     assert [ln.split(" ", 2)[0] for ln in out[:5]] == ["ok", "FAIL", "ok", "ok", "ok"]
     assert out[1].startswith("FAIL n11 ScaledMulBackward  torch_wrong_backward.py:")
     assert out[1].endswith(f"; its backward is at {demo}:{_line(demo, '# should be ctx.scale') - 2}")
+
+
+RELEASE_ENGINE = '''
+import gc, weakref
+import gradviz.engine as torch
+a = torch.tensor([2., 3.], requires_grad=True)
+h = a * 2.0
+kept = weakref.ref(h._np)   # the input of the add: no node saves it
+q = (h + 1.0).sum()
+del h
+gc.collect()
+print("before backward:", "alive" if kept() is not None else "freed")
+q.backward(retain_graph=True)
+gc.collect()
+print("after backward:", "alive" if kept() is not None else "freed")
+q.backward()
+'''
+
+RELEASE_TORCH = RELEASE_ENGINE.replace("import gradviz.engine as torch", "import torch").replace("h._np", "h")
+
+
+@pytest.mark.parametrize("framework", ["engine", "torch"])
+def test_forward_inputs_are_kept_until_the_node_runs_then_let_go(tmp_path, framework):
+    if framework == "torch":
+        pytest.importorskip("torch")
+    script = tmp_path / "release.py"
+    script.write_text(RELEASE_ENGINE if framework == "engine" else RELEASE_TORCH)
+    with Debugger.launch(script=str(script), stop_on_entry=True, values="summaries") as dbg:
+        dbg.wait_paused(timeout=60)
+        first = dbg.check_pass(0, timeout=120)
+        assert [c.ok for c in first if c.op not in ACCUMULATE] == [True, True, True]  # Sum, Add, Mul
+        # pass 1 runs through the same graph (retain_graph=True), whose nodes have run: their
+        # inputs were let go, and it says so
+        second = dbg.check_pass(1, timeout=120)
+        dbg.resume()
+        assert dbg.wait_paused(timeout=60).reason == "exited"
+        out = "".join(text for stream, text in dbg.output if stream == "stdout")
+    assert [c.ok for c in second if c.op not in ACCUMULATE] == [None, None, None]
+    assert all("let go when it ran in backward" in c.reason for c in second if c.op not in ACCUMULATE)
+    assert "before backward: alive" in out and "after backward: freed" in out

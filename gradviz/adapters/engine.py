@@ -53,10 +53,16 @@ class EngineAdapter:
         self._forward = WeakTable()  # node -> the arguments its forward had (keep_forward)
 
     def keep_forward(self, node, args, kwargs):
-        """Keep what ``node``'s forward was called with, for as long as the node lives: the input
+        """Keep what ``node``'s forward was called with, until it runs in backward: the input
         arrays themselves (no copies) with their version counters, and the other arguments."""
         kept = tuple((a._np, a._vc, a._vc[0]) if isinstance(a, TensorBase) else a for a in args)
         self._forward.set(node, (kept, dict(kwargs)))
+
+    def release_forward(self, node):
+        """Let go of what ``keep_forward`` kept for ``node`` (it ran in backward: a graph kept
+        alive by its output must not keep its activations alive too)."""
+        if self._forward.get(node) is not None:
+            self._forward.set(node, _RELEASED)
 
     def replay(self, node):
         """``node``'s forward, ready to run again in float64 on copies of the inputs it saw (a
@@ -75,6 +81,8 @@ class EngineAdapter:
         rec = self._forward.get(node)
         if rec is None:
             raise NotCheckable("its forward inputs were not kept (made before gradviz watched, or not a Function)")
+        if rec is _RELEASED:
+            raise NotCheckable(_RELEASED)
         kept, kwargs = rec
         tensors = [i for i, a in enumerate(kept) if isinstance(a, tuple) and len(a) == 3
                    and isinstance(a[0], np.ndarray) and isinstance(a[1], list)]
@@ -188,6 +196,9 @@ class EngineAdapter:
         return isinstance(tensor, Parameter)
 
     given_name = staticmethod(NAMES.get)
+
+
+_RELEASED = "its forward inputs were let go when it ran in backward (as its saved tensors are): check it before it runs"
 
 
 def _float64_dtype(x):

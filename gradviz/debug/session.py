@@ -74,6 +74,8 @@ class SessionProducer(Producer):
 
     def node_exited(self, node, grad_inputs):
         super().node_exited(node, grad_inputs)
+        if self.keep_forward:  # checked before it ran, if at all: its activations may go now
+            self.adapter.release_forward(node)
         self.session.after_backward(self._lookup(node), grad_inputs)
 
     def backward_finished(self):

@@ -5,9 +5,9 @@ node an op call made as the output's ``grad_fn`` (the TorchFunctionMode's call: 
 ``torch.relu``, ``Tensor.__mul__``...), and for each ``torch.autograd.Function.apply`` (a custom
 Function, which no mode sees), the function and its arguments, in the node's ``metadata`` under
 the adapter's own key: references to the input tensors (no copies) with their version counters,
-for as long as the node lives. The graph's saved tensors are most of those already; an input no
-node saved (the input of an add, say) lives as long as the graph instead of dying with the
-Python variable that held it.
+until the node has run in backward (when PyTorch frees its saved tensors too). The graph's saved
+tensors are most of those already; an input no node saved (the input of an add, say) lives until
+then instead of dying with the Python variable that held it.
 
 A node is replayed only when its forward is that call alone: each of its ``next_functions``
 edges must lead to one of the call's tensor arguments (a leaf's AccumulateGrad, or the
@@ -22,6 +22,9 @@ import contextlib
 import numpy as np
 
 from gradviz.adapters.protocol import NotCheckable, Replay, backward_source
+
+
+RELEASED = "its forward inputs were let go when it ran in backward (as its saved tensors are): check it before it runs"
 
 
 class _Forward:
@@ -91,6 +94,8 @@ def replay(torch, key, node):
     if fwd is None:
         raise _refuse("made inside another op (a composite's inner node) or before gradviz watched: the "
                       "inputs of its own forward are not known", src)
+    if fwd is RELEASED:
+        raise _refuse(RELEASED, src)
     if fwd.refused:
         raise _refuse(fwd.refused, src)
     args, kwargs = list(fwd.args), dict(fwd.kwargs)

@@ -125,6 +125,12 @@ class TorchAdapter:
             out = node(*grads) if callable(node) else node.apply(*grads)
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
+    def release_forward(self, node):
+        """Let go of the call kept for ``node`` (it ran in backward; see ``replay``)."""
+        if self.forward_key in node.metadata:
+            from gradviz.adapters.torch.replay import RELEASED
+            node.metadata[self.forward_key] = RELEASED
+
     def replay(self, node):
         """``node``'s forward, ready to run again in float64 (``gradviz.adapters.torch.replay``)."""
         from gradviz.adapters.torch.replay import replay
