@@ -253,7 +253,8 @@ gate = torch.randn(4, 5, requires_grad=True)
 y = ScaledMul.apply(torch.tanh(torch.randn(4, 3) @ w), Square.apply(gate), 0.5)
 r = torch.randn(4, 5, requires_grad=True)
 z = y.sum() + F.dropout(r, 0.5).sum() + F.linear(y, torch.randn(2, 5, requires_grad=True), torch.randn(2)).sum()
-z = z + F.relu(r * 1.0, inplace=True).sum()
+z = z + F.relu(r * 1.0, inplace=True).sum() + torch.sigmoid(r * 2.0).sum()
+z = z + torch.relu_(r * 3.0).sum()
 z.backward()
 '''
 
@@ -273,7 +274,8 @@ def test_torch_custom_function_with_a_wrong_backward_is_caught_and_its_source_na
     reasons = {c.op: c.reason for c in checks if c.ok is None}
     assert "random" in reasons["MulBackward0"]  # dropout, without its mask
     assert "composite" in reasons["AddmmBackward0"] and "linear" in reasons["AddmmBackward0"]
-    assert "in-place" in reasons["ReluBackward0"]
+    # in place (inplace=True, relu_): checked on a copy of the input taken before the call
+    assert [c.ok for c in checks if c.op == "ReluBackward0"] == [True, True]
     assert [c.op for c in checks if c.ok is False] == ["ScaledMulBackward"]
 
 
@@ -295,6 +297,7 @@ def test_every_node_of_a_torch_resnet18_step_passes_or_says_why(tmp_path):
     checked = [c.op for c in checks if c.ok]
     assert checked.count("ConvolutionBackward0") == 20 and checked.count("NativeBatchNormBackward0") == 20
     assert checked.count("AddBackward0") == 8
+    assert checked.count("ReluBackward0") == 17  # nn.ReLU(inplace=True): checked on a copy of its input
     why = {c.reason for c in checks if c.ok is None and c.op not in ACCUMULATE}
     assert all("in-place" in r or "composite" in r or "inside another op" in r for r in why), why
 

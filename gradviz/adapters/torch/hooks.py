@@ -109,11 +109,11 @@ class TorchRecording:
             p.refresh_skip_dirs()
 
     # -- forward --------------------------------------------------------------------------------
-    def made(self, args, kwargs, out, func=None):
+    def made(self, args, kwargs, out, func=None, before=None):
         torch = self.torch
         outs = out if isinstance(out, tuple) else (out,)
         if func is not None and self.producer.keep_forward:
-            replay.record(torch, self.adapter.forward_key, func, args, kwargs, outs)
+            replay.record(torch, self.adapter.forward_key, func, args, kwargs, outs, before=before)
         inputs = None
         for o in outs:
             if isinstance(o, torch.Tensor) and o.grad_fn is not None and self.adapter.node_tag(o.grad_fn) is None:
@@ -345,6 +345,9 @@ def _make_mode(torch, rec):
 
     backward_funcs = rec._backward_funcs
     is_grad_enabled = torch.is_grad_enabled
+
+    def keep_forward():
+        return rec.producer.keep_forward
     is_compiling = _is_compiling(torch)
 
     class GradvizMode(TorchFunctionMode):
@@ -354,9 +357,11 @@ def _make_mode(torch, rec):
             kind = backward_funcs.get(func)
             if kind is not None:
                 return rec.run_backward(kind, func, args, kwargs)
+            grad = is_grad_enabled()
+            before = replay.before_call(torch, func, args, kwargs) if grad and keep_forward() else None
             out = func(*args, **(kwargs or {}))
-            if is_grad_enabled():
-                rec.made(args, kwargs, out, func)
+            if grad:
+                rec.made(args, kwargs, out, func, before)
             return out
 
     return GradvizMode

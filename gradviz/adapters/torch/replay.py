@@ -13,7 +13,9 @@ A node is replayed only when its forward is that call alone: each of its ``next_
 edges must lead to one of the call's tensor arguments (a leaf's AccumulateGrad, or the
 argument's own grad_fn and output number). A composite call (``F.linear`` makes ``AddmmBackward0``
 from ``weight.t()``, an intermediate no one kept) is refused with that reason, never checked
-against the wrong function. In-place ops are refused too: their input is their own output now.
+against the wrong function. An in-place call seen coming (``inplace=True``, ``relu_``,
+``__iadd__``) is kept with a copy of its first argument as it was, made before the call
+(``before_call``); one not seen coming is refused: its input is its own output now.
 """
 from __future__ import annotations
 
@@ -31,11 +33,12 @@ class _Forward:
     """One recorded call: ``func(*args, **kwargs)`` made this node's outputs ``positions``
     ((index in the flattened result, output_nr)), with the input versions then."""
 
-    __slots__ = ("func", "args", "kwargs", "positions", "versions", "custom", "refused")
+    __slots__ = ("func", "args", "kwargs", "positions", "versions", "custom", "refused", "edges")
 
-    def __init__(self, func, args, kwargs, positions, versions, custom=None, refused=None):
+    def __init__(self, func, args, kwargs, positions, versions, custom=None, refused=None, edges=None):
         self.func, self.args, self.kwargs = func, args, kwargs
         self.positions, self.versions, self.custom, self.refused = positions, versions, custom, refused
+        self.edges = edges  # an in-place call: {place: (grad_fn, output_nr)} of its input before the call
 
     def __repr__(self):  # never the tensors: a node's metadata may be printed
         return f"<gradviz forward of {getattr(self.func, '__name__', self.func)}>"
@@ -53,9 +56,36 @@ def _tensors(torch, args, kwargs):
     return out
 
 
-def record(torch, key, func, args, kwargs, outs, custom=None):
-    """Keep ``func``'s call in the metadata of each new grad_fn among ``outs`` (a tuple)."""
+def _inplace_name(func, kwargs):
+    name = getattr(func, "__name__", "")
+    return (kwargs or {}).get("inplace") is True or (name.endswith("_") and not name.endswith("__")) \
+        or (name.startswith("__i") and name.endswith("__"))
+
+
+def before_call(torch, func, args, kwargs):
+    """Before a call that writes its first argument in place (``inplace=True``, ``relu_``,
+    ``__iadd__``) and makes a node: a copy of that argument as it is now, and where its gradient
+    went (its grad_fn and output number) before the call; else None. The copy lives until the node
+    runs in backward: the price of checking an in-place op (documented in docs/checking.md)."""
+    if not args or not isinstance(args[0], torch.Tensor) or not _inplace_name(func, kwargs):
+        return None
+    if not any(t.requires_grad for _, t in _tensors(torch, args, kwargs)):
+        return None
+    t = args[0]
+    with torch.no_grad():
+        copy = t.detach().clone()
+    return copy, t.grad_fn, t.output_nr
+
+
+def record(torch, key, func, args, kwargs, outs, custom=None, before=None):
+    """Keep ``func``'s call in the metadata of each new grad_fn among ``outs`` (a tuple);
+    ``before``: ``before_call``'s answer for an in-place call."""
     kwargs = dict(kwargs or {})
+    edges = None
+    if before is not None:  # the in-place call, as it was made: on a copy of its first argument
+        copy, grad_fn, output_nr = before
+        args = (copy,) + tuple(args[1:])
+        edges = {(0,): (grad_fn, output_nr)}
     tensors = _tensors(torch, args, kwargs)
     versions = [(place, t._version) for place, t in tensors]
     by_node: dict = {}
@@ -65,13 +95,12 @@ def record(torch, key, func, args, kwargs, outs, custom=None):
     for node, positions in by_node.values():
         if key in node.metadata:
             continue
-        inplace = any(o is t for _, t in tensors for o in outs) or \
-            getattr(func, "__name__", "").endswith("_") and not getattr(func, "__name__", "").endswith("__")
+        inplace = any(o is t for _, t in tensors for o in outs) or (before is None and _inplace_name(func, kwargs))
         if inplace:  # kept, its input would hold the node that holds it: a cycle no GC sees
             node.metadata[key] = _Forward(func, (), {}, positions, [], custom,
                                           refused="an in-place op: its input was overwritten by its own output")
         else:
-            node.metadata[key] = _Forward(func, tuple(args), kwargs, positions, versions, custom)
+            node.metadata[key] = _Forward(func, tuple(args), kwargs, positions, versions, custom, edges=edges)
 
 
 def _get(container, place):
@@ -111,8 +140,11 @@ def replay(torch, key, node):
         if fn is None:
             continue
         var = getattr(fn, "variable", None)
-        match = [k for k, (_, t) in enumerate(tensors)
-                 if (var is not None and t is var) or (var is None and _same_node(t.grad_fn, fn) and t.output_nr == nr)]
+        before = fwd.edges or {}
+        match = [k for k, (place, t) in enumerate(tensors)
+                 if (place in before and _same_node(before[place][0], fn) and before[place][1] == nr)
+                 or (place not in before and ((var is not None and t is var)
+                                              or (var is None and _same_node(t.grad_fn, fn) and t.output_nr == nr)))]
         if not match:
             raise _refuse(f"a composite op: {getattr(fwd.func, '__name__', fwd.func)} made it from an intermediate "
                           f"value (its input {e} comes from {fn.name()}, made inside the same call)", src)
@@ -149,8 +181,10 @@ def replay(torch, key, node):
 
     def run(arrays):
         a, kw = list(base_args), dict(base_kwargs)
+        if fwd.edges and isinstance(a[0], torch.Tensor):  # an in-place call writes its first argument
+            a[0] = a[0].clone()
         for place, x in zip(places, arrays):
-            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).to(device)
+            t = torch.from_numpy(np.array(x, dtype=np.float64)).to(device)  # a copy: the call may write it
             target = a if isinstance(place[0], int) else kw
             if len(place) == 1:
                 target[place[0]] = t
