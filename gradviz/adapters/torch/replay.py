@@ -56,10 +56,14 @@ def _tensors(torch, args, kwargs):
     return out
 
 
+_INPLACE_DUNDERS = frozenset(f"__i{op}__" for op in (
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift"))
+
+
 def _inplace_name(func, kwargs):
     name = getattr(func, "__name__", "")
     return (kwargs or {}).get("inplace") is True or (name.endswith("_") and not name.endswith("__")) \
-        or (name.startswith("__i") and name.endswith("__"))
+        or name in _INPLACE_DUNDERS
 
 
 def before_call(torch, func, args, kwargs):
