@@ -76,14 +76,25 @@ def before_call(torch, func, args, kwargs):
     if not any(t.requires_grad for _, t in _tensors(torch, args, kwargs)):
         return None
     t = args[0]
-    with torch.no_grad():
-        copy = t.detach().clone()
-    return copy, t.grad_fn, t.output_nr
+    try:
+        with torch.no_grad():
+            copy = t.detach().clone()
+        return copy, t.grad_fn, t.output_nr
+    except Exception:  # a tensor subclass that cannot be copied: the call goes on, not checkable
+        return None
 
 
 def record(torch, key, func, args, kwargs, outs, custom=None, before=None):
     """Keep ``func``'s call in the metadata of each new grad_fn among ``outs`` (a tuple);
-    ``before``: ``before_call``'s answer for an in-place call."""
+    ``before``: ``before_call``'s answer for an in-place call. Never raises: what cannot be kept
+    leaves its node uncheckable ("not known"), the program untouched."""
+    try:
+        _record(torch, key, func, args, kwargs, outs, custom, before)
+    except Exception:  # (tensor subclasses, functorch wrappers: odd objects in odd places)
+        pass
+
+
+def _record(torch, key, func, args, kwargs, outs, custom, before):
     kwargs = dict(kwargs or {})
     edges = None
     if before is not None:  # the in-place call, as it was made: on a copy of its first argument
