@@ -201,6 +201,7 @@ def ranks_side_by_side(app, out_dir):
     w.grab().save(os.path.join(out_dir, "ranks.png"))
     w.close()
 
+
 def remote_attached(app, out_dir):
     """The mlp demo served (gradviz serve) and attached to (gradviz attach), a few nodes into its
     backward pass: the status line says where the program runs."""
@@ -230,7 +231,33 @@ def remote_attached(app, out_dir):
         relay.close()
 
 
-def main(out_dir="docs"):
+def wrong_backward(app, out_dir):
+    """The wrong-backward demo after "Check every node of this pass": ScaledMul's wrong backward
+    red in the graph, its error and its backward's line in the inspector, the others ticked."""
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.ui.main_window import MainWindow
+
+    state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
+        demo="wrong-backward", **{"break_on_backward": True, **switches}))
+    w = MainWindow(state, "gradviz — wrong_backward.py, every node checked")
+    w.resize(1400, 900)
+    w.show()
+    _settle(app, w, lambda: state.pause is not None and state.current is not None and not state.laying_out)
+    w.check_pass()
+    _settle(app, w, lambda: state.pause is not None and state.pause.reason == "checked"
+            and state.checks.request is None)
+    failing = sorted(state.checks.failing())
+    w.view.fit()
+    if failing:
+        w.select(failing[0])
+    _settle(app, w, lambda: True)
+    w.grab().save(os.path.join(out_dir, "wrong-backward.png"))
+    w.close()
+    state.close()
+
+
+def main(out_dir="docs", only=None):
     import tempfile
 
     from PySide6.QtWidgets import QApplication
@@ -241,6 +268,12 @@ def main(out_dir="docs"):
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     os.makedirs(out_dir, exist_ok=True)
+    if only is not None:  # python docs/make_screenshots.py docs NAME: that picture alone
+        shots = {"seed-explained": seed_explained, "remote": remote_attached, "diagnosis": diagnosis_shots,
+                 "ranks": ranks_side_by_side, "wrong-backward": wrong_backward}
+        if only not in shots:
+            raise SystemExit(f"make_screenshots: no picture {only!r}; one of {', '.join(shots)}")
+        return shots[only](app, out_dir)
 
     # 1. The seed demo, three nodes into its backward pass.
     state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
@@ -288,6 +321,7 @@ def main(out_dir="docs"):
 
     diagnosis_shots(app, out_dir)
     ranks_side_by_side(app, out_dir)  # 5. two ranks of a data-parallel job
+    wrong_backward(app, out_dir)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ With nobody registered, a moment costs its hot path one truth test.
 =================== ============================================ ==============================
 moment              called with                                  when
 =================== ============================================ ==============================
+node_forward        (node, args, kwargs)                         ``Function.apply`` made a node from these
 node_created        (node, inputs, output)                       ``Function.apply`` made a node
 backward_started    (root, root_edges, root_grads, planned)      a backward pass begins
 node_entered        (node, grad)                                 a backward node is about to run
@@ -25,15 +26,17 @@ Arrays are numpy arrays (``grad``: the summed gradient flowing into the node; ``
 array or None per ``next_functions`` entry); ``updates``: (parameter, L2 norm of its change) pairs;
 ``planned``: the nodes the pass will run when fewer than the root reaches (``autograd.grad``), else
 None.
+``node_forward`` hands over the arguments ``forward`` was called with, as given (tensors and any
+other argument), before ``node_created``: enough to run that forward again (a gradient check does).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["HookList", "RemovableHandle", "MOMENTS", "register_observer", "node_created", "backward_started",
-           "node_entered", "grad_accumulated", "node_exited", "backward_finished", "module_entered", "module_exited",
-           "optimizer_step"]
+__all__ = ["HookList", "RemovableHandle", "MOMENTS", "register_observer", "node_forward", "node_created",
+           "backward_started", "node_entered", "grad_accumulated", "node_exited", "backward_finished",
+           "module_entered", "module_exited", "optimizer_step"]
 
 
 class RemovableHandle:
@@ -79,6 +82,7 @@ class HookList:
         return f"<HookList {self.name}: {len(self._hooks)} hooks>"
 
 
+node_forward = HookList("node_forward")
 node_created = HookList("node_created")
 backward_started = HookList("backward_started")
 node_entered = HookList("node_entered")
@@ -90,7 +94,7 @@ module_exited = HookList("module_exited")
 optimizer_step = HookList("optimizer_step")
 
 MOMENTS: dict[str, HookList] = {h.name: h for h in (
-    node_created, backward_started, node_entered, grad_accumulated, node_exited, backward_finished,
+    node_forward, node_created, backward_started, node_entered, grad_accumulated, node_exited, backward_finished,
     module_entered, module_exited, optimizer_step)}
 
 

@@ -13,6 +13,7 @@
     gradviz export TRACE.gvz -o OUT.dot|OUT.svg|OUT.png [--collapse SCOPE]
     gradviz serve [--listen HOST:PORT] SCRIPT [ARGS...] | --demo NAME   run it, wait for a window
     gradviz attach HOST:PORT [--secret S]     the app on a program gradviz serve runs (docs/remote.md)
+    gradviz check [--pass N] SCRIPT [ARGS...] | --demo NAME    check every node's backward of a pass
 """
 import argparse
 import os
@@ -498,6 +499,27 @@ def cmd_attach(args):
                    timeout=args.screenshot_after)
 
 
+def cmd_check(args):
+    """Check every node of a backward pass (gradviz.debug.check_report); exit status 1 if one fails."""
+    if args.demo:
+        refused = _check_demo("check", args.demo)
+        if refused is not None:
+            return refused
+    elif not args.args:
+        print("gradviz check: give a SCRIPT to run, or --demo NAME", file=sys.stderr)
+        return 2
+    elif not os.path.isfile(args.args[0]):
+        print(f"gradviz check: no such script: {args.args[0]}", file=sys.stderr)
+        return 2
+    if args.pass_index < 0:
+        print(f"gradviz check: --pass is a pass index, 0 or more, not {args.pass_index}", file=sys.stderr)
+        return 2
+    from gradviz.debug.check_report import run_check
+    if args.demo:
+        return run_check(demo=args.demo, args=args.args, pass_index=args.pass_index)
+    return run_check(script=args.args[0], args=args.args[1:], pass_index=args.pass_index)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="gradviz", description="See and step through autograd's backward pass.")
     parser.add_argument("--version", action="version", version=_version())
@@ -566,6 +588,12 @@ def build_parser():
                    help="the file to write; its suffix picks the format")
     p.add_argument("--collapse", action="append", metavar="SCOPE",
                    help="draw this module (e.g. layer1.0) as one box (SVG, PNG; repeatable)")
+    p = sub.add_parser("check", help="check every node's backward in a backward pass against finite differences",
+                       usage="gradviz check [--pass N] [--demo NAME | SCRIPT [ARGS...]]")
+    p.add_argument("--demo", help="check a built-in demo instead of a script")
+    p.add_argument("--pass", dest="pass_index", type=int, default=0, metavar="N",
+                   help="the backward pass to check, numbered as gradviz info numbers them (default 0, the first)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
     return parser
 
 
@@ -581,7 +609,8 @@ def main(argv=None):
     if args.command in (None, "run", "open"):
         return cmd_app(args)
     return {"record": cmd_record, "info": cmd_info, "export": cmd_export, "demos": cmd_demos,
-            "diff": cmd_diff, "origin": cmd_origin, "serve": cmd_serve, "attach": cmd_attach}[args.command](args)
+            "diff": cmd_diff, "origin": cmd_origin, "serve": cmd_serve, "attach": cmd_attach,
+            "check": cmd_check}[args.command](args)
 
 
 def _version():

@@ -269,3 +269,13 @@ class TensorValue:
     value: Value | None = None
     error: str | None = None
     name: str | None = None  # a saved tensor's name (PyTorch's ``_saved_<name>``)
+
+
+@event
+class NodeChecked:
+    """A node's gradient check, answering request ``request`` (session streams only): ``result``
+    is ``gradviz.debug.check.NodeCheck``'s wire form as JSON; ``node`` None ends a pass's checks."""
+
+    request: int
+    node: int | None = None
+    result: str = ""

@@ -361,6 +361,7 @@ def synthetic_events():
         ev.Paused("entry", "program"),
         ev.TensorValue(1, vals["u8"]),
         ev.TensorValue(2, None, "no such tensor"),
+        ev.NodeChecked(3, 100, '{"ok": true}'),
         ev.ProgramExited(-9, "Traceback (most recent call last):\n  ...\nRuntimeError: boom"),
         ev.ProgramExited(0),
     ]
@@ -776,7 +777,7 @@ def _sample_of_every_event_type():
 NULLABLE = {"TensorDescribed": {"name", "value"}, "NodeCreated": {"output", "source", "value"},
             "GradAccumulated": {"contribution", "grad"}, "OptimizerStep": {"lr"}, "ProgramExited": {"error"},
             "Paused": {"node", "pass_index", "traceback"}, "TensorValue": {"value", "error", "name"},
-            "BucketReduced": {"after_node"}, "GradSynchronized": {"grad"}}
+            "BucketReduced": {"after_node"}, "GradSynchronized": {"grad"}, "NodeChecked": {"node"}}
 
 
 def _wrong(x):

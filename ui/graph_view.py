@@ -36,6 +36,7 @@ FILL = {
 }
 BORDER = {"frozen": QColor("#a8a8a8"), "module": QColor("#7d5a9e"), "input": QColor("#b8962e")}
 CURRENT = QColor("#ffb347")
+CHECK_FAIL, CHECK_FAIL_BORDER, CHECK_OK = QColor("#f6b3ab"), QColor("#c0392b"), QColor("#2a8a3a")  # gradient checks
 RAN = QColor("#2f6fb8")  # the border of a node that ran (its fill keeps its kind, a bit darker)
 SELECTED_PEN = QPen(QColor("#1f4e9c"), 2.5)
 MATCH_PEN = QPen(QColor("#f0b400"), 4.0)
@@ -59,6 +60,7 @@ class NodeItem(QGraphicsItem):
         self.fill = FILL.get(kind, QColor("#ffffff"))
         self.selected = self.match = self.root = self.ran = False
         self.step = None     # the step of the pass this node ran at
+        self.check = None    # its gradient check: "fail" (drawn red), "ok" (a tick), else None
         self.caption = None  # a leaf's .grad, drawn under the box
         self._caption_rect = QRectF()
         self.border = None  # a diagnosis's or a diff's border colour (gradviz.app.diagnosis.Overlay)
@@ -109,9 +111,11 @@ class NodeItem(QGraphicsItem):
             painter.setPen(QPen(BORDER["module"], 1.0))
             painter.setBrush(QBrush(self.fill.darker(108)))
             painter.drawRoundedRect(r.translated(4, 4), 6, 6)
-        painter.setBrush(QBrush(self.fill))
+        painter.setBrush(QBrush(CHECK_FAIL if self.check == "fail" and self.fill != CURRENT else self.fill))
         if self.selected:
             pen = SELECTED_PEN
+        elif self.check == "fail":
+            pen = QPen(CHECK_FAIL_BORDER, 2.6)
         elif self.border is not None:
             pen = QPen(self.border, 3.0)
         elif self.root:
@@ -141,8 +145,18 @@ class NodeItem(QGraphicsItem):
             painter.setFont(SMALL)
             painter.setPen(QColor("#ffffff"))
             painter.drawText(badge, Qt.AlignCenter, text)
+        if self.check in ("ok", "fail"):  # a tick or a cross at the top right corner
+            badge = QRectF(r.right() - 8, r.top() - 8, 16, 16)
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(CHECK_OK if self.check == "ok" else CHECK_FAIL_BORDER)
+            painter.drawEllipse(badge)
+            painter.setFont(SMALL)
+            painter.setPen(QColor("#ffffff"))
+            painter.drawText(badge, Qt.AlignCenter, "✓" if self.check == "ok" else "✗")
         if self.badge:
             mark = self._badge_rect()
+            if self.check in ("ok", "fail"):  # beside the check's mark, not over it
+                mark.translate(-20, 0)
             painter.setPen(QPen(self.badge[1], 1.0))
             painter.setBrush(QColor(255, 255, 255, 235))
             painter.drawRoundedRect(mark, 4, 4)
@@ -378,6 +392,7 @@ def paint_state(nodes, edges, model):
     st = model.state
     drawing = model.drawing()
     current, ran, selected = st.current, st.ran(), st.selected
+    checks = getattr(st, "checks", None)
     steps = {}
     if ran and st.trace.passes:
         for i, nid in enumerate(st.trace.passes[-1].order, 1):
@@ -413,6 +428,7 @@ def paint_state(nodes, edges, model):
             item.step = steps.get(key) if has_run else None
         base = FILL.get(item.kind, QColor("#ffffff"))
         item.fill = CURRENT if is_current else base.darker(106) if has_run else base
+        item.check = checks.verdict(key) if checks is not None and members is None else None
         item.ran = has_run
         item.selected = drawing.drawn_key(selected) == key if selected else False
         item.root, item.match = key in roots, key in matches

@@ -5,7 +5,7 @@ when small, as a table of values."""
 import html
 
 import numpy as np
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import QUrl, Signal
 from PySide6.QtWidgets import QInputDialog, QTextBrowser
 
 from gradviz.events import Value as _Value
@@ -115,6 +115,27 @@ def _heat(J):
 
 
 TRY_V = "gradviz:try-v"  # the link that asks for another v
+CHECK, CHECK_PASS = "gradviz:check", "gradviz:check-pass"  # the gradient check's links
+_CHECK_COLOURS = {"fail": "#c0392b", "ok": "#2a8a3a", "unchecked": "#777", "none": "#555"}
+
+
+def check_html(view):
+    """A node's gradient check (``gradviz.app.checks.CheckView``): its verdict and errors, where
+    its hand-written backward is, and the links that run a check."""
+    colour = _CHECK_COLOURS.get(view.verdict, "#555")
+    out = [f"<p style='margin:6px 0 0 0'><b style='color:{colour}'>{_esc(view.headline)}</b>"]
+    for line in view.lines:
+        out.append(f"<br><span style='color:{colour if view.verdict == 'fail' else '#333'}'>{_esc(line)}</span>")
+    if view.backward_source:
+        file, _, line = view.backward_source.rpartition(":")
+        text = source_line(file, int(line)) if line.isdigit() else ""
+        out.append(f"<br><b>its backward</b> {_esc(view.backward_source)}"
+                   + (f"<br><code style='background:#f3f3f3'>{_esc(text)}</code>" if text else ""))
+    if view.can_check:
+        out.append(f"<br><a href='{CHECK}'>Check this node's backward</a> (Ctrl+K) · "
+                   f"<a href='{CHECK_PASS}'>Check every node of this pass</a> (Ctrl+Shift+K)")
+    out.append("</p>")
+    return "".join(out)
 
 
 def parse_v(text, jac):
@@ -177,6 +198,8 @@ def jacobian_html(jac, typed=None):
 
 
 class Inspector(QTextBrowser):
+    checkAsked = Signal(str)  # "node" or "pass": a check link was clicked
+
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
@@ -187,6 +210,9 @@ class Inspector(QTextBrowser):
         self.anchorClicked.connect(self._link)
 
     def _link(self, url: QUrl):
+        if url.toString() in (CHECK, CHECK_PASS):
+            self.checkAsked.emit("node" if url.toString() == CHECK else "pass")
+            return
         if url.toString() == TRY_V:
             text, ok = QInputDialog.getText(self, "gradviz", "v (one number per element of the incoming gradient):")
             if ok:
@@ -233,6 +259,9 @@ class Inspector(QTextBrowser):
             text = self._source_text(trace, file, int(line)) if line.isdigit() else ""
             parts.append(f"<p style='margin:4px 0'><b>made at</b> {_esc(src)}<br>"
                          f"<code style='background:#f3f3f3; white-space:pre-wrap'>{_esc(text)}</code></p>")
+        checks = getattr(st, "checks", None)
+        if key.startswith("n") and checks is not None and d.get("kind") == "grad_fn":
+            parts.append(check_html(checks.view(key)))
         if key.startswith("n"):
             parts += self._node(trace, int(key[1:]))
         else:

@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
         self._actions()
         self.view.model.auto_focus = True  # see GraphModel.update_focus
         self.view.nodeClicked.connect(self.select)
+        self.inspector.checkAsked.connect(lambda what: self.check_node() if what == "node" else self.check_pass())
         # A box expanded under the selection: the selection goes with it (select() checks it).
         self.view.collapsedChanged.connect(lambda: self.select(self.state.selected))
         self.view.lineBreakpointAsked.connect(lambda key: self.toggle_breakpoint(key, line=True))
@@ -139,9 +140,27 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.search_count)
         self._action("Find", QKeySequence(QKeySequence.Find).toString(), "Search nodes by name, op or module",
                      lambda checked=False: (self.search_box.setFocus(), self.search_box.selectAll()))
+        # The gradient check: shortcuts here, links in the inspector (the toolbar is full)
+        self._action("Check", "Ctrl+K", "Check the paused node's backward against finite differences of its forward",
+                     lambda checked=False: self.check_node())
+        self._action("Check pass", "Ctrl+Shift+K",
+                     "Check every node of this backward pass as it runs; failing nodes turn red",
+                     lambda checked=False: self.check_pass())
         self._action("Next match", "F3", "The next node found", lambda checked=False: self.next_match(1))
         self._action("Previous match", "Shift+F3", "The previous node found", lambda checked=False: self.next_match(-1))
         self._sync_switches()
+
+    def check_node(self):
+        """Check: the paused node's gradient check (gradviz.app.checks), shown at once."""
+        self.go_live()
+        self.state.checks.check_current()
+        self._show({"checks"})
+
+    def check_pass(self):
+        """Check every node of this pass: the program runs on; results come in through poll."""
+        self.go_live()
+        self.state.checks.check_pass()
+        self.poll()
 
     def _sync_switches(self):
         st = self.state
@@ -151,7 +170,8 @@ class MainWindow(QMainWindow):
             # After the program raised, nothing is left to run: only Stop and Restart.
             raised = dbg.last_pause is not None and dbg.last_pause.reason == "exception"
             can_go = dbg.state == "paused" and not raised
-            for name, on in (("Continue", can_go), ("Step", can_go),
+            for name, on in (("Continue", can_go), ("Step", can_go), ("Check", st.checks.can_check()),
+                             ("Check pass", can_go and st.checks.request is None),
                              ("Pause", dbg.state == "running"), ("Stop", alive),
                              ("Breakpoint", alive), ("Restart", st.can_restart)):
                 act = self.actions_by_name[name]

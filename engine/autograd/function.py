@@ -164,6 +164,9 @@ class Function(Node):
             result._vc = inputs[0]._vc
         if node._saved or cls.saved_inputs:
             node._versions = _note_versions(node, inputs, out, result)
+        if _hooks.node_forward:
+            for hook in _hooks.node_forward:
+                hook(node, args, kwargs)
         if _hooks.node_created:
             for hook in _hooks.node_created:
                 hook(node, inputs, result)

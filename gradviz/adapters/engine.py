@@ -6,14 +6,17 @@ import os
 
 import numpy as np
 
+from gradviz.adapters.protocol import NotCheckable, Replay, backward_source
 from gradviz.adapters.weak import NAMES, WeakTable
 from gradviz.summary import summarize
 
 from gradviz.engine import hooks
 from gradviz.engine.autograd import AccumulateGrad
+from gradviz.engine.autograd.function import TensorBase
 from gradviz.engine.nn import Parameter
 
 import gradviz.engine as _engine
+from gradviz.engine import _random
 
 _ENGINE_DIR = os.path.dirname(os.path.abspath(_engine.__file__))
 
@@ -47,6 +50,88 @@ class EngineAdapter:
         self._tags = WeakTable()
         self.get_tag = self._tags.get
         self.set_tag = self._tags.set
+        self._forward = WeakTable()  # node -> the arguments its forward had (keep_forward)
+
+    def keep_forward(self, node, args, kwargs):
+        """Keep what ``node``'s forward was called with, until it runs in backward: the input
+        arrays themselves (no copies) with their version counters, and the other arguments."""
+        kept = tuple((a._np, a._vc, a._vc[0]) if isinstance(a, TensorBase) else a for a in args)
+        self._forward.set(node, (kept, dict(kwargs)))
+
+    def release_forward(self, node):
+        """Let go of what ``keep_forward`` kept for ``node`` (it ran in backward: a graph kept
+        alive by its output must not keep its activations alive too)."""
+        if self._forward.get(node) is not None:
+            self._forward.set(node, _RELEASED)
+
+    def replay(self, node):
+        """``node``'s forward, ready to run again in float64 on copies of the inputs it saw (a
+        ``Replay``); raises ``NotCheckable`` saying why it cannot be."""
+        if isinstance(node, AccumulateGrad):
+            raise NotCheckable("AccumulateGrad adds its gradient into .grad: it has no forward to check")
+        # a Function written outside the engine (the user's): where its backward is
+        src = None if type(node).__module__.startswith("gradviz.engine") else backward_source(type(node))
+        try:
+            return self._replay(node, src)
+        except NotCheckable as exc:
+            exc.backward_source = src  # type: ignore[attr-defined]
+            raise
+
+    def _replay(self, node, src):
+        rec = self._forward.get(node)
+        if rec is None:
+            raise NotCheckable("its forward inputs were not kept (made before gradviz watched, or not a Function)")
+        if rec is _RELEASED:
+            raise NotCheckable(_RELEASED)
+        kept, kwargs = rec
+        tensors = [i for i, a in enumerate(kept) if isinstance(a, tuple) and len(a) == 3
+                   and isinstance(a[0], np.ndarray) and isinstance(a[1], list)]
+        for k, i in enumerate(tensors):
+            array, counter, version = kept[i]
+            if counter[0] != version:
+                raise NotCheckable(f"input {k} was modified in place since forward (version {version}, now "
+                                   f"{counter[0]})")
+        diff, edges = [], []
+        for k, i in enumerate(tensors):
+            fn = node.next_functions[k][0] if k < len(node.next_functions) else None
+            if fn is not None and np.issubdtype(kept[i][0].dtype, np.inexact):
+                diff.append(i)
+                edges.append(k)
+        if not diff:
+            if tensors and all(not np.issubdtype(kept[i][0].dtype, np.inexact) for i in tensors):
+                raise NotCheckable("its inputs are integers: nothing to differentiate")
+            raise NotCheckable("none of its inputs needs a gradient")
+        # every floating input in float64 (ops insist on one dtype), the differentiable ones replaced
+        base = [(a[0].astype(np.float64) if np.issubdtype(a[0].dtype, np.floating) else a[0]) if i in tensors else a
+                for i, a in enumerate(kept)]
+        kwargs = {k: _float64_dtype(x) for k, x in kwargs.items()}
+        base = [_float64_dtype(x) for x in base]
+        cls = type(node)
+
+        def run(arrays):
+            args = list(base)
+            for i, x in zip(diff, arrays):
+                args[i] = x
+            fresh = cls()
+            fresh.needs_input_grad = tuple(True for _ in tensors)
+            generator = _random.generator()
+            state = generator.bit_generator.state
+            try:
+                with np.errstate(all="ignore"):
+                    out = fresh.forward(*args, **kwargs)
+            finally:
+                drew = generator.bit_generator.state != state
+                generator.bit_generator.state = state  # the program's random numbers stay its own
+            if drew:
+                raise NotCheckable("its forward draws random numbers (such as dropout without its mask)")
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            return [np.asarray(o) for o in outs]
+
+        inputs = [np.array(kept[i][0], dtype=np.float64) for i in diff]
+        outputs = run(inputs)
+        if not np.issubdtype(outputs[0].dtype, np.inexact):
+            raise NotCheckable(f"not differentiable: its output is {outputs[0].dtype}")
+        return Replay(inputs, edges, run, [o.astype(np.float64) for o in outputs], src)
 
     def get_tag(self, obj):
         return self._tags.get(obj)
@@ -113,22 +198,41 @@ class EngineAdapter:
     given_name = staticmethod(NAMES.get)
 
 
+_RELEASED = "its forward inputs were let go when it ran in backward (as its saved tensors are): check it before it runs"
+
+
+def _float64_dtype(x):
+    """A floating dtype argument (an op's result dtype) as float64, for a float64 re-run."""
+    if isinstance(x, np.dtype) and np.issubdtype(x, np.floating):
+        return np.dtype(np.float64)
+    if isinstance(x, type) and issubclass(x, np.floating):
+        return np.float64
+    return x
+
+
 class EngineRecording:
     """The engine's moments, told to a producer while attached (``attach``/``detach``)."""
 
     def __init__(self, producer):
         self.p = producer
         self._handle = None
+        self._forward_handle = None
 
     def attach(self):
         if self._handle is None:
             self._handle = hooks.register_observer(self)
+            adapter = getattr(self.p.adapter, "engine", self.p.adapter)
+            if getattr(self.p, "keep_forward", False) and isinstance(adapter, EngineAdapter):
+                self._forward_handle = hooks.node_forward.register(adapter.keep_forward)
         return self
 
     def detach(self):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        if self._forward_handle is not None:
+            self._forward_handle.remove()
+            self._forward_handle = None
 
     # Function.apply
     def node_created(self, node, inputs, output):

@@ -4,12 +4,51 @@ whichever framework made a tensor or a graph node, and knows nothing else of it.
 that owns it) satisfy this protocol; a test checks it."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from gradviz.summary import Summary
+
+
+def backward_source(cls: Any) -> str | None:
+    """"file:line" of a custom Function's backward, when Python can tell."""
+    fn = getattr(cls, "backward", None)
+    if fn is None:
+        return None
+    try:
+        fn = inspect.unwrap(fn)
+        lines, first = inspect.getsourcelines(fn)
+        # the def line, past any decorators (@staticmethod, @once_differentiable)
+        at = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith(("def ", "async def "))), 0)
+        return f"{os.path.abspath(inspect.getsourcefile(fn) or '?')}:{first + at}"
+    except (TypeError, OSError):
+        code = getattr(fn, "__code__", None)
+        return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else None
+
+
+class NotCheckable(Exception):
+    """A node's forward cannot be run again to check its backward; the message says why."""
+
+
+@dataclass
+class Replay:
+    """A node's forward, ready to run again in float64 from the inputs it saw (a gradient check):
+    ``inputs`` are float64 copies of its differentiable inputs, ``edges[i]`` the index of the
+    grad_input (``next_functions`` entry) that belongs to ``inputs[i]``, ``run(arrays)`` the
+    node's outputs (float64, one per grad_output) for those inputs in their place, ``outputs``
+    what ``run(inputs)`` gave (the adapter ran it once: a forward that draws random numbers is
+    refused there, and the program's random state is left as it was)."""
+
+    inputs: list[np.ndarray]
+    edges: list[int]
+    run: Callable[[list[np.ndarray]], list[np.ndarray]]
+    outputs: list[np.ndarray]
+    backward_source: str | None = None  # a user-written backward's "file:line"
 
 
 @runtime_checkable
@@ -27,6 +66,8 @@ class Adapter(Protocol):
     def accumulate_variable(self, node: Any) -> Any | None: ...
     def saved(self, node: Any) -> list[tuple[str, Any]]: ...
     def vjp(self, node: Any, like: list[Any], arrays: list[np.ndarray]) -> list[Any]: ...
+    def replay(self, node: Any) -> Replay: ...  # raises NotCheckable, saying why
+    def release_forward(self, node: Any) -> None: ...  # what replay needed, let go (the node ran)
 
     # tensors
     def has_grad_fn(self, tensor: Any) -> bool: ...

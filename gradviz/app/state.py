@@ -8,6 +8,7 @@ import gc
 from contextlib import nullcontext
 
 from gradviz.app.breakpoints import BreakpointBook, breakpoint_for
+from gradviz.app.checks import Checks
 from gradviz.app.console import Console
 from gradviz.app.diagnosis import Diagnosis
 from gradviz.app.follow import Follow
@@ -44,6 +45,7 @@ class AppState:
         self.graph_model = GraphModel(self)  # collapsed modules and search: the graph view's state
         self.diagnosis = Diagnosis(self)  # a NaN's origin traced, dead units: drawn over the graph
         self.follow = Follow()  # the view follows the paused node until the user moves it
+        self.checks = Checks(self)  # gradient checks: Check, Check every node of this pass
 
     def _attach(self, debugger, trace):
         self.debugger = debugger
@@ -137,6 +139,8 @@ class AppState:
                     self._exception_pause = pause
                 changed.add("pause")
                 pause = dbg.poll_pause()
+            if self.checks.poll():
+                changed.add("checks")
         try:
             finished = self.layouts.take_finished()
         except BaseException as exc:  # said in the status line; the pauses taken above are not lost

@@ -16,6 +16,9 @@ def _count(n: int, what: str) -> str:
 
 def status_text(st: AppState) -> str:
     text = _status_text(st)
+    checks = getattr(st, "checks", None)
+    if checks is not None and checks.message:
+        text = f"{text} · {checks.message}"
     link = getattr(st.debugger, "link_status", "") if st.time is None else ""
     return f"{text} · {link}" if link else text
 

@@ -38,6 +38,7 @@ import numpy as np
 from gradviz import events as ev
 from gradviz.debug import protocol, remote
 from gradviz.debug.breakpoints import Breakpoint
+from gradviz.debug.check import MAX_EVALS, TIME_BUDGET, NodeCheck
 from gradviz.trace.explain import explain_node, unbroadcast
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 from gradviz.trace.gvz import StreamDecoder, TraceFormatError
@@ -174,6 +175,9 @@ class Debugger:
         self.program_error = None
         self._pauses: queue.Queue[Pause] = queue.Queue()
         self._fetches = {}
+        self._checks: dict[int, list] = {}  # request -> the NodeChecks that answered it so far
+        self._checks_done: set[int] = set()
+        self.checks: dict[int, NodeCheck] = {}  # node id -> its latest check
         self._fetch_cond = threading.Condition()
         self._ids = itertools.count(1)
         self._conn: socket.socket | None = None
@@ -457,6 +461,19 @@ class Debugger:
                               node.source if node else None, node.scope if node else "", e.detail, e.traceback)
                 self.state = "paused"
             self._post(pause)
+        elif t is ev.NodeChecked:
+            with self._fetch_cond:
+                if e.node is None and not e.result:
+                    self._checks_done.add(e.request)
+                else:
+                    try:
+                        check = NodeCheck.from_wire(json.loads(e.result))
+                    except ValueError as exc:
+                        check = NodeCheck(e.node, "", None, reason=f"unreadable check result: {exc}")
+                    self._checks.setdefault(e.request, []).append(check)
+                    if check.node is not None:
+                        self.checks[check.node] = check
+                self._fetch_cond.notify_all()
         elif t is ev.TensorValue:
             with self._fetch_cond:
                 self._fetches[e.request] = e
@@ -715,6 +732,67 @@ class Debugger:
             blocks.append(np.stack([np.asarray(r[i], dtype=np.float64).ravel() for r in rows]))
         return Jacobian(pause.node, pause.op or "", v, blocks, self.vjp(v, timeout))
 
+    # -- gradient checks (gradviz.debug.check) -----------------------------------------------------
+    def check_node(self, node=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0,
+                   time_budget=TIME_BUDGET, timeout=60.0):
+        """Check the paused node's backward: its vector-Jacobian product for the grad_outputs it
+        received against central finite differences of its forward, run again in float64 in the
+        child on the inputs it saw (see docs/checking.md). A ``NodeCheck``: ``ok`` None with a
+        ``reason`` when it cannot be checked."""
+        pause = self.last_pause
+        if self.state != "paused" or pause is None or pause.phase != "backward" or pause.node is None:
+            raise DebuggerError("a node is checked while the program is paused before it in backward")
+        if node is not None and node != pause.node:
+            raise DebuggerError(f"check_node checks the paused node (n{pause.node}), not n{node}: before a node "
+                                "runs is when its inputs and saved tensors are there (check_pass checks them all)")
+        request = next(self._ids)
+        self._send({"cmd": "check", "request": request,
+                    **_check_options(eps, atol, rtol, max_evals, seed, time_budget)})
+        deadline = time.monotonic() + timeout
+        with self._fetch_cond:
+            while not self._checks.get(request):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.state == "exited":
+                    raise DebuggerError("no answer to the check" if left <= 0 else "the program has exited")
+                self._fetch_cond.wait(left)
+            return self._checks.pop(request)[0]
+
+    def start_check_pass(self, pass_index=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0,
+                         time_budget=TIME_BUDGET):
+        """Let the program run on, checking every node of backward pass ``pass_index`` (default: the
+        pass paused in, else the next one) as it comes, before it runs, pausing nowhere else; it
+        pauses (reason ``checked``) when that pass ends. Returns the request: ``checks_of(request)``
+        holds the results so far (the progress), in the order the nodes ran."""
+        self._require_paused("check a pass")
+        request = next(self._ids)
+        self._checks[request] = []
+        self.state = "running"
+        self._send({"cmd": "check_pass", "request": request, "pass_index": pass_index,
+                    **_check_options(eps, atol, rtol, max_evals, seed, time_budget)})
+        return request
+
+    def checks_of(self, request):
+        """The NodeChecks a check_pass request has made so far, and whether it is done."""
+        with self._fetch_cond:
+            return list(self._checks.get(request, [])), request in self._checks_done
+
+    def check_pass(self, pass_index=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0,
+                   time_budget=TIME_BUDGET, timeout=600.0):
+        """``start_check_pass`` and wait for its pause: the NodeChecks of every node of the pass, in
+        the order they ran. Raises DebuggerError if the program ends first (what was checked is in
+        ``checks_of``)."""
+        request = self.start_check_pass(pass_index, eps, atol, rtol, max_evals=max_evals, seed=seed,
+                                        time_budget=time_budget)
+        deadline = time.monotonic() + timeout
+        while True:
+            pause = self.wait_paused(max(0.0, deadline - time.monotonic()))
+            if pause.reason in ("checked", "exited", "exception"):
+                break
+        checks, done = self.checks_of(request)
+        if not done:
+            raise DebuggerError(f"the program ended before the pass was checked ({len(checks)} nodes checked)")
+        return checks
+
     def fetch(self, tensor=None, grad=None, grad_output=None, grad_input=None, timeout=30.0):
         """The full current value, while paused, of a live tensor (by name or id), a tensor's
         ``.grad``, or the current node's ``grad_output``/``grad_input`` number i."""
@@ -773,6 +851,11 @@ class Debugger:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _check_options(eps, atol, rtol, max_evals, seed, time_budget=TIME_BUDGET):
+    return {"eps": float(eps), "atol": float(atol), "rtol": float(rtol), "max_evals": int(max_evals),
+            "seed": int(seed), "time_budget": float(time_budget)}
 
 
 def _tensor_ref(x):

@@ -11,6 +11,7 @@ thread even when the program spins without touching the engine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import queue
 import runpy
@@ -25,6 +26,7 @@ import numpy as np
 
 from gradviz import events as ev
 from gradviz.debug import protocol
+from gradviz.debug.check import check_node_in_session
 from gradviz.debug.breakpoints import Breakpoint
 from gradviz.adapters.engine import EngineAdapter
 from gradviz.recording.attach import attach
@@ -46,6 +48,7 @@ class SessionProducer(Producer):
         self.session = session
         self.live = weakref.WeakValueDictionary()
         self.names = {}
+        self.keep_forward = session.sock is not None  # under the debugger: nodes can be checked
 
     def tensor_seen(self, tid, tensor):
         try:
@@ -71,12 +74,15 @@ class SessionProducer(Producer):
 
     def node_exited(self, node, grad_inputs):
         super().node_exited(node, grad_inputs)
+        if self.keep_forward:  # checked before it ran, if at all: its activations may go now
+            self.adapter.release_forward(node)
         self.session.after_backward(self._lookup(node), grad_inputs)
 
     def backward_finished(self):
         super().backward_finished()
         self.session.current_node = None
         self.session.current_node_obj = None
+        self.session.pass_finished(self.pass_index)
 
     def grad_accumulated(self, node, tensor, contribution, grad, fresh=False):
         super().grad_accumulated(node, tensor, contribution, grad, fresh)
@@ -137,6 +143,7 @@ class Session:
         self._pausing = False
         self._nudge_handler = None  # installed while the program runs (see nudge_later)
         self._output_left = OUTPUT_LIMIT
+        self.checking = None  # a check_pass command in progress: {"request", "pass_index", options}
 
     def record_output(self, name, text):
         """Keep a piece of the program's output (``gradviz record``), within OUTPUT_LIMIT."""
@@ -273,6 +280,13 @@ class Session:
                     return
                 if c == "fetch":
                     self.emit(self.fetch(cmd))
+                if c == "check":
+                    self.emit(self.check(cmd.get("request", 0), cmd))
+                if c == "check_pass":
+                    self.checking = cmd
+                    if phase == "backward" and self.current_node_obj is not None:
+                        self.emit(self.check(cmd.get("request", 0), cmd))
+                    return
         finally:
             # Let go of the pause's tensors: a gradient still held here would make PyTorch copy
             # it into .grad later instead of taking it, and keep its memory alive.
@@ -328,6 +342,24 @@ class Session:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else f"{type(exc).__name__}: {exc}"
             return ev.TensorValue(request, None, str(msg))
 
+    def check(self, request, cmd):
+        """The paused node's gradient check (``gradviz.debug.check``), as a ``NodeChecked`` event."""
+        node, like = self.current_node_obj, self.current.get("grad_output", [])
+        if node is None:
+            return ev.NodeChecked(request, None, json.dumps({"op": "", "ok": None,
+                                                             "reason": "not paused before a backward node"}))
+        result = check_node_in_session(self.producer.adapter, node, self.current_node, like, cmd)
+        return ev.NodeChecked(request, self.current_node, json.dumps(result.to_wire()))
+
+    def pass_finished(self, pass_index):
+        """A pass ended: a check_pass of it is done, and pauses here."""
+        cmd = self.checking
+        if cmd is None or cmd.get("pass_index") not in (None, pass_index):
+            return
+        self.checking = None
+        self.emit(ev.NodeChecked(cmd.get("request", 0), None, ""))
+        self.pause("checked", "program", detail=f"every node of backward pass {pass_index} checked")
+
     def _find_tensor(self, tid, name):
         live = self.producer.live
         if tid is not None:
@@ -352,6 +384,8 @@ class Session:
     # -- the hooks -------------------------------------------------------------------------------
     def after_forward(self, node, output):
         e = self.last_event
+        if self.checking is not None:  # check_pass: no pause until the pass is checked
+            return None
         if self._anomaly_on() and e.value is not None and not e.value.summary.finite \
                 and self._anomaly_once(("forward", self.producer.iteration)):
             return self.pause("anomaly", "forward", node, detail=f"{e.op} made a value holding NaN or Inf")
@@ -363,6 +397,14 @@ class Session:
     def before_backward(self, node, op, grad_outputs):
         self.current_node = node
         e = self.last_event
+        if self.checking is not None:  # check_pass: check every node as it comes, pause at none
+            if self.checking.get("pass_index") in (None, self.producer.pass_index):
+                self.current = {"grad_output": list(grad_outputs), "grad_input": []}
+                try:
+                    self.emit(self.check(self.checking.get("request", 0), self.checking))
+                finally:
+                    self.current = {}
+            return None
         if self.interrupted.is_set():
             return self.pause("interrupt", "backward", node, grad_outputs)
         source, peer = self._sources.get(node), self._peer_of.get(node)
@@ -377,12 +419,16 @@ class Session:
 
     def after_backward(self, node, grad_inputs):
         e = self.last_event
+        if self.checking is not None:
+            return None
         if self._anomaly_on() and any(v is not None and not v.summary.finite for v in e.grad_inputs) \
                 and self._anomaly_once(("backward", self.producer.pass_index)):
             return self.pause("anomaly", "backward-done", node, grad_inputs=grad_inputs,
                               detail="its gradient holds NaN or Inf")
 
     def after_accumulate(self, node, tensor, grad):
+        if self.checking is not None:
+            return None
         name = self.producer.names.get(tensor)
         for bp in list(self.breakpoints.values()):
             if bp.matches_tensor(tensor, name):

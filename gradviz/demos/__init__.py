@@ -8,11 +8,13 @@ DEMOS = {
     "resnet": ("resnet", "the tutorial's resnet18: frozen layers, a new fc, one training step"),
     "nan": ("nan", "a distance at zero: sqrt's backward makes Inf, then NaN, in the backward pass"),
     "control-flow": ("control_flow", "a loop whose graph differs from one iteration to the next"),
+    "wrong-backward": ("wrong_backward", "hand-written Functions, one with a subtly wrong backward (gradviz check)"),
     "gpt": ("gpt", "a character-level GPT in plain PyTorch style: ten steps of AdamW, clipping, a cosine schedule"),
     "torch-mlp": ("torch_mlp", "the small MLP in plain PyTorch (needs torch)"),
+    "torch-wrong-backward": ("torch_wrong_backward", "wrong-backward with torch.autograd.Functions (needs torch)"),
     "torch-resnet": ("torch_resnet", "the tutorial's resnet18 in plain PyTorch: frozen layers, a new fc (needs torch)"),
 }
-NEEDS_TORCH = {"torch-mlp", "torch-resnet"}
+NEEDS_TORCH = {"torch-mlp", "torch-resnet", "torch-wrong-backward"}
 
 
 def describe():

@@ -111,6 +111,8 @@ def _path_in(module, items):
 
 
 class Producer:
+    keep_forward = False  # keep what each node's forward read, to run it again (a debugger's gradient check)
+
     def __init__(self, adapter, sink, keep_arrays=True):
         self.adapter = adapter
         self.sink = sink

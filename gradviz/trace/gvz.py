@@ -258,7 +258,7 @@ _INT_FIELDS = {"id", "index", "iteration", "tensor", "status", "request", "line"
                "bucket"}
 _OPT_INT_FIELDS = {"node", "pass_index", "after_node"}
 _STR_FIELDS = {"op", "kind", "dtype", "output_dtype", "scope", "optimizer", "stream", "text", "reason", "phase",
-               "detail", "file", "backend"}
+               "detail", "file", "backend", "result"}
 _OPT_STR_FIELDS = {"name", "error", "traceback"}
 _INT_TUPLES = {"inputs", "params", "roots", "nodes"}
 

@@ -11,6 +11,7 @@ import sys
 import warnings
 
 from gradviz.adapters.torch.ddp import DDPWatch
+from gradviz.adapters.torch import replay
 from gradviz.adapters.torch.dispatch import MultiAdapter
 from gradviz.adapters.torch.values import TorchAdapter
 
@@ -39,6 +40,7 @@ class TorchRecording:
         self._mode = None
         self._before_step = {}
         self._warning_filter = None
+        self._apply_wrapped = None
         self._backward_funcs = {torch.Tensor.backward: "tensor", torch.autograd.backward: "backward",
                                 torch.autograd.grad: "grad"}
         # A context in which torch's __torch_function__ handling is off (modes included), where
@@ -73,9 +75,32 @@ class TorchRecording:
         ]
         self._mode = _make_mode(torch, self)()
         self._mode.__enter__()
+        if getattr(p, "keep_forward", False):
+            self._wrap_function_apply()
         return self
 
+    def _wrap_function_apply(self):
+        """A custom ``torch.autograd.Function``'s apply is seen by no mode: wrapped while attached,
+        to keep its arguments for a gradient check (``replay``)."""
+        torch, key = self.torch, self.adapter.forward_key
+        fn_cls = torch.autograd.Function
+        original = fn_cls.__dict__.get("apply")
+        if not isinstance(original, classmethod):
+            return
+        inner = original.__func__
+
+        def apply(cls, *args, **kwargs):
+            out = inner(cls, *args, **kwargs)
+            if torch.is_grad_enabled():
+                replay.record(torch, key, None, args, kwargs, out if isinstance(out, tuple) else (out,), custom=cls)
+            return out
+        fn_cls.apply = classmethod(apply)
+        self._apply_wrapped = original
+
     def detach(self):
+        if self._apply_wrapped is not None:
+            self.torch.autograd.Function.apply = self._apply_wrapped
+            self._apply_wrapped = None
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
             self._mode = None
@@ -91,9 +116,11 @@ class TorchRecording:
             p.refresh_skip_dirs()
 
     # -- forward --------------------------------------------------------------------------------
-    def made(self, args, kwargs, out):
+    def made(self, args, kwargs, out, func=None, before=None):
         torch = self.torch
         outs = out if isinstance(out, tuple) else (out,)
+        if func is not None and self.producer.keep_forward:
+            replay.record(torch, self.adapter.forward_key, func, args, kwargs, outs, before=before)
         inputs = None
         for o in outs:
             if isinstance(o, torch.Tensor) and o.grad_fn is not None and self.adapter.node_tag(o.grad_fn) is None:
@@ -332,6 +359,9 @@ def _make_mode(torch, rec):
 
     backward_funcs = rec._backward_funcs
     is_grad_enabled = torch.is_grad_enabled
+
+    def keep_forward():
+        return rec.producer.keep_forward
     is_compiling = _is_compiling(torch)
 
     class GradvizMode(TorchFunctionMode):
@@ -341,9 +371,11 @@ def _make_mode(torch, rec):
             kind = backward_funcs.get(func)
             if kind is not None:
                 return rec.run_backward(kind, func, args, kwargs)
+            grad = is_grad_enabled()
+            before = replay.before_call(torch, func, args, kwargs) if grad and keep_forward() else None
             out = func(*args, **(kwargs or {}))
-            if is_grad_enabled():
-                rec.made(args, kwargs, out)
+            if grad:
+                rec.made(args, kwargs, out, func, before)
             return out
 
     return GradvizMode

@@ -65,6 +65,15 @@ class _NodeKey:
         return "<gradviz node id>"
 
 
+class _ForwardKey:
+    """The key of a node's kept forward call in its metadata dict (gradviz.adapters.torch.replay)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<gradviz forward>"
+
+
 class TorchAdapter:
     """What the producer asks of a framework, answered for PyTorch."""
 
@@ -75,6 +84,7 @@ class TorchAdapter:
         self.Parameter = torch.nn.Parameter
         self._tags = WeakTable()
         self._key = _NodeKey()
+        self.forward_key = _ForwardKey()
         self.tensor_tag = self._tags.get
 
     # ids live beside the objects, never in them (see gradviz.adapters.weak): a tensor's in a weak
@@ -110,8 +120,21 @@ class TorchAdapter:
         import torch
         grads = [torch.as_tensor(a, dtype=g.dtype, device=g.device).reshape(g.shape) for a, g in zip(arrays, like)]
         with torch.no_grad():
-            out = node(*grads)
+            # a custom Function's node is not callable: its apply runs the user's backward, and
+            # gives one gradient per forward argument
+            out = node(*grads) if callable(node) else node.apply(*grads)
         return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    def release_forward(self, node):
+        """Let go of the call kept for ``node`` (it ran in backward; see ``replay``)."""
+        if self.forward_key in node.metadata:
+            from gradviz.adapters.torch.replay import RELEASED
+            node.metadata[self.forward_key] = RELEASED
+
+    def replay(self, node):
+        """``node``'s forward, ready to run again in float64 (``gradviz.adapters.torch.replay``)."""
+        from gradviz.adapters.torch.replay import replay
+        return replay(self.torch, self.forward_key, node)
 
     def saved(self, node):
         """The tensors ``node`` saved for its backward (its ``_saved_*`` attributes), as (name,
