@@ -145,6 +145,24 @@ def test_dead_relu_fraction_and_iterations_since_a_nonzero_gradient():
     assert streaks == {"a": (2, 0), "b": (0, 2), "c": (None, 3)}
 
 
+def test_a_pass_still_running_marks_no_gradient_zero():
+    """Paused at the first node of the first pass, no parameter has had a gradient yet: none is
+    'never non-zero'. Once the pass ends, the one whose gradient really is 0 is."""
+    from gradviz.trace.model import Trace
+    with gradviz.record() as rec:
+        w = et.tensor([1.0, 2.0], requires_grad=True)
+        v = et.tensor([1.0, 1.0], requires_grad=True)
+        ((w * 2.0).sum() + (v * 0.0).sum()).backward()
+    events = rec.trace.events
+    first_entered = next(i for i, e in enumerate(events) if type(e).__name__ == "NodeEntered")
+    mid = Trace()
+    mid.extend(events[:first_entered + 1])
+    assert not mid.passes[0].finished
+    assert {s.name: s.since for s in mid.zero_grad_streaks().values()} == {"w": 0, "v": 0}
+    streaks = {s.name: (s.last_nonzero, s.since) for s in rec.trace.zero_grad_streaks().values()}
+    assert streaks == {"w": (0, 0), "v": (None, 1)}
+
+
 torch = None
 
 

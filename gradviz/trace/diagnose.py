@@ -545,13 +545,15 @@ class ZeroStreak:
 
 def zero_grad_streaks(trace) -> dict:
     """Graph key -> ``ZeroStreak`` of every tensor that requires grad and was read by the graph
-    (parameters and other leaves). A gradient is zero when its exact norm is 0 (a pass that did not
-    reach the tensor gives it none, which counts as zero); NaN and Inf count as non-zero. Kept on
-    the trace until it grows (the app asks at every pause)."""
+    (parameters and other leaves). A gradient is zero when its exact norm is 0 (a finished pass that
+    did not reach the tensor gives it none, which counts as zero); NaN and Inf count as non-zero. A
+    pass still running (paused mid-backward) counts only for the gradients it has already given: the
+    rest are not zero, just not there yet. Kept on the trace until it grows (the app asks at every
+    pause)."""
     cached = getattr(trace, "_zero_streaks", None)
     if cached is not None and cached[0] == len(trace.events):
         return cached[1]
-    iterations = sorted({p.iteration for p in trace.passes})
+    iterations = sorted({p.iteration for p in trace.passes if p.finished})
     nonzero = {}
     for p in trace.passes:
         for tid, (contribution, grad) in p.accumulated.items():
