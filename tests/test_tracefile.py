@@ -419,12 +419,12 @@ def test_object_arrays_cannot_be_written_and_the_dtype_table_has_none():
 def test_header_layout_and_version():
     data = encoded("seed").data
     magic, version, flags = HEADER.unpack_from(data)
-    assert magic == b"GRADVIZ\x00" and version == tf.FORMAT_VERSION == 1 and flags == 0
+    assert magic == b"GRADVIZ\x00" and version == tf.FORMAT_VERSION == 2 and flags == 0
     assert data[HEADER.size:HEADER.size + 4] == b"GVEV"
     assert parse_frame(encoded("seed").frames[0])[0] == {"type": "IterationStarted", "fields": {"index": 0}}
 
 
-@pytest.mark.parametrize("version", [0, 2, 3, 0xFFFF])
+@pytest.mark.parametrize("version", [0, 3, 0xFFFF])
 @pytest.mark.parametrize("partial", [False, True])
 def test_another_format_version_is_refused_naming_both(version, partial, tmp_path):
     path = tmp_path / "v.gvz"

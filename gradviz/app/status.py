@@ -29,7 +29,8 @@ def status_text(st: AppState) -> str:
             return f"graph: {t.node_count()} nodes, no backward pass recorded (no gradients to show)"
         per = "an optimizer step" if t.steps else "a backward pass"  # (as the recorder counts them)
         return (f"recording: {_count(t.iterations, 'iteration')}, {_count(len(t.passes), 'backward pass')}, "
-                f"{len(t.events)} events; showing iteration {max(t.iterations - 1, 0)}; an iteration is {per}")
+                f"{len(t.events)} events; showing iteration {max(t.iterations - 1, 0)}; an iteration is {per}"
+                + "".join(f" · {line}" for line in t.dropped_lines()))
     if p.reason == "exited":
         if st.stopped:
             return "program stopped (Stop); Restart (Ctrl+Shift+F5) runs it again"

@@ -68,6 +68,8 @@ class ValueStore:
         self.budget = budget_bytes
         self.stored_bytes = 0
         self.peak_bytes = 0
+        self.dropped = 0  # arrays dropped to stay within the budget
+        self.dropped_bytes = 0
         self._kept = OrderedDict()
 
     def add(self, value):
@@ -78,8 +80,73 @@ class ValueStore:
         while self.stored_bytes > self.budget:
             _, old = self._kept.popitem(last=False)
             self.stored_bytes -= old.array.nbytes
+            self.dropped += 1
+            self.dropped_bytes += old.array.nbytes
             old.array = None
         self.peak_bytes = max(self.peak_bytes, self.stored_bytes)
+
+
+def _mib(n):
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+@dataclass
+class FileNotes:
+    """What a trace file says of itself (format version 2's notes): its value policy, which
+    iterations kept full arrays, and what it dropped to stay within its budget."""
+
+    policy: dict | None = None
+    full_iterations: list | None = None  # [[first, last], ...] of iterations with arrays in the file
+    iterations: int | None = None  # iterations recorded, dropped ones included
+    arrays_dropped: int = 0  # iterations whose arrays waited and were dropped (summaries kept)
+    arrays_over_budget: int = 0  # arrays left out because full arrays had their share of the budget
+    events_dropped: int = 0  # the oldest events, dropped when even the summaries outgrew the budget
+    dropped_iterations: tuple | None = None  # (first, last) of the iterations so dropped
+    ended: bool = False  # the writer closed the file (its end note was read)
+
+    def take(self, note):
+        """Read one note (a dict as the file holds it; a malformed one is ignored: notes are advice)."""
+        kind = note.get("note")
+        if kind == "policy":
+            self.policy = note
+        elif kind == "arrays_dropped":
+            self.arrays_dropped += 1
+        elif kind == "events_dropped" and type(note.get("events")) is int:
+            self.events_dropped = note["events"]
+            its = note.get("iterations")
+            if type(its) is list and len(its) == 2 and all(type(i) is int for i in its):
+                self.dropped_iterations = tuple(its)
+        elif kind == "end":
+            self.ended = True
+            full = note.get("full_iterations")
+            if type(full) is list and all(type(r) is list and len(r) == 2 and all(type(i) is int for i in r)
+                                          for r in full):
+                self.full_iterations = full
+            for name in ("iterations", "arrays_over_budget", "events_dropped"):
+                if type(note.get(name)) is int:
+                    setattr(self, name, note[name])
+
+    def lines(self):
+        """What the file lacks, in sentences (empty when it kept everything)."""
+        out = []
+        if self.events_dropped:
+            its = self.dropped_iterations
+            which = f" (iterations {its[0]}-{its[1]})" if its else ""
+            budget = self.policy.get("file_budget") if self.policy else None
+            out.append(f"the oldest {self.events_dropped} events{which} were dropped to keep the file within "
+                       f"its budget{f' of {_mib(budget)}' if isinstance(budget, int) else ''}")
+        if self.policy and self.policy.get("file_budget") is not None:
+            if self.full_iterations is not None:
+                shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.full_iterations) or "none"
+                one = len(self.full_iterations) == 1 and self.full_iterations[0][0] == self.full_iterations[0][1]
+                out.append(f"full values for iteration{'' if one else 's'} {shown}; summaries only for the others")
+            elif not self.ended:
+                out.append("full values only for the iterations the file's policy kept (the recording did not "
+                           "end cleanly: the last iterations' arrays are missing)")
+        if self.arrays_over_budget:
+            out.append(f"{self.arrays_over_budget} arrays kept as summaries only: full values had used their "
+                       "share of the file budget")
+        return out
 
 
 def _note(index, key, place):
@@ -124,6 +191,7 @@ class Trace:
         self.steps = []  # OptimizerStep events
         self.iterations = 0
         self.values = ValueStore(budget_bytes)
+        self.file_notes = FileNotes()  # what the trace file said it dropped (gradviz.load)
         # Indexes for time travel and for showing one iteration without scanning the whole graph:
         self.born = {}  # graph key -> position of the event that added it to the graph
         self.iteration_nodes = {}  # iteration -> keys of its grad_fn nodes, in creation order
@@ -342,6 +410,16 @@ class Trace:
         if n is None:
             return []
         return [m for m in self._peers.get(peer_signature(n), ()) if m in self.nodes]
+
+    def dropped_lines(self):
+        """What this trace lacks and why, in sentences: what its file dropped to stay within the file
+        budget, and the arrays dropped to stay within the memory budget (empty when nothing was)."""
+        out = self.file_notes.lines()
+        v = self.values
+        if v.dropped:
+            out.append(f"{v.dropped} full arrays ({_mib(v.dropped_bytes)}) dropped from memory, oldest first, to "
+                       f"stay within the memory budget of {_mib(v.budget)}; their summaries are kept")
+        return out
 
     def node_count(self):
         """The number of nodes in ``graph`` (cheap also for a trace in the past)."""
