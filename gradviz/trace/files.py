@@ -39,7 +39,7 @@ def load(path, partial=False, budget_bytes=None) -> Trace:
                 return trace
 
 
-CHUNK = 1 << 20  # bytes read at a time
+CHUNK = 1 << 18  # bytes read at a time (the decoder holds a few times this at most, beside the frame it is on)
 
 
 def _notes(trace, dec):

@@ -111,7 +111,7 @@ def info_text(trace, max_order=40):
     lines += _nonfinite_lines(trace)
     dropped = trace.dropped_lines()
     if dropped:
-        lines += ["", "Not in this trace:"] + [f"  {line}" for line in dropped]
+        lines += ["", "What this trace keeps and drops:"] + [f"  {line}" for line in dropped]
     return "\n".join(lines)
 
 
