@@ -42,7 +42,9 @@ if how == "info":
 elif how == "load":
     import gradviz
     t = gradviz.load(path, budget_bytes=budget)
-    tail = f"{len(t.events)} events, {t.values.stored_bytes / 2**20:.0f} MiB of arrays held"
+    full = t.file_notes.full_iterations
+    full = sum(b - a + 1 for a, b in full) if full is not None else t.iterations
+    tail = f"{full} {len(t.events)} events, {t.values.stored_bytes / 2**20:.0f} MiB of arrays held"
 else:  # before: every event of the file decoded first, then the trace built
     from gradviz.trace.gvz import read_events
     from gradviz.trace.model import Trace
@@ -97,18 +99,18 @@ def main():
             print(f"{'policy':<24}{'iterations':>11}{'file':>11}{'per iteration':>15}{'recording':>11}")
             for label, n, size, took, _ in rows:
                 print(f"{label:<24}{n:>11}{size / 2**20:>9.1f} M{size / n / 1024:>13.1f} K{took:>10.1f}s")
-            full = rows[1][2] / rows[1][1]  # an iteration with every array
-            kept = rows[0][2] // full if rows[0][1] > 5 else 0
-            print(f"  growth per iteration beyond the ~{kept:.0f} kept whole: "
-                  f"{(rows[0][2] - kept * full) / (rows[0][1] - kept) / 1024:.1f} K")
             mb = args.memory_budget << 20
+            full = rows[1][2] / rows[1][1]  # an iteration with every array
+            kept = int(_rss("load", rows[0][4], mb)[1].split()[0])
+            print(f"  the default policy kept {kept} iterations whole (~{kept * full / 2**20:.1f} M); the others grew "
+                  f"the file by {(rows[0][2] - kept * full) / max(rows[0][1] - kept, 1) / 1024:.1f} K an iteration")
             print(f"peak RSS (MiB): info with its 512 MiB budget; load and before with a {args.memory_budget} MiB one")
             print(f"{'':<24}{'info':>11}{'load':>11}{'before: read all, then build':>31}")
             for label, _, _, _, path in rows:
                 info, _ = _rss("info", path, 512 << 20)
                 load, tail = _rss("load", path, mb)
                 before, _ = _rss("before", path, mb)
-                print(f"{label:<24}{info:>9.0f} M{load:>9.0f} M{before:>29.0f} M   (load: {tail})")
+                print(f"{label:<24}{info:>9.0f} M{load:>9.0f} M{before:>29.0f} M   (load: {tail.split(' ', 1)[1]})")
             os.remove(rows[1][4])
 
 
