@@ -18,6 +18,7 @@ from gradviz.engine import nn
 from gradviz.trace import gvz
 from gradviz.trace.budget import BudgetedTraceWriter, ValuePolicy, parse_iterations, parse_size
 from gradviz.trace.gvz import TraceFormatError
+from gradviz.trace.model import ARRAY_OVERHEAD
 
 
 def train(iterations, nan_at=None, width=16):
@@ -176,7 +177,7 @@ def test_array_frames_are_checked(tmp_path):
     path.write_bytes(head + frame + gvz.encode_array(7, np.ones((2, 3), np.float32)))
     t = gradviz.load(path)
     np.testing.assert_array_equal(t.tensors[1].value.array, np.ones((2, 3)))
-    assert t.values.stored_bytes == 24  # a late array counts against the memory budget too
+    assert t.values.stored_bytes == 24 + ARRAY_OVERHEAD  # a late array counts against the memory budget too
 
 
 def test_load_applies_the_memory_budget_as_it_streams(tmp_path):
@@ -194,7 +195,8 @@ def test_load_applies_the_memory_budget_as_it_streams(tmp_path):
         tracemalloc.stop()
     assert t.values.stored_bytes <= budget and t.values.dropped > 0
     assert peak < size / 4, (peak, size)  # never the whole file: a chunk, the budget and the trace
-    assert sum(a.nbytes for it in arrays_by_iteration(t.events).values() for _, _, a in it) == t.values.stored_bytes
+    held = [a for it in arrays_by_iteration(t.events).values() for _, _, a in it]
+    assert sum(a.nbytes + ARRAY_OVERHEAD for a in held) == t.values.stored_bytes
     line = t.dropped_lines()[-1]
     assert line.startswith(f"{t.values.dropped} full arrays (") and "memory budget of 256 KiB" in line
 
