@@ -187,8 +187,9 @@ def cmd_record(args):
             status = status if status > 0 else 130
     # Counted from the frames' headers: the trace is not loaded again (a long run's is large).
     from gradviz.trace.gvz import TraceFormatError, count_events
+    notes = []
     try:
-        counts = count_events(output)
+        counts = count_events(output, notes)
     except (OSError, TraceFormatError) as exc:
         print(f"gradviz record: no trace was written to {output}: {exc}", file=sys.stderr)
         return status or 1
@@ -199,6 +200,12 @@ def cmd_record(args):
         return 128 - status
     print(f"gradviz: recorded {n} events ({counts.get('NodeCreated', 0)} autograd nodes, "
           f"{counts.get('BackwardStarted', 0)} backward passes) to {output}", file=sys.stderr)
+    from gradviz.trace.model import FileNotes
+    file_notes = FileNotes()
+    for note in notes:
+        file_notes.take(note)
+    for line in file_notes.lines():  # what the file budget's policy kept and dropped
+        print(f"gradviz: {line}", file=sys.stderr)
     return status
 
 

@@ -251,6 +251,7 @@ def test_record_command_keeps_within_its_budget(tmp_path):
     out = subprocess.run([sys.executable, "-m", "gradviz.cli", "record", "--demo", "mlp", "--file-budget", "2M",
                           "--keep-values", "2", "-o", str(path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines()[-1] == "gradviz: full values for iterations 0, 2-4; summaries only for the others"
     assert os.path.getsize(path) <= 2 << 20
     t = gradviz.load(path)
     assert t.file_notes.ended and t.file_notes.policy["keep"] == [[2, 2]]

@@ -44,6 +44,7 @@ def test_many_small_arrays_are_bounded_by_their_objects_too():
     assert t.values.stored_bytes <= budget
     assert budget // (ARRAY_OVERHEAD + 12) <= kept <= budget // (ARRAY_OVERHEAD + 4)  # (3- and 1-element arrays)
     assert t.values.dropped == arrays - kept > 0
+    assert t.dropped_brief() == f"{arrays - kept} oldest arrays dropped (memory budget)"
 
 
 def test_older_iterations_keep_slim_summaries_past_the_detail_bound():
@@ -72,6 +73,7 @@ def test_older_iterations_keep_slim_summaries_past_the_detail_bound():
     assert line.startswith(f"iterations before {first} keep slim summaries (shape, min, max, norm, NaN and Inf")
     assert line.endswith(f"whole ones for the latest {10 * per:,} events")
     assert AppState(trace=t).status_text().endswith(" · " + line)
+    assert t.dropped_brief() == f"slim summaries before iteration {first} (memory bound)"  # a live run's status
 
 
 def test_a_short_run_keeps_every_summary_whole():

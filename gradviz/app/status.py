@@ -23,7 +23,8 @@ def status_text(st: AppState) -> str:
         return " · ".join(parts + [p.detail])
     if p is None:
         if st.debugger is not None:
-            return "running"
+            brief = st.live_trace.dropped_brief()
+            return "running" + (f" · {brief}" if brief else "")
         t = st.trace
         if not t.passes and not t.steps:  # a drawing (a torchviz DOT), or a forward only
             return f"graph: {t.node_count()} nodes, no backward pass recorded (no gradients to show)"
@@ -53,4 +54,5 @@ def status_text(st: AppState) -> str:
         parts.append(f"paused ({p.reason}){where}{src}")
     if p.detail and p.reason != "step":
         parts.append(p.detail)
-    return " · ".join(parts)
+    brief = st.live_trace.dropped_brief()  # what a long run no longer holds (the memory bounds)
+    return " · ".join(parts + ([brief] if brief else []))

@@ -612,11 +612,12 @@ def read_events(path, partial=False):
         return _decode(chunks(), size, partial)
 
 
-def count_events(path):
+def count_events(path, notes=None):
     """A trace file's complete events counted by type, from the frames' headers alone (the array
     bytes skipped, nothing decoded, no checksum): what ``gradviz record`` says of a run without
     loading it. Stops quietly at the first cut or malformed frame; raises TraceHeaderError for a
-    file that is not a trace. Returns {event type name: count}."""
+    file that is not a trace. Returns {event type name: count}; appends the file's notes (dicts)
+    to ``notes`` when given."""
     counts = {}
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -631,7 +632,8 @@ def count_events(path):
             magic, meta_len, n_arrays, _ = _FRAME_HEADER.unpack(h)
             if magic not in _MAGICS[2] or meta_len > MAX_META_BYTES or n_arrays > MAX_ARRAYS:
                 break
-            meta = f.read(min(meta_len, 64))
+            meta = f.read(meta_len if magic == NOTE_MAGIC and notes is not None and meta_len < 1 << 16 else
+                          min(meta_len, 64))
             end = pos + _FRAME_HEADER.size + meta_len
             f.seek(end)
             bad = False
@@ -653,6 +655,13 @@ def count_events(path):
             if bad or end > size:
                 break
             if magic != FRAME_MAGIC:  # an array or a note: no event
+                if magic == NOTE_MAGIC and notes is not None:
+                    try:
+                        doc = json.loads(meta)
+                    except (ValueError, RecursionError):
+                        doc = None
+                    if type(doc) is dict:
+                        notes.append(doc)
                 pos = end
                 continue
             if not meta.startswith(b'{"type":"'):

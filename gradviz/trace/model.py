@@ -477,6 +477,17 @@ class Trace:
                        f"stay within the memory budget of {_mib(v.budget)}; their summaries are kept")
         return out
 
+    def dropped_brief(self):
+        """The memory bounds' part of ``dropped_lines`` in a few words, for a live run's status line
+        ("" when nothing was dropped)."""
+        parts = []
+        slim_to = self.slim_iterations() if getattr(self, "slim_before", 0) else 0
+        if slim_to:
+            parts.append(f"slim summaries before iteration {slim_to} (memory bound)")
+        if self.values.dropped:
+            parts.append(f"{self.values.dropped} oldest arrays dropped (memory budget)")
+        return ", ".join(parts)
+
     def node_count(self):
         """The number of nodes in ``graph`` (cheap also for a trace in the past)."""
         return self.graph.number_of_nodes()
