@@ -64,8 +64,11 @@ def test_older_iterations_keep_slim_summaries_past_the_detail_bound():
             assert (s.norm, s.min, s.max, s.nan, s.inf, s.shape, s.numel) == w[:7]  # what plots and labels read
             if k < t.slim_before:
                 assert is_slim(s) and math.isnan(s.mean) and s.hist == (0,) * HIST_BINS
+                assert all(v.array is None for v in values_of(t.events[k]) if v is not None)
             else:
                 assert not is_slim(s) and s.mean == w[7] and s.hist == w[8]
+    assert t.values.discarded > 0 and t.values.dropped == 0  # (not the memory budget's doing)
+    assert any(v.array is not None for e in t.events[t.slim_before:] for v in values_of(e) if v is not None)
     # the norm history of a parameter is whole from the first iteration
     hist = t.grad_history("w")
     assert len(hist) == 40 and all(np.isfinite(v.summary.norm) for _, v in hist)

@@ -17,7 +17,7 @@ DEFAULT_BUDGET = 512 * 2**20
 ARRAY_OVERHEAD = 256
 # The second bound: full summaries for the latest DETAIL_EVENTS events; older iterations' values keep
 # slim ones (shape, dtype, count, min, max, norm, NaN and Inf counts: what labels, anomaly marks and
-# the norm history read), their mean, std, mean |x|, zeros and histogram dropped.
+# the norm history read), their mean, std, mean |x|, zeros, histogram and full array dropped.
 DETAIL_EVENTS = 100_000
 SLIM_HIST = tuple([0] * HIST_BINS)  # a slim summary's histogram (this very tuple: ``is_slim``)
 _NAN = float("nan")
@@ -92,6 +92,7 @@ class ValueStore:
         self.peak_bytes = 0
         self.dropped = 0  # arrays dropped to stay within the budget
         self.dropped_bytes = 0
+        self.discarded = 0  # arrays of iterations made slim (Trace.detail_events)
         self._kept = OrderedDict()
 
     def add(self, value):
@@ -106,6 +107,13 @@ class ValueStore:
             self.dropped_bytes += old.array.nbytes
             old.array = None
         self.peak_bytes = max(self.peak_bytes, self.stored_bytes)
+
+    def discard(self, value):
+        """Drop this value's array now (its iteration keeps slim summaries only)."""
+        if self._kept.pop(id(value), None) is not None:
+            self.stored_bytes -= value.array.nbytes + ARRAY_OVERHEAD
+            self.discarded += 1
+            value.array = None
 
 
 def _mib(n):
@@ -259,6 +267,8 @@ class Trace:
             for v in _values_of(events[k]):
                 if v is not None:
                     v.summary = slim(v.summary)
+                    if v.array is not None:
+                        self.values.discard(v)
         self.slim_before = max(self.slim_before, end)
         del starts[:i]
 
@@ -469,7 +479,7 @@ class Trace:
         slim_to = self.slim_iterations() if getattr(self, "slim_before", 0) else 0
         if slim_to:
             out.append(f"iterations before {slim_to} keep slim summaries (shape, min, max, norm, NaN and Inf counts; "
-                       f"no mean, std or histogram), to bound memory: whole ones for the latest "
+                       f"no mean, std, histogram or full array), to bound memory: whole ones for the latest "
                        f"{self.detail_events:,} events")
         v = self.values
         if v.dropped:
