@@ -31,7 +31,7 @@ def status_text(st: AppState) -> str:
         per = "an optimizer step" if t.steps else "a backward pass"  # (as the recorder counts them)
         return (f"recording: {_count(t.iterations, 'iteration')}, {_count(len(t.passes), 'backward pass')}, "
                 f"{len(t.events)} events; showing iteration {max(t.iterations - 1, 0)}; an iteration is {per}"
-                + "".join(f" · {line}" for line in t.dropped_lines()))
+                + (f" · {brief}" if (brief := t.dropped_brief()) else ""))
     if p.reason == "exited":
         if st.stopped:
             return "program stopped (Stop); Restart (Ctrl+Shift+F5) runs it again"

@@ -18,7 +18,7 @@ ARRAY_OVERHEAD = 256
 # The second bound: full summaries for the latest DETAIL_EVENTS events; older iterations' values keep
 # slim ones (shape, dtype, count, min, max, norm, NaN and Inf counts: what labels, anomaly marks and
 # the norm history read), their mean, std, mean |x|, zeros, histogram and full array dropped.
-DETAIL_EVENTS = 100_000
+DETAIL_EVENTS = 50_000
 SLIM_HIST = tuple([0] * HIST_BINS)  # a slim summary's histogram (this very tuple: ``is_slim``)
 _NAN = float("nan")
 
@@ -156,6 +156,22 @@ class FileNotes:
                 if type(note.get(name)) is int:
                     setattr(self, name, note[name])
 
+    def brief(self):
+        """``lines`` in a few words, for a status line."""
+        parts = []
+        if self.events_dropped:
+            its = self.dropped_iterations
+            parts.append(f"iterations {its[0]}-{its[1]} dropped (file budget)" if its else
+                         f"oldest {self.events_dropped} events dropped (file budget)")
+        if self.policy and self.policy.get("file_budget") is not None:
+            if self.full_iterations is not None:
+                shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.full_iterations)
+                one = len(self.full_iterations) == 1 and self.full_iterations[0][0] == self.full_iterations[0][1]
+                parts.append(f"full values: iteration{'' if one else 's'} {shown}" if shown else "summaries only")
+            elif not self.ended:
+                parts.append("recording cut short: the last iterations' full values are missing")
+        return parts
+
     def lines(self):
         """What the file lacks, in sentences (empty when it kept everything)."""
         out = []
@@ -167,9 +183,10 @@ class FileNotes:
                        f"its budget{f' of {_mib(budget)}' if isinstance(budget, int) else ''}")
         if self.policy and self.policy.get("file_budget") is not None:
             if self.full_iterations is not None:
-                shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.full_iterations) or "none"
+                shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.full_iterations)
                 one = len(self.full_iterations) == 1 and self.full_iterations[0][0] == self.full_iterations[0][1]
-                out.append(f"full values for iteration{'' if one else 's'} {shown}; summaries only for the others")
+                out.append(f"full values for iteration{'' if one else 's'} {shown}; summaries only for the others"
+                           if shown else "summaries only, no full values")
             elif not self.ended:
                 out.append("full values only for the iterations the file's policy kept (the recording did not "
                            "end cleanly: the last iterations' arrays are missing)")
@@ -488,9 +505,9 @@ class Trace:
         return out
 
     def dropped_brief(self):
-        """The memory bounds' part of ``dropped_lines`` in a few words, for a live run's status line
-        ("" when nothing was dropped)."""
-        parts = []
+        """``dropped_lines`` in a few words, for the status line ("" when nothing was dropped)."""
+        notes = getattr(self, "file_notes", None)
+        parts = notes.brief() if notes is not None else []
         slim_to = self.slim_iterations() if getattr(self, "slim_before", 0) else 0
         if slim_to:
             parts.append(f"slim summaries before iteration {slim_to} (memory bound)")
