@@ -87,6 +87,9 @@ def test_unbounded_file_keeps_every_array(tmp_path):
     t = gradviz.load(path)
     assert sorted(arrays_by_iteration(t.events)) == [0, 1, 2, 3]
     assert t.dropped_lines() == []
+    record(path, 3, file_budget=4 << 20)  # first and last two: every iteration, nothing to say
+    t = gradviz.load(path)
+    assert sorted(arrays_by_iteration(t.events)) == [0, 1, 2] and t.dropped_lines() == [] and not t.dropped_brief()
 
 
 def test_a_run_that_outgrows_its_summaries_keeps_the_most_recent(tmp_path):

@@ -156,6 +156,12 @@ class FileNotes:
                 if type(note.get(name)) is int:
                     setattr(self, name, note[name])
 
+    def _all_full(self):
+        """Every iteration recorded kept its full values (nothing for the policy to say)."""
+        full = self.full_iterations
+        return full is not None and self.iterations is not None and self.iterations > 0 and \
+            sum(b - a + 1 for a, b in full) >= self.iterations
+
     def brief(self):
         """``lines`` in a few words, for a status line."""
         parts = []
@@ -163,7 +169,7 @@ class FileNotes:
             its = self.dropped_iterations
             parts.append(f"iterations {its[0]}-{its[1]} dropped (file budget)" if its else
                          f"oldest {self.events_dropped} events dropped (file budget)")
-        if self.policy and self.policy.get("file_budget") is not None:
+        if self.policy and self.policy.get("file_budget") is not None and not self._all_full():
             if self.full_iterations is not None:
                 shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.full_iterations)
                 one = len(self.full_iterations) == 1 and self.full_iterations[0][0] == self.full_iterations[0][1]
@@ -181,7 +187,7 @@ class FileNotes:
             budget = self.policy.get("file_budget") if self.policy else None
             out.append(f"the oldest {self.events_dropped} events{which} were dropped to keep the file within "
                        f"its budget{f' of {_mib(budget)}' if isinstance(budget, int) else ''}")
-        if self.policy and self.policy.get("file_budget") is not None:
+        if self.policy and self.policy.get("file_budget") is not None and not self._all_full():
             if self.full_iterations is not None:
                 shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.full_iterations)
                 one = len(self.full_iterations) == 1 and self.full_iterations[0][0] == self.full_iterations[0][1]
