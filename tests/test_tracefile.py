@@ -262,7 +262,8 @@ def test_seed_round_trip_real_values(tmp_path):
 
 def test_recording_straight_to_a_file(tmp_path):
     path = tmp_path / "live.gvz"
-    with contextlib.redirect_stdout(io.StringIO()), gradviz.record(path=path) as rec:
+    # (file_budget=None: every array, as recorded; the default budget's policy is tests/test_file_budget.py's)
+    with contextlib.redirect_stdout(io.StringIO()), gradviz.record(path=path, file_budget=None) as rec:
         demos.run("control-flow")
     assert_same_events(rec.trace.events, gradviz.load(path).events)
 
