@@ -200,7 +200,7 @@ def cmd_record(args):
         return 128 - status
     print(f"gradviz: recorded {n} events ({counts.get('NodeCreated', 0)} autograd nodes, "
           f"{counts.get('BackwardStarted', 0)} backward passes) to {output}", file=sys.stderr)
-    from gradviz.trace.model import FileNotes
+    from gradviz.trace.notes import FileNotes
     file_notes = FileNotes()
     for note in notes:
         file_notes.take(note)
