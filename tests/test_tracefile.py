@@ -946,6 +946,14 @@ def whole_frame_deletion(enc, i, j):
         other = j - (i - start)
         if other in bounds and enc.data[start:i] == enc.data[other:j]:
             return a, bounds.index(other)
+    # or the same distance before the ends of two frames with the same bytes after it: the frame
+    # holding i keeps its head and takes the other's identical tail
+    import bisect
+    fa, fb = bisect.bisect_right(bounds, i) - 1, bisect.bisect_right(bounds, j) - 1
+    if fb + 1 < len(bounds) and fa + 1 < len(bounds):
+        ea, eb = bounds[fa + 1], bounds[fb + 1]
+        if ea - i == eb - j and enc.data[i:ea] == enc.data[j:eb]:
+            return fa + 1, fb + 1
     return None
 
 
