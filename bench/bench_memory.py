@@ -4,7 +4,11 @@ program of bench_poll.py), with the window's own indexes (the Timeline) built as
 them. Prints bytes per event, of which arrays (the ValueStore's budget), and the top allocation
 sites.
 
-Run: python bench/bench_memory.py [--events 100000] [--top 12]
+With ``--before``, as before issue 13 item 12's bound: no slim summaries past DETAIL_EVENTS and
+arrays counted by their bytes alone. With ``--rss``, no tracemalloc (which slows the run several
+times): the process's resident memory (VmRSS, VmHWM) once the run has streamed ``--events``.
+
+Run: python bench/bench_memory.py [--events 100000] [--top 12] [--before] [--rss]
 """
 import argparse
 import gc
@@ -23,9 +27,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--before", action="store_true", help="without the second bound (see above)")
+    ap.add_argument("--rss", action="store_true", help="resident memory only, no tracemalloc")
     args = ap.parse_args()
     from gradviz import Debugger
     from gradviz.app.timeline import Timeline
+    from gradviz.trace import model
+    if args.before:
+        model.ARRAY_OVERHEAD = 0
+    if args.rss:
+        return rss(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "train.py")
@@ -35,6 +46,8 @@ def main():
         tracemalloc.start()
         base = tracemalloc.take_snapshot()
         dbg = Debugger.launch(script=script, break_on_backward=False)
+        if args.before:
+            dbg.trace.detail_events = None
         tl = Timeline(dbg.trace)
         try:
             while len(dbg.trace.events) < args.events and dbg.state != "exited":
@@ -51,11 +64,50 @@ def main():
         held, _ = tracemalloc.get_traced_memory()
         snap = tracemalloc.take_snapshot()
     arrays = dbg.trace.values.stored_bytes
-    print(f"bench_memory: {platform.python_implementation()} {platform.python_version()}; {n} events held, "
-          f"{held / 2**20:.0f} MiB traced: {held / n:.0f} B per event, of which arrays {arrays / n:.0f} B")
+    print(f"bench_memory{' --before' if args.before else ''}: {platform.python_implementation()} "
+          f"{platform.python_version()}; {n} events held, {held / 2**20:.0f} MiB traced: {held / n:.0f} B per event, "
+          f"of which arrays {arrays / n:.0f} B (with their objects); summaries slim before event "
+          f"{dbg.trace.slim_before}")
     for stat in snap.compare_to(base, "lineno")[:args.top]:
         print(f"  {stat.size_diff / n:7.0f} B/event  {stat.traceback[0].filename.rsplit('/', 2)[-1]}:"
               f"{stat.traceback[0].lineno}  ({stat.count_diff} blocks)")
+
+
+def _status(key):
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith(key + ":"))) / 1024
+
+
+def rss(args):
+    from gradviz import Debugger
+    from gradviz.app.timeline import Timeline
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "train.py")
+        with open(script, "w") as f:
+            f.write(PROGRAM)
+        gc.collect()
+        start = _status("VmRSS")
+        dbg = Debugger.launch(script=script, break_on_backward=False)
+        if args.before:
+            dbg.trace.detail_events = None
+        tl = Timeline(dbg.trace)
+        try:
+            while len(dbg.trace.events) < args.events and dbg.state != "exited":
+                time.sleep(0.2)
+                with dbg.lock:
+                    tl.marks()
+        finally:
+            dbg.terminate()
+            dbg.close()
+        with dbg.lock:
+            tl.marks()
+        gc.collect()
+        n = len(dbg.trace.events)
+        now = _status("VmRSS")
+    print(f"bench_memory --rss{' --before' if args.before else ''}: {n} events held; RSS {now:.0f} MiB "
+          f"(peak {_status('VmHWM'):.0f} MiB, {start:.0f} MiB before the run): {(now - start) * 2**20 / n:.0f} B "
+          f"per event; arrays {dbg.trace.values.stored_bytes / 2**20:.0f} MiB with their objects; summaries slim "
+          f"before event {dbg.trace.slim_before}")
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ def _check_demo(command, name):
     return None
 
 
-_RECORD_OPTIONS = {"-o": True, "--output": True, "--values": True, "--demo": True}
+_RECORD_OPTIONS = {"-o": True, "--output": True, "--values": True, "--demo": True, "--file-budget": True,
+                   "--keep-values": True}
 
 
 def _gradviz_options_after_script(argv):
@@ -163,12 +164,21 @@ def cmd_record(args):
     if problem:
         print(f"gradviz record: {problem}", file=sys.stderr)
         return 2
+    from gradviz.trace.budget import parse_iterations, parse_size
+    try:
+        parse_size(args.file_budget)
+        parse_iterations(args.keep_values)
+    except ValueError as exc:
+        print(f"gradviz record: {exc}", file=sys.stderr)
+        return 2
     import tempfile
     from gradviz.debug.session import command
+    file_opts = {"file_budget": args.file_budget, "keep_values": args.keep_values}
     if args.demo:
-        cmd = command(args.values, output=output, demo=args.demo, args=script_args, parent=os.getpid())
+        cmd = command(args.values, output=output, demo=args.demo, args=script_args, parent=os.getpid(), **file_opts)
     else:
-        cmd = command(args.values, output=output, script=script_args[0], args=script_args[1:], parent=os.getpid())
+        cmd = command(args.values, output=output, script=script_args[0], args=script_args[1:], parent=os.getpid(),
+                      **file_opts)
     with tempfile.TemporaryDirectory(prefix="gradviz-") as private:
         # The child dies with this process (--parent), whatever ends it.
         proc = subprocess.Popen(cmd, cwd=private)
@@ -184,8 +194,9 @@ def cmd_record(args):
             status = status if status > 0 else 130
     # Counted from the frames' headers: the trace is not loaded again (a long run's is large).
     from gradviz.trace.gvz import TraceFormatError, count_events
+    notes = []
     try:
-        counts = count_events(output)
+        counts = count_events(output, notes)
     except (OSError, TraceFormatError) as exc:
         print(f"gradviz record: no trace was written to {output}: {exc}", file=sys.stderr)
         return status or 1
@@ -196,6 +207,12 @@ def cmd_record(args):
         return 128 - status
     print(f"gradviz: recorded {n} events ({counts.get('NodeCreated', 0)} autograd nodes, "
           f"{counts.get('BackwardStarted', 0)} backward passes) to {output}", file=sys.stderr)
+    from gradviz.trace.notes import FileNotes
+    file_notes = FileNotes()
+    for note in notes:
+        file_notes.take(note)
+    for line in file_notes.lines():  # what the file budget's policy kept and dropped
+        print(f"gradviz: {line}", file=sys.stderr)
     return status
 
 
@@ -548,6 +565,12 @@ def build_parser():
     p.add_argument("-o", "--output", help="the trace file to write (.gvz)")
     p.add_argument("--values", choices=("full", "summaries"), default="full",
                    help="keep full arrays in the file (default) or summaries only")
+    p.add_argument("--file-budget", default="512M", metavar="SIZE",
+                   help="the trace file's budget (default 512M; 0 or none: unbounded): full values for the first "
+                        "and last iterations, around an anomaly and --keep-values, summaries for the rest; the "
+                        "oldest events go when even those outgrow it (docs/recording.md)")
+    p.add_argument("--keep-values", default="", metavar="ITERATIONS",
+                   help="iterations that keep full values too, e.g. 0,10,100-120")
     p.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
     p = sub.add_parser("serve", help="run a program under the debugger and wait for a window (gradviz attach)",
                        usage="gradviz serve [--listen HOST:PORT] [--on-detach pause|continue] "

@@ -486,7 +486,7 @@ def test_record_counts_its_trace_without_loading_it(tmp_path, monkeypatch, capfd
             f"{types['BackwardStarted']} backward passes)") in err
     data = out.read_bytes()
     cut = tmp_path / "cut.gvz"
-    cut.write_bytes(data[:-7])  # the last frame cut off
+    cut.write_bytes(data[:data.rindex(b"GVEV") + 7])  # the last event's frame cut (array and note frames follow it)
     assert sum(count_events(cut).values()) == len(events) - 1
 
 

@@ -33,13 +33,15 @@ def _status_text(st: AppState) -> str:
         return " · ".join(parts + [p.detail])
     if p is None:
         if st.debugger is not None:
-            return "running"
+            brief = st.live_trace.dropped_brief()
+            return "running" + (f" · {brief}" if brief else "")
         t = st.trace
         if not t.passes and not t.steps:  # a drawing (a torchviz DOT), or a forward only
             return f"graph: {t.node_count()} nodes, no backward pass recorded (no gradients to show)"
         per = "an optimizer step" if t.steps else "a backward pass"  # (as the recorder counts them)
         return (f"recording: {_count(t.iterations, 'iteration')}, {_count(len(t.passes), 'backward pass')}, "
-                f"{len(t.events)} events; showing iteration {max(t.iterations - 1, 0)}; an iteration is {per}")
+                f"{len(t.events)} events; showing iteration {max(t.iterations - 1, 0)}; an iteration is {per}"
+                + (f" · {brief}" if (brief := t.dropped_brief()) else ""))
     if p.reason == "exited":
         if st.stopped:
             return "program stopped (Stop); Restart (Ctrl+Shift+F5) runs it again"
@@ -66,4 +68,5 @@ def _status_text(st: AppState) -> str:
         note = bucket_note(st.trace, p.pass_index)  # DistributedDataParallel's reductions so far
         if note:
             parts.append(note)
-    return " · ".join(parts)
+    brief = st.live_trace.dropped_brief()  # what a long run no longer holds (the memory bounds)
+    return " · ".join(parts + ([brief] if brief else []))

@@ -32,6 +32,7 @@ from gradviz.adapters.engine import EngineAdapter
 from gradviz.recording.attach import attach
 from gradviz.recording.producer import Producer
 from gradviz.trace.model import peer_signature
+from gradviz.trace.budget import DEFAULT_FILE_BUDGET, BudgetedTraceWriter, ValuePolicy, parse_iterations, parse_size
 from gradviz.trace.gvz import TraceWriter
 
 EXIT_GRACE_S = 5.0  # after the program ended, how long its exit may take once the parent is gone
@@ -119,8 +120,8 @@ class _RecordedOutput:
 
 
 class Session:
-    def __init__(self, stream, keep_arrays=True, sock=None):
-        self.writer = TraceWriter(stream)
+    def __init__(self, stream, keep_arrays=True, sock=None, writer=None):
+        self.writer = writer if writer is not None else TraceWriter(stream)
         self.sock = sock
         self.keep_arrays = keep_arrays
         self.commands = queue.Queue()
@@ -437,7 +438,7 @@ class Session:
 
 
 def command(values="full", *, connect=None, output=None, demo=None, script=None, args=(), cwd=None,
-            parent=None):
+            parent=None, file_budget=None, keep_values=None):
     """The command line that starts a session child. The child is started from a private folder
     (``python -m`` puts the working folder first on sys.path, and a gradviz checkout there would
     shadow the installed package); it moves to ``cwd`` (default: ours) before the program runs.
@@ -451,6 +452,10 @@ def command(values="full", *, connect=None, output=None, demo=None, script=None,
         cmd += ["--connect", connect]
     if output:
         cmd += ["--output", os.path.join(cwd, os.fspath(output))]
+        if file_budget is not None:
+            cmd += ["--file-budget", str(file_budget)]
+        if keep_values:
+            cmd += ["--keep-values", str(keep_values)]
     if demo:
         cmd += ["--demo", demo, "--", *map(str, args)]
     else:
@@ -504,11 +509,27 @@ def die_with_parent(parent):
     threading.Thread(target=watch, name="gradviz-parent-watch", daemon=True).start()
 
 
+def file_writer(path, file_budget=None, keep_values=""):
+    """The writer of ``gradviz record``'s trace file: within ``file_budget`` ('512M', 'none'; None:
+    the default) by the value policy (gradviz.trace.budget). Raises ValueError for a bad option."""
+    budget = DEFAULT_FILE_BUDGET if file_budget is None else parse_size(file_budget)
+    return BudgetedTraceWriter(path, ValuePolicy(file_budget=budget, keep=parse_iterations(keep_values or "")))
+
+
+def _end_stream(stream, writer):
+    if writer is not None:  # a trace file: the last iterations' arrays and the end note go in
+        writer.close()
+    else:
+        stream.flush()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m gradviz.debug.session")
     parser.add_argument("--connect", help="the parent's address (the token comes in the environment)")
     parser.add_argument("--output", help="write the stream to this trace file instead")
     parser.add_argument("--values", choices=("full", "summaries"), default="full")
+    parser.add_argument("--file-budget", help="the trace file's budget (--output): 512M, none, ...")
+    parser.add_argument("--keep-values", default="", help="iterations that keep full values: 0,10,100-120")
     parser.add_argument("--demo")
     parser.add_argument("--cwd", help="the folder the program runs in")
     parser.add_argument("--parent", type=int, help="end when the process with this pid ends")
@@ -521,7 +542,7 @@ def main(argv=None):
     if args.cwd:
         os.chdir(args.cwd)
 
-    sock = None
+    sock = writer = None
     cfg = {}
     if args.connect:
         sock = protocol.connect(args.connect)
@@ -529,11 +550,15 @@ def main(argv=None):
         cfg = protocol.recv_message(sock)
         stream = sock.makefile("wb", buffering=1 << 16)
     elif args.output:
-        stream = open(args.output, "wb")  # noqa: SIM115 (open for the life of the process)
+        try:
+            writer = file_writer(args.output, args.file_budget, args.keep_values)
+        except ValueError as exc:
+            parser.error(str(exc))
+        stream = writer  # flushed frame by frame; closed at the end, when the last iterations' arrays go in
     else:
         parser.error("give --connect ADDRESS or --output FILE")
 
-    session = Session(stream, keep_arrays=args.values == "full", sock=sock)
+    session = Session(stream, keep_arrays=args.values == "full", sock=sock, writer=writer)
     session.configure(cfg)
     if sock is None:  # gradviz record: the program's output goes into the recording too
         sys.stdout = _RecordedOutput("stdout", sys.stdout, session)
@@ -551,7 +576,7 @@ def main(argv=None):
         if sock is None:  # under a debugger, ProgramExited carries it (shown once, not twice)
             print(error, file=sys.stderr)
         session.emit(ev.ProgramExited(status, error))
-        stream.flush()
+        _end_stream(stream, writer)
         return status
 
     session.producer = SessionProducer(session, EngineAdapter(), keep_arrays=args.values == "full")
@@ -585,7 +610,7 @@ def main(argv=None):
         except (OSError, ValueError):
             pass
     session.emit(ev.ProgramExited(status, error))
-    stream.flush()
+    _end_stream(stream, writer)
     session.exit_status = status
     session.finished.set()
     return status

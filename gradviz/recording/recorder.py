@@ -5,7 +5,7 @@ from gradviz.adapters.engine import EngineAdapter
 from gradviz.adapters.weak import NAMES
 from gradviz.recording.attach import attach
 from gradviz.recording.producer import Producer
-from gradviz.trace.gvz import TraceWriter
+from gradviz.trace.budget import DEFAULT_FILE_BUDGET, BudgetedTraceWriter, ValuePolicy, parse_iterations
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 from gradviz.trace.ranks import job_rank, rank_path
 
@@ -15,13 +15,19 @@ _active: list[Recorder] = []
 class Recorder:
     """``with gradviz.record() as rec: ...`` then ``rec.trace``. ``values="full"`` keeps full arrays
     within ``budget_bytes`` (oldest dropped first); ``values="summaries"`` keeps summaries only.
-    ``path`` streams every event to a trace file as it happens, so a crash loses nothing; in a
+    ``path`` streams every event to a trace file as it happens, so a crash loses no event; in a
     rank of a distributed job, to that rank's own file (``run.gvz`` -> ``run.rank1.gvz``, see
-    ``path_written``)."""
+    ``path_written``). The file stays within ``file_budget`` bytes (None: unbounded) by a policy
+    that keeps full arrays for the first and last iterations, those around an anomaly and those in
+    ``keep_values`` (e.g. "0,10,100-120" or [(0, 0), (100, 120)]), summaries for the rest
+    (docs/recording.md)."""
 
-    def __init__(self, values="full", budget_bytes=DEFAULT_BUDGET, path=None, sink=None):
+    def __init__(self, values="full", budget_bytes=DEFAULT_BUDGET, path=None, sink=None,
+                 file_budget=DEFAULT_FILE_BUDGET, keep_values=()):
         if values not in ("full", "summaries"):
             raise ValueError(f"values must be 'full' or 'summaries', got {values!r}")
+        keep = parse_iterations(keep_values) if isinstance(keep_values, str) else tuple(map(tuple, keep_values))
+        self.policy = ValuePolicy(file_budget=file_budget, keep=keep)
         self.values = values
         self.trace = Trace(budget_bytes)
         self.path = path
@@ -42,7 +48,7 @@ class Recorder:
             raise RuntimeError("gradviz is already recording: recordings cannot be nested")
         if self.path is not None:
             self.path_written = _rank_file(self.path)
-            self._writer = TraceWriter(self.path_written)
+            self._writer = BudgetedTraceWriter(self.path_written, self.policy)
         self.producer = Producer(EngineAdapter(), self._on_event, keep_arrays=self.values == "full")
         self._attachment = attach(self.producer)
         _active.append(self)
@@ -71,6 +77,8 @@ def _rank_file(path):
     torchrun's environment, or from torch.distributed's process group when the program made one."""
     import os
     import sys
+    if not isinstance(path, (str, bytes, os.PathLike)):  # a file object: written as it is
+        return path
     job = job_rank()
     if job is not None:
         return rank_path(path, job.rank)
@@ -84,8 +92,9 @@ def _rank_file(path):
     return os.fspath(path)
 
 
-def record(values="full", budget_bytes=DEFAULT_BUDGET, path=None):
-    return Recorder(values=values, budget_bytes=budget_bytes, path=path)
+def record(values="full", budget_bytes=DEFAULT_BUDGET, path=None, file_budget=DEFAULT_FILE_BUDGET, keep_values=()):
+    return Recorder(values=values, budget_bytes=budget_bytes, path=path, file_budget=file_budget,
+                    keep_values=keep_values)
 
 
 def name(tensor, label):

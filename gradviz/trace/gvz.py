@@ -30,8 +30,12 @@ from gradviz import events as ev
 from gradviz.summary import HIST_BINS, Summary, interned
 
 MAGIC = b"GRADVIZ\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FRAME_MAGIC = b"GVEV"
+ARRAY_MAGIC = b"GVAR"  # version 2: one array, named by a ref, that values of earlier or later events name
+NOTE_MAGIC = b"GVNT"  # version 2: a JSON note about the file (its value policy, what it dropped)
+_MAGICS = {1: (FRAME_MAGIC,), 2: (FRAME_MAGIC, ARRAY_MAGIC, NOTE_MAGIC)}
+_CONSUMED = object()  # a frame that held no event (an array or a note)
 _FILE_HEADER = struct.Struct("<8sHH")
 _FRAME_HEADER = struct.Struct("<4sIII")
 MAX_META_BYTES = 64 * 2**20
@@ -66,13 +70,20 @@ def file_header():
     return _FILE_HEADER.pack(MAGIC, FORMAT_VERSION, 0)
 
 
-def _encode_value(v, arrays):
+INLINE, SUMMARY_ONLY = -1, -2  # what ``place`` may say of a value besides an array ref
+
+
+def _encode_value(v, arrays, place):
     if v is None:
         return None
     index = None
     if v.array is not None:
-        index = len(arrays)
-        arrays.append(v.array)
+        where = INLINE if place is None else place(v)
+        if where >= 0:
+            return {"summary": v.summary.to_dict(), "ref": where}
+        if where == INLINE:
+            index = len(arrays)
+            arrays.append(v.array)
     return {"summary": v.summary.to_dict(), "array": index}
 
 
@@ -80,19 +91,47 @@ _VALUE_FIELDS = {"value", "contribution", "grad"}
 _VALUE_TUPLES = {"grads", "grad_outputs", "grad_inputs"}
 
 
-def encode_event(e):
+def values_of(e):
+    """The values an event carries (None where a value field is empty), in field order."""
+    out = []
+    for name in ev.event_fields(type(e)):
+        if name in _VALUE_FIELDS:
+            out.append(getattr(e, name))
+        elif name in _VALUE_TUPLES:
+            out.extend(getattr(e, name))
+    return out
+
+
+def encode_event(e, place=None):
+    """One event's frame. ``place(value)``, for each value with an array, says where the array goes:
+    ``INLINE`` (in this frame, the default), ``SUMMARY_ONLY`` (nowhere), or a ref >= 0 (an array
+    frame of its own, version 2, written by ``encode_array`` before or after this one)."""
     arrays = []
     out = {}
     for name in ev.event_fields(type(e)):
         x = getattr(e, name)
         if name in _VALUE_FIELDS:
-            x = _encode_value(x, arrays)
+            x = _encode_value(x, arrays, place)
         elif name in _VALUE_TUPLES:
-            x = [_encode_value(v, arrays) for v in x]
+            x = [_encode_value(v, arrays, place) for v in x]
         elif name == "source":
             x = None if x is None else [x.file, x.line, x.function]
         out[name] = x
     meta = json.dumps({"type": type(e).__name__, "fields": out}, separators=(",", ":")).encode()
+    return _frame(FRAME_MAGIC, meta, arrays)
+
+
+def encode_array(ref, array):
+    """An array frame (version 2): the array a value naming ``ref`` stands for."""
+    return _frame(ARRAY_MAGIC, json.dumps({"ref": ref}).encode(), [array])
+
+
+def encode_note(note):
+    """A note frame (version 2): a JSON object with a "note" kind, about the file itself."""
+    return _frame(NOTE_MAGIC, json.dumps(note, separators=(",", ":")).encode(), [])
+
+
+def _frame(magic, meta, arrays):
     parts = [meta]
     for a in arrays:
         a = np.asarray(a)
@@ -102,7 +141,7 @@ def encode_event(e):
         parts.append(struct.pack("<BB", code, a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape))
         parts.append(np.ascontiguousarray(a, dtype=_DTYPES[code]).tobytes())
     body = b"".join(parts)
-    return _FRAME_HEADER.pack(FRAME_MAGIC, len(meta), len(arrays), zlib.crc32(body)) + body
+    return _FRAME_HEADER.pack(magic, len(meta), len(arrays), zlib.crc32(body)) + body
 
 
 class TraceWriter:
@@ -138,6 +177,12 @@ def write_trace(path, events):
 # -- decoding ------------------------------------------------------------------------------------
 def _fail(msg, offset, error=TraceFormatError):
     raise error(msg, offset)
+
+
+def _ref_range(x, off):
+    if type(x) is not list or len(x) != 2 or not all(type(n) is int and n >= 0 for n in x) or x[0] > x[1]:
+        _fail("a note's refs should be [first, end) with 0 <= first <= end", off)
+    return x[0], x[1]
 
 
 def _int(x, what, off):
@@ -219,12 +264,19 @@ def _summary(d, off):
                    _float(d.get("zeros", math.nan), "summary zeros", off))
 
 
-def _value(d, arrays, used, off):
+def _value(d, arrays, used, off, refs=None):
     if d is None:
         return None
-    if type(d) is not dict or set(d) != {"summary", "array"}:
-        _fail("a value should have exactly 'summary' and 'array'", off)
+    if type(d) is not dict or (set(d) != {"summary", "array"} and (refs is None or set(d) != {"summary", "ref"})):
+        _fail("a value should have exactly 'summary' and 'array'" + (" or 'ref'" if refs is not None else ""), off)
     s = _summary(d["summary"], off)
+    if "ref" in d:  # version 2: the array is in an array frame of its own, before or after this one
+        r = _count(d["ref"], "array ref", off)
+        if r in refs:
+            _fail(f"array ref {r} is named by two values", off)
+        value = ev.Value(s, None)
+        refs[r] = value
+        return value
     k = _opt_int(d["array"], "array index", off)
     arr = None
     if k is not None:
@@ -263,7 +315,7 @@ _OPT_STR_FIELDS = {"name", "error", "traceback"}
 _INT_TUPLES = {"inputs", "params", "roots", "nodes"}
 
 
-def _field(name, x, arrays, used, off):
+def _field(name, x, arrays, used, off, refs=None):
     what = f"field '{name}'"
     if name in _INT_FIELDS:
         return _int(x, what, off)
@@ -286,9 +338,9 @@ def _field(name, x, arrays, used, off):
     if name == "source":
         return _source(x, off)
     if name in _VALUE_FIELDS:
-        return _value(x, arrays, used, off)
+        return _value(x, arrays, used, off, refs)
     if name in _VALUE_TUPLES:
-        return tuple(_value(v, arrays, used, off) for v in _list(x, what, off))
+        return tuple(_value(v, arrays, used, off, refs) for v in _list(x, what, off))
     if name == "update_norms":
         return tuple(_float(v, what, off) for v in _list(x, what, off))
     if name == "lr":
@@ -312,11 +364,17 @@ def _optional_fields(cls):
     return names
 
 
-def decode_event(meta, arrays, off):
+def _json(meta, what, off):
     try:
-        doc = json.loads(meta.decode("utf-8"))
+        return json.loads(meta.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        _fail(f"event metadata is not valid JSON: {exc}", off)
+        _fail(f"{what} is not valid JSON: {exc}", off)
+
+
+def decode_event(meta, arrays, off, refs=None):
+    """The event of one frame. ``refs`` (version 2) collects {array ref: Value} for the values
+    whose arrays come in array frames of their own; without it a value naming a ref is an error."""
+    doc = _json(meta, "event metadata", off)
     if type(doc) is not dict or set(doc) != {"type", "fields"} or type(doc["fields"]) is not dict:
         _fail("event metadata should be {\"type\": ..., \"fields\": {...}}", off)
     cls = ev.EVENT_TYPES.get(doc["type"]) if type(doc["type"]) is str else None
@@ -332,7 +390,7 @@ def decode_event(meta, arrays, off):
         if given[n] is None and n not in optional:
             _fail(f"field {n!r} of a {doc['type']} event should not be null", off)
     used = set()
-    values = [_field(n, given[n], arrays, used, off) for n in names]
+    values = [_field(n, given[n], arrays, used, off, refs) for n in names]
     if len(used) != len(arrays):
         _fail(f"{len(arrays) - len(used)} arrays of this frame belong to no value", off)
     return cls(*values)
@@ -346,13 +404,17 @@ class StreamDecoder:
     offset, with the events completed by that same ``feed`` call in its ``events``. The decoder
     never skips ahead: once a frame is bad, every later call fails at that frame again."""
 
-    def __init__(self, total_size=None):
+    def __init__(self, total_size=None, on_array=None):
         self._buf = bytearray()
         self._start = 0  # index in _buf of the first byte not yet decoded (within one feed call)
         self._pos = 0  # absolute offset of _buf[_start]
         self._header = False
         self.total_size = total_size  # when known (a whole file), claims beyond it fail at once
         self.events_read = 0
+        self.version = FORMAT_VERSION
+        self.refs = {}  # version 2: array ref -> the Value waiting for its array frame
+        self.notes = []  # version 2: the note frames read, as dicts (a caller may empty the list)
+        self.on_array = on_array  # called with each Value whose array came in an array frame
 
     @property
     def offset(self):
@@ -369,9 +431,10 @@ class StreamDecoder:
         magic, version, flags = _FILE_HEADER.unpack_from(self._buf)
         if magic != MAGIC:
             _fail("not a gradviz trace file (bad magic bytes)", 0, TraceHeaderError)
-        if version != FORMAT_VERSION:
-            _fail(f"trace format version {version} is not supported: this gradviz reads version "
+        if not 1 <= version <= FORMAT_VERSION:
+            _fail(f"trace format version {version} is not supported: this gradviz reads version 1 to version "
                   f"{FORMAT_VERSION}", 8, TraceHeaderError)
+        self.version = version
         if flags != 0:
             _fail(f"unknown trace header flags {flags:#x}", 10, TraceHeaderError)
         self._start = self._pos = _FILE_HEADER.size
@@ -387,15 +450,20 @@ class StreamDecoder:
     def _try_frame(self):
         buf, s, off = self._buf, self._start, self._pos
         avail = len(buf) - s
+        magics = _MAGICS[self.version]
         if avail < 4:
-            if not FRAME_MAGIC.startswith(bytes(buf[s:])):
+            if not any(m.startswith(bytes(buf[s:])) for m in magics):
                 _fail("bad frame magic: not the start of an event", off)
             return None
-        if buf[s:s + 4] != FRAME_MAGIC:
+        magic = bytes(buf[s:s + 4])
+        if magic not in magics:
             _fail("bad frame magic: not the start of an event", off)
         if avail < _FRAME_HEADER.size:
             return None
         _, meta_len, n_arrays, crc = _FRAME_HEADER.unpack_from(buf, s)
+        if magic != FRAME_MAGIC and n_arrays != (magic == ARRAY_MAGIC):
+            _fail(f"{'an array' if magic == ARRAY_MAGIC else 'a note'} frame claims {n_arrays} arrays, not "
+                  f"{int(magic == ARRAY_MAGIC)}", off)
         if meta_len > MAX_META_BYTES:
             _fail(f"event metadata claims {meta_len} bytes, more than the limit of {MAX_META_BYTES}", off)
         if n_arrays > MAX_ARRAYS:
@@ -434,10 +502,43 @@ class StreamDecoder:
         arrays = [np.frombuffer(body, dtype=_DTYPES[code], count=math.prod(shape),
                                 offset=start - _FRAME_HEADER.size).reshape(shape).copy()
                   if nbytes else np.zeros(shape, _DTYPES[code]) for code, shape, start, nbytes in specs]
-        event = decode_event(body[:meta_len], arrays, off)
+        if magic == FRAME_MAGIC:
+            result = decode_event(body[:meta_len], arrays, off, self.refs if self.version >= 2 else None)
+        elif magic == ARRAY_MAGIC:
+            self._array_frame(_json(body[:meta_len], "array frame metadata", off), arrays[0], off)
+            result = _CONSUMED
+        else:
+            self._note_frame(_json(body[:meta_len], "note metadata", off), off)
+            result = _CONSUMED
         self._start += at
         self._pos += at
-        return event
+        return result
+
+    def _array_frame(self, doc, array, off):
+        if type(doc) is not dict or set(doc) != {"ref"}:
+            _fail("array frame metadata should be {\"ref\": N}", off)
+        value = self.refs.pop(_count(doc["ref"], "array ref", off), None)
+        if value is None:  # its event was dropped (a compacted file), or its ref dropped already
+            return
+        if tuple(array.shape) != value.summary.shape:
+            _fail(f"array of ref {doc['ref']} has shape {tuple(array.shape)} but its summary says "
+                  f"{value.summary.shape}", off)
+        value.array = array
+        if self.on_array is not None:
+            self.on_array(value)
+
+    def _note_frame(self, doc, off):
+        if type(doc) is not dict or type(doc.get("note")) is not str:
+            _fail("note metadata should be {\"note\": KIND, ...}", off)
+        if doc["note"] == "arrays_dropped":  # their array frames will never come: forget the values
+            lo, hi = _ref_range(doc.get("refs"), off)
+            if hi - lo <= len(self.refs):
+                for r in range(lo, hi):
+                    self.refs.pop(r, None)
+            else:
+                for r in [r for r in self.refs if lo <= r < hi]:
+                    del self.refs[r]
+        self.notes.append(doc)
 
     def feed(self, data):
         self._buf += data
@@ -449,6 +550,8 @@ class StreamDecoder:
                 e = self._try_frame()
                 if e is None:
                     break
+                if e is _CONSUMED:
+                    continue
                 out.append(e)
                 self.events_read += 1
         except TraceFormatError as exc:
@@ -510,11 +613,12 @@ def read_events(path, partial=False):
         return _decode(chunks(), size, partial)
 
 
-def count_events(path):
+def count_events(path, notes=None):
     """A trace file's complete events counted by type, from the frames' headers alone (the array
     bytes skipped, nothing decoded, no checksum): what ``gradviz record`` says of a run without
     loading it. Stops quietly at the first cut or malformed frame; raises TraceHeaderError for a
-    file that is not a trace. Returns {event type name: count}."""
+    file that is not a trace. Returns {event type name: count}; appends the file's notes (dicts)
+    to ``notes`` when given."""
     counts = {}
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -527,9 +631,10 @@ def count_events(path):
             if len(h) < _FRAME_HEADER.size:
                 break
             magic, meta_len, n_arrays, _ = _FRAME_HEADER.unpack(h)
-            if magic != FRAME_MAGIC or meta_len > MAX_META_BYTES or n_arrays > MAX_ARRAYS:
+            if magic not in _MAGICS[2] or meta_len > MAX_META_BYTES or n_arrays > MAX_ARRAYS:
                 break
-            meta = f.read(min(meta_len, 64))
+            meta = f.read(meta_len if magic == NOTE_MAGIC and notes is not None and meta_len < 1 << 16 else
+                          min(meta_len, 64))
             end = pos + _FRAME_HEADER.size + meta_len
             f.seek(end)
             bad = False
@@ -548,7 +653,19 @@ def count_events(path):
                     bad = True
                     break
                 f.seek(end)
-            if bad or end > size or not meta.startswith(b'{"type":"'):
+            if bad or end > size:
+                break
+            if magic != FRAME_MAGIC:  # an array or a note: no event
+                if magic == NOTE_MAGIC and notes is not None:
+                    try:
+                        doc = json.loads(meta)
+                    except (ValueError, RecursionError):
+                        doc = None
+                    if type(doc) is dict:
+                        notes.append(doc)
+                pos = end
+                continue
+            if not meta.startswith(b'{"type":"'):
                 break
             name = meta[9:].split(b'"', 1)[0].decode("ascii", "replace")
             counts[name] = counts.get(name, 0) + 1

@@ -8,9 +8,32 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from gradviz import events as ev
+from gradviz.summary import HIST_BINS, Summary
 from gradviz.trace.gvz import write_trace
+from gradviz.trace.notes import FileNotes, mib
 
 DEFAULT_BUDGET = 512 * 2**20
+# A kept array costs its bytes and its Python objects (the ndarray, the store's entry): counted, so
+# that many small arrays are bounded by the budget too (issue 13, item 12).
+ARRAY_OVERHEAD = 256
+# The second bound: full summaries for the latest DETAIL_EVENTS events; older iterations' values keep
+# slim ones (shape, dtype, count, min, max, norm, NaN and Inf counts: what labels, anomaly marks and
+# the norm history read), their mean, std, mean |x|, zeros, histogram and full array dropped.
+DETAIL_EVENTS = 50_000
+SLIM_HIST = tuple([0] * HIST_BINS)  # a slim summary's histogram (this very tuple: ``is_slim``)
+_NAN = float("nan")
+
+
+def slim(s):
+    """The slim form of a summary (itself when already slim)."""
+    if s.hist is SLIM_HIST:
+        return s
+    return Summary(s.shape, s.dtype, s.numel, s.min, s.max, _NAN, _NAN, s.norm, s.nan, s.inf, SLIM_HIST, _NAN, _NAN,
+                   s.sampled, _NAN, _NAN)
+
+
+def is_slim(s):
+    return s.hist is SLIM_HIST
 
 
 def peer_signature(e):
@@ -70,18 +93,30 @@ class ValueStore:
         self.budget = budget_bytes
         self.stored_bytes = 0
         self.peak_bytes = 0
+        self.dropped = 0  # arrays dropped to stay within the budget
+        self.dropped_bytes = 0
+        self.discarded = 0  # arrays of iterations made slim (Trace.detail_events)
         self._kept = OrderedDict()
 
     def add(self, value):
         if value is None or value.array is None or id(value) in self._kept:
             return
         self._kept[id(value)] = value
-        self.stored_bytes += value.array.nbytes
+        self.stored_bytes += value.array.nbytes + ARRAY_OVERHEAD
         while self.stored_bytes > self.budget:
             _, old = self._kept.popitem(last=False)
-            self.stored_bytes -= old.array.nbytes
+            self.stored_bytes -= old.array.nbytes + ARRAY_OVERHEAD
+            self.dropped += 1
+            self.dropped_bytes += old.array.nbytes
             old.array = None
         self.peak_bytes = max(self.peak_bytes, self.stored_bytes)
+
+    def discard(self, value):
+        """Drop this value's array now (its iteration keeps slim summaries only)."""
+        if self._kept.pop(id(value), None) is not None:
+            self.stored_bytes -= value.array.nbytes + ARRAY_OVERHEAD
+            self.discarded += 1
+            value.array = None
 
 
 def _note(index, key, place):
@@ -117,9 +152,12 @@ def _values_of(e):
 
 
 class Trace:
-    def __init__(self, budget_bytes=DEFAULT_BUDGET):
+    def __init__(self, budget_bytes=DEFAULT_BUDGET, detail_events=DETAIL_EVENTS):
         import networkx as nx
         self.events = []
+        self.detail_events = detail_events  # None: every summary kept whole
+        self.slim_before = 0  # position of the first event whose values' summaries are whole
+        self._iteration_starts = []  # positions of the IterationStarted events
         self._handlers = {}  # event type -> its handler (a function of the class), or None
         self.graph = nx.DiGraph()
         self.nodes = {}  # node id -> NodeCreated
@@ -130,6 +168,7 @@ class Trace:
         self.source_texts = {}  # (file, line) -> that line's text, as the program ran it (SourceText)
         self.rank = None  # the latest RankInfo: which rank of a distributed job this is, or None
         self.values = ValueStore(budget_bytes)
+        self.file_notes = FileNotes()  # what the trace file said it dropped (gradviz.load)
         # Indexes for time travel and for showing one iteration without scanning the whole graph:
         self.born = {}  # graph key -> position of the event that added it to the graph
         self.iteration_nodes = {}  # iteration -> keys of its grad_fn nodes, in creation order
@@ -146,6 +185,10 @@ class Trace:
         self.events.append(e)
         for v in _values_of(e):
             self.values.add(v)
+        if type(e) is ev.IterationStarted:
+            self._iteration_starts.append(len(self.events) - 1)
+            if self.detail_events is not None and len(self.events) - self.slim_before > self.detail_events * 5 // 4:
+                self._slim_older()
         cls = type(e)
         handler = self._handlers.get(cls, _UNKNOWN)
         if handler is _UNKNOWN:  # each event type's handler, found once (unbound: no cycle to self)
@@ -159,6 +202,29 @@ class Trace:
 
     def _on_SourceText(self, e):
         self.source_texts[(e.file, e.line)] = e.text
+
+    def _slim_older(self):
+        """Keep whole summaries for the latest ``detail_events`` events, from an iteration's start:
+        the older ones are made slim (run once every quarter of that many events)."""
+        starts = self._iteration_starts
+        i = bisect.bisect_left(starts, len(self.events) - self.detail_events)
+        end = starts[i] if i < len(starts) else len(self.events) - 1
+        events = self.events
+        for k in range(self.slim_before, end):
+            for v in _values_of(events[k]):
+                if v is not None:
+                    v.summary = slim(v.summary)
+                    if v.array is not None:
+                        self.values.discard(v)
+        self.slim_before = max(self.slim_before, end)
+        del starts[:i]
+
+    def slim_iterations(self):
+        """The iterations whose values keep slim summaries only (all before this one), or 0."""
+        if not self.slim_before:
+            return 0
+        e = self.events[self.slim_before]
+        return e.index if type(e) is ev.IterationStarted else self.iterations
 
     def _on_IterationStarted(self, e):
         self.iterations = max(self.iterations, e.index + 1)
@@ -387,6 +453,33 @@ class Trace:
         """Per parameter, the iterations since its gradient was last non-zero."""
         from gradviz.trace.diagnose import zero_grad_streaks
         return zero_grad_streaks(self)
+
+    def dropped_lines(self):
+        """What this trace lacks and why, in sentences: what its file dropped to stay within the file
+        budget, and the arrays dropped to stay within the memory budget (empty when nothing was)."""
+        notes = getattr(self, "file_notes", None)  # (a trace in the past shares the live one's values)
+        out = notes.lines() if notes is not None else []
+        slim_to = self.slim_iterations() if getattr(self, "slim_before", 0) else 0
+        if slim_to:
+            out.append(f"iterations before {slim_to} keep slim summaries (shape, min, max, norm, NaN and Inf counts; "
+                       f"no mean, std, histogram or full array), to bound memory: whole ones for the latest "
+                       f"{self.detail_events:,} events")
+        v = self.values
+        if v.dropped:
+            out.append(f"{v.dropped} full arrays ({mib(v.dropped_bytes)}) dropped from memory, oldest first, to "
+                       f"stay within the memory budget of {mib(v.budget)}; their summaries are kept")
+        return out
+
+    def dropped_brief(self):
+        """``dropped_lines`` in a few words, for the status line ("" when nothing was dropped)."""
+        notes = getattr(self, "file_notes", None)
+        parts = notes.brief() if notes is not None else []
+        slim_to = self.slim_iterations() if getattr(self, "slim_before", 0) else 0
+        if slim_to:
+            parts.append(f"slim summaries before iteration {slim_to} (memory bound)")
+        if self.values.dropped:
+            parts.append(f"{self.values.dropped} oldest arrays dropped (memory budget)")
+        return ", ".join(parts)
 
     def node_count(self):
         """The number of nodes in ``graph`` (cheap also for a trace in the past)."""

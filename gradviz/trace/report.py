@@ -9,7 +9,11 @@ The JSON form (``gradviz info TRACE --json``)::
      "passes": [{"index": 0, "iteration": 0, "order": ["n11", "n9", ...]}, ...],
      "tensors": [{"id": "t1", "name": "a", "kind": "leaf", "shape": [2], "dtype": "<f4",
                   "requires_grad": true, "value": SUMMARY, "grad": SUMMARY or null}, ...],
-     "steps":  [{"index": 0, "optimizer": "SGD", "params": ["t1", ...], "update_norms": [...]}, ...]}
+     "steps":  [{"index": 0, "optimizer": "SGD", "params": ["t1", ...], "update_norms": [...]}, ...],
+     "dropped": ["the oldest 1138 events (iterations 0-26) were dropped ...", ...]}
+
+``dropped``, present only when something was, says in sentences what the trace lacks and why (its
+file's budget, the memory budget).
 
 Node kinds: ``grad_fn``, ``accumulate_grad``, and for leaf tensors ``parameter``, ``frozen``, ``leaf``.
 A node whose value (a forward output, a leaf's value) holds NaN or Inf also has
@@ -53,7 +57,7 @@ def to_json(trace):
     tensors = [{"id": tensor_key(t.id), "name": t.name, "kind": t.kind, "shape": list(t.shape), "dtype": t.dtype,
                 "requires_grad": t.requires_grad, "value": _summary(t.value), "grad": _summary(last_grad.get(t.id))}
                for t in trace.tensors.values()]
-    return {
+    doc = {
         "format": 1,
         "nodes": nodes,
         "edges": [[u, v] for u, v in g.edges()],
@@ -63,6 +67,10 @@ def to_json(trace):
         "steps": [{"index": s.index, "optimizer": s.optimizer, "params": [tensor_key(t) for t in s.params],
                    "update_norms": [_finite(n) for n in s.update_norms]} for s in trace.steps],
     }
+    dropped = trace.dropped_lines()
+    if dropped:
+        doc["dropped"] = dropped
+    return doc
 
 
 def info_json(trace):
@@ -101,6 +109,9 @@ def info_text(trace, max_order=40):
                      f"{_fmt(t.value.summary.norm) if t.value else '-':>11} "
                      f"{_fmt(gs.norm) if gs else '-':>11} {bad:>8}")
     lines += _nonfinite_lines(trace)
+    dropped = trace.dropped_lines()
+    if dropped:
+        lines += ["", "What this trace keeps and drops:"] + [f"  {line}" for line in dropped]
     return "\n".join(lines)
 
 
