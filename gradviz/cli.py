@@ -205,8 +205,9 @@ def cmd_record(args):
         print(f"gradviz record: the program was killed by signal {-status}; the trace holds "
               f"{n} events up to then ({output})", file=sys.stderr)
         return 128 - status
+    passes = counts.get('BackwardStarted', 0)
     print(f"gradviz: recorded {n} events ({counts.get('NodeCreated', 0)} autograd nodes, "
-          f"{counts.get('BackwardStarted', 0)} backward passes) to {output}", file=sys.stderr)
+          f"{passes} backward pass{'' if passes == 1 else 'es'}) to {output}", file=sys.stderr)
     from gradviz.trace.notes import FileNotes
     file_notes = FileNotes()
     for note in notes:

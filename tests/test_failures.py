@@ -483,7 +483,7 @@ def test_record_counts_its_trace_without_loading_it(tmp_path, monkeypatch, capfd
     assert count_events(out) == types
     err = capfd.readouterr().err
     assert (f"recorded {len(events)} events ({types['NodeCreated']} autograd nodes, "
-            f"{types['BackwardStarted']} backward passes)") in err
+            f"{types['BackwardStarted']} backward passes)") in err  # (the mlp demo runs several)
     data = out.read_bytes()
     cut = tmp_path / "cut.gvz"
     cut.write_bytes(data[:data.rindex(b"GVEV") + 7])  # the last event's frame cut (array and note frames follow it)
