@@ -67,6 +67,36 @@ class Summary:
 
 _EMPTY_HIST = (0,) * HIST_BINS
 
+
+class PendingSummary:
+    """A summary still being made (by kernels on a device, or on a worker thread): the producer
+    holds the events that carry it back until ``resolve`` gives every Value holding it (and its
+    views' summaries, ``with_shape``) the real Summary, so that nothing downstream ever sees one.
+    Its statistics are deliberately absent: reading one before then fails loudly."""
+
+    __slots__ = ("shape", "dtype", "numel", "_values", "_views")
+
+    def __init__(self, shape, dtype, numel):
+        self.shape, self.dtype, self.numel = tuple(shape), dtype, int(numel)
+        self._values: list = []
+        self._views: list = []
+
+    def with_shape(self, shape):
+        view = PendingSummary(shape, self.dtype, self.numel)
+        self._views.append(view)
+        return view
+
+    def attach(self, value):
+        """``value`` (an events.Value whose summary is this) gets the real one on ``resolve``."""
+        self._values.append(value)
+
+    def resolve(self, summary):
+        for v in self._values:
+            v.summary = summary
+        for view in self._views:
+            view.resolve(summary.with_shape(view.shape))
+        self._values = self._views = []
+
 # Summaries' histograms and shapes, one tuple for each distinct value: a long run describes the
 # same small tensors and gradients again every iteration, and a 64-bin histogram is ~550 bytes
 # (issue 13, item 12: the decoded trace held ~2.3 KB per event, a quarter of it histograms).

@@ -81,6 +81,11 @@ class EngineAdapter:
 
     # Values reach the producer as numpy arrays.
     summarize = staticmethod(summarize)
+    summarize_later = staticmethod(summarize)
+
+    @staticmethod
+    def flush():
+        """Nothing pending: the engine's summaries are made at once."""
 
     @staticmethod
     def memory(array):

@@ -21,6 +21,7 @@ class Attachment:
         return self
 
     def stop(self) -> None:
+        self.producer.flush()  # a program that never synchronises still gets its summaries
         if self._torch is not None:
             self._torch.stop()
             self._torch = None

@@ -69,6 +69,7 @@ class TorchRecording:
         return self
 
     def detach(self):
+        self.producer.flush()  # (while this adapter, which holds the pending summaries, is in place)
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
             self._mode = None

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from gradviz import summary as _summary
+from gradviz.adapters.torch.device import DeviceSummaries
 from gradviz.adapters.weak import NAMES, WeakTable
 
 TORCH_REDUCE_MIN = 1 << 16  # elements from which a CPU tensor's exact statistics come from torch
@@ -76,6 +77,10 @@ class TorchAdapter:
         self._tags = WeakTable()
         self._key = _NodeKey()
         self.tensor_tag = self._tags.get
+        self.device_summaries = DeviceSummaries(torch)
+        # CPU tensors' summaries made through the device path too (the tests' way to exercise it
+        # without a GPU); by default the CPU's are made at once, which costs less there.
+        self.defer_cpu = os.environ.get("GRADVIZ_DEFER_CPU") == "1"
 
     # ids live beside the objects, never in them (see gradviz.adapters.weak): a tensor's in a weak
     # table, a graph node's in its metadata dict (under a key of this adapter's own), as PyTorch
@@ -187,6 +192,28 @@ class TorchAdapter:
             except _UNREADABLE:
                 dtype, n = "unknown", 0
             return _summary.without_values(_shape_of(t), dtype, n)
+
+    def summarize_later(self, t):
+        """``t``'s Summary, or a PendingSummary that ``flush`` resolves: a tensor on a GPU (any
+        device but the CPU, or the CPU too with ``defer_cpu``) is summarised by kernels queued
+        on its device, without waiting (``device.DeviceSummaries``)."""
+        try:
+            if t.device.type == "cpu" and not self.defer_cpu:
+                return self.summarize(t)
+            t = t.detach()
+            if (t.layout != self.torch.strided or t.is_quantized or t.is_complex() or t.device.type == "meta"
+                    or t.numel() == 0):
+                return self.summarize(t)  # (their own ways, at once: rare on a device)
+            dtype = _dtype_str(t.dtype)
+            if dtype[0] not in "<|" and dtype != "bfloat16":  # no numpy dtype: as float64
+                return self.device_summaries.add(t.double(), dtype)
+            return self.device_summaries.add(t, dtype)
+        except _UNREADABLE:
+            return self.summarize(t)
+
+    def flush(self):
+        """Resolve every pending summary: one copy to the host per device."""
+        self.device_summaries.fetch()
 
     def _summarize(self, t):
         torch = self.torch
