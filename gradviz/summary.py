@@ -238,3 +238,84 @@ def without_values(shape, dtype, numel):
 def empty(shape, dtype):
     nan = float("nan")
     return Summary(tuple(shape), dtype, 0, nan, nan, nan, nan, 0.0, 0, 0, _EMPTY_HIST, 0.0, 0.0)
+
+
+class Batch:
+    """Summaries of many small arrays (up to ``EXACT_LIMIT`` values), made together: each ``add``
+    takes a float64 copy of the values as they are then (so a later in-place write cannot change
+    the summary) and returns a PendingSummary; ``resolve`` makes them all with a few numpy calls
+    over the joined copies instead of a dozen per array (a program of small ops makes thousands
+    a step). Statistics are those of ``summarize``: count, min, max, NaN and Inf counts and the
+    histogram alike, the norm, mean, std and mean |x| to float rounding (summed in another order)."""
+
+    def __init__(self):
+        self._copies: list = []
+        self._pending: list = []
+
+    def __len__(self):
+        return len(self._pending)
+
+    def add(self, array, dtype=None):
+        a = np.asarray(array)
+        pending = PendingSummary(a.shape, dtype or a.dtype.str, a.size)
+        self._copies.append(a.astype(np.float64).reshape(-1))  # (a copy, always: astype's default)
+        self._pending.append(pending)
+        return pending
+
+    def resolve(self):
+        if not self._pending:
+            return
+        copies, pending = self._copies, self._pending
+        self._copies, self._pending = [], []
+        with np.errstate(all="ignore"):
+            for p, s in zip(pending, _batch_summaries(copies, pending)):
+                p.resolve(s)
+
+
+def _batch_summaries(copies, pending):
+    k = len(copies)
+    sizes = np.fromiter((c.size for c in copies), dtype=np.intp, count=k)
+    starts = np.zeros(k, dtype=np.intp)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    v = np.concatenate(copies)
+    seg = np.repeat(np.arange(k), sizes)
+    lo = np.minimum.reduceat(v, starts)
+    hi = np.maximum.reduceat(v, starts)
+    sq = np.add.reduceat(v * v, starts)
+    total = np.add.reduceat(v, starts)
+    mean = total / sizes
+    mean_sq = sq / sizes
+    var = mean_sq - mean * mean
+    shaky = ~(var > mean_sq * 1e-6)  # (as _from_parts: too few digits left, or the squares overflowed)
+    if shaky.any():
+        d = v - mean[seg]
+        var = np.where(shaky, np.add.reduceat(d * d, starts) / sizes, var)
+    mean_abs = np.add.reduceat(np.abs(v), starts) / sizes
+    zeros = np.add.reduceat(v == 0.0, starts) / sizes
+    span = hi - lo
+    scale = HIST_BINS / span
+    # Odd ones are made one by one, as summarize makes them: a NaN or an Inf (NaN min or max, or
+    # an infinite sum of squares), a range or a scale past the largest float.
+    odd = ~(np.isfinite(sq) & (np.isfinite(scale) | (span == 0.0)))
+    binned = np.isfinite(scale) & ~odd
+    hists = np.zeros((k, HIST_BINS), dtype=np.intp)
+    if binned.any():
+        take = binned[seg]
+        s = seg[take]
+        bins = ((v[take] - lo[s]) * scale[s]).astype(np.intp)
+        np.minimum(bins, HIST_BINS - 1, out=bins)  # the maximum itself: in the last bin, as np.histogram
+        hists = np.bincount(s * HIST_BINS + bins, minlength=k * HIST_BINS).reshape(k, HIST_BINS)
+    rows = zip(lo.tolist(), hi.tolist(), mean.tolist(), var.tolist(), sq.tolist(), mean_abs.tolist(),
+               zeros.tolist(), hists.tolist(), odd.tolist(), sizes.tolist())
+    out = []
+    sqrt = math.sqrt
+    for p, c, (lo_, hi_, mean_, var_, sq_, mean_abs_, zeros_, hist, odd_, n) in zip(pending, copies, rows):
+        if odd_:
+            s = summarize(c)
+            out.append(Summary(p.shape, p.dtype, n, s.min, s.max, s.mean, s.std, s.norm, s.nan, s.inf, s.hist,
+                               s.hist_lo, s.hist_hi, False, s.mean_abs, s.zeros))
+            continue
+        h = interned((n,) + (0,) * (HIST_BINS - 1)) if hi_ == lo_ else interned(tuple(hist))
+        out.append(Summary(p.shape, p.dtype, n, lo_, hi_, mean_, sqrt(var_) if var_ > 0.0 else 0.0, sqrt(sq_),
+                           0, 0, h, lo_, hi_, False, mean_abs_, zeros_))
+    return out

@@ -73,6 +73,34 @@ def test_device_path_summaries_equal_summarize(name):
     _same(_device_summary(t), summarize(t.numpy()), norm_rtol=1e-3 if t.dtype == torch.float16 else 1e-6)
 
 
+def _odd_arrays():
+    rng = np.random.default_rng(0)
+    with_nan = rng.standard_normal(50).astype(np.float32)
+    with_nan[[4, 9]] = [np.nan, np.inf]
+    return [rng.standard_normal((7, 51)).astype(np.float32), np.full(5, 2.5), with_nan, np.full(3, np.nan),
+            np.array([-1e308, 1e308]), np.array([5e-324, 1e-323, 0.0]), np.arange(-3, 9), np.array([True, False]),
+            rng.standard_normal(4096).astype(np.float16), np.asfortranarray(rng.standard_normal((30, 20))),
+            np.maximum(rng.standard_normal(300), 0.0), np.array([1e200, 1e200])]
+
+
+def test_a_batch_of_small_summaries_equals_summarize_one_by_one():
+    from gradviz.summary import Batch
+    batch = Batch()
+    arrays = _odd_arrays()
+    pendings = [batch.add(a) for a in arrays]
+    values = []
+    for p in pendings:
+        values.append(ev.Value(p))
+        p.attach(values[-1])
+    expected = [summarize(a.copy()) for a in arrays]
+    for a in arrays:
+        a[...] = 0  # written after: the batch holds its own copies
+    batch.resolve()
+    assert len(batch) == 0
+    for v, e in zip(values, expected):
+        _same(v.summary, e, norm_rtol=1e-6)
+
+
 def _mlp(depth):
     torch.manual_seed(0)
     layers = []

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from gradviz.adapters.weak import NAMES, WeakTable
-from gradviz.summary import summarize
+from gradviz.summary import EXACT_LIMIT, Batch, summarize
 
 from gradviz.engine import hooks
 from gradviz.engine.autograd import AccumulateGrad
@@ -45,6 +45,7 @@ class EngineAdapter:
         # each adapter (one per recording) has its own table, its methods bound here (one call less
         # on the recording's hottest path).
         self._tags = WeakTable()
+        self._batch = Batch()
         self.get_tag = self._tags.get
         self.set_tag = self._tags.set
 
@@ -81,11 +82,16 @@ class EngineAdapter:
 
     # Values reach the producer as numpy arrays.
     summarize = staticmethod(summarize)
-    summarize_later = staticmethod(summarize)
 
-    @staticmethod
-    def flush():
-        """Nothing pending: the engine's summaries are made at once."""
+    def summarize_later(self, array):
+        """A small array's summary made with others' at the next ``flush`` (from a copy taken now:
+        the engine writes parameters in place), a large one's now."""
+        if 0 < array.size <= EXACT_LIMIT and array.dtype.kind in "fiub":
+            return self._batch.add(array)
+        return summarize(array)
+
+    def flush(self):
+        self._batch.resolve()
 
     @staticmethod
     def memory(array):

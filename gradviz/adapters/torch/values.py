@@ -78,6 +78,10 @@ class TorchAdapter:
         self._key = _NodeKey()
         self.tensor_tag = self._tags.get
         self.device_summaries = DeviceSummaries(torch)
+        # Small CPU tensors: copied when met, summarised together (summary.Batch)
+        self.host_batch = _summary.Batch()
+        self._batched_dtypes = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32,
+                                torch.int16, torch.int8, torch.uint8, torch.bool}
         # CPU tensors' summaries made through the device path too (the tests' way to exercise it
         # without a GPU); by default the CPU's are made at once, which costs less there.
         self.defer_cpu = os.environ.get("GRADVIZ_DEFER_CPU") == "1"
@@ -199,6 +203,10 @@ class TorchAdapter:
         on its device, without waiting (``device.DeviceSummaries``)."""
         try:
             if t.device.type == "cpu" and not self.defer_cpu:
+                t = t.detach()
+                if (t.numel() <= _summary.EXACT_LIMIT and t.layout == self.torch.strided and not t.is_quantized
+                        and t.dtype in self._batched_dtypes and t.numel()):
+                    return self.host_batch.add(_numpy(t), _dtype_str(t.dtype))
                 return self.summarize(t)
             t = t.detach()
             if (t.layout != self.torch.strided or t.is_quantized or t.is_complex() or t.device.type == "meta"
@@ -214,6 +222,7 @@ class TorchAdapter:
     def flush(self):
         """Resolve every pending summary: one copy to the host per device."""
         self.device_summaries.fetch()
+        self.host_batch.resolve()
 
     def _summarize(self, t):
         torch = self.torch
