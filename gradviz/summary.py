@@ -244,78 +244,87 @@ class Batch:
     """Summaries of many small arrays (up to ``EXACT_LIMIT`` values), made together: each ``add``
     takes a float64 copy of the values as they are then (so a later in-place write cannot change
     the summary) and returns a PendingSummary; ``resolve`` makes them all with a few numpy calls
-    over the joined copies instead of a dozen per array (a program of small ops makes thousands
-    a step). Statistics are those of ``summarize``: count, min, max, NaN and Inf counts and the
-    histogram alike, the norm, mean, std and mean |x| to float rounding (summed in another order)."""
+    per size of array (rows of one matrix) instead of a dozen per array: a program of small ops
+    makes thousands a step, mostly of a few sizes. Statistics are those of ``summarize``: count,
+    min, max, NaN and Inf counts, zeros and the histogram alike; the norm, mean, std and mean |x|
+    to float rounding (the same sums, added in another order)."""
 
     def __init__(self):
-        self._copies: list = []
-        self._pending: list = []
+        self._by_size: dict = {}  # size -> ([float64 copies], [PendingSummary])
+        self._count = 0
 
     def __len__(self):
-        return len(self._pending)
+        return self._count
 
     def add(self, array, dtype=None):
         a = np.asarray(array)
         pending = PendingSummary(a.shape, dtype or a.dtype.str, a.size)
-        self._copies.append(a.astype(np.float64).reshape(-1))  # (a copy, always: astype's default)
-        self._pending.append(pending)
+        group = self._by_size.get(a.size)
+        if group is None:
+            group = self._by_size[a.size] = ([], [])
+        group[0].append(a.astype(np.float64).reshape(-1))  # (a copy, always: astype's default)
+        group[1].append(pending)
+        self._count += 1
         return pending
 
     def resolve(self):
-        if not self._pending:
+        if not self._count:
             return
-        copies, pending = self._copies, self._pending
-        self._copies, self._pending = [], []
+        groups, self._by_size, self._count = self._by_size, {}, 0
         with np.errstate(all="ignore"):
-            for p, s in zip(pending, _batch_summaries(copies, pending)):
-                p.resolve(s)
+            for copies, pending in groups.values():
+                for p, s in zip(pending, _rows_summaries(np.array(copies), pending)):
+                    p.resolve(s)
 
 
-def _batch_summaries(copies, pending):
-    k = len(copies)
-    sizes = np.fromiter((c.size for c in copies), dtype=np.intp, count=k)
-    starts = np.zeros(k, dtype=np.intp)
-    np.cumsum(sizes[:-1], out=starts[1:])
-    v = np.concatenate(copies)
-    seg = np.repeat(np.arange(k), sizes)
-    lo = np.minimum.reduceat(v, starts)
-    hi = np.maximum.reduceat(v, starts)
-    sq = np.add.reduceat(v * v, starts)
-    total = np.add.reduceat(v, starts)
-    mean = total / sizes
-    mean_sq = sq / sizes
+def _rows_summaries(x, pending):
+    """The Summary of each row of ``x`` (k rows of n values, float64), as PendingSummary says."""
+    k, n = x.shape
+    lo = _min(x, axis=1)
+    hi = _max(x, axis=1)
+    sq = np.einsum("ij,ij->i", x, x)
+    mean = _add(x, axis=1) / n
+    mean_sq = sq / n
     var = mean_sq - mean * mean
     shaky = ~(var > mean_sq * 1e-6)  # (as _from_parts: too few digits left, or the squares overflowed)
     if shaky.any():
-        d = v - mean[seg]
-        var = np.where(shaky, np.add.reduceat(d * d, starts) / sizes, var)
-    mean_abs = np.add.reduceat(np.abs(v), starts) / sizes
-    zeros = np.add.reduceat(v == 0.0, starts) / sizes
+        d = x - mean[:, None]
+        var = np.where(shaky, np.einsum("ij,ij->i", d, d) / n, var)
+    mean_abs = _add(np.abs(x), axis=1) / n
+    zeros = np.count_nonzero(x == 0.0, axis=1) / n
     span = hi - lo
     scale = HIST_BINS / span
-    # Odd ones are made one by one, as summarize makes them: a NaN or an Inf (NaN min or max, or
-    # an infinite sum of squares), a range or a scale past the largest float.
+    # Odd rows are made one by one, as summarize makes them: a NaN or an Inf (a NaN min or max, an
+    # infinite sum of squares), a range or a scale past the largest float.
     odd = ~(np.isfinite(sq) & (np.isfinite(scale) | (span == 0.0)))
-    binned = np.isfinite(scale) & ~odd
-    hists = np.zeros((k, HIST_BINS), dtype=np.intp)
-    if binned.any():
-        take = binned[seg]
-        s = seg[take]
-        bins = ((v[take] - lo[s]) * scale[s]).astype(np.intp)
-        np.minimum(bins, HIST_BINS - 1, out=bins)  # the maximum itself: in the last bin, as np.histogram
-        hists = np.bincount(s * HIST_BINS + bins, minlength=k * HIST_BINS).reshape(k, HIST_BINS)
-    rows = zip(lo.tolist(), hi.tolist(), mean.tolist(), var.tolist(), sq.tolist(), mean_abs.tolist(),
-               zeros.tolist(), hists.tolist(), odd.tolist(), sizes.tolist())
+    spread = np.isfinite(scale) & ~odd
+    hists = None
+    if spread.any():
+        bins = np.subtract(x, lo[:, None])
+        bins *= np.where(spread, scale, 0.0)[:, None]
+        b = bins.astype(np.intp)
+        np.minimum(b, HIST_BINS - 1, out=b)  # the maximum itself: in the last bin, as np.histogram puts it
+        if not spread.all():
+            b[~spread] = 0  # (rows made otherwise: their bins are not used)
+        b += (np.arange(k) * HIST_BINS)[:, None]
+        hists = np.bincount(b.reshape(-1), minlength=k * HIST_BINS).reshape(k, HIST_BINS).tolist()
     out = []
     sqrt = math.sqrt
-    for p, c, (lo_, hi_, mean_, var_, sq_, mean_abs_, zeros_, hist, odd_, n) in zip(pending, copies, rows):
+    flat = _EMPTY_HIST
+    rows = zip(pending, lo.tolist(), hi.tolist(), mean.tolist(), var.tolist(), sq.tolist(), mean_abs.tolist(),
+               zeros.tolist(), odd.tolist(), spread.tolist())
+    for i, (p, lo_, hi_, mean_, var_, sq_, mean_abs_, zeros_, odd_, spread_) in enumerate(rows):
         if odd_:
-            s = summarize(c)
+            s = summarize(x[i])
             out.append(Summary(p.shape, p.dtype, n, s.min, s.max, s.mean, s.std, s.norm, s.nan, s.inf, s.hist,
                                s.hist_lo, s.hist_hi, False, s.mean_abs, s.zeros))
             continue
-        h = interned((n,) + (0,) * (HIST_BINS - 1)) if hi_ == lo_ else interned(tuple(hist))
+        if spread_:
+            h = interned(tuple(hists[i]))  # type: ignore[index]
+        else:  # a constant
+            if flat[0] != n:
+                flat = interned((n,) + (0,) * (HIST_BINS - 1))
+            h = flat
         out.append(Summary(p.shape, p.dtype, n, lo_, hi_, mean_, sqrt(var_) if var_ > 0.0 else 0.0, sqrt(sq_),
                            0, 0, h, lo_, hi_, False, mean_abs_, zeros_))
     return out
