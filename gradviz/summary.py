@@ -250,7 +250,7 @@ class Batch:
     to float rounding (the same sums, added in another order)."""
 
     def __init__(self):
-        self._by_size: dict = {}  # size -> ([float64 copies], [PendingSummary])
+        self._by_size: dict[int, tuple[list, list]] = {}  # size -> ([float64 copies], [PendingSummary])
         self._count = 0
 
     def __len__(self):
