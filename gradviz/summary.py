@@ -61,6 +61,11 @@ class Summary:
                        self.nan, self.inf, self.hist, self.hist_lo, self.hist_hi, self.sampled, self.mean_abs,
                        self.zeros)
 
+    def with_dtype(self, dtype):
+        return Summary(self.shape, dtype, self.numel, self.min, self.max, self.mean, self.std, self.norm,
+                       self.nan, self.inf, self.hist, self.hist_lo, self.hist_hi, self.sampled, self.mean_abs,
+                       self.zeros)
+
     def to_dict(self):
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
@@ -74,10 +79,11 @@ class PendingSummary:
     views' summaries, ``with_shape``) the real Summary, so that nothing downstream ever sees one.
     Its statistics are deliberately absent: reading one before then fails loudly."""
 
-    __slots__ = ("shape", "dtype", "numel", "_values", "_views")
+    __slots__ = ("shape", "dtype", "numel", "exact", "_values", "_views")
 
-    def __init__(self, shape, dtype, numel):
+    def __init__(self, shape, dtype, numel, exact=None):
         self.shape, self.dtype, self.numel = tuple(shape), dtype, int(numel)
+        self.exact = exact  # (min, max, norm) of all the values, when only a sample is to be read
         self._values: list = []
         self._views: list = []
 
@@ -267,6 +273,18 @@ class Batch:
         self._count += 1
         return pending
 
+    def add_sampled(self, sample, shape, dtype, numel, lo, hi, norm):
+        """The pending summary of ``numel`` values, all finite, whose exact min, max and norm are
+        known and whose other statistics come from ``sample`` (copied now)."""
+        pending = PendingSummary(shape, dtype, numel, (lo, hi, norm))
+        group = self._by_size.get(sample.size)
+        if group is None:
+            group = self._by_size[sample.size] = ([], [])
+        group[0].append(sample.astype(np.float64))
+        group[1].append(pending)
+        self._count += 1
+        return pending
+
     def resolve(self):
         if not self._count:
             return
@@ -282,6 +300,9 @@ def _rows_summaries(x, pending):
     k, n = x.shape
     lo = _min(x, axis=1)
     hi = _max(x, axis=1)
+    exact = [(i, p.exact) for i, p in enumerate(pending) if p.exact is not None]
+    for i, (lo_, hi_, _) in exact:  # a sample's: the histogram spans all the values, as _from_parts's
+        lo[i], hi[i] = lo_, hi_
     sq = np.einsum("ij,ij->i", x, x)
     mean = _add(x, axis=1) / n
     mean_sq = sq / n
@@ -314,7 +335,11 @@ def _rows_summaries(x, pending):
     rows = zip(pending, lo.tolist(), hi.tolist(), mean.tolist(), var.tolist(), sq.tolist(), mean_abs.tolist(),
                zeros.tolist(), odd.tolist(), spread.tolist())
     for i, (p, lo_, hi_, mean_, var_, sq_, mean_abs_, zeros_, odd_, spread_) in enumerate(rows):
-        if odd_:
+        if p.exact is not None:
+            if odd_:
+                out.append(from_parts(p.shape, p.dtype, p.numel, lo_, hi_, p.exact[2], 0, 0, x[i], True))
+                continue
+        elif odd_:
             s = summarize(x[i])
             out.append(Summary(p.shape, p.dtype, n, s.min, s.max, s.mean, s.std, s.norm, s.nan, s.inf, s.hist,
                                s.hist_lo, s.hist_hi, False, s.mean_abs, s.zeros))
@@ -325,6 +350,31 @@ def _rows_summaries(x, pending):
             if flat[0] != n:
                 flat = interned((n,) + (0,) * (HIST_BINS - 1))
             h = flat
-        out.append(Summary(p.shape, p.dtype, n, lo_, hi_, mean_, sqrt(var_) if var_ > 0.0 else 0.0, sqrt(sq_),
-                           0, 0, h, lo_, hi_, False, mean_abs_, zeros_))
+        norm = p.exact[2] if p.exact is not None else sqrt(sq_)
+        out.append(Summary(p.shape, p.dtype, p.numel, lo_, hi_, mean_, sqrt(var_) if var_ > 0.0 else 0.0, norm,
+                           0, 0, h, lo_, hi_, p.exact is not None, mean_abs_, zeros_))
     return out
+
+
+def summarize_into(batch, array, dtype=None):
+    """``array``'s summary, or a PendingSummary that ``batch.resolve()`` makes: a small array is
+    copied into the batch; a large one's exact part (norm, min, max) is read now and only its
+    sample goes to the batch; one holding a NaN or an Inf, or not real, is summarised at once."""
+    a = np.asarray(array)
+    n = a.size
+    if n == 0 or a.dtype.kind not in "fiub":
+        s = summarize(a)
+        return s if dtype is None or s.dtype == dtype else s.with_dtype(dtype)
+    if n <= EXACT_LIMIT:
+        return batch.add(a, dtype)
+    x = a if a.dtype.kind == "f" and a.dtype != np.float16 else a.astype(np.float64)
+    flat = _flat_view(x)
+    if flat is None:
+        flat = x.reshape(-1)
+    with np.errstate(all="ignore"):
+        sq = float(np.dot(flat, flat))
+    if not math.isfinite(sq):  # a NaN or an Inf: counted at once, exactly
+        s = summarize(a)
+        return s if dtype is None or s.dtype == dtype else s.with_dtype(dtype)
+    return batch.add_sampled(flat[:: n // SAMPLE_SIZE], a.shape, dtype or a.dtype.str, n, float(_min(flat)),
+                             float(_max(flat)), math.sqrt(sq))

@@ -73,6 +73,20 @@ def test_device_path_summaries_equal_summarize(name):
     _same(_device_summary(t), summarize(t.numpy()), norm_rtol=1e-3 if t.dtype == torch.float16 else 1e-6)
 
 
+@pytest.mark.parametrize("name", list(_cases()) + ["large, torch's reductions"])
+def test_cpu_path_summaries_equal_summarize(name):
+    from gradviz.adapters.torch import TorchAdapter
+    t = _cases()[name] if name in _cases() else torch.randn(300, 300)
+    adapter = TorchAdapter(torch)
+    got = adapter.summarize_later(t)
+    if type(got) is PendingSummary:
+        v = ev.Value(got)
+        got.attach(v)
+        adapter.flush()
+        got = v.summary
+    _same(got, summarize(t.numpy()), norm_rtol=1e-3 if t.dtype == torch.float16 else 1e-6)
+
+
 def _odd_arrays():
     rng = np.random.default_rng(0)
     with_nan = rng.standard_normal(50).astype(np.float32)
@@ -92,13 +106,39 @@ def test_a_batch_of_small_summaries_equals_summarize_one_by_one():
     for p in pendings:
         values.append(ev.Value(p))
         p.attach(values[-1])
-    expected = [summarize(a.copy()) for a in arrays]
+    expected = [summarize(a.copy(order="K")) for a in arrays]
     for a in arrays:
         a[...] = 0  # written after: the batch holds its own copies
     batch.resolve()
     assert len(batch) == 0
     for v, e in zip(values, expected):
         _same(v.summary, e, norm_rtol=1e-6)
+
+
+def test_large_arrays_read_exactly_now_and_their_samples_batched():
+    from gradviz.summary import Batch, summarize_into
+    rng = np.random.default_rng(1)
+    huge = rng.standard_normal(5000) * 1e150  # (squares near the largest float)
+    holes = rng.standard_normal(9000)
+    holes[7] = np.nan  # read at once, exactly
+    arrays = [rng.standard_normal((300, 70)).astype(np.float32), np.asfortranarray(rng.standard_normal((90, 80))),
+              np.full(10000, -1.5), np.maximum(rng.standard_normal(20000), 0).astype(np.float32), huge, holes,
+              rng.integers(0, 5, 6000)]
+    batch = Batch()
+    got = [summarize_into(batch, a) for a in arrays]
+    assert type(got[5]) is not PendingSummary and sum(type(g) is PendingSummary for g in got) == 6
+    values = []
+    for g in got:
+        values.append(ev.Value(g))
+        if type(g) is PendingSummary:
+            g.attach(values[-1])
+    expected = [summarize(a.copy(order="K")) for a in arrays]
+    for a in arrays:
+        a[...] = 0
+    batch.resolve()
+    for v, e in zip(values, expected):
+        assert v.summary.sampled
+        _same(v.summary, e)
 
 
 def _mlp(depth):
@@ -134,7 +174,7 @@ class _HostReads:
             monkeypatch.setattr(torch.Tensor, name, counted)
 
 
-def _reads_per_iteration(monkeypatch, depth, iterations=3):
+def _reads_per_iteration(monkeypatch, depth, iterations=2):
     model = _mlp(depth)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(8, 16)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from gradviz.adapters.weak import NAMES, WeakTable
-from gradviz.summary import EXACT_LIMIT, Batch, summarize
+from gradviz.summary import Batch, summarize, summarize_into
 
 from gradviz.engine import hooks
 from gradviz.engine.autograd import AccumulateGrad
@@ -84,11 +84,10 @@ class EngineAdapter:
     summarize = staticmethod(summarize)
 
     def summarize_later(self, array):
-        """A small array's summary made with others' at the next ``flush`` (from a copy taken now:
-        the engine writes parameters in place), a large one's now."""
-        if 0 < array.size <= EXACT_LIMIT and array.dtype.kind in "fiub":
-            return self._batch.add(array)
-        return summarize(array)
+        """The summary, made with others' at the next ``flush`` from copies taken now (the engine
+        writes parameters in place): a small array's whole, a large one's sample (its exact
+        part is read now); ``summary.summarize_into``."""
+        return summarize_into(self._batch, array)
 
     def flush(self):
         self._batch.resolve()

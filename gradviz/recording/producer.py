@@ -69,7 +69,7 @@ def _path_in_frame(module, frame):
 
 # Events held back for pending summaries are let go at least this often (a forward-only program,
 # inference, has no pass end): the device's rows and the held events stay bounded.
-FLUSH_EVERY = 512
+FLUSH_EVERY = 4096
 
 _LONGEST = 10_000  # lists and dicts longer than this are not searched (a data set, say)
 

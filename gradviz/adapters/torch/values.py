@@ -80,6 +80,7 @@ class TorchAdapter:
         self.device_summaries = DeviceSummaries(torch)
         # Small CPU tensors: copied when met, summarised together (summary.Batch)
         self.host_batch = _summary.Batch()
+        self._torch_reduced = {torch.float32, torch.float64}
         self._batched_dtypes = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32,
                                 torch.int16, torch.int8, torch.uint8, torch.bool}
         # CPU tensors' summaries made through the device path too (the tests' way to exercise it
@@ -201,13 +202,23 @@ class TorchAdapter:
         """``t``'s Summary, or a PendingSummary that ``flush`` resolves: a tensor on a GPU (any
         device but the CPU, or the CPU too with ``defer_cpu``) is summarised by kernels queued
         on its device, without waiting (``device.DeviceSummaries``)."""
+        torch_dot = self.torch.dot
         try:
             if t.device.type == "cpu" and not self.defer_cpu:
                 t = t.detach()
-                if (t.numel() <= _summary.EXACT_LIMIT and t.layout == self.torch.strided and not t.is_quantized
-                        and t.dtype in self._batched_dtypes and t.numel()):
-                    return self.host_batch.add(_numpy(t), _dtype_str(t.dtype))
-                return self.summarize(t)
+                if t.layout != self.torch.strided or t.is_quantized or t.dtype not in self._batched_dtypes:
+                    return self.summarize(t)
+                n = t.numel()
+                if n >= TORCH_REDUCE_MIN and t.dtype in self._torch_reduced and t.is_contiguous():
+                    # (torch's reductions use every core: see _summarize)
+                    flat = t.view(-1)
+                    sq = torch_dot(flat, flat).item()
+                    if math.isfinite(sq):
+                        lo, hi = self.torch.aminmax(flat)
+                        return self.host_batch.add_sampled(flat.numpy()[:: n // _summary.SAMPLE_SIZE], tuple(t.shape),
+                                                           _dtype_str(t.dtype), n, lo.item(), hi.item(), math.sqrt(sq))
+                    return self.summarize(t)
+                return _summary.summarize_into(self.host_batch, _numpy(t), _dtype_str(t.dtype))
             t = t.detach()
             if (t.layout != self.torch.strided or t.is_quantized or t.is_complex() or t.device.type == "meta"
                     or t.numel() == 0):
