@@ -82,29 +82,41 @@ class PendingSummary:
     views' summaries, ``with_shape``) the real Summary, so that nothing downstream ever sees one.
     Its statistics are deliberately absent: reading one before then fails loudly."""
 
-    __slots__ = ("shape", "dtype", "numel", "exact", "_values", "_views")
+    __slots__ = ("shape", "dtype", "numel", "exact", "_values")
 
     def __init__(self, shape, dtype, numel, exact=None):
         self.shape, self.dtype, self.numel = tuple(shape), dtype, int(numel)
         self.exact = exact  # (min, max, norm) of all the values, when only a sample is to be read
-        self._values: list = []
-        self._views: list = []
+        # the Value holding it, or a list of Values and views (PendingSummary): most have one,
+        # and a recording makes thousands a step (each list is one more object to collect)
+        self._values = None
+
+    def _hold(self, x):
+        held = self._values
+        if held is None:
+            self._values = x
+        elif type(held) is list:
+            held.append(x)
+        else:
+            self._values = [held, x]
 
     def with_shape(self, shape):
         view = PendingSummary(shape, self.dtype, self.numel)
-        self._views.append(view)
+        self._hold(view)
         return view
 
     def attach(self, value):
         """``value`` (an events.Value whose summary is this) gets the real one on ``resolve``."""
-        self._values.append(value)
+        self._hold(value)
 
     def resolve(self, summary):
-        for v in self._values:
-            v.summary = summary
-        for view in self._views:
-            view.resolve(summary.with_shape(view.shape))
-        self._values = self._views = []
+        held, self._values = self._values, None
+        for x in (held if type(held) is list else () if held is None else (held,)):
+            if type(x) is PendingSummary:
+                x.resolve(summary.with_shape(x.shape))
+            else:
+                x.summary = summary
+
 
 # Summaries' histograms and shapes, one tuple for each distinct value: a long run describes the
 # same small tensors and gradients again every iteration, and a 64-bin histogram is ~550 bytes

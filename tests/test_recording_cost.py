@@ -87,6 +87,21 @@ def test_cpu_path_summaries_equal_summarize(name):
     _same(got, summarize(t.numpy()), norm_rtol=1e-3 if t.dtype == torch.float16 else 1e-6)
 
 
+def test_a_pending_summary_resolves_every_value_and_view_holding_it():
+    from gradviz.summary import Batch
+    batch = Batch()
+    p = batch.add(np.arange(6.0).reshape(2, 3))
+    held = [ev.Value(p), ev.Value(p)]
+    for v in held:
+        p.attach(v)
+    view = p.with_shape((3, 2))
+    through_view = ev.Value(view)
+    view.attach(through_view)
+    batch.resolve()
+    assert held[0].summary is held[1].summary and held[0].summary.shape == (2, 3)
+    assert through_view.summary.shape == (3, 2) and through_view.summary.max == 5.0 == held[0].summary.max
+
+
 def _odd_arrays():
     rng = np.random.default_rng(0)
     with_nan = rng.standard_normal(50).astype(np.float32)
