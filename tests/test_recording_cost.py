@@ -374,3 +374,13 @@ def test_summaries_of_work_on_a_side_stream_are_of_its_values():
     made = [e for e in events if type(e) is ev.NodeCreated and e.op == "MulBackward0"]
     assert made[0].value.summary.min == made[0].value.summary.max == 3.0
     assert made[0].value.summary.norm == pytest.approx(3.0 * 1024)
+
+
+def test_recording_spaces_the_collectors_passes_and_restores_them():
+    import gc
+    before = gc.get_threshold()
+    marker = type("Marker", (), {})()
+    with gradviz.record(values="summaries"):
+        assert gc.get_threshold() == (10_000, *before[1:])
+        assert any(o is marker for o in gc.get_objects())  # nothing hidden from the program
+    assert gc.get_threshold() == before

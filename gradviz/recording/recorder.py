@@ -1,8 +1,6 @@
 """``gradviz.record()``: listen to gradviz's engine while a block runs and build a ``Trace``."""
 from __future__ import annotations
 
-import gc
-
 from gradviz.adapters.engine import EngineAdapter
 from gradviz.adapters.weak import NAMES
 from gradviz.recording.attach import attach
@@ -11,7 +9,6 @@ from gradviz.trace.gvz import TraceWriter
 from gradviz.trace.model import DEFAULT_BUDGET, Trace
 
 _active: list[Recorder] = []
-FREEZE_EVERY = 10_000  # events between two gc.freeze() of a recording's trace (see Attachment.start)
 
 
 class Recorder:
@@ -28,13 +25,9 @@ class Recorder:
         self._extra_sink = sink
         self._writer = None
         self._attachment = None
-        self._count = 0
 
     def _on_event(self, e):
         self.trace.apply(e)
-        self._count += 1
-        if self._count % FREEZE_EVERY == 0 and self._attachment is not None and self._attachment._froze:
-            gc.freeze()  # the trace so far: kept to the end, not scanned again (unfrozen at stop)
         if self._writer is not None:
             self._writer.write(e)
         if self._extra_sink is not None:
