@@ -199,9 +199,12 @@ class TorchAdapter:
             return _summary.without_values(_shape_of(t), dtype, n)
 
     def summarize_later(self, t):
-        """``t``'s Summary, or a PendingSummary that ``flush`` resolves: a tensor on a GPU (any
+        """``t``'s Summary, or a PendingSummary that ``flush`` resolves. A tensor on a GPU (any
         device but the CPU, or the CPU too with ``defer_cpu``) is summarised by kernels queued
-        on its device, without waiting (``device.DeviceSummaries``)."""
+        on its device, without waiting (``device.DeviceSummaries``). On the CPU, a small tensor
+        is copied into ``host_batch``, a large one's exact part is read now and its sample copied
+        there (``summary.summarize_into``); other kinds (sparse, quantized, complex, bfloat16)
+        are summarised at once."""
         torch_dot = self.torch.dot
         try:
             if t.device.type == "cpu" and not self.defer_cpu:
