@@ -306,8 +306,25 @@ class Batch:
         groups, self._by_size, self._count = self._by_size, {}, 0
         with np.errstate(all="ignore"):
             for copies, pending in groups.values():
+                if len(copies) < BATCH_MIN_ROWS:  # (a matrix of few rows costs more than it saves)
+                    for c, p in zip(copies, pending):
+                        p.resolve(_one(c, p))
+                    continue
                 for p, s in zip(pending, _rows_summaries(np.array(copies), pending)):
                     p.resolve(s)
+
+
+BATCH_MIN_ROWS = 4
+
+
+def _one(copy, p):
+    """The Summary of one copy (a whole array's values, or a sample with ``p.exact``)."""
+    if p.exact is not None:
+        lo, hi, norm = p.exact
+        return _from_parts(p.shape, p.dtype, p.numel, lo, hi, norm, 0, 0, copy, True)
+    s = _summarize(copy)
+    return Summary(p.shape, p.dtype, s.numel, s.min, s.max, s.mean, s.std, s.norm, s.nan, s.inf, s.hist, s.hist_lo,
+                   s.hist_hi, False, s.mean_abs, s.zeros)
 
 
 def _rows_summaries(x, pending):

@@ -115,7 +115,8 @@ def _odd_arrays():
 def test_a_batch_of_small_summaries_equals_summarize_one_by_one():
     from gradviz.summary import Batch
     batch = Batch()
-    arrays = _odd_arrays()
+    # each also four times over: arrays of one size are summarised as the rows of a matrix
+    arrays = _odd_arrays() + [a for a in _odd_arrays() for _ in range(4)]
     pendings = [batch.add(a) for a in arrays]
     values = []
     for p in pendings:
@@ -138,10 +139,10 @@ def test_large_arrays_read_exactly_now_and_their_samples_batched():
     holes[7] = np.nan  # read at once, exactly
     arrays = [rng.standard_normal((300, 70)).astype(np.float32), np.asfortranarray(rng.standard_normal((90, 80))),
               np.full(10000, -1.5), np.maximum(rng.standard_normal(20000), 0).astype(np.float32), huge, holes,
-              rng.integers(0, 5, 6000)]
+              rng.integers(0, 5, 6000)] + [rng.standard_normal(9000) for _ in range(4)]
     batch = Batch()
     got = [summarize_into(batch, a) for a in arrays]
-    assert type(got[5]) is not PendingSummary and sum(type(g) is PendingSummary for g in got) == 6
+    assert type(got[5]) is not PendingSummary and sum(type(g) is PendingSummary for g in got) == 10
     values = []
     for g in got:
         values.append(ev.Value(g))
