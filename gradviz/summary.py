@@ -20,7 +20,10 @@ EXACT_LIMIT = 4096
 SAMPLE_SIZE = 2048
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+# Not frozen, though never changed once made: a frozen dataclass's __init__ sets each of these 16
+# fields through object.__setattr__, 7 µs a summary against 0.9, and a recording makes thousands a
+# step. Treat it as immutable: one Summary serves every Value of the same memory.
+@dataclass(slots=True, eq=False)
 class Summary:
     shape: tuple
     dtype: str
@@ -61,11 +64,59 @@ class Summary:
                        self.nan, self.inf, self.hist, self.hist_lo, self.hist_hi, self.sampled, self.mean_abs,
                        self.zeros)
 
+    def with_dtype(self, dtype):
+        return Summary(self.shape, dtype, self.numel, self.min, self.max, self.mean, self.std, self.norm,
+                       self.nan, self.inf, self.hist, self.hist_lo, self.hist_hi, self.sampled, self.mean_abs,
+                       self.zeros)
+
     def to_dict(self):
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 _EMPTY_HIST = (0,) * HIST_BINS
+
+
+class PendingSummary:
+    """A summary still being made (by kernels on a device, or on a worker thread): the producer
+    holds the events that carry it back until ``resolve`` gives every Value holding it (and its
+    views' summaries, ``with_shape``) the real Summary, so that nothing downstream ever sees one.
+    Its statistics are deliberately absent: reading one before then fails loudly."""
+
+    __slots__ = ("shape", "dtype", "numel", "exact", "_values")
+
+    def __init__(self, shape, dtype, numel, exact=None):
+        self.shape, self.dtype, self.numel = tuple(shape), dtype, int(numel)
+        self.exact = exact  # (min, max, norm) of all the values, when only a sample is to be read
+        # the Value holding it, or a list of Values and views (PendingSummary): most have one,
+        # and a recording makes thousands a step (each list is one more object to collect)
+        self._values = None
+
+    def _hold(self, x):
+        held = self._values
+        if held is None:
+            self._values = x
+        elif type(held) is list:
+            held.append(x)
+        else:
+            self._values = [held, x]
+
+    def with_shape(self, shape):
+        view = PendingSummary(shape, self.dtype, self.numel)
+        self._hold(view)
+        return view
+
+    def attach(self, value):
+        """``value`` (an events.Value whose summary is this) gets the real one on ``resolve``."""
+        self._hold(value)
+
+    def resolve(self, summary):
+        held, self._values = self._values, None
+        for x in (held if type(held) is list else () if held is None else (held,)):
+            if type(x) is PendingSummary:
+                x.resolve(summary.with_shape(x.shape))
+            else:
+                x.summary = summary
+
 
 # Summaries' histograms and shapes, one tuple for each distinct value: a long run describes the
 # same small tensors and gradients again every iteration, and a 64-bin histogram is ~550 bytes
@@ -208,3 +259,154 @@ def without_values(shape, dtype, numel):
 def empty(shape, dtype):
     nan = float("nan")
     return Summary(tuple(shape), dtype, 0, nan, nan, nan, nan, 0.0, 0, 0, _EMPTY_HIST, 0.0, 0.0)
+
+
+class Batch:
+    """Summaries of many small arrays (up to ``EXACT_LIMIT`` values), made together: each ``add``
+    takes a float64 copy of the values as they are then (so a later in-place write cannot change
+    the summary) and returns a PendingSummary; ``resolve`` makes them all with a few numpy calls
+    per size of array (rows of one matrix) instead of a dozen per array: a program of small ops
+    makes thousands a step, mostly of a few sizes. Statistics are those of ``summarize``: count,
+    min, max, NaN and Inf counts, zeros and the histogram alike; the norm, mean, std and mean |x|
+    to float rounding (the same sums, added in another order)."""
+
+    def __init__(self):
+        self._by_size: dict[int, tuple[list, list]] = {}  # size -> ([float64 copies], [PendingSummary])
+        self._count = 0
+
+    def __len__(self):
+        return self._count
+
+    def add(self, array, dtype=None):
+        a = np.asarray(array)
+        pending = PendingSummary(a.shape, dtype or a.dtype.str, a.size)
+        group = self._by_size.get(a.size)
+        if group is None:
+            group = self._by_size[a.size] = ([], [])
+        group[0].append(a.astype(np.float64).reshape(-1))  # (a copy, always: astype's default)
+        group[1].append(pending)
+        self._count += 1
+        return pending
+
+    def add_sampled(self, sample, shape, dtype, numel, lo, hi, norm):
+        """The pending summary of ``numel`` values, all finite, whose exact min, max and norm are
+        known and whose other statistics come from ``sample`` (copied now)."""
+        pending = PendingSummary(shape, dtype, numel, (lo, hi, norm))
+        group = self._by_size.get(sample.size)
+        if group is None:
+            group = self._by_size[sample.size] = ([], [])
+        group[0].append(sample.astype(np.float64))
+        group[1].append(pending)
+        self._count += 1
+        return pending
+
+    def resolve(self):
+        if not self._count:
+            return
+        groups, self._by_size, self._count = self._by_size, {}, 0
+        with np.errstate(all="ignore"):
+            for copies, pending in groups.values():
+                if len(copies) < BATCH_MIN_ROWS:  # (a matrix of few rows costs more than it saves)
+                    for c, p in zip(copies, pending):
+                        p.resolve(_one(c, p))
+                    continue
+                for p, s in zip(pending, _rows_summaries(np.array(copies), pending)):
+                    p.resolve(s)
+
+
+BATCH_MIN_ROWS = 4
+
+
+def _one(copy, p):
+    """The Summary of one copy (a whole array's values, or a sample with ``p.exact``)."""
+    if p.exact is not None:
+        lo, hi, norm = p.exact
+        return _from_parts(p.shape, p.dtype, p.numel, lo, hi, norm, 0, 0, copy, True)
+    s = _summarize(copy)
+    return Summary(p.shape, p.dtype, s.numel, s.min, s.max, s.mean, s.std, s.norm, s.nan, s.inf, s.hist, s.hist_lo,
+                   s.hist_hi, False, s.mean_abs, s.zeros)
+
+
+def _rows_summaries(x, pending):
+    """The Summary of each row of ``x`` (k rows of n values, float64), as PendingSummary says."""
+    k, n = x.shape
+    lo = _min(x, axis=1)
+    hi = _max(x, axis=1)
+    exact = [(i, p.exact) for i, p in enumerate(pending) if p.exact is not None]
+    for i, (lo_, hi_, _) in exact:  # a sample's: the histogram spans all the values, as _from_parts's
+        lo[i], hi[i] = lo_, hi_
+    sq = np.einsum("ij,ij->i", x, x)
+    mean = _add(x, axis=1) / n
+    mean_sq = sq / n
+    var = mean_sq - mean * mean
+    shaky = ~(var > mean_sq * 1e-6)  # (as _from_parts: too few digits left, or the squares overflowed)
+    if shaky.any():
+        d = x - mean[:, None]
+        var = np.where(shaky, np.einsum("ij,ij->i", d, d) / n, var)
+    mean_abs = _add(np.abs(x), axis=1) / n
+    zeros = np.count_nonzero(x == 0.0, axis=1) / n
+    span = hi - lo
+    scale = HIST_BINS / span
+    # Odd rows are made one by one, as summarize makes them: a NaN or an Inf (a NaN min or max, an
+    # infinite sum of squares), a range or a scale past the largest float.
+    odd = ~(np.isfinite(sq) & (np.isfinite(scale) | (span == 0.0)))
+    spread = np.isfinite(scale) & ~odd
+    hists = None
+    if spread.any():
+        bins = np.subtract(x, lo[:, None])
+        bins *= np.where(spread, scale, 0.0)[:, None]
+        b = bins.astype(np.intp)
+        np.minimum(b, HIST_BINS - 1, out=b)  # the maximum itself: in the last bin, as np.histogram puts it
+        if not spread.all():
+            b[~spread] = 0  # (rows made otherwise: their bins are not used)
+        b += (np.arange(k) * HIST_BINS)[:, None]
+        hists = np.bincount(b.reshape(-1), minlength=k * HIST_BINS).reshape(k, HIST_BINS).tolist()
+    out = []
+    sqrt = math.sqrt
+    flat = _EMPTY_HIST
+    rows = zip(pending, lo.tolist(), hi.tolist(), mean.tolist(), var.tolist(), sq.tolist(), mean_abs.tolist(),
+               zeros.tolist(), odd.tolist(), spread.tolist())
+    for i, (p, lo_, hi_, mean_, var_, sq_, mean_abs_, zeros_, odd_, spread_) in enumerate(rows):
+        if p.exact is not None:
+            if odd_:
+                out.append(from_parts(p.shape, p.dtype, p.numel, lo_, hi_, p.exact[2], 0, 0, x[i], True))
+                continue
+        elif odd_:
+            s = summarize(x[i])
+            out.append(Summary(p.shape, p.dtype, n, s.min, s.max, s.mean, s.std, s.norm, s.nan, s.inf, s.hist,
+                               s.hist_lo, s.hist_hi, False, s.mean_abs, s.zeros))
+            continue
+        if spread_:
+            h = interned(tuple(hists[i]))  # type: ignore[index]
+        else:  # a constant
+            if flat[0] != n:
+                flat = interned((n,) + (0,) * (HIST_BINS - 1))
+            h = flat
+        norm = p.exact[2] if p.exact is not None else sqrt(sq_)
+        out.append(Summary(p.shape, p.dtype, p.numel, lo_, hi_, mean_, sqrt(var_) if var_ > 0.0 else 0.0, norm,
+                           0, 0, h, lo_, hi_, p.exact is not None, mean_abs_, zeros_))
+    return out
+
+
+def summarize_into(batch, array, dtype=None):
+    """``array``'s summary, or a PendingSummary that ``batch.resolve()`` makes: a small array is
+    copied into the batch; a large one's exact part (norm, min, max) is read now and only its
+    sample goes to the batch; one holding a NaN or an Inf, or not real, is summarised at once."""
+    a = np.asarray(array)
+    n = a.size
+    if n == 0 or a.dtype.kind not in "fiub":
+        s = summarize(a)
+        return s if dtype is None or s.dtype == dtype else s.with_dtype(dtype)
+    if n <= EXACT_LIMIT:
+        return batch.add(a, dtype)
+    x = a if a.dtype.kind == "f" and a.dtype != np.float16 else a.astype(np.float64)
+    flat = _flat_view(x)
+    if flat is None:
+        flat = x.reshape(-1)
+    with np.errstate(all="ignore"):
+        sq = float(np.dot(flat, flat))
+    if not math.isfinite(sq):  # a NaN or an Inf: counted at once, exactly
+        s = summarize(a)
+        return s if dtype is None or s.dtype == dtype else s.with_dtype(dtype)
+    return batch.add_sampled(flat[:: n // SAMPLE_SIZE], a.shape, dtype or a.dtype.str, n, float(_min(flat)),
+                             float(_max(flat)), math.sqrt(sq))

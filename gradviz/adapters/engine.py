@@ -8,7 +8,7 @@ import numpy as np
 
 from gradviz.adapters.protocol import NotCheckable, Replay, backward_source
 from gradviz.adapters.weak import NAMES, WeakTable
-from gradviz.summary import summarize
+from gradviz.summary import Batch, summarize, summarize_into
 
 from gradviz.engine import hooks
 from gradviz.engine.autograd import AccumulateGrad
@@ -48,6 +48,7 @@ class EngineAdapter:
         # each adapter (one per recording) has its own table, its methods bound here (one call less
         # on the recording's hottest path).
         self._tags = WeakTable()
+        self._batch = Batch()
         self.get_tag = self._tags.get
         self.set_tag = self._tags.set
         self._forward = WeakTable()  # node -> the arguments its forward had (keep_forward)
@@ -166,6 +167,15 @@ class EngineAdapter:
 
     # Values reach the producer as numpy arrays.
     summarize = staticmethod(summarize)
+
+    def summarize_later(self, array):
+        """The summary, made with others' at the next ``flush`` from copies taken now (the engine
+        writes parameters in place): a small array's whole, a large one's sample (its exact
+        part is read now); ``summary.summarize_into``."""
+        return summarize_into(self._batch, array)
+
+    def flush(self):
+        self._batch.resolve()
 
     @staticmethod
     def memory(array):

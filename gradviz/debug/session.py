@@ -45,11 +45,15 @@ class SessionProducer(Producer):
     """A producer that tells the session where the program is, with the raw arrays in hand."""
 
     def __init__(self, session, adapter, keep_arrays):
-        super().__init__(adapter, session.emit, keep_arrays)
+        super().__init__(adapter, session.write, keep_arrays)
         self.session = session
         self.live = weakref.WeakValueDictionary()
         self.names = {}
         self.keep_forward = session.sock is not None  # under the debugger: nodes can be checked
+
+    def sink(self, e):
+        self.session.observe(e)  # (now: breakpoints need it; written once its summaries are made)
+        super().sink(e)
 
     def tensor_seen(self, tid, tensor):
         try:
@@ -161,7 +165,17 @@ class Session:
 
     # -- the stream ------------------------------------------------------------------------------
     def emit(self, e):
+        """Observe ``e`` now and write it after any events the producer holds for their summaries."""
+        if self.producer is not None:
+            self.producer.sink(e)
+        else:
+            self.observe(e)
+            self.write(e)
+
+    def write(self, e):
         self.writer.write(e)
+
+    def observe(self, e):
         self.last_event = e
         if type(e) is ev.NodeCreated and e.kind == "grad_fn":
             # A line breakpoint stops at the ops the line made; AccumulateGrad belongs to its leaf.
@@ -256,6 +270,8 @@ class Session:
     def pause(self, reason, phase, node=None, grad_outputs=(), grad_inputs=(), detail="", tb=None):
         if self.sock is None:
             return
+        if self.producer is not None:
+            self.producer.flush()  # the parent sees every event before the pause, complete
         self.step_target = None
         self.interrupted.clear()
         for stream in (sys.stdout, sys.stderr):
@@ -383,11 +399,19 @@ class Session:
         return any(bp.anomaly for bp in self.breakpoints.values())
 
     # -- the hooks -------------------------------------------------------------------------------
+    def _anomaly_check(self):
+        """Whether anomaly breakpoints are on; if so, pending summaries are made now (one wait on
+        a device): the check reads them."""
+        if not self._anomaly_on():
+            return False
+        self.producer.flush()
+        return True
+
     def after_forward(self, node, output):
         e = self.last_event
         if self.checking is not None:  # check_pass: no pause until the pass is checked
             return None
-        if self._anomaly_on() and e.value is not None and not e.value.summary.finite \
+        if self._anomaly_check() and e.value is not None and not e.value.summary.finite \
                 and self._anomaly_once(("forward", self.producer.iteration)):
             return self.pause("anomaly", "forward", node, detail=f"{e.op} made a value holding NaN or Inf")
         if self.interrupted.is_set():
@@ -410,8 +434,10 @@ class Session:
             return self.pause("interrupt", "backward", node, grad_outputs)
         source, peer = self._sources.get(node), self._peer_of.get(node)
         bps = list(self.breakpoints.values())
-        norms = [v.summary.norm for v in e.grad_outputs if v is not None] \
-            if any(bp.grad_norm_above is not None for bp in bps) else ()
+        norms = ()
+        if any(bp.grad_norm_above is not None for bp in bps):
+            self.producer.flush()  # (the norms of the pending summaries, made now)
+            norms = [v.summary.norm for v in e.grad_outputs if v is not None]
         for bp in bps:
             if bp.matches_node(node, op, source, peer, norms):
                 return self.pause("breakpoint", "backward", node, grad_outputs, detail=bp.node_detail())
@@ -422,7 +448,7 @@ class Session:
         e = self.last_event
         if self.checking is not None:
             return None
-        if self._anomaly_on() and any(v is not None and not v.summary.finite for v in e.grad_inputs) \
+        if self._anomaly_check() and any(v is not None and not v.summary.finite for v in e.grad_inputs) \
                 and self._anomaly_once(("backward", self.producer.pass_index)):
             return self.pause("anomaly", "backward-done", node, grad_inputs=grad_inputs,
                               detail="its gradient holds NaN or Inf")

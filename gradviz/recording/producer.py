@@ -10,6 +10,7 @@ import weakref
 
 from gradviz import events as ev
 from gradviz.trace.sources import read_line
+from gradviz.summary import PendingSummary
 
 _GRADVIZ_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gradviz package
 _DEMOS_DIR = os.path.join(_GRADVIZ_DIR, "demos", "")
@@ -67,6 +68,10 @@ def _path_in_frame(module, frame):
     return None, False
 
 
+# Events held back for pending summaries are let go at least this often (a forward-only program,
+# inference, has no pass end): the device's rows and the held events stay bounded.
+FLUSH_EVERY = 4096
+
 _LONGEST = 10_000  # lists and dicts longer than this are not searched (a data set, say)
 
 
@@ -111,11 +116,18 @@ def _path_in(module, items):
 
 
 class Producer:
+    """Events go to ``sink`` in the order they happen, each with its values' summaries complete.
+    A summary made later (on a GPU: ``Adapter.summarize_later``) holds its event back, and every
+    event after it, in ``_held``, until ``flush`` resolves them: at the end of each backward pass,
+    every ``FLUSH_EVERY`` events, when recording stops and before a debugger pauses."""
+
     keep_forward = False  # keep what each node's forward read, to run it again (a debugger's gradient check)
 
     def __init__(self, adapter, sink, keep_arrays=True):
         self.adapter = adapter
-        self.sink = sink
+        self._deliver = sink
+        self._held = []  # events waiting for pending summaries, in order
+        self._pending = False  # a PendingSummary was made since the last flush
         self.keep_arrays = keep_arrays
         self._next_id = 0
         self.iteration = -1
@@ -144,6 +156,27 @@ class Producer:
         """Frames in these folders are not the user's: gradviz's own, and the frameworks'."""
         self._skip = tuple(os.path.join(p, "") for p in (_GRADVIZ_DIR,) + tuple(self.adapter.source_dirs))
         self._skip_file = {}  # file name -> whether its frames are skipped (asked for every node made)
+
+    # -- events out ----------------------------------------------------------------------------
+    def sink(self, e):
+        """Send ``e`` on now, or after the events held before it once their summaries are made."""
+        if self._pending:
+            self._held.append(e)
+            if len(self._held) >= FLUSH_EVERY:
+                self.flush()
+        else:
+            self._deliver(e)
+
+    def flush(self):
+        """Resolve every pending summary (one copy from each device) and send the held events on,
+        in order. Cheap when nothing is pending."""
+        if not self._pending:
+            return
+        self._pending = False
+        self.adapter.flush()
+        held, self._held = self._held, []
+        for e in held:
+            self._deliver(e)
 
     # -- ids -----------------------------------------------------------------------------------
     def _new_id(self):
@@ -188,10 +221,13 @@ class Producer:
                 # The same view, onto the copy already taken of this memory: no second copy.
                 array = a.view_onto(x, owner, snapshot)
         else:
-            summary = a.summarize(x)
+            summary = a.summarize_later(x)
         if array is None and self.keep_arrays:
             array = a.to_numpy(x, copy)
         v = ev.Value(summary, array)
+        if type(summary) is PendingSummary:
+            summary.attach(v)
+            self._pending = True
         if owner_numel == numel:
             # Copies too: a parameter described (copied) serves its transpose made next. The
             # cache is emptied at every pass and iteration, before values can change in place.
@@ -454,6 +490,7 @@ class Producer:
         if not self.optimizer_known and not self._in_step:
             self._new_iteration = True  # a program without an optimizer: an iteration a backward pass
         self.sink(ev.BackwardFinished(self.pass_index))
+        self.flush()  # a pass's summaries fetched at its end: one wait on a device per pass
 
     # -- data-parallel ranks --------------------------------------------------------------------
     def rank_known(self, rank, world_size, local_rank, backend=""):

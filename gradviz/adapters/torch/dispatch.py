@@ -25,8 +25,12 @@ class MultiAdapter:
         for name in ("set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
                      "tensor_meta", "array", "is_parameter", "given_name", "saved", "vjp", "replay", "release_forward"):
             setattr(self, name, _dispatch(engine_types, getattr(engine, name), getattr(torch_adapter, name)))
-        for name in ("memory", "summarize", "to_numpy", "is_view", "view_onto"):
+        for name in ("memory", "summarize", "summarize_later", "to_numpy", "is_view", "view_onto"):
             setattr(self, name, _dispatch(tensor_types, getattr(torch_adapter, name), getattr(engine, name)))
+
+    def flush(self):
+        self.engine.flush()
+        self.torch.flush()
 
 
 def _dispatch(types, if_types, otherwise):

@@ -98,6 +98,7 @@ class TorchRecording:
         self._apply_wrapped = original
 
     def detach(self):
+        self.producer.flush()  # (while this adapter, which holds the pending summaries, is in place)
         if self._apply_wrapped is not None:
             self.torch.autograd.Function.apply = self._apply_wrapped
             self._apply_wrapped = None

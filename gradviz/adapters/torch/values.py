@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from gradviz import summary as _summary
+from gradviz.adapters.torch.device import DeviceSummaries
 from gradviz.adapters.weak import NAMES, WeakTable
 
 TORCH_REDUCE_MIN = 1 << 16  # elements from which a CPU tensor's exact statistics come from torch
@@ -86,6 +87,15 @@ class TorchAdapter:
         self._key = _NodeKey()
         self.forward_key = _ForwardKey()
         self.tensor_tag = self._tags.get
+        self.device_summaries = DeviceSummaries(torch)
+        # Small CPU tensors: copied when met, summarised together (summary.Batch)
+        self.host_batch = _summary.Batch()
+        self._torch_reduced = {torch.float32, torch.float64}
+        self._batched_dtypes = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32,
+                                torch.int16, torch.int8, torch.uint8, torch.bool}
+        # CPU tensors' summaries made through the device path too (the tests' way to exercise it
+        # without a GPU); by default the CPU's are made at once, which costs less there.
+        self.defer_cpu = os.environ.get("GRADVIZ_DEFER_CPU") == "1"
 
     # ids live beside the objects, never in them (see gradviz.adapters.weak): a tensor's in a weak
     # table, a graph node's in its metadata dict (under a key of this adapter's own), as PyTorch
@@ -210,6 +220,46 @@ class TorchAdapter:
             except _UNREADABLE:
                 dtype, n = "unknown", 0
             return _summary.without_values(_shape_of(t), dtype, n)
+
+    def summarize_later(self, t):
+        """``t``'s Summary, or a PendingSummary that ``flush`` resolves. A tensor on a GPU (any
+        device but the CPU, or the CPU too with ``defer_cpu``) is summarised by kernels queued
+        on its device, without waiting (``device.DeviceSummaries``). On the CPU, a small tensor
+        is copied into ``host_batch``, a large one's exact part is read now and its sample copied
+        there (``summary.summarize_into``); other kinds (sparse, quantized, complex, bfloat16)
+        are summarised at once."""
+        torch_dot = self.torch.dot
+        try:
+            if t.device.type == "cpu" and not self.defer_cpu:
+                t = t.detach()
+                if t.layout != self.torch.strided or t.is_quantized or t.dtype not in self._batched_dtypes:
+                    return self.summarize(t)
+                n = t.numel()
+                if n >= TORCH_REDUCE_MIN and t.dtype in self._torch_reduced and t.is_contiguous():
+                    # (torch's reductions use every core: see _summarize)
+                    flat = t.view(-1)
+                    sq = torch_dot(flat, flat).item()
+                    if math.isfinite(sq):
+                        lo, hi = self.torch.aminmax(flat)
+                        return self.host_batch.add_sampled(flat.numpy()[:: n // _summary.SAMPLE_SIZE], tuple(t.shape),
+                                                           _dtype_str(t.dtype), n, lo.item(), hi.item(), math.sqrt(sq))
+                    return self.summarize(t)
+                return _summary.summarize_into(self.host_batch, _numpy(t), _dtype_str(t.dtype))
+            t = t.detach()
+            if (t.layout != self.torch.strided or t.is_quantized or t.is_complex() or t.device.type == "meta"
+                    or t.numel() == 0):
+                return self.summarize(t)  # (their own ways, at once: rare on a device)
+            dtype = _dtype_str(t.dtype)
+            if dtype[0] not in "<|" and dtype != "bfloat16":  # no numpy dtype: as float64
+                return self.device_summaries.add(t.double(), dtype)
+            return self.device_summaries.add(t, dtype)
+        except _UNREADABLE:
+            return self.summarize(t)
+
+    def flush(self):
+        """Resolve every pending summary: one copy to the host per device."""
+        self.device_summaries.fetch()
+        self.host_batch.resolve()
 
     def _summarize(self, t):
         torch = self.torch
