@@ -1,5 +1,6 @@
-"""Data-parallel ranks: a 2-rank DistributedDataParallel job on gloo (CPU), run once recorded and
-once not (gradviz/demos/torch_ddp.py, 2 iterations; rank 1's last batch holds a NaN)."""
+"""Data-parallel ranks: one 2-rank DistributedDataParallel job on gloo (CPU) runs every case in
+the same two processes (tests/ddp_job.py: the demo plain, then recorded, then find_unused_parameters,
+static_graph, an fp16 comm hook and no_sync() accumulation); the stepping test starts a second job."""
 import json
 import os
 import shutil
@@ -23,38 +24,30 @@ from gradviz.trace.gvz import read_events  # noqa: E402
 from gradviz.trace.ranks import load_ranks, rank_files, rank_path  # noqa: E402
 
 WORLD = 2
-ARGS = ["--iterations", "2", "--nan-rank", "1"]
+ARGS = ["--iterations", "2", "--nan-rank", "1"]  # tests/ddp_job.py's ITERATIONS, NAN_RANK
+JOB = os.path.join(os.path.dirname(__file__), "ddp_job.py")
 
 
-def _start(folder, recorded):
-    folder.mkdir()
-    args = ARGS + ["--results", str(folder / "results")]
-
-    def command(rank):
-        if recorded:
-            return record_command(folder / "run.gvz", script=torch_ddp.__file__, args=args)
-        return [sys.executable, torch_ddp.__file__, *args]
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """(folder, {rank: {case: results}}) of tests/ddp_job.py's job."""
+    folder = tmp_path_factory.mktemp("ddp")
     with open(folder / "out.txt", "wb") as out:
-        return start_ranks(command, range(WORLD), WORLD, free_port(), cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-                           extra_env={"OMP_NUM_THREADS": "1"})
-
-
-def _results(folder, ranks):
+        ranks = start_ranks(lambda r: [sys.executable, JOB, str(folder)], range(WORLD), WORLD, free_port(), cwd=folder,
+                            stdout=out, stderr=subprocess.STDOUT, extra_env={"OMP_NUM_THREADS": "1"})
     try:
         status = ranks.wait(timeout=180)
     finally:
         ranks.stop()
     assert status == {0: 0, 1: 0}, (folder / "out.txt").read_text()
-    return {r: json.loads((folder / f"results.rank{r}.json").read_text()) for r in range(WORLD)}
+    return folder, {r: json.loads((folder / f"results.rank{r}.json").read_text()) for r in range(WORLD)}
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    """Both jobs at once (4 processes): most of their time is importing torch."""
-    base = tmp_path_factory.mktemp("ddp")
-    plain = _start(base / "plain", recorded=False)
-    recorded = _start(base / "recorded", recorded=True)
-    return base / "recorded", _results(base / "plain", plain), _results(base / "recorded", recorded)
+def job(cases):
+    """(folder, plain results, recorded results) of the demo's run: {rank: {losses, weights}}."""
+    folder, results = cases
+    return folder, {r: results[r]["plain"] for r in results}, {r: results[r]["run"] for r in results}
 
 
 def test_every_rank_records_its_own_file_knowing_rank_world_and_backend(job):
