@@ -2,7 +2,8 @@
 one after the other in the same 2 processes (starting a rank costs seconds: importing torch, and
 torch._dynamo, which DDP's constructor imports). Each case builds a fresh model and DDP module
 from the same seeds; the recorded ones run inside ``gradviz.record(path=...)``, which writes this
-rank's own file (FOLDER/run.rankR.gvz for the demo, FOLDER/cases/CASE.rankR.gvz). Writes FOLDER/results.rankR.json: {case: {"losses": [...], "weights": {...}}}.
+rank's own file (FOLDER/run.rankR.gvz for the demo, FOLDER/cases/CASE.rankR.gvz).
+Writes FOLDER/results.rankR.json: {case: {"losses": [...], "weights": {...}}}.
 
     python tests/ddp_job.py FOLDER   (with torchrun's environment: RANK, WORLD_SIZE, MASTER_PORT...)
 """

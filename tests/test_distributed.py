@@ -225,3 +225,100 @@ def test_a_rank_that_died_mid_pass_is_compared_where_it_has_gradients(job, tmp_p
     assert norms[1] == [None] * len(names) and all(n is not None for n in norms[0])
     assert state.without_gradients() == [1] and "no gradients from rank 1" in state.summary()
     assert not state.marked  # a rank with no gradient is not a rank with a NaN
+
+
+def test_bucket_all_reduces_are_badges_on_the_graph(job, qtbot):
+    """Each bucket's all-reduce is drawn on the AccumulateGrad node after which DDP launched it (a
+    bucket reduced only when the pass ended, on its last node): in the overlay, and on the items."""
+    from gradviz.app.ranks import BUCKET_BADGE
+    from gradviz.app.state import AppState
+    from gradviz.trace.model import node_key
+    folder, _, _ = job
+    trace = load(rank_path(folder / "run.gvz", 0))
+    state = AppState(trace=trace)
+    state.wait_layout()
+    assert state.iteration == 1
+    last = trace.passes[-1]
+    first, second = last.buckets  # bucket 0 launched mid-pass, bucket 1 after the last AccumulateGrad
+    badges = {k: v for k, v in state.graph_model.overlay().badges.items() if v[1] == BUCKET_BADGE}
+    assert badges == {node_key(first.after_node): ("all-reduce bucket 0", BUCKET_BADGE),
+                      node_key(second.after_node): ("all-reduce bucket 1", BUCKET_BADGE)}
+    assert last.order.index(first.after_node) < len(last.order) - 1
+    assert state.graph.nodes[node_key(first.after_node)]["kind"] == "accumulate_grad"
+    pytest.importorskip("PySide6")
+    from gradviz.ui.main_window import MainWindow
+    window = MainWindow(state, "rank 0")
+    qtbot.addWidget(window)
+    window.poll()
+    assert window.view.items_by_key[node_key(first.after_node)].badge[0] == "all-reduce bucket 0"
+    assert window.view.items_by_key[node_key(second.after_node)].badge[0] == "all-reduce bucket 1"
+
+
+def _case(folder, name, rank=0):
+    return load(rank_path(folder / "cases" / f"{name}.gvz", rank))
+
+
+def _synced_is_mean(folder, name, pass_index):
+    """Each rank's synchronised .grad beside the mean of the ranks' local ones: {param: (synced, mean)}."""
+    traces = [_case(folder, name, r) for r in range(WORLD)]
+    out = {}
+    for tid, synced in traces[0].passes[pass_index].synchronized.items():
+        name_ = traces[0].tensors[tid].name
+        locals_ = []
+        for t in traces:
+            p = t.passes[pass_index]
+            tid_r = next(i for i in p.accumulated if t.tensors[i].name == name_)
+            locals_.append(p.accumulated[tid_r][1].array)
+        out[name_] = (synced.array, sum(locals_) / len(locals_))
+    return out
+
+
+def test_find_unused_parameters_launches_the_unused_bucket_at_the_first_hook(cases):
+    """DDP marks the parameters the pass cannot reach ready at its first hook: a bucket of unused
+    parameters only goes then, not at the end of the pass; unused parameters get no .grad."""
+    folder, _ = cases
+    trace = _case(folder, "unused")
+    params = {t.id: t.name for t in trace.tensors.values() if t.kind == "parameter"}
+    for p in trace.passes:
+        first_acc = next(n for n in p.order if trace.nodes[n].kind == "accumulate_grad")
+        assert sorted(t for b in p.buckets for t in b.params) == sorted(params)
+        unused_only = [b for b in p.buckets if all("unused" in params[t] for t in b.params)]
+        assert unused_only and all(b.after_node == first_acc for b in unused_only)
+        assert sorted(params[t] for t in p.synchronized) == ["module.used.bias", "module.used.weight"]
+    for name, (synced, mean) in _synced_is_mean(folder, "unused", 0).items():
+        np.testing.assert_allclose(synced, mean, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_static_graph_reduces_every_bucket_at_the_end_of_its_first_pass(cases):
+    folder, results = cases
+    trace = _case(folder, "static")
+    assert [b.after_node for b in trace.passes[0].buckets] == [None] * len(trace.passes[0].buckets)
+    assert all(b.after_node is not None for b in trace.passes[1].buckets)
+    assert results[0]["static"] == results[0]["clean"]  # static_graph changes when, not what
+
+
+def test_a_comm_hook_s_result_is_the_synchronised_grad(cases):
+    """register_comm_hook(fp16_compress_hook): the buckets go as without it, and the synchronised
+    .grad recorded is the hook's (the mean rounded to float16), not a float32 mean."""
+    folder, results = cases
+    assert [[b.bucket for b in p.buckets] for p in _case(folder, "fp16").passes] == \
+        [[b.bucket for b in p.buckets] for p in load(rank_path(folder / "run.gvz", 0)).passes]
+    for name, (synced, mean) in _synced_is_mean(folder, "fp16", 1).items():
+        np.testing.assert_array_equal(synced, synced.astype(np.float16).astype(np.float32))
+        np.testing.assert_allclose(synced, mean, rtol=2e-3, atol=1e-4, err_msg=name)
+    assert results[0]["fp16"]["weights"] != results[0]["clean"]["weights"]
+
+
+def test_a_forward_under_no_sync_reduces_nothing_in_its_backward(cases):
+    """Gradient accumulation: the first micro-batch's forward ran inside no_sync() (its backward
+    after it): that pass has no bucket and no synchronised .grad; the next pass reduces the sum."""
+    from gradviz.app.ranks import bucket_note
+    folder, _ = cases
+    trace = _case(folder, "accumulate")
+    assert [p.iteration for p in trace.passes] == [0, 0, 1, 1]
+    for p in trace.passes[0::2]:
+        assert not p.buckets and not p.synchronized and bucket_note(trace, p.index) == ""
+    for p in trace.passes[1::2]:
+        assert p.buckets and len(p.synchronized) == 4
+    for name, (synced, mean) in _synced_is_mean(folder, "accumulate", 1).items():
+        np.testing.assert_allclose(synced, mean, rtol=1e-6, atol=1e-7, err_msg=name)

@@ -35,7 +35,8 @@ def shard(rank, iteration, nan_rank=-1, last=-1):
 
 def train(iterations=3, nan_rank=-1, model=None, comm_hook=None, **ddp_options):
     """Train on this rank (the process group is up) for ``iterations``; ``ddp_options`` go to
-    DistributedDataParallel, ``comm_hook`` (e.g. ``fp16_compress_hook``) to its ``register_comm_hook``. (losses, final weights): the losses as float hex strings, the weights
+    DistributedDataParallel, ``comm_hook`` (e.g. ``fp16_compress_hook``) to its
+    ``register_comm_hook``. (losses, final weights): the losses as float hex strings, the weights
     as the hex of their bytes, so that two runs compare bit for bit."""
     rank = dist.get_rank()
     ddp_options.setdefault("bucket_cap_mb", BUCKET_CAP_MB)
