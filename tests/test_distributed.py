@@ -322,3 +322,30 @@ def test_a_forward_under_no_sync_reduces_nothing_in_its_backward(cases):
         assert p.buckets and len(p.synchronized) == 4
     for name, (synced, mean) in _synced_is_mean(folder, "accumulate", 1).items():
         np.testing.assert_allclose(synced, mean, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_info_on_a_rank_file_and_on_the_job(job, tmp_path, capsys):
+    from gradviz.cli import main
+    folder, _, _ = job
+    assert main(["info", str(folder / "run.rank1.gvz")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["rank 1 of 2 (gloo)", "the other ranks' files: run.rank0.gvz",
+                       f"the whole job: gradviz info {folder}"]
+    assert out[4].startswith("24 nodes")  # then what info says of any trace
+    for path in (folder, folder / "run.gvz"):
+        assert main(["info", str(path)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"data-parallel job of 2 ranks (gloo): 2 rank files in {folder}"
+        assert out[1] == "  rank 0: run.rank0.gvz  2 iterations, 2 backward passes, 3 bucket all-reduces"
+        assert out[2] == "  rank 1: run.rank1.gvz  2 iterations, 2 backward passes, 3 bucket all-reduces"
+        assert out[3].startswith("2 of 2 ranks (gloo); iteration 1; stands out: rank 1")
+        assert out[4].startswith("  rank 1: NaN in module.")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(folder / "run.rank1.gvz", alone / "run.rank1.gvz")
+    assert main(["info", str(alone / "run.rank1.gvz")]) == 0
+    assert capsys.readouterr().out.splitlines()[1:3] == ["the other ranks' files: none found beside it",
+                                                        "no file of rank 0"]
+    assert main(["info", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == \
+        f"gradviz: {tmp_path}: {tmp_path} holds no rank traces (files named NAME.rankN.gvz)\n"
