@@ -176,7 +176,7 @@ def test_stepping_one_rank_while_the_other_waits_at_its_collective(job, tmp_path
     recorded. Paused inside backward, the pass shows the bucket DDP launched so far; the job then
     ends with the results of the run without gradviz."""
     from gradviz import Debugger
-    from gradviz.app.ranks import bucket_note, rank_note
+    from gradviz.app.ranks import BUCKET_BADGE, bucket_badges, bucket_note, rank_note
     from gradviz.debug.job import rank_env
     _, plain, _ = job
     args = ARGS + ["--results", str(tmp_path / "results")]
@@ -200,6 +200,10 @@ def test_stepping_one_rank_while_the_other_waits_at_its_collective(job, tmp_path
             assert (second.op, second.pass_index) == ("TanhBackward0", 1)
             # DDP rebuilt its buckets: the second layer's is being reduced while backward still runs
             assert bucket_note(dbg.trace, 1) == "DDP all-reduce launched: bucket 0 (2 params)"
+            # drawn on the graph while stepping: after the AccumulateGrad that made it ready, and no other yet
+            (bucket,) = dbg.trace.passes[-1].buckets
+            assert bucket_badges(dbg.trace, dbg.trace.graph, 1) == \
+                {f"n{bucket.after_node}": ("all-reduce bucket 0", BUCKET_BADGE)}
             assert others.procs[0].poll() is None  # rank 0 waits for rank 1 at the collective
             dbg.resume()
             assert dbg.wait_paused(timeout=120).reason == "exited"
