@@ -234,12 +234,16 @@ def cmd_info(args):
 
 
 def _names_a_job(path):
-    """A folder, or a name (``run.gvz``) that is no file but has rank files (``run.rank0.gvz``) beside it."""
+    """A folder of rank files (``run.rank0.gvz``...), or a name (``run.gvz``) that is no file but has
+    rank files beside it."""
+    from gradviz.trace.gvz import TraceFormatError
     from gradviz.trace.ranks import rank_files
-    if os.path.isdir(path):
-        return True
+    if not os.path.isdir(path) and os.path.exists(path):
+        return False
     try:
-        return not os.path.exists(path) and bool(rank_files(path))
+        return bool(rank_files(path))
+    except TraceFormatError:  # a folder of several jobs: _job_info says so
+        return True
     except OSError:
         return False
 

@@ -350,6 +350,7 @@ def test_info_on_a_rank_file_and_on_the_job(job, tmp_path, capsys):
     assert main(["info", str(alone / "run.rank1.gvz")]) == 0
     assert capsys.readouterr().out.splitlines()[1:3] == ["the other ranks' files: none found beside it",
                                                         "no file of rank 0"]
-    assert main(["info", str(tmp_path)]) == 1
+    shutil.copy(folder / "run.rank0.gvz", alone / "other.rank0.gvz")
+    assert main(["info", str(alone)]) == 1
     assert capsys.readouterr().err == \
-        f"gradviz: {tmp_path}: {tmp_path} holds no rank traces (files named NAME.rankN.gvz)\n"
+        f"gradviz: {alone}: {alone} holds the ranks of 2 recordings (other, run): open one of their files\n"
