@@ -238,10 +238,43 @@ def _load(path):
 
 def cmd_info(args):
     from gradviz.trace import report
+    if not args.json and _names_a_job(args.trace):
+        return _job_info(args.trace)  # a data-parallel job's folder or recorded name: docs/distributed.md
     trace = _load(args.trace)
     if trace is None:
         return 1
-    print(report.info_json(trace) if args.json else report.info_text(trace))
+    if args.json:
+        print(report.info_json(trace))
+        return 0
+    from gradviz.app.job_info import rank_header
+    print("\n".join(rank_header(trace, args.trace) + [report.info_text(trace)]))
+    return 0
+
+
+def _names_a_job(path):
+    """A folder of rank files (``run.rank0.gvz``...), or a name (``run.gvz``) that is no file but has
+    rank files beside it."""
+    from gradviz.trace.gvz import TraceFormatError
+    from gradviz.trace.ranks import rank_files
+    if not os.path.isdir(path) and os.path.exists(path):
+        return False
+    try:
+        return bool(rank_files(path))
+    except TraceFormatError:  # a folder of several jobs: _job_info says so
+        return True
+    except OSError:
+        return False
+
+
+def _job_info(folder):
+    from gradviz.app.job_info import job_text
+    from gradviz.trace.gvz import TraceFormatError
+    from gradviz.trace.ranks import load_ranks
+    try:
+        print(job_text(load_ranks(folder)))
+    except (TraceFormatError, OSError) as exc:
+        print(f"gradviz: {folder}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Data-parallel ranks: a 2-rank DistributedDataParallel job on gloo (CPU), run once recorded and
-once not (gradviz/demos/torch_ddp.py, 2 iterations; rank 1's last batch holds a NaN)."""
+"""Data-parallel ranks: one 2-rank DistributedDataParallel job on gloo (CPU) runs every case in
+the same two processes (tests/ddp_job.py: the demo plain, then recorded, then find_unused_parameters,
+static_graph, an fp16 comm hook and no_sync() accumulation); the stepping test starts a second job."""
 import json
 import os
 import shutil
@@ -23,38 +24,30 @@ from gradviz.trace.gvz import read_events  # noqa: E402
 from gradviz.trace.ranks import load_ranks, rank_files, rank_path  # noqa: E402
 
 WORLD = 2
-ARGS = ["--iterations", "2", "--nan-rank", "1"]
+ARGS = ["--iterations", "2", "--nan-rank", "1"]  # tests/ddp_job.py's ITERATIONS, NAN_RANK
+JOB = os.path.join(os.path.dirname(__file__), "ddp_job.py")
 
 
-def _start(folder, recorded):
-    folder.mkdir()
-    args = ARGS + ["--results", str(folder / "results")]
-
-    def command(rank):
-        if recorded:
-            return record_command(folder / "run.gvz", script=torch_ddp.__file__, args=args)
-        return [sys.executable, torch_ddp.__file__, *args]
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """(folder, {rank: {case: results}}) of tests/ddp_job.py's job."""
+    folder = tmp_path_factory.mktemp("ddp")
     with open(folder / "out.txt", "wb") as out:
-        return start_ranks(command, range(WORLD), WORLD, free_port(), cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-                           extra_env={"OMP_NUM_THREADS": "1"})
-
-
-def _results(folder, ranks):
+        ranks = start_ranks(lambda r: [sys.executable, JOB, str(folder)], range(WORLD), WORLD, free_port(), cwd=folder,
+                            stdout=out, stderr=subprocess.STDOUT, extra_env={"OMP_NUM_THREADS": "1"})
     try:
         status = ranks.wait(timeout=180)
     finally:
         ranks.stop()
     assert status == {0: 0, 1: 0}, (folder / "out.txt").read_text()
-    return {r: json.loads((folder / f"results.rank{r}.json").read_text()) for r in range(WORLD)}
+    return folder, {r: json.loads((folder / f"results.rank{r}.json").read_text()) for r in range(WORLD)}
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    """Both jobs at once (4 processes): most of their time is importing torch."""
-    base = tmp_path_factory.mktemp("ddp")
-    plain = _start(base / "plain", recorded=False)
-    recorded = _start(base / "recorded", recorded=True)
-    return base / "recorded", _results(base / "plain", plain), _results(base / "recorded", recorded)
+def job(cases):
+    """(folder, plain results, recorded results) of the demo's run: {rank: {losses, weights}}."""
+    folder, results = cases
+    return folder, {r: results[r]["plain"] for r in results}, {r: results[r]["run"] for r in results}
 
 
 def test_every_rank_records_its_own_file_knowing_rank_world_and_backend(job):
@@ -183,7 +176,7 @@ def test_stepping_one_rank_while_the_other_waits_at_its_collective(job, tmp_path
     recorded. Paused inside backward, the pass shows the bucket DDP launched so far; the job then
     ends with the results of the run without gradviz."""
     from gradviz import Debugger
-    from gradviz.app.ranks import bucket_note, rank_note
+    from gradviz.app.ranks import BUCKET_BADGE, bucket_badges, bucket_note, rank_note
     from gradviz.debug.job import rank_env
     _, plain, _ = job
     args = ARGS + ["--results", str(tmp_path / "results")]
@@ -207,6 +200,10 @@ def test_stepping_one_rank_while_the_other_waits_at_its_collective(job, tmp_path
             assert (second.op, second.pass_index) == ("TanhBackward0", 1)
             # DDP rebuilt its buckets: the second layer's is being reduced while backward still runs
             assert bucket_note(dbg.trace, 1) == "DDP all-reduce launched: bucket 0 (2 params)"
+            # drawn on the graph while stepping: after the AccumulateGrad that made it ready, and no other yet
+            (bucket,) = dbg.trace.passes[-1].buckets
+            assert bucket_badges(dbg.trace, dbg.trace.graph, 1) == \
+                {f"n{bucket.after_node}": ("all-reduce bucket 0", BUCKET_BADGE)}
             assert others.procs[0].poll() is None  # rank 0 waits for rank 1 at the collective
             dbg.resume()
             assert dbg.wait_paused(timeout=120).reason == "exited"
@@ -232,3 +229,128 @@ def test_a_rank_that_died_mid_pass_is_compared_where_it_has_gradients(job, tmp_p
     assert norms[1] == [None] * len(names) and all(n is not None for n in norms[0])
     assert state.without_gradients() == [1] and "no gradients from rank 1" in state.summary()
     assert not state.marked  # a rank with no gradient is not a rank with a NaN
+
+
+def test_bucket_all_reduces_are_badges_on_the_graph(job, qtbot):
+    """Each bucket's all-reduce is drawn on the AccumulateGrad node after which DDP launched it (a
+    bucket reduced only when the pass ended, on its last node): in the overlay, and on the items."""
+    from gradviz.app.ranks import BUCKET_BADGE
+    from gradviz.app.state import AppState
+    from gradviz.trace.model import node_key
+    folder, _, _ = job
+    trace = load(rank_path(folder / "run.gvz", 0))
+    state = AppState(trace=trace)
+    state.wait_layout()
+    assert state.iteration == 1
+    last = trace.passes[-1]
+    first, second = last.buckets  # bucket 0 launched mid-pass, bucket 1 after the last AccumulateGrad
+    badges = {k: v for k, v in state.graph_model.overlay().badges.items() if v[1] == BUCKET_BADGE}
+    assert badges == {node_key(first.after_node): ("all-reduce bucket 0", BUCKET_BADGE),
+                      node_key(second.after_node): ("all-reduce bucket 1", BUCKET_BADGE)}
+    assert last.order.index(first.after_node) < len(last.order) - 1
+    assert state.graph.nodes[node_key(first.after_node)]["kind"] == "accumulate_grad"
+    pytest.importorskip("PySide6")
+    from gradviz.ui.main_window import MainWindow
+    window = MainWindow(state, "rank 0")
+    qtbot.addWidget(window)
+    window.poll()
+    assert window.view.items_by_key[node_key(first.after_node)].badge[0] == "all-reduce bucket 0"
+    assert window.view.items_by_key[node_key(second.after_node)].badge[0] == "all-reduce bucket 1"
+
+
+def _case(folder, name, rank=0):
+    return load(rank_path(folder / "cases" / f"{name}.gvz", rank))
+
+
+def _synced_is_mean(folder, name, pass_index):
+    """Each rank's synchronised .grad beside the mean of the ranks' local ones: {param: (synced, mean)}."""
+    traces = [_case(folder, name, r) for r in range(WORLD)]
+    out = {}
+    for tid, synced in traces[0].passes[pass_index].synchronized.items():
+        name_ = traces[0].tensors[tid].name
+        locals_ = []
+        for t in traces:
+            p = t.passes[pass_index]
+            tid_r = next(i for i in p.accumulated if t.tensors[i].name == name_)
+            locals_.append(p.accumulated[tid_r][1].array)
+        out[name_] = (synced.array, sum(locals_) / len(locals_))
+    return out
+
+
+def test_find_unused_parameters_launches_the_unused_bucket_at_the_first_hook(cases):
+    """DDP marks the parameters the pass cannot reach ready at its first hook: a bucket of unused
+    parameters only goes then, not at the end of the pass; unused parameters get no .grad."""
+    folder, _ = cases
+    trace = _case(folder, "unused")
+    params = {t.id: t.name for t in trace.tensors.values() if t.kind == "parameter"}
+    for p in trace.passes:
+        first_acc = next(n for n in p.order if trace.nodes[n].kind == "accumulate_grad")
+        assert sorted(t for b in p.buckets for t in b.params) == sorted(params)
+        unused_only = [b for b in p.buckets if all("unused" in params[t] for t in b.params)]
+        assert unused_only and all(b.after_node == first_acc for b in unused_only)
+        assert sorted(params[t] for t in p.synchronized) == ["module.used.bias", "module.used.weight"]
+    for name, (synced, mean) in _synced_is_mean(folder, "unused", 0).items():
+        np.testing.assert_allclose(synced, mean, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_static_graph_reduces_every_bucket_at_the_end_of_its_first_pass(cases):
+    folder, results = cases
+    trace = _case(folder, "static")
+    assert [b.after_node for b in trace.passes[0].buckets] == [None] * len(trace.passes[0].buckets)
+    assert all(b.after_node is not None for b in trace.passes[1].buckets)
+    assert results[0]["static"] == results[0]["clean"]  # static_graph changes when, not what
+
+
+def test_a_comm_hook_s_result_is_the_synchronised_grad(cases):
+    """register_comm_hook(fp16_compress_hook): the buckets go as without it, and the synchronised
+    .grad recorded is the hook's (the mean rounded to float16), not a float32 mean."""
+    folder, results = cases
+    assert [[b.bucket for b in p.buckets] for p in _case(folder, "fp16").passes] == \
+        [[b.bucket for b in p.buckets] for p in load(rank_path(folder / "run.gvz", 0)).passes]
+    for name, (synced, mean) in _synced_is_mean(folder, "fp16", 1).items():
+        np.testing.assert_array_equal(synced, synced.astype(np.float16).astype(np.float32))
+        np.testing.assert_allclose(synced, mean, rtol=2e-3, atol=1e-4, err_msg=name)
+    assert results[0]["fp16"]["weights"] != results[0]["clean"]["weights"]
+
+
+def test_a_forward_under_no_sync_reduces_nothing_in_its_backward(cases):
+    """Gradient accumulation: the first micro-batch's forward ran inside no_sync() (its backward
+    after it): that pass has no bucket and no synchronised .grad; the next pass reduces the sum."""
+    from gradviz.app.ranks import bucket_note
+    folder, _ = cases
+    trace = _case(folder, "accumulate")
+    assert [p.iteration for p in trace.passes] == [0, 0, 1, 1]
+    for p in trace.passes[0::2]:
+        assert not p.buckets and not p.synchronized and bucket_note(trace, p.index) == ""
+    for p in trace.passes[1::2]:
+        assert p.buckets and len(p.synchronized) == 4
+    for name, (synced, mean) in _synced_is_mean(folder, "accumulate", 1).items():
+        np.testing.assert_allclose(synced, mean, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_info_on_a_rank_file_and_on_the_job(job, tmp_path, capsys):
+    from gradviz.cli import main
+    folder, _, _ = job
+    assert main(["info", str(folder / "run.rank1.gvz")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["rank 1 of 2 (gloo)", "the other ranks' files: run.rank0.gvz",
+                       f"the whole job: gradviz info {folder}"]
+    assert out[4].startswith("24 nodes")  # then what info says of any trace
+    for path in (folder, folder / "run.gvz"):
+        assert main(["info", str(path)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"data-parallel job of 2 ranks (gloo): 2 rank files in {folder}"
+        assert out[1] == "  rank 0: run.rank0.gvz  2 iterations, 2 backward passes, 3 bucket all-reduces"
+        assert out[2] == "  rank 1: run.rank1.gvz  2 iterations, 2 backward passes, 3 bucket all-reduces"
+        assert out[3].startswith("2 of 2 ranks (gloo); iteration 1; stands out: rank 1")
+        assert out[4].startswith("  rank 1: NaN in module.")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(folder / "run.rank1.gvz", alone / "run.rank1.gvz")
+    assert main(["info", str(alone / "run.rank1.gvz")]) == 0
+    assert capsys.readouterr().out.splitlines()[1:3] == ["the other ranks' files: none found beside it",
+                                                        "no file of rank 0"]
+    shutil.copy(folder / "run.rank0.gvz", alone / "other.rank0.gvz")
+    assert main(["info", str(alone)]) == 1
+    assert capsys.readouterr().err == \
+        f"gradviz: {alone}: {alone} holds the ranks of 2 recordings (other, run): open one of their files\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from gradviz.app.ranks import bucket_badges
 from gradviz.trace.diagnose import RELU_LIKE, NoOrigin, holds_nonfinite, largest_gradient
 
 # Colours as '#rrggbb' (the view turns them into Qt's).
@@ -126,6 +127,8 @@ class Diagnosis:
         ov = Overlay()
         if graph is None:
             return ov
+        if st.trace is not None and st.trace.passes:
+            ov.badges.update(bucket_badges(st.trace, graph, st.iteration))  # DDP's all-reduces
         if self.show_dead and st.trace is not None and st.trace.passes:
             ov.badges.update(dead_badges(st.trace, graph))
         if self.origin is not None:

@@ -234,6 +234,34 @@ class RankState:
         return text
 
 
+BUCKET_BADGE = "#2f62b8"
+
+
+def bucket_badges(trace, graph, iteration):
+    """key -> (text, colour): where DDP launched each bucket's all-reduce in the last backward
+    pass of ``iteration`` (the one under way, while stepping): 'all-reduce bucket 0' on the
+    AccumulateGrad node after which it went, and the buckets reduced only at the end of the pass
+    (the last bucket of a pass that ended, every bucket of a static graph's first pass) on the
+    pass's last node, '... at the end'. Nodes not in ``graph`` (another iteration's) get none."""
+    p = _pass_of(trace, iteration) if iteration is not None else None
+    if p is None or not getattr(p, "buckets", None):
+        return {}
+    at: dict = {}
+    for b in p.buckets:
+        node = b.after_node if b.after_node is not None and b.after_node in p.grad_outputs else None
+        end = node is None
+        node = p.order[-1] if end and p.order else node
+        if node is not None:
+            at.setdefault((f"n{node}", end), []).append(b.bucket)
+    out = {}
+    for (key, end), buckets in at.items():
+        if key in graph:
+            text = ("all-reduce bucket " if len(buckets) == 1 else "all-reduce buckets ") + \
+                ", ".join(map(str, buckets)) + (" at the end" if end else "")
+            out[key] = (f"{out[key][0]}; {text}" if key in out else text, BUCKET_BADGE)
+    return out
+
+
 def rank_note(trace):
     """'rank 1 of 2' for a trace of a job's rank, else ''."""
     info = getattr(trace, "rank", None)

@@ -33,6 +33,30 @@ def shard(rank, iteration, nan_rank=-1, last=-1):
     return x, y
 
 
+def train(iterations=3, nan_rank=-1, model=None, comm_hook=None, **ddp_options):
+    """Train on this rank (the process group is up) for ``iterations``; ``ddp_options`` go to
+    DistributedDataParallel, ``comm_hook`` (e.g. ``fp16_compress_hook``) to its
+    ``register_comm_hook``. (losses, final weights): the losses as float hex strings, the weights
+    as the hex of their bytes, so that two runs compare bit for bit."""
+    rank = dist.get_rank()
+    ddp_options.setdefault("bucket_cap_mb", BUCKET_CAP_MB)
+    model = DistributedDataParallel(make_model() if model is None else model, **ddp_options)
+    if comm_hook is not None:
+        model.register_comm_hook(None, comm_hook)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for it in range(iterations):
+        x, y = shard(rank, it, nan_rank, iterations - 1)
+        optimizer.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        print(f"rank {rank} iteration {it}: loss {loss.item():.4f}")
+    weights = {k: v.detach().numpy().tobytes().hex() for k, v in model.module.state_dict().items()}
+    return [x.hex() for x in losses], weights
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3)
@@ -40,22 +64,10 @@ def main(argv=None):
     parser.add_argument("--results")
     args = parser.parse_args(argv)
     dist.init_process_group("gloo")  # rank, world size and rendezvous from torchrun's environment
-    rank = dist.get_rank()
-    model = DistributedDataParallel(make_model(), bucket_cap_mb=BUCKET_CAP_MB)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    losses = []
-    for it in range(args.iterations):
-        x, y = shard(rank, it, args.nan_rank, args.iterations - 1)
-        optimizer.zero_grad()
-        loss = ((model(x) - y) ** 2).mean()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        print(f"rank {rank} iteration {it}: loss {loss.item():.4f}")
+    losses, weights = train(args.iterations, args.nan_rank)
     if args.results:
-        weights = {k: v.detach().numpy().tobytes().hex() for k, v in model.module.state_dict().items()}
-        with open(f"{args.results}.rank{rank}.json", "w") as f:
-            json.dump({"losses": [x.hex() for x in losses], "weights": weights}, f)
+        with open(f"{args.results}.rank{dist.get_rank()}.json", "w") as f:
+            json.dump({"losses": losses, "weights": weights}, f)
     dist.destroy_process_group()
     return losses
 

@@ -10,6 +10,14 @@ layout (``Reducer._get_zeros_like_grad_buckets``, read again after DDP rebuilds 
 reducer's order: bucket ``i`` goes once its parameters and all of bucket ``< i``'s are ready. No
 comm hook is registered (a program may register its own, and only one is allowed) and no
 collective is called: the recorded program reduces exactly what it would have.
+
+Whether a backward pass reduces at all is decided by the DDP module's forward: a forward run inside
+``no_sync()`` (or without grad) leaves its backward unreduced, wherever that backward runs, so the
+choice is read at the forward. With ``find_unused_parameters=True`` the reducer marks the
+parameters the pass cannot reach ready at its first hook; they are found here the same way, by
+walking the graph from the pass's roots. With ``static_graph=True`` DDP's first pass reduces no
+bucket from the hooks: one callback all-reduces them all at its end (``_delay_all_reduce``), and
+they are said to be launched there.
 """
 from __future__ import annotations
 
@@ -24,13 +32,23 @@ class _Layout:
         self.bucket_of = {id(p): i for i, (_, ps) in enumerate(buckets) for p in ps}
         self.waiting = [len(ps) for _, ps in buckets]
         self.next = 0  # the first bucket not launched yet
+        self.deferred = False  # every bucket reduced at the end of the pass (static graph, first pass)
 
     def ready(self, param):
         """Mark ``param``'s gradient ready; the buckets launched by it, in order."""
         i = self.bucket_of.pop(id(param), None)
-        if i is None:
+        if i is None or self.deferred:
             return []
         self.waiting[i] -= 1
+        return self._launched()
+
+    def unused(self, reached):
+        """Mark ready every parameter whose id is not in ``reached`` (what the reducer does for
+        unused parameters, at its first hook of the pass)."""
+        for pid in [pid for pid in self.bucket_of if pid not in reached]:
+            self.waiting[self.bucket_of.pop(pid)] -= 1
+
+    def _launched(self):
         out = []
         while self.next < len(self.buckets) and self.waiting[self.next] == 0:
             out.append(self.buckets[self.next])
@@ -57,12 +75,15 @@ class DDPWatch:
         self._active = []  # (ddp, _Layout) of the pass under way
         self._accumulated = set()  # ids of parameters that received a gradient in this pass
         self._told_backend = False
+        self._syncs = weakref.WeakKeyDictionary()  # ddp -> whether its last forward set up a reduction
         ddp = getattr(getattr(torch.nn, "parallel", None), "DistributedDataParallel", None)
         self._ddp_class = ddp
 
     def module_entered(self, module):
         if self._ddp_class is not None and isinstance(module, self._ddp_class):
             self._modules.add(module)
+            self._syncs[module] = bool(self.torch.is_grad_enabled() and
+                                       getattr(module, "require_backward_grad_sync", True))
 
     def _rank(self):
         """Tell the producer which rank this is, once the process group is up."""
@@ -93,17 +114,26 @@ class DDPWatch:
         self._layouts[ddp] = (rebuilt, layout)
         return layout
 
-    def pass_started(self, kind):
+    def pass_started(self, kind, roots=()):
+        """A backward pass from grad_fn nodes ``roots`` begins."""
         self._rank()
         self._accumulated = set()
         self._active = []
         if kind == "grad":  # DDP reduces in backward() only: autograd.grad leaves .grad alone
             return
+        reached = None
         for ddp in list(self._modules):
-            if getattr(ddp, "require_backward_grad_sync", True) and getattr(ddp, "reducer", None) is not None:
+            if self._syncs.get(ddp, False) and getattr(ddp, "reducer", None) is not None:
                 layout = self._buckets(ddp)
                 if layout:
-                    self._active.append((ddp, _Layout(layout)))
+                    active = _Layout(layout)
+                    # the flag is set by DDP's first static-graph backward, which queues the delayed reduction
+                    active.deferred = bool(getattr(ddp, "static_graph", False)) and \
+                        not getattr(ddp, "_static_graph_delay_allreduce_enqueued", True)
+                    if getattr(ddp, "find_unused_parameters", False):
+                        reached = _reached_params(roots) if reached is None else reached
+                        active.unused(reached)
+                    self._active.append((ddp, active))
 
     def accumulated(self, node, param):
         """``param``'s AccumulateGrad (``node``) ran: the buckets DDP launches now."""
@@ -127,3 +157,18 @@ class DDPWatch:
             pairs = [(p, p.grad) for _, ps in layout.buckets for p in ps if p.grad is not None]
             if pairs:
                 self.producer.grads_synchronized(pairs)
+
+
+def _reached_params(roots):
+    """ids of the tensors whose AccumulateGrad a backward pass from grad_fn nodes ``roots`` can reach."""
+    seen, stack, out = set(), list(roots), set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            out.add(id(var))
+        stack.extend(f for f, _ in getattr(fn, "next_functions", ()))
+    return out

@@ -158,7 +158,7 @@ class TorchRecording:
         p = self.producer
         inputs, args, kwargs = _backward_inputs(kind, args, kwargs)
         p.backward_started(root_nodes, grads, inputs and self._planned(kind, root_nodes, inputs))
-        self.ddp.pass_started(kind)
+        self.ddp.pass_started(kind, root_nodes)
         ok = False
         try:
             out = func(*args, **kwargs)
