@@ -388,6 +388,7 @@ def test_the_window_checks_from_the_inspector_and_paints_the_failing_node_red(qt
         qtbot.waitUntil(w.isActiveWindow, timeout=5000)  # shortcuts act in the active window
         first = st.current
         qtbot.keyClick(w, Qt.Key_K, Qt.ControlModifier)  # Check: the paused node, SumBackward0
+        qtbot.waitUntil(lambda: st.checks.node_request is None, timeout=30000)  # (it comes in through the poll)
         assert w.view.items_by_key[first].check == "ok"
         assert "gradient check: ok ✓" in w.inspector.toPlainText()
         from PySide6.QtCore import QUrl
