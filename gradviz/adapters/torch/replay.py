@@ -11,11 +11,13 @@ then instead of dying with the Python variable that held it.
 
 A node is replayed only when its forward is that call alone: each of its ``next_functions``
 edges must lead to one of the call's tensor arguments (a leaf's AccumulateGrad, or the
-argument's own grad_fn and output number). A composite call (``F.linear`` makes ``AddmmBackward0``
-from ``weight.t()``, an intermediate no one kept) is refused with that reason, never checked
-against the wrong function. An in-place call seen coming (``inplace=True``, ``relu_``,
-``__iadd__``) is kept with a copy of its first argument as it was, made before the call
-(``before_call``); one not seen coming is refused: its input is its own output now.
+argument's own grad_fn and output number). A composite call (``F.linear`` makes ``TBackward0`` and
+``AddmmBackward0`` from ``weight.t()``) is replayed instead as the aten calls that made its nodes
+(``aten.t``, ``aten.addmm``), seen below autograd (``aten_calls``), under the same rule; a node
+neither fits is refused with its reason, never checked against the wrong function. An in-place
+call seen coming (``inplace=True``, ``relu_``, ``__iadd__``) is kept with a copy of its first
+argument as it was, made before the call (``before_call``); one not seen coming is refused: its
+input is its own output now.
 """
 from __future__ import annotations
 
