@@ -78,3 +78,24 @@ def test_a_node_whose_output_was_written_in_place_inside_the_call_is_not_mapped(
     assert z.grad_fn.name() == "ReluBackward0" and id(z.grad_fn.metadata) not in mapped
     assert id(z.grad_fn.next_functions[0][0].metadata) not in mapped  # z's own addmm: its output was written since
     assert len(mapped) == 3
+
+
+def test_a_torch_compiled_function_is_refused_and_the_pass_goes_on(tmp_path):
+    pytest.importorskip("torch")
+    script = tmp_path / "compiled.py"
+    script.write_text(
+        "import torch\n"
+        "f = torch.compile(lambda a: (a.sin() * 2.0).sum(), backend='aot_eager')\n"
+        "x = torch.randn(3, requires_grad=True)\n"
+        "(f(x) + x.cos().sum()).backward()\n"
+        "print('grad', x.grad.tolist())\n")
+    with Debugger.launch(script=str(script), stop_on_entry=True) as dbg:
+        dbg.wait_paused(timeout=60)
+        checks = dbg.check_pass(timeout=300)
+        dbg.resume()
+        end = dbg.wait_paused(timeout=60)
+    # its backward run once more would free its saved tensors: the program's own backward then fails
+    (compiled,) = [c for c in checks if c.op == "CompiledFunctionBackward"]
+    assert compiled.ok is None and "torch.compile" in compiled.reason
+    assert end.reason == "exited"
+    assert [c.op for c in checks if c.ok] == ["AddBackward0", "SumBackward0", "CosBackward0"]

@@ -146,6 +146,9 @@ def replay(torch, key, node):
     src = backward_source(custom) if custom is not None else None
     if cls.__name__ in ("AccumulateGrad",) or node.name() == "torch::autograd::AccumulateGrad":
         raise NotCheckable("AccumulateGrad adds its gradient into .grad: it has no forward to check")
+    if custom is not None and getattr(custom, "__module__", "").startswith("torch._functorch"):
+        raise _refuse("torch.compile's compiled backward frees its saved tensors when it runs: running it "
+                      "once more for a check would break the pass", src)
     fwd = node.metadata.get(key)
     if fwd is None:
         raise _refuse("made inside another op (a composite's inner node) or before gradviz watched: the "
