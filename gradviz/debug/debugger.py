@@ -780,7 +780,8 @@ class Debugger:
         return request
 
     def checks_of(self, request):
-        """The NodeChecks a check_pass request has made so far, and whether it is done."""
+        """The NodeChecks a check_pass request has made so far, and whether it is done (for a
+        ``start_check_node`` request: its one NodeCheck once answered)."""
         with self._fetch_cond:
             return list(self._checks.get(request, [])), request in self._checks_done
 
