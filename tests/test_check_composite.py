@@ -99,3 +99,14 @@ def test_a_torch_compiled_function_is_refused_and_the_pass_goes_on(tmp_path):
     assert compiled.ok is None and "torch.compile" in compiled.reason
     assert end.reason == "exited"
     assert [c.op for c in checks if c.ok] == ["AddBackward0", "SumBackward0", "CosBackward0"]
+
+
+def test_a_list_of_views_is_mapped_to_its_one_node_with_each_output_number():
+    torch = pytest.importorskip("torch")
+    from gradviz.adapters.torch.aten_calls import AtenCalls
+    w = torch.randn(4, 6, requires_grad=True)
+    with AtenCalls(torch) as calls:
+        a, b = (w * 2).split([2, 4], dim=1)
+    (split,) = [v for v in calls.nodes().values() if v[0].name() == "SplitWithSizesBackward0"]
+    assert str(split[1]) == "aten.split_with_sizes.default" and split[4] == [(0, 0), (1, 1)]
+    assert split[0].metadata is a.grad_fn.metadata is b.grad_fn.metadata

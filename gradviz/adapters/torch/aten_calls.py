@@ -48,13 +48,16 @@ def _out_versions(torch, func, args, outs):
     names = [a.alias_info and set(a.alias_info.before_set) for a in func._schema.arguments]
     versions = []
     for pos, o in enumerate(outs):
-        alias = returns[pos].alias_info if pos < len(returns) else None
+        ret = returns[0] if len(returns) == 1 else returns[pos] if pos < len(returns) else None  # (one list)
+        alias = ret.alias_info if ret is not None else None
         if not isinstance(o, torch.Tensor):
             versions.append(None)
         elif alias is None:
             versions.append(o._version)
         else:
-            base = [i for i, n in enumerate(names) if n and n & set(alias.before_set)]
+            sets = set(alias.before_set)  # (empty for a list of views: the set is on its elements)
+            base = [i for i, n in enumerate(names) if n and (n & sets if sets else True)]
+            base = base if len(base) == 1 or sets else []
             b = args[base[0]] if base and base[0] < len(args) else None
             versions.append(b._version if isinstance(b, torch.Tensor) else -1)  # -1: not known, never kept
     return versions
