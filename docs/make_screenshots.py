@@ -257,6 +257,65 @@ def wrong_backward(app, out_dir):
     state.close()
 
 
+TORCH_MLP_WRONG = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class WrongLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return x @ w.t() + b
+
+    @staticmethod
+    def backward(ctx, g):  # wrong: the weight's gradient halved
+        x, w = ctx.saved_tensors
+        return g @ w, 0.5 * g.t() @ x, g.sum(0)
+
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+x = torch.relu(WrongLinear.apply(torch.randn(5, 4), torch.randn(6, 4, requires_grad=True), torch.zeros(6)))
+loss = F.cross_entropy(model(x), torch.tensor([0, 2, 1, 1, 0]))
+loss.backward()
+"""
+
+
+def torch_mlp_checked(app, out_dir):
+    """A PyTorch MLP after "Check every node of this pass": nn.Linear's TBackward0 and
+    AddmmBackward0 and cross_entropy's two nodes ticked (checked as their aten calls), a wrong
+    custom Function red, selected, its error in the inspector."""
+    import tempfile
+
+    from gradviz import Debugger
+    from gradviz.app.state import AppState
+    from gradviz.ui.main_window import MainWindow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "torch_mlp.py")
+        with open(script, "w") as f:
+            f.write(TORCH_MLP_WRONG)
+        state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
+            script=script, **{"break_on_backward": True, **switches}))
+        w = MainWindow(state, "gradviz — torch_mlp.py, every node checked")
+        w.resize(1400, 900)
+        w.show()
+        _settle(app, w, lambda: state.pause is not None and state.current is not None and not state.laying_out)
+        w.check_pass()
+        _settle(app, w, lambda: state.pause is not None and state.pause.reason == "checked"
+                and state.checks.request is None)
+        failing = sorted(state.checks.failing())
+        w.view.fit()
+        if failing:
+            w.select(failing[0])
+        _settle(app, w, lambda: True)
+        w.grab().save(os.path.join(out_dir, "torch-mlp-checked.png"))
+        w.close()
+        state.close()
+
+
 def main(out_dir="docs", only=None):
     import tempfile
 
@@ -270,7 +329,8 @@ def main(out_dir="docs", only=None):
     os.makedirs(out_dir, exist_ok=True)
     if only is not None:  # python docs/make_screenshots.py docs NAME: that picture alone
         shots = {"seed-explained": seed_explained, "remote": remote_attached, "diagnosis": diagnosis_shots,
-                 "ranks": ranks_side_by_side, "wrong-backward": wrong_backward}
+                 "ranks": ranks_side_by_side, "wrong-backward": wrong_backward,
+                 "torch-mlp-checked": torch_mlp_checked}
         if only not in shots:
             raise SystemExit(f"make_screenshots: no picture {only!r}; one of {', '.join(shots)}")
         return shots[only](app, out_dir)
@@ -322,6 +382,7 @@ def main(out_dir="docs", only=None):
     diagnosis_shots(app, out_dir)
     ranks_side_by_side(app, out_dir)  # 5. two ranks of a data-parallel job
     wrong_backward(app, out_dir)
+    torch_mlp_checked(app, out_dir)
 
 
 if __name__ == "__main__":

@@ -480,6 +480,7 @@ class GraphView(QGraphicsView):
     collapsedChanged = Signal()
     lineBreakpointAsked = Signal(str)  # "Breakpoint on its line" in a node's context menu
     diagnosed = Signal(str)  # a NaN or an explosion traced to its origin: what it found
+    checkAsked = Signal(str)  # "Check this node" in a node's context menu (gradviz.app.checks)
     viewMoved = Signal()  # zoomed, fitted or brought to a node (the scroll bars say when it pans)
 
     def __init__(self, state, parent=None, model=None):
@@ -666,7 +667,7 @@ class GraphView(QGraphicsView):
             self.rebuild()
 
     def context_actions(self, key):
-        """What the context menu offers on node ``key``: [(text, callable)]."""
+        """What the context menu offers on node ``key``: [(text, callable)]; None: shown disabled."""
         drawing = self.model.drawing()
         if key in drawing.members:
             scope = drawing.graph.nodes[key]["scope"]
@@ -680,6 +681,11 @@ class GraphView(QGraphicsView):
                 line = d["source"].split(" in ")[0].rsplit("/", 1)[-1]
                 acts.insert(0, (f"Breakpoint on every node of line {line}",
                                 lambda: self.lineBreakpointAsked.emit(key)))
+            checks = getattr(self.state, "checks", None)
+            if d.get("kind") == "grad_fn" and checks is not None and getattr(self.state, "debugger", None):
+                # offered on every node, runnable on the paused one (before it runs, its inputs are there)
+                acts.append(("Check this node", (lambda: self.checkAsked.emit(key))
+                             if checks.can_check_node(key) else None))
             diagnosis = getattr(self.state, "diagnosis", None)
             if diagnosis is not None and key in drawing.graph:
                 acts += [(text, lambda fn=fn: self._diagnose(fn)) for text, fn in diagnosis.actions(key)]
@@ -799,5 +805,9 @@ class GraphView(QGraphicsView):
             return
         menu = QMenu(self)
         for text, slot in acts:
-            menu.addAction(text).triggered.connect(lambda checked=False, slot=slot: slot())
+            act = menu.addAction(text)
+            if slot is None:
+                act.setEnabled(False)
+            else:
+                act.triggered.connect(lambda checked=False, slot=slot: slot())
         menu.exec(event.globalPos())

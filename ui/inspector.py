@@ -116,7 +116,7 @@ def _heat(J):
 
 TRY_V = "gradviz:try-v"  # the link that asks for another v
 CHECK, CHECK_PASS = "gradviz:check", "gradviz:check-pass"  # the gradient check's links
-_CHECK_COLOURS = {"fail": "#c0392b", "ok": "#2a8a3a", "unchecked": "#777", "none": "#555"}
+_CHECK_COLOURS = {"fail": "#c0392b", "ok": "#2a8a3a", "unchecked": "#777", "none": "#555", "checking": "#a0522d"}
 
 
 def check_html(view):
@@ -134,6 +134,9 @@ def check_html(view):
     if view.can_check:
         out.append(f"<br><a href='{CHECK}'>Check this node's backward</a> (Ctrl+K) · "
                    f"<a href='{CHECK_PASS}'>Check every node of this pass</a> (Ctrl+Shift+K)")
+    elif view.verdict != "checking" and view.live:
+        out.append("<br><span style='color:#999'>Check this node's backward: when paused before it "
+                   "(a breakpoint on it, or Step)</span>")
     out.append("</p>")
     return "".join(out)
 

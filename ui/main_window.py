@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         self.view.model.auto_focus = True  # see GraphModel.update_focus
         self.view.nodeClicked.connect(self.select)
         self.inspector.checkAsked.connect(lambda what: self.check_node() if what == "node" else self.check_pass())
+        self.view.checkAsked.connect(lambda key: self.check_node())
         # A box expanded under the selection: the selection goes with it (select() checks it).
         self.view.collapsedChanged.connect(lambda: self.select(self.state.selected))
         self.view.lineBreakpointAsked.connect(lambda key: self.toggle_breakpoint(key, line=True))
@@ -151,9 +152,10 @@ class MainWindow(QMainWindow):
         self._sync_switches()
 
     def check_node(self):
-        """Check: the paused node's gradient check (gradviz.app.checks), shown at once."""
+        """Check: the paused node's gradient check (gradviz.app.checks), asked of the child without
+        waiting: the status line says "checking ..." and poll shows the result when it comes."""
         self.go_live()
-        self.state.checks.check_current()
+        self.state.checks.start_check_current()
         self._show({"checks"})
 
     def check_pass(self):

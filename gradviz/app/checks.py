@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CheckView:
-    """What the inspector shows of a node's check: ``verdict`` ok / fail / unchecked / none,
+    """What the inspector shows of a node's check: ``verdict`` ok / fail / unchecked / none / checking,
     ``headline``, ``lines`` (the errors and counts), ``can_check`` (the node is paused: Check runs)."""
 
     verdict: str
@@ -26,15 +26,18 @@ class CheckView:
     lines: tuple[str, ...]
     can_check: bool
     backward_source: str | None = None
+    live: bool = False  # a live debugger: the node could be checked when paused before it
 
 
 class Checks:
     def __init__(self, state: AppState):
         self.state = state
         self.request: int | None = None  # the check_pass under way
+        self.node_request: tuple[int, int, str] | None = None  # the node check under way: (request, node, op)
         self.message = ""  # what the last check command did
         self._seen = 0
         self._dbg = None  # the debugger the pass check was asked of (a restart makes another)
+        self._dbg_node = None  # the one the node check was asked of
 
     @property
     def results(self) -> dict[int, NodeCheck]:
@@ -64,7 +67,29 @@ class Checks:
         st = self.state
         p, dbg = st.live_pause, st.debugger
         return (dbg is not None and dbg.state == "paused" and st.time is None and p is not None
-                and p.phase == "backward" and p.node is not None and self.request is None)
+                and p.phase == "backward" and p.node is not None and self.request is None
+                and self.node_request is None)
+
+    def can_check_node(self, key: str | None) -> bool:
+        """Check runs now on node ``key``: it is the paused node (the graph's and inspector's entry)."""
+        p = self.state.live_pause
+        return self.can_check() and p is not None and key == f"n{p.node}"
+
+    def start_check_current(self) -> bool:
+        """The window's Check: the paused node's check asked of the child without waiting for it
+        (the window stays live; ``message`` says "checking ..."); ``poll`` takes the result in."""
+        if not self.can_check():
+            self.message = "Check: pause before a backward node first (Step, F10, or a breakpoint)"
+            return False
+        dbg, p = self.state.debugger, self.state.live_pause
+        try:
+            request = dbg.start_check_node()
+        except DebuggerError as exc:
+            self.message = f"Check: {exc}"
+            return False
+        self.node_request, self._dbg_node = (request, p.node, p.op or ""), dbg
+        self.message = f"checking {p.op or 'the node'} (n{p.node}) against finite differences…"
+        return True
 
     def check_current(self) -> NodeCheck | None:
         """The Check action: check the paused node (bounded: about a second). None if it cannot
@@ -98,6 +123,27 @@ class Checks:
 
     def poll(self) -> bool:
         """Take in the results that came; True if any did (the graph and inspector redraw)."""
+        return self._poll_node() | self._poll_pass()
+
+    def _poll_node(self) -> bool:
+        if self.node_request is None:
+            return False
+        dbg = self.state.debugger
+        request, node, op = self.node_request
+        if dbg is not self._dbg_node or dbg is None:  # restarted meanwhile
+            self.node_request, self.message = None, ""
+            return True
+        checks, _ = dbg.checks_of(request)
+        if checks:
+            c = checks[0]
+            self.node_request, self.message = None, f"Check {c.op}: {c.summary()}"
+            return True
+        if dbg.state == "exited":
+            self.node_request, self.message = None, f"Check {op} (n{node}): the program ended first"
+            return True
+        return False
+
+    def _poll_pass(self) -> bool:
         dbg = self.state.debugger
         if self.request is not None and dbg is not self._dbg:  # restarted meanwhile
             self.request, self.message = None, ""
@@ -123,9 +169,13 @@ class Checks:
         """The inspector's section for node ``key``."""
         st = self.state
         paused_here = self.can_check() and st.live_pause is not None and key == f"n{st.live_pause.node}"
+        live = st.debugger is not None and st.debugger.state != "exited"
+        if self.node_request is not None and key == f"n{self.node_request[1]}" and st.debugger is not None \
+                and not st.debugger.checks_of(self.node_request[0])[0]:
+            return CheckView("checking", "gradient check: checking… (the window stays live)", (), False)
         c = self.result(key)
         if c is None:
-            return CheckView("none", "gradient check: not run", (), paused_here)
+            return CheckView("none", "gradient check: not run", (), paused_here, live=live)
         counts = f"{c.directions_checked} of {c.directions_total} directions, {c.evaluations} forward runs"
         if c.ok is None:
             return CheckView("unchecked", "gradient check: cannot check", (c.reason or "",), paused_here,

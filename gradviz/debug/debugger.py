@@ -739,6 +739,21 @@ class Debugger:
         received against central finite differences of its forward, run again in float64 in the
         child on the inputs it saw (see docs/checking.md). A ``NodeCheck``: ``ok`` None with a
         ``reason`` when it cannot be checked."""
+        request = self.start_check_node(node, eps, atol, rtol, max_evals=max_evals, seed=seed,
+                                        time_budget=time_budget)
+        deadline = time.monotonic() + timeout
+        with self._fetch_cond:
+            while not self._checks.get(request):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.state == "exited":
+                    raise DebuggerError("no answer to the check" if left <= 0 else "the program has exited")
+                self._fetch_cond.wait(left)
+            return self._checks.pop(request)[0]
+
+    def start_check_node(self, node=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0,
+                         time_budget=TIME_BUDGET):
+        """``check_node`` without waiting (for a GUI): returns the request; ``checks_of(request)``
+        holds its one NodeCheck once the child has answered."""
         pause = self.last_pause
         if self.state != "paused" or pause is None or pause.phase != "backward" or pause.node is None:
             raise DebuggerError("a node is checked while the program is paused before it in backward")
@@ -748,14 +763,7 @@ class Debugger:
         request = next(self._ids)
         self._send({"cmd": "check", "request": request,
                     **_check_options(eps, atol, rtol, max_evals, seed, time_budget)})
-        deadline = time.monotonic() + timeout
-        with self._fetch_cond:
-            while not self._checks.get(request):
-                left = deadline - time.monotonic()
-                if left <= 0 or self.state == "exited":
-                    raise DebuggerError("no answer to the check" if left <= 0 else "the program has exited")
-                self._fetch_cond.wait(left)
-            return self._checks.pop(request)[0]
+        return request
 
     def start_check_pass(self, pass_index=None, eps=1e-6, atol=1e-5, rtol=1e-3, *, max_evals=MAX_EVALS, seed=0,
                          time_budget=TIME_BUDGET):
@@ -772,7 +780,8 @@ class Debugger:
         return request
 
     def checks_of(self, request):
-        """The NodeChecks a check_pass request has made so far, and whether it is done."""
+        """The NodeChecks a check_pass request has made so far, and whether it is done (for a
+        ``start_check_node`` request: its one NodeCheck once answered)."""
         with self._fetch_cond:
             return list(self._checks.get(request, [])), request in self._checks_done
 

@@ -12,6 +12,7 @@ import warnings
 
 from gradviz.adapters.torch.ddp import DDPWatch
 from gradviz.adapters.torch import replay
+from gradviz.adapters.torch.aten_calls import AtenCalls
 from gradviz.adapters.torch.dispatch import MultiAdapter
 from gradviz.adapters.torch.values import TorchAdapter
 
@@ -117,11 +118,11 @@ class TorchRecording:
             p.refresh_skip_dirs()
 
     # -- forward --------------------------------------------------------------------------------
-    def made(self, args, kwargs, out, func=None, before=None):
+    def made(self, args, kwargs, out, func=None, before=None, aten=None):
         torch = self.torch
         outs = out if isinstance(out, tuple) else (out,)
         if func is not None and self.producer.keep_forward:
-            replay.record(torch, self.adapter.forward_key, func, args, kwargs, outs, before=before)
+            replay.record(torch, self.adapter.forward_key, func, args, kwargs, outs, before=before, aten=aten)
         inputs = None
         for o in outs:
             if isinstance(o, torch.Tensor) and o.grad_fn is not None and self.adapter.node_tag(o.grad_fn) is None:
@@ -373,10 +374,16 @@ def _make_mode(torch, rec):
             if kind is not None:
                 return rec.run_backward(kind, func, args, kwargs)
             grad = is_grad_enabled()
-            before = replay.before_call(torch, func, args, kwargs) if grad and keep_forward() else None
-            out = func(*args, **(kwargs or {}))
+            keep = grad and keep_forward()
+            before = replay.before_call(torch, func, args, kwargs) if keep else None
+            if keep:  # the aten calls below autograd: each node's own forward (aten_calls)
+                with AtenCalls(torch) as aten:
+                    out = func(*args, **(kwargs or {}))
+            else:
+                aten = None
+                out = func(*args, **(kwargs or {}))
             if grad:
-                rec.made(args, kwargs, out, func, before)
+                rec.made(args, kwargs, out, func, before, aten)
             return out
 
     return GradvizMode

@@ -11,11 +11,13 @@ then instead of dying with the Python variable that held it.
 
 A node is replayed only when its forward is that call alone: each of its ``next_functions``
 edges must lead to one of the call's tensor arguments (a leaf's AccumulateGrad, or the
-argument's own grad_fn and output number). A composite call (``F.linear`` makes ``AddmmBackward0``
-from ``weight.t()``, an intermediate no one kept) is refused with that reason, never checked
-against the wrong function. An in-place call seen coming (``inplace=True``, ``relu_``,
-``__iadd__``) is kept with a copy of its first argument as it was, made before the call
-(``before_call``); one not seen coming is refused: its input is its own output now.
+argument's own grad_fn and output number). A composite call (``F.linear`` makes ``TBackward0`` and
+``AddmmBackward0`` from ``weight.t()``) is replayed instead as the aten calls that made its nodes
+(``aten.t``, ``aten.addmm``), seen below autograd (``aten_calls``), under the same rule; a node
+neither fits is refused with its reason, never checked against the wrong function. An in-place
+call seen coming (``inplace=True``, ``relu_``, ``__iadd__``) is kept with a copy of its first
+argument as it was, made before the call (``before_call``); one not seen coming is refused: its
+input is its own output now.
 """
 from __future__ import annotations
 
@@ -33,12 +35,13 @@ class _Forward:
     """One recorded call: ``func(*args, **kwargs)`` made this node's outputs ``positions``
     ((index in the flattened result, output_nr)), with the input versions then."""
 
-    __slots__ = ("func", "args", "kwargs", "positions", "versions", "custom", "refused", "edges")
+    __slots__ = ("func", "args", "kwargs", "positions", "versions", "custom", "refused", "edges", "aten")
 
-    def __init__(self, func, args, kwargs, positions, versions, custom=None, refused=None, edges=None):
+    def __init__(self, func, args, kwargs, positions, versions, custom=None, refused=None, edges=None, aten=None):
         self.func, self.args, self.kwargs = func, args, kwargs
         self.positions, self.versions, self.custom, self.refused = positions, versions, custom, refused
         self.edges = edges  # an in-place call: {place: (grad_fn, output_nr)} of its input before the call
+        self.aten = aten  # the aten call below autograd that made the node (a _Forward), where certain
 
     def __repr__(self):  # never the tensors: a node's metadata may be printed
         return f"<gradviz forward of {getattr(self.func, '__name__', self.func)}>"
@@ -84,17 +87,23 @@ def before_call(torch, func, args, kwargs):
         return None
 
 
-def record(torch, key, func, args, kwargs, outs, custom=None, before=None):
+def record(torch, key, func, args, kwargs, outs, custom=None, before=None, aten=None):
     """Keep ``func``'s call in the metadata of each new grad_fn among ``outs`` (a tuple);
-    ``before``: ``before_call``'s answer for an in-place call. Never raises: what cannot be kept
+    ``before``: ``before_call``'s answer for an in-place call; ``aten``: the ``AtenCalls`` made
+    inside the call (gradviz.adapters.torch.aten_calls), which give each node the aten call that
+    made it (the only record of a composite's inner nodes). Never raises: what cannot be kept
     leaves its node uncheckable ("not known"), the program untouched."""
     try:
-        _record(torch, key, func, args, kwargs, outs, custom, before)
+        made = aten.nodes() if aten is not None and before is None else {}
+        _record(torch, key, func, args, kwargs, outs, custom, before, made)
+        for node, afunc, aargs, akwargs, positions, versions in made.values():
+            if key not in node.metadata:  # an inner node of a composite call
+                node.metadata[key] = _Forward(afunc, aargs, akwargs, positions, versions)
     except Exception:  # (tensor subclasses, functorch wrappers: odd objects in odd places)
         pass
 
 
-def _record(torch, key, func, args, kwargs, outs, custom, before):
+def _record(torch, key, func, args, kwargs, outs, custom, before, made):
     kwargs = dict(kwargs or {})
     edges = None
     if before is not None:  # the in-place call, as it was made: on a copy of its first argument
@@ -115,7 +124,10 @@ def _record(torch, key, func, args, kwargs, outs, custom, before):
             node.metadata[key] = _Forward(func, (), {}, positions, [], custom,
                                           refused="an in-place op: its input was overwritten by its own output")
         else:
-            node.metadata[key] = _Forward(func, tuple(args), kwargs, positions, versions, custom, edges=edges)
+            a = made.get(id(node.metadata))
+            aten = _Forward(a[1], a[2], a[3], a[4], a[5]) if a is not None else None
+            node.metadata[key] = _Forward(func, tuple(args), kwargs, positions, versions, custom, edges=edges,
+                                          aten=aten)
 
 
 def _get(container, place):
@@ -134,6 +146,9 @@ def replay(torch, key, node):
     src = backward_source(custom) if custom is not None else None
     if cls.__name__ in ("AccumulateGrad",) or node.name() == "torch::autograd::AccumulateGrad":
         raise NotCheckable("AccumulateGrad adds its gradient into .grad: it has no forward to check")
+    if custom is not None and getattr(custom, "__module__", "").startswith("torch._functorch"):
+        raise _refuse("torch.compile's compiled backward frees its saved tensors when it runs: running it "
+                      "once more for a check would break the pass", src)
     fwd = node.metadata.get(key)
     if fwd is None:
         raise _refuse("made inside another op (a composite's inner node) or before gradviz watched: the "
@@ -142,32 +157,14 @@ def replay(torch, key, node):
         raise _refuse(RELEASED, src)
     if fwd.refused:
         raise _refuse(fwd.refused, src)
-    args, kwargs = list(fwd.args), dict(fwd.kwargs)
-    tensors = _tensors(torch, args, kwargs)
-    current = {place: t._version for place, t in tensors}
-    for k, (place, version) in enumerate(fwd.versions):
-        if current.get(place) != version:
-            raise _refuse(f"input {k} was modified in place since forward (version {version}, now "
-                          f"{current.get(place)})", src)
-    # Each edge must lead to an argument of the call: the node is that call alone.
-    diff, edges = [], []
-    for e, (fn, nr) in enumerate(node.next_functions):
-        if fn is None:
-            continue
-        var = getattr(fn, "variable", None)
-        before = fwd.edges or {}
-        match = [k for k, (place, t) in enumerate(tensors)
-                 if (place in before and _same_node(before[place][0], fn) and before[place][1] == nr)
-                 or (place not in before and ((var is not None and t is var)
-                                              or (var is None and _same_node(t.grad_fn, fn) and t.output_nr == nr)))]
-        if not match:
-            raise _refuse(f"a composite op: {getattr(fwd.func, '__name__', fwd.func)} made it from an intermediate "
-                          f"value (its input {e} comes from {fn.name()}, made inside the same call)", src)
-        k = match[0]
-        if k in diff:
-            raise _refuse("the same tensor is two of its inputs: their gradients cannot be told apart", src)
-        diff.append(k)
-        edges.append(e)
+    matched = _match(torch, fwd, node)
+    if isinstance(matched, str) and fwd.aten is not None:  # a composite: the aten call that made it
+        below = _match(torch, fwd.aten, node)
+        if not isinstance(below, str):
+            fwd, matched = fwd.aten, below
+    if isinstance(matched, str):
+        raise _refuse(matched, src)
+    args, kwargs, tensors, diff, edges = matched
     if custom is not None:  # its backward returns one gradient per forward argument
         edges = [_arg_index(tensors[k][0]) for k in diff]
     if not diff:
@@ -235,6 +232,38 @@ def replay(torch, key, node):
     if not outputs or not np.issubdtype(outputs[0].dtype, np.inexact):
         raise _refuse("not differentiable: its output is not floating point", src)
     return Replay(inputs, edges, run, outputs, src)
+
+
+def _match(torch, fwd, node):
+    """(args, kwargs, tensors, diff, edges): each of ``node``'s next_functions edges led to one
+    tensor argument of ``fwd``'s call (``tensors[diff[i]]`` is the input of edge ``edges[i]``);
+    or why not, a string."""
+    args, kwargs = list(fwd.args), dict(fwd.kwargs)
+    tensors = _tensors(torch, args, kwargs)
+    current = {place: t._version for place, t in tensors}
+    for k, (place, version) in enumerate(fwd.versions):
+        if current.get(place) != version:
+            return f"input {k} was modified in place since forward (version {version}, now {current.get(place)})"
+    # Each edge must lead to an argument of the call: the node is that call alone.
+    diff, edges = [], []
+    before = fwd.edges or {}
+    for e, (fn, nr) in enumerate(node.next_functions):
+        if fn is None:
+            continue
+        var = getattr(fn, "variable", None)
+        match = [k for k, (place, t) in enumerate(tensors)
+                 if (place in before and _same_node(before[place][0], fn) and before[place][1] == nr)
+                 or (place not in before and ((var is not None and t is var)
+                                              or (var is None and _same_node(t.grad_fn, fn) and t.output_nr == nr)))]
+        if not match:
+            return (f"a composite op: {getattr(fwd.func, '__name__', fwd.func)} made it from an intermediate "
+                    f"value (its input {e} comes from {fn.name()}, made inside the same call)")
+        k = match[0]
+        if k in diff:
+            return "the same tensor is two of its inputs: their gradients cannot be told apart"
+        diff.append(k)
+        edges.append(e)
+    return args, kwargs, tensors, diff, edges
 
 
 def _arg_index(place):
