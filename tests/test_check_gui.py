@@ -69,3 +69,24 @@ def test_check_from_the_context_menu_runs_while_the_window_stays_live(qtbot, tmp
     finally:
         w.timer.stop()
         dbg.terminate()
+
+
+def test_a_recording_opened_in_the_window_offers_no_gradient_check(qtbot):
+    """A recording has no program to run a node again in: its inspector has no check section (a
+    'not run' there, with nothing that could run it, would only puzzle)."""
+    import gradviz
+    from gradviz.app.state import AppState
+    from gradviz.demos import run
+    from gradviz.ui.main_window import MainWindow
+    with gradviz.record() as rec:
+        run("seed")
+    w = MainWindow(AppState(trace=rec.trace))
+    qtbot.addWidget(w)
+    try:
+        key = next(k for k, d in rec.trace.graph.nodes(data=True) if d.get("op") == "MulBackward0")
+        w.select(key)
+        text = w.inspector.toPlainText()
+        assert "MulBackward0" in text and "gradient check" not in text
+    finally:
+        w.timer.stop()
+        w.state.close()

@@ -262,8 +262,8 @@ class Inspector(QTextBrowser):
             text = self._source_text(trace, file, int(line)) if line.isdigit() else ""
             parts.append(f"<p style='margin:4px 0'><b>made at</b> {_esc(src)}<br>"
                          f"<code style='background:#f3f3f3; white-space:pre-wrap'>{_esc(text)}</code></p>")
-        checks = getattr(st, "checks", None)
-        if key.startswith("n") and checks is not None and d.get("kind") == "grad_fn":
+        checks = getattr(st, "checks", None)  # (a recording has no program to check in: no section)
+        if key.startswith("n") and checks is not None and st.debugger is not None and d.get("kind") == "grad_fn":
             parts.append(check_html(checks.view(key)))
         if key.startswith("n"):
             parts += self._node(trace, int(key[1:]))
