@@ -30,7 +30,8 @@ def _status_text(st: AppState) -> str:
         pos = st.step_position()
         if p.pass_index is not None and p.phase.startswith("backward") and pos is not None:
             parts.append(f"pass {p.pass_index} step {pos[0]} of {pos[1]}")
-        return " · ".join(parts + [p.detail])
+        brief = st.live_trace.dropped_brief()  # (iterations forgotten: why the slider stops short)
+        return " · ".join(parts + [p.detail] + ([brief] if brief else []))
     if p is None:
         if st.debugger is not None:
             brief = st.live_trace.dropped_brief()
