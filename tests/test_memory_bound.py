@@ -154,7 +154,7 @@ def test_past_the_event_budget_the_oldest_whole_iterations_are_forgotten():
         assert dict(ga.nodes(data=True)) == dict(gb.nodes(data=True))
         pa, pb = a.passes[-1], b.passes[-1]
         if pb.iteration < gone:  # the pass of a forgotten iteration, before the kept one's first: a stub
-            assert pa.forgotten and pa.index == pb.index and pa.order == [] and pa.grad_outputs == {}
+            assert pa.forgotten and pa.index == pb.index and not pa.order and not pa.grad_outputs
             assert {i: g.summary.norm for i, (_, g) in pa.accumulated.items()} == {
                 i: g.summary.norm for i, (_, g) in pb.accumulated.items()}
             continue
@@ -250,3 +250,13 @@ def test_the_event_budget_is_a_flag():
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
         parser.parse_args(["open", "x.gvz", "--event-budget", "-3"])
     assert "argument --event-budget: expected a number of events >= 1, or none; got '-3'" in err.getvalue()
+
+
+def test_a_forgotten_iteration_is_not_diffed():
+    from gradviz.trace.diff import diff
+    t, _, _ = _bounded(_training(30), 100)
+    gone = t.forgotten_iterations
+    with pytest.raises(ValueError, match=f"recording A's iteration 0 was forgotten to bound memory "
+                                         f"\\(it keeps {gone}..29\\)"):
+        diff(t, 0, iteration_b=29)
+    assert diff(t, gone, iteration_b=29) is not None

@@ -6,15 +6,15 @@ three quarters of the budget (so it runs once every quarter of it, at an iterati
 - their graph nodes go, with ``nodes``, ``born`` and the other indexes' entries, except those a
   kept node still reaches (a parameter's AccumulateGrad, a tensor made once before the loop);
 - tensors last described in them that the graph no longer shows go from ``tensors``;
-- their backward passes stay in ``passes`` (places stay valid) as stubs: no order, no per-node
-  gradients, only each tensor's ``.grad`` after the pass (a slim summary: its norm), which is
-  what the norm-over-iterations plot and the zero-gradient streaks read;
+- their backward passes stay in ``passes`` (places stay valid) as ``ForgottenPass`` stubs: no
+  order, no per-node gradients, only each tensor's ``.grad`` after the pass (a slim summary: its
+  norm), which is what the norm-over-iterations plot and the zero-gradient streaks read;
 - their full arrays leave the ValueStore.
 """
 from __future__ import annotations
 
 import bisect
-import dataclasses
+from types import MappingProxyType
 
 KEEP = 3 / 4  # of the budget, after forgetting
 
@@ -30,6 +30,29 @@ class Forgotten:
 
 
 FORGOTTEN = Forgotten()
+
+
+_EMPTY = MappingProxyType({})
+
+
+class ForgottenPass:
+    """A forgotten iteration's backward pass in ``Trace.passes``: what a ``Pass`` says, less its
+    order and per-node gradients (empty, read-only); ``accumulated`` keeps each tensor's ``.grad``
+    after it (no contribution), whose slim summary the norm history reads."""
+
+    __slots__ = ("index", "iteration", "roots", "finished", "accumulated")
+    order: tuple = ()
+    grad_outputs = grad_inputs = synchronized = _EMPTY
+    planned = None
+    buckets: tuple = ()
+    forgotten = True
+
+    def __init__(self, index, iteration, roots, finished, accumulated):
+        self.index, self.iteration, self.roots, self.finished = index, iteration, roots, finished
+        self.accumulated = accumulated
+
+    def __repr__(self):
+        return f"ForgottenPass(index={self.index}, iteration={self.iteration})"
 
 
 def forget_older(trace, values_of, slim):
@@ -116,5 +139,4 @@ def _forget_passes(trace, first_kept, slim):
                     values.discard(grad)
                 grad.summary = slim(grad.summary)
                 accumulated[tid] = (None, grad)
-        passes[j] = dataclasses.replace(p, order=[], grad_outputs={}, grad_inputs={}, accumulated=accumulated,
-                                        planned=None, buckets=[], synchronized={}, forgotten=True)
+        passes[j] = ForgottenPass(p.index, p.iteration, p.roots, p.finished, accumulated)
