@@ -260,3 +260,14 @@ def test_a_forgotten_iteration_is_not_diffed():
                                          f"\\(it keeps {gone}..29\\)"):
         diff(t, 0, iteration_b=29)
     assert diff(t, gone, iteration_b=29) is not None
+
+
+def test_info_says_the_forgotten_passes_in_one_line():
+    from gradviz.trace.report import info_text
+    t, _, _ = _bounded(_training(30), 100)
+    gone = t.forgotten_iterations
+    lines = info_text(t).splitlines()
+    assert lines[2] == (f"passes 0..{gone - 1} (iterations 0..{gone - 1}): forgotten to bound memory, their "
+                        f"gradients' norms kept")
+    assert lines[3].startswith(f"pass {gone} (iteration {gone}), ")
+    assert f"  iterations 0..{gone - 1} were forgotten to bound memory: 100 events kept in detail" in info_text(t)
