@@ -97,13 +97,14 @@ def _training(iterations):
         b = torch.tensor([0.5], requires_grad=True)
         v = torch.tensor([0.1, 0.2, 0.3], requires_grad=True)
         c = v * 3
+        opt = torch.optim.SGD([w, b], lr=0.001)
         for i in range(iterations):
             x = torch.tensor([1., -1., 2.]) * (i % 5)
             loss = ((w * x + b + c) ** 2).sum()
-            loss.backward(retain_graph=True)
-            w.grad = None
-            b.grad = None
+            opt.zero_grad()
             v.grad = None
+            loss.backward(retain_graph=True)
+            opt.step()
     return rec.trace.events
 
 
@@ -271,3 +272,22 @@ def test_info_says_the_forgotten_passes_in_one_line():
                         f"gradients' norms kept")
     assert lines[3].startswith(f"pass {gone} (iteration {gone}), ")
     assert f"  iterations 0..{gone - 1} were forgotten to bound memory: 100 events kept in detail" in info_text(t)
+
+
+def test_a_timeline_made_after_the_trace_forgot_shows_the_same_moments():
+    """A long file opened (forgotten while loading), or a window that read the trace late: the
+    timeline indexes what the trace kept, as one that followed the run does."""
+    from gradviz.app.timeline import Timeline
+    t, followed, _ = _bounded(_training(30), 100)
+    late = Timeline(t)
+    assert late.first() == followed.first() > 0 and late.marks() == followed.marks()
+    for k in range(late.first(), len(t.events) + 1):
+        a, b = late.trace_at(k), followed.trace_at(k)
+        assert (a.iterations, len(a.steps), len(a.passes), a.node_count()) == (
+            b.iterations, len(b.steps), len(b.passes), b.node_count())
+        assert dict(a.nodes) == dict(b.nodes) and set(a.tensors) == set(b.tensors)
+        assert [p.order for p in a.passes[-3:]] == [p.order for p in b.passes[-3:]]
+        pa, pb = late.pause_at(k), followed.pause_at(k)
+        assert (pa.phase, pa.node, pa.op, pa.pass_index) == (pb.phase, pb.node, pb.op, pb.pass_index)
+        # (a leaf's name from a description the trace let go of, the timeline that followed remembers)
+        assert late.describe(k) == followed.describe(k).replace("(v)", "(t1)").replace(" v.grad", " t1.grad")

@@ -76,6 +76,13 @@ def _prune_history(history, kept, end):
     history.order_pos = [p for p, _ in order]
 
 
+def _sort_history(history):
+    """Ids in the order first seen, after ids were added out of order (``Timeline._catch_up``)."""
+    order = sorted(zip(history.order_pos, history.order), key=lambda pair: pair[0])
+    history.order = [key for _, key in order]
+    history.order_pos = [p for p, _ in order]
+
+
 class _MapAt(Mapping):
     """``trace.nodes`` or ``trace.tensors`` (id -> its latest event) as it was after ``k`` events
     (a file may announce a node twice; a tensor is described again each iteration)."""
@@ -241,6 +248,8 @@ class Timeline:
         n = len(events)
         if trace.forgotten_before > self._pruned:
             self._prune()
+        if self._scanned < trace.forgotten_before:
+            self._catch_up()
         if n == self._scanned:
             return
         for i in range(self._scanned, n):
@@ -282,6 +291,42 @@ class Timeline:
         if new > 0:  # the latest entries, from the end (a slice from the start walks the whole dict)
             self._births.extend(reversed(list(itertools.islice(reversed(born.values()), new))))
         self._scanned = n
+
+    def _catch_up(self):
+        """Index what the trace still holds of events forgotten before this timeline read them (a
+        long file opened, a window that polled late): the forgotten passes and optimizer steps,
+        by count, at the first unread position (any position before ``first()`` serves: none is
+        shown), and the nodes and tensors the trace kept, at the position they were born."""
+        trace, at = self.trace, self._scanned
+        end = trace.forgotten_before
+        kept_steps = sum(1 for e in trace.events[end:] if type(e) is ev.OptimizerStep)
+        self._step_pos += [at] * (len(trace.steps) - kept_steps - len(self._step_pos))
+        for j in range(len(self._pass_start), len(trace.passes)):
+            p = trace.passes[j]
+            if not p.forgotten:
+                break
+            self._pass_of[p.index] = j
+            self._pass_start.append(at)
+            self._pass_events.append([])
+        self._iteration_pos.append(at)
+        self._iterations_after.append(max(self._iterations_after[-1] if self._iterations_after else 0,
+                                          trace.forgotten_iterations))
+        born = trace.born
+        for nid, e in trace.nodes.items():
+            if nid not in self._nodes.by_id and born.get(node_key(nid), end) < end:
+                self._ops[nid] = _short(e.op)
+                if e.kind == "accumulate_grad" and e.output is not None:
+                    self._node_tensor[nid] = e.output
+                self._nodes.add(nid, born[node_key(nid)], e)
+        for tid, e in trace.tensors.items():  # (one described again later: its latest, from the start)
+            if tid not in self._tensors.by_id and min(trace._described_at.get(tid, end),
+                                                      born.get(f"t{tid}", end)) < end:
+                if e.name:
+                    self._names[tid] = e.name
+                self._tensors.add(tid, min(trace._described_at.get(tid, at), end - 1), e)
+        _sort_history(self._nodes)
+        _sort_history(self._tensors)
+        self._scanned = end
 
     def _prune(self):
         """Let go of what the indexes hold of forgotten iterations (gradviz.trace.forget): ids the
