@@ -291,3 +291,17 @@ def test_a_timeline_made_after_the_trace_forgot_shows_the_same_moments():
         assert (pa.phase, pa.node, pa.op, pa.pass_index) == (pb.phase, pb.node, pb.op, pb.pass_index)
         # (a leaf's name from a description the trace let go of, the timeline that followed remembers)
         assert late.describe(k) == followed.describe(k).replace("(v)", "(t1)").replace(" v.grad", " t1.grad")
+
+
+def test_a_long_file_is_loaded_within_its_event_budget(tmp_path):
+    from gradviz.app.timeline import Timeline
+    events = _training(30)
+    whole = Trace(event_budget=None)
+    whole.extend(events)
+    whole.save(tmp_path / "run.gvz")
+    t = gradviz.load(tmp_path / "run.gvz", event_budget=100)
+    assert t.forgotten_iterations > 20 and sum(e is not FORGOTTEN for e in t.events) <= 100 + len(events) // 30
+    tl = Timeline(t)
+    assert tl.first() == t.forgotten_before + 1
+    last = tl.trace_at(len(t.events))
+    assert sorted(last.iteration_graph(29).edges) == sorted(whole.iteration_graph(29).edges)
