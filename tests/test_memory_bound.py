@@ -305,3 +305,37 @@ def test_a_long_file_is_loaded_within_its_event_budget(tmp_path):
     assert tl.first() == t.forgotten_before + 1
     last = tl.trace_at(len(t.events))
     assert sorted(last.iteration_graph(29).edges) == sorted(whole.iteration_graph(29).edges)
+
+
+LOOP = """
+import gradviz.engine as torch
+w = torch.tensor([1., 2., 3.], requires_grad=True)
+for i in range(150):
+    loss = (w * (i % 3)).sum()
+    loss.backward()
+    w.grad = None
+"""
+
+
+def test_a_live_run_forgets_within_the_budget_launch_was_given(tmp_path):
+    import time
+    from gradviz import Debugger
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP)
+    st = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
+        script=str(script), breakpoints=breakpoints, event_budget=300, **switches))
+    try:
+        deadline = time.monotonic() + 30
+        while st.debugger.state != "exited" and time.monotonic() < deadline:
+            st.poll()
+            time.sleep(0.05)
+        st.poll()
+        t = st.live_trace
+        assert t.iterations == 150 and 100 < t.forgotten_iterations < 150
+        assert sum(e is not FORGOTTEN for e in t.events) <= 300 + len(t.events) // 150 + 5
+        assert t.dropped_brief() in st.status_text()
+        st.set_time(0)
+        assert st.time == st.timeline.first() and "were forgotten to bound memory" in st.message
+        assert st.trace.iterations == t.forgotten_iterations + 1
+    finally:
+        st.close()

@@ -48,7 +48,9 @@ def _status_text(st: AppState) -> str:
             return "program stopped (Stop); Restart (Ctrl+Shift+F5) runs it again"
         # One line: a traceback's last line (the console holds the whole of it).
         last = next((line.strip() for line in reversed((p.detail or "").splitlines()) if line.strip()), "")
-        return f"program exited (status {p.exit_code})" + (f": {last}" if last else "")
+        brief = st.live_trace.dropped_brief()  # (what a long run no longer holds)
+        return (f"program exited (status {p.exit_code})" + (f": {last}" if last else "")
+                + (f" · {brief}" if brief else ""))
     parts = [rank_note(st.trace)] if rank_note(st.trace) else []  # one rank of a job: which
     if p.pass_index is not None:
         parts.append(f"pass {p.pass_index}")
