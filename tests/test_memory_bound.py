@@ -172,6 +172,10 @@ def test_past_the_event_budget_the_oldest_whole_iterations_are_forgotten():
     with pytest.raises(IndexError, match=f"position {start}: {message}"):
         tl.trace_at(start)
     st = AppState(trace=t)
+    old = node_key(next(n.id for n in full.nodes.values() if n.iteration == 1 and n.kind == "grad_fn"))
+    st.selected = old  # selected before its iteration was forgotten: let go at the next poll
+    st.poll()
+    assert st.selected is None
     st.set_time(3)
     assert st.time == tl.first() == start + 1 and st.message == message
     # said in the status line and the file notes

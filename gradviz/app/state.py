@@ -157,6 +157,8 @@ class AppState:
             key = self._graph_key()
             if key != self._shown_at and not self.layouts.laying_out:
                 self._shown_at = key
+                if self.selected is not None and not self._selectable(self.selected):
+                    self.selected = None  # forgotten (Trace.event_budget)
                 cached = self.layouts.lookup(key)
                 if cached is not None:
                     self._show(cached)
