@@ -209,9 +209,10 @@ class Trace:
             self.values.add(v)
         if type(e) is ev.IterationStarted:
             self._iteration_starts.append(len(self.events) - 1)
-            self._starts.append((len(self.events) - 1, e.index))
-            if self.event_budget is not None and len(self.events) - self.forgotten_before > self.event_budget:
-                forget_older(self, _values_of, slim)
+            if self.event_budget is not None:
+                self._starts.append((len(self.events) - 1, e.index))
+                if len(self.events) - self.forgotten_before > self.event_budget:
+                    forget_older(self, _values_of, slim)
             if self.detail_events is not None and len(self.events) - self.slim_before > self.detail_events * 5 // 4:
                 self._slim_older()
         cls = type(e)
