@@ -6,9 +6,11 @@ sites.
 
 With ``--before``, as before issue 13 item 12's bound: no slim summaries past DETAIL_EVENTS and
 arrays counted by their bytes alone. With ``--rss``, no tracemalloc (which slows the run several
-times): the process's resident memory (VmRSS, VmHWM) once the run has streamed ``--events``.
+times): the process's resident memory (VmRSS, VmHWM) at eight points of the run, side by side with
+the events held in detail, up to ``--events``; ``--event-budget N`` sets the Trace's event budget
+(default Trace's, 1,000,000; ``none``: unbounded), past which the oldest iterations are forgotten.
 
-Run: python bench/bench_memory.py [--events 100000] [--top 12] [--before] [--rss]
+Run: python bench/bench_memory.py [--events 100000] [--top 12] [--before] [--rss] [--event-budget N]
 """
 import argparse
 import gc
@@ -29,6 +31,7 @@ def main():
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--before", action="store_true", help="without the second bound (see above)")
     ap.add_argument("--rss", action="store_true", help="resident memory only, no tracemalloc")
+    ap.add_argument("--event-budget", default="1000000", help="the Trace's event budget (none: unbounded)")
     args = ap.parse_args()
     from gradviz import Debugger
     from gradviz.app.timeline import Timeline
@@ -81,13 +84,17 @@ def _status(key):
 def rss(args):
     from gradviz import Debugger
     from gradviz.app.timeline import Timeline
+    from gradviz.trace.model import FORGOTTEN
+    budget = None if args.event_budget == "none" else int(args.event_budget)
+    points = [args.events * (i + 1) // 8 for i in range(8)]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "train.py")
         with open(script, "w") as f:
             f.write(PROGRAM)
         gc.collect()
         start = _status("VmRSS")
-        dbg = Debugger.launch(script=script, break_on_backward=False)
+        dbg = Debugger.launch(script=script, break_on_backward=False, event_budget=budget)
         if args.before:
             dbg.trace.detail_events = None
         tl = Timeline(dbg.trace)
@@ -96,6 +103,12 @@ def rss(args):
                 time.sleep(0.2)
                 with dbg.lock:
                     tl.marks()
+                    n = len(dbg.trace.events)
+                    if points and n >= points[0]:
+                        while points and n >= points[0]:
+                            points.pop(0)
+                        t = dbg.trace
+                        rows.append((n, n - t.forgotten_before, t.forgotten_iterations, _status("VmRSS")))
         finally:
             dbg.terminate()
             dbg.close()
@@ -104,10 +117,15 @@ def rss(args):
         gc.collect()
         n = len(dbg.trace.events)
         now = _status("VmRSS")
-    print(f"bench_memory --rss{' --before' if args.before else ''}: {n} events held; RSS {now:.0f} MiB "
-          f"(peak {_status('VmHWM'):.0f} MiB, {start:.0f} MiB before the run): {(now - start) * 2**20 / n:.0f} B "
-          f"per event; arrays {dbg.trace.values.stored_bytes / 2**20:.0f} MiB with their objects; summaries slim "
-          f"before event {dbg.trace.slim_before}")
+    live = sum(1 for e in dbg.trace.events if e is not FORGOTTEN)
+    print(f"bench_memory --rss{' --before' if args.before else ''} --event-budget {args.event_budget}: {n} events "
+          f"streamed, {live} held in detail; RSS {now:.0f} MiB (peak {_status('VmHWM'):.0f} MiB, {start:.0f} MiB "
+          f"before the run): {(now - start) * 2**20 / n:.0f} B per event streamed; arrays "
+          f"{dbg.trace.values.stored_bytes / 2**20:.0f} MiB with their objects; summaries slim before event "
+          f"{dbg.trace.slim_before}; iterations forgotten: {dbg.trace.forgotten_iterations}")
+    print(f"  {'events':>9} {'in detail':>10} {'forgotten its':>14} {'RSS MiB':>8}")
+    for n, held, gone, mem in rows:
+        print(f"  {n:>9} {held:>10} {gone:>14} {mem:>8.0f}")
 
 
 if __name__ == "__main__":

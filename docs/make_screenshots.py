@@ -316,6 +316,40 @@ def torch_mlp_checked(app, out_dir):
         state.close()
 
 
+def forgotten_iterations(app, out_dir):
+    """A long run past its event budget (docs/recording.md): the forgotten iterations grey on the
+    timeline, which stops at the first kept moment when dragged there, and says why."""
+    import contextlib
+    import io
+
+    import gradviz
+    import gradviz.engine as torch
+    from gradviz.app.state import AppState
+    from gradviz.trace.model import Trace
+    from gradviz.ui.main_window import MainWindow
+
+    with contextlib.redirect_stdout(io.StringIO()), gradviz.record() as rec:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        for _ in range(120):
+            loss = model(torch.randn(16, 4)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    trace = Trace(event_budget=len(rec.trace.events) // 3)
+    trace.extend(rec.trace.events)
+    state = AppState(trace=trace)
+    w = MainWindow(state, "gradviz — a long run past its event budget")
+    w.resize(1400, 800)
+    w.show()
+    _settle(app, w, lambda: True)
+    w.timeline_bar.set_position(10)  # dragged into the forgotten iterations
+    _settle(app, w, lambda: True)
+    w.grab().save(os.path.join(out_dir, "forgotten-iterations.png"))
+    w.close()
+
+
 def main(out_dir="docs", only=None):
     import tempfile
 
@@ -330,7 +364,7 @@ def main(out_dir="docs", only=None):
     if only is not None:  # python docs/make_screenshots.py docs NAME: that picture alone
         shots = {"seed-explained": seed_explained, "remote": remote_attached, "diagnosis": diagnosis_shots,
                  "ranks": ranks_side_by_side, "wrong-backward": wrong_backward,
-                 "torch-mlp-checked": torch_mlp_checked}
+                 "torch-mlp-checked": torch_mlp_checked, "forgotten": forgotten_iterations}
         if only not in shots:
             raise SystemExit(f"make_screenshots: no picture {only!r}; one of {', '.join(shots)}")
         return shots[only](app, out_dir)
@@ -352,6 +386,7 @@ def main(out_dir="docs", only=None):
 
     seed_explained(app, out_dir)
     remote_attached(app, out_dir)
+    forgotten_iterations(app, out_dir)
 
     # 2. resnet18: one training step recorded, modules collapsed, the gradient flow shown.
     with tempfile.TemporaryDirectory() as tmp:

@@ -377,6 +377,25 @@ def _app_args(p, top=False):
     p.add_argument("--screenshot-after", metavar="S", type=float,
                    help=f"with --screenshot: take it after S seconds at the latest (default {SCREENSHOT_AFTER_S:g})",
                    **({"default": SCREENSHOT_AFTER_S} if top else default))
+    p.add_argument("--event-budget", metavar="N", type=_event_budget,
+                   help="keep at most about N events in detail: past them the oldest whole iterations are "
+                        "forgotten, to bound memory (default 1000000; none: never; see docs/performance.md)",
+                   **({"default": EVENT_BUDGET} if top else default))
+
+
+EVENT_BUDGET = 1_000_000  # gradviz.trace.model.EVENT_BUDGET (not imported: the CLI starts without numpy)
+
+
+def _event_budget(text):
+    if text.strip().lower() in ("none", "0"):
+        return None
+    try:
+        n = int(text.replace("_", ""))
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of events >= 1, or none; got {text!r}")
+    return n
 
 
 def _no_display():
@@ -438,7 +457,7 @@ def cmd_app(args):
         if isinstance(job, int):
             return job
     from gradviz.ui import app
-    shot = dict(screenshot=args.screenshot, timeout=args.screenshot_after)
+    shot = dict(screenshot=args.screenshot, timeout=args.screenshot_after, event_budget=args.event_budget)
     if args.command == "open":
         return app.run(trace_path=args.trace, **shot)
     if args.command == "run":
@@ -541,7 +560,8 @@ def cmd_attach(args):
     if refused is not None:
         return refused
     try:
-        dbg = Debugger.attach(args.address, secret, stop_on_entry=False, break_on_backward=True)
+        dbg = Debugger.attach(args.address, secret, stop_on_entry=False, break_on_backward=True,
+                              event_budget=args.event_budget)
     except DebuggerError as exc:
         print(f"gradviz attach: {exc}", file=sys.stderr)
         return 1

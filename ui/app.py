@@ -5,8 +5,8 @@ import time
 
 
 def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break_on_backward=True,
-        timeout=10.0, debugger=None, title=None):
-    """``debugger``: one already attached (``gradviz attach``).
+        timeout=10.0, debugger=None, title=None, event_budget=1_000_000):
+    """``debugger``: one already attached (``gradviz attach``). ``event_budget``: ``Trace``'s.
 
     ``screenshot``: save the window at the first pause, when the program ends, or after
     ``timeout`` seconds, whichever comes first, and return (the program is ended)."""
@@ -29,7 +29,7 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
                 ranks = RankState(load_ranks(trace_path))
                 trace = ranks.trace
             else:
-                trace = load_any(trace_path)
+                trace = load_any(trace_path, event_budget=event_budget)
             state = AppState(trace=trace)
         except (OSError, TraceFormatError, DotFormatError) as exc:
             return _fail(app, f"Cannot open {trace_path}:\n{exc}", screenshot)
@@ -42,6 +42,7 @@ def run(demo=None, script=None, args=(), trace_path=None, screenshot=None, break
 
         def launch(breakpoints=(), **switches):
             switches.setdefault("break_on_backward", break_on_backward)
+            switches.setdefault("event_budget", event_budget)
             return Debugger.launch(script=script, args=args, demo=demo, breakpoints=breakpoints, **switches)
         try:
             state = AppState(launch=launch)

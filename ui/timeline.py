@@ -25,6 +25,7 @@ class MarkedSlider(QSlider):
     def __init__(self, parent=None):
         super().__init__(Qt.Horizontal, parent)
         self.marks = []
+        self.forgotten = 0  # positions before this one are of forgotten iterations: drawn grey
         self._ordered = False  # marks in order of position (a timeline's): ticks found by bisection
         self._columns = None  # ((marks, range, span), the x of each pixel column with a tick)
         self.setMinimumHeight(28)
@@ -40,7 +41,7 @@ class MarkedSlider(QSlider):
 
     def paintEvent(self, event):
         super().paintEvent(event)
-        if not self.marks or self.maximum() <= self.minimum():
+        if self.maximum() <= self.minimum():
             return
         opt = QStyleOptionSlider()
         self.initStyleOption(opt)
@@ -48,7 +49,14 @@ class MarkedSlider(QSlider):
         handle = self.style().subControlRect(QStyle.CC_Slider, opt, QStyle.SC_SliderHandle, self)
         span = groove.width() - handle.width()
         x0 = groove.x() + handle.width() // 2
-        key = (len(self.marks), id(self.marks), self.minimum(), self.maximum(), span)
+        if self.forgotten > self.minimum() and span > 0:  # forgotten iterations: a grey band, no ticks
+            painter = QPainter(self)
+            width = (self.forgotten - self.minimum()) * span // (self.maximum() - self.minimum())
+            painter.fillRect(x0, 2, max(width, 2), self.height() - 4, QColor(128, 128, 128, 110))
+            painter.end()
+        if not self.marks:
+            return
+        key = (len(self.marks), id(self.marks), self.marks[0][0], self.minimum(), self.maximum(), span)
         if self._columns is None or self._columns[0] != key:
             lo, size = self.minimum(), self.maximum() - self.minimum()
             kept, last = [], None
@@ -102,6 +110,7 @@ class TimelineBar(QWidget):
         self._throttle.setInterval(THROTTLE_MS)
         self._throttle.timeout.connect(self._emit_pending)
         self._marked = None  # (timeline, mark count) the slider's marks were taken from
+        self._refused = ""  # why the slider was stopped short of where it was dragged, said once
         if timeline is not None:
             self.refresh(timeline)
 
@@ -117,6 +126,9 @@ class TimelineBar(QWidget):
         n = len(timeline)
         self.slider.blockSignals(True)
         self.slider.setMaximum(n)
+        if self.slider.forgotten != timeline.first():
+            self.slider.forgotten = timeline.first()
+            self.slider.update()
         if self.live.isChecked():
             self.slider.setValue(n)
         self.slider.blockSignals(False)
@@ -137,6 +149,12 @@ class TimelineBar(QWidget):
             self._emit_pending()  # asked for: now
 
     def _moved(self, k):
+        tl = self.timeline
+        if tl is not None and k < tl.first():  # not into forgotten iterations: their first kept moment
+            self.slider.blockSignals(True)
+            self.slider.setValue(tl.first())
+            self.slider.blockSignals(False)
+            self._refused = tl.forgotten_message()
         if self.live.isChecked():
             self.live.blockSignals(True)
             self.live.setChecked(False)
@@ -168,5 +186,7 @@ class TimelineBar(QWidget):
         k = n if self.live.isChecked() else min(self.slider.value(), n)
         where = "live" if self.live.isChecked() else f"{k} / {n}"
         text = f"{where} · {tl.describe(k)}"
+        if self._refused:
+            text, self._refused = f"{where} · {self._refused}", ""
         self.label.setToolTip(text)
         self.label.setText(self.label.fontMetrics().elidedText(text, Qt.ElideRight, LABEL_MAX - 8))

@@ -97,10 +97,14 @@ class AppState:
         return self.live_pause if self.time is None else self.timeline.pause_at(self.time)
 
     def set_time(self, k):
-        """Show the moment after ``k`` events (clamped to the timeline), or the live program for
-        None. Returns what changed, as ``poll()`` does (``time``, ``pause``, ``graph``)."""
+        """Show the moment after ``k`` events (clamped to the timeline and to its kept iterations,
+        ``message`` saying so), or the live program for None. Returns what changed, as ``poll()``
+        does (``time``, ``pause``, ``graph``)."""
         if k is not None:
             k = max(0, min(int(k), len(self.timeline)))
+            if k < self.timeline.first():  # a forgotten iteration (Trace.event_budget): its first kept moment
+                self.message = self.timeline.forgotten_message()
+                k = self.timeline.first()
         if k == self.time:
             return set()
         self.time = k
@@ -153,6 +157,8 @@ class AppState:
             key = self._graph_key()
             if key != self._shown_at and not self.layouts.laying_out:
                 self._shown_at = key
+                if self.selected is not None and not self._selectable(self.selected):
+                    self.selected = None  # forgotten (Trace.event_budget)
                 cached = self.layouts.lookup(key)
                 if cached is not None:
                     self._show(cached)

@@ -30,7 +30,8 @@ def _status_text(st: AppState) -> str:
         pos = st.step_position()
         if p.pass_index is not None and p.phase.startswith("backward") and pos is not None:
             parts.append(f"pass {p.pass_index} step {pos[0]} of {pos[1]}")
-        return " · ".join(parts + [p.detail])
+        brief = st.live_trace.dropped_brief()  # (iterations forgotten: why the slider stops short)
+        return " · ".join(parts + [p.detail] + ([brief] if brief else []))
     if p is None:
         if st.debugger is not None:
             brief = st.live_trace.dropped_brief()
@@ -47,7 +48,9 @@ def _status_text(st: AppState) -> str:
             return "program stopped (Stop); Restart (Ctrl+Shift+F5) runs it again"
         # One line: a traceback's last line (the console holds the whole of it).
         last = next((line.strip() for line in reversed((p.detail or "").splitlines()) if line.strip()), "")
-        return f"program exited (status {p.exit_code})" + (f": {last}" if last else "")
+        brief = st.live_trace.dropped_brief()  # (what a long run no longer holds)
+        return (f"program exited (status {p.exit_code})" + (f": {last}" if last else "")
+                + (f" · {brief}" if brief else ""))
     parts = [rank_note(st.trace)] if rank_note(st.trace) else []  # one rank of a job: which
     if p.pass_index is not None:
         parts.append(f"pass {p.pass_index}")

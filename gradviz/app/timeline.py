@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from gradviz import events as ev
 from gradviz.debug.debugger import Pause
 from gradviz.app.labels import short_op
-from gradviz.trace.model import Pass, Trace, node_key
+from gradviz.trace.model import Pass, Trace, forgotten_text, node_key
 
 def _raised(e):
     """A ProgramExited for an exception, not gradviz refusing to start it (status 2: no such
@@ -60,6 +60,27 @@ class _History:
             self.order_pos.append(position)
         hist[0].append(position)
         hist[1].append(e)
+
+
+def _prune_history(history, kept, end):
+    """Keep the ids of ``kept`` (a trace's nodes or tensors), each with its events from ``end`` on
+    and the last one before (the one in force at ``end``)."""
+    by_id = {}
+    for key, (positions, events) in history.by_id.items():
+        if key in kept:
+            i = max(bisect.bisect_left(positions, end) - 1, 0)
+            by_id[key] = (positions[i:], events[i:])
+    order = [(p, key) for key, p in zip(history.order, history.order_pos) if key in by_id]
+    history.by_id = by_id
+    history.order = [key for _, key in order]
+    history.order_pos = [p for p, _ in order]
+
+
+def _sort_history(history):
+    """Ids in the order first seen, after ids were added out of order (``Timeline._catch_up``)."""
+    order = sorted(zip(history.order_pos, history.order), key=lambda pair: pair[0])
+    history.order = [key for _, key in order]
+    history.order_pos = [p for p, _ in order]
 
 
 class _MapAt(Mapping):
@@ -101,6 +122,8 @@ class TraceAt(Trace):
         n = bisect.bisect_left(tl._iteration_pos, k)
         self.iterations = tl._iterations_after[n - 1] if n else 0
         self.values = live.values
+        self.event_budget = live.event_budget
+        self.forgotten_iterations = live.forgotten_iterations
         self.born = born
         self.iteration_nodes = live.iteration_nodes
         # Indexes shared with the trace: each lookup checks what it finds against this moment.
@@ -142,6 +165,8 @@ class Timeline:
         self._pass_start, self._pass_events = [], []
         self._pass_of = {}  # pass index -> place
         self._overlapped = set()  # places of passes that got an event after the next one started
+        self._pruned = 0  # trace.forgotten_before when the indexes last let go of forgotten iterations
+        self._marks_dropped = 0  # marks of forgotten iterations, let go
 
     def __len__(self):
         return len(self.trace.events)
@@ -152,11 +177,25 @@ class Timeline:
             raise IndexError(f"position {k} is outside the timeline 0..{n}")
         return k
 
+    def first(self):
+        """The first position one may travel to: 0, or just after the first kept iteration's start
+        once the oldest iterations were forgotten (``Trace.event_budget``)."""
+        f = self.trace.forgotten_before
+        return f + 1 if f else 0
+
+    def forgotten_message(self):
+        """What a moment before ``first()`` is refused with ("" when nothing was forgotten)."""
+        n = self.trace.forgotten_iterations
+        return f"{forgotten_text(n)} to bound memory" if n else ""
+
     # -- the trace at a position -------------------------------------------------------------------
     def trace_at(self, k):
         """The trace after its first ``k`` events, a read-only ``TraceAt`` (the same object is
-        given again for the same ``k``: what it holds does not change as the trace grows)."""
+        given again for the same ``k``: what it holds does not change as the trace grows). A
+        moment of a forgotten iteration (before ``first()``) is refused: IndexError."""
         self._check(k)
+        if k < self.first():
+            raise IndexError(f"position {k}: {self.forgotten_message()}")
         if self._last is not None and self._last[0] == k:
             return self._last[1]
         self._scan()
@@ -175,6 +214,8 @@ class Timeline:
             maybe.add(n - 1)
         events = self.trace.events
         for j in maybe:
+            if passes[j].forgotten:
+                continue
             mine = self._pass_events[j]
             if not mine or mine[-1] >= k or type(events[mine[-1]]) is not ev.BackwardFinished:
                 passes[j] = self._rebuild_pass(j, k)
@@ -205,6 +246,10 @@ class Timeline:
         trace = self.trace
         events = trace.events
         n = len(events)
+        if trace.forgotten_before > self._pruned:
+            self._prune()
+        if self._scanned < trace.forgotten_before:
+            self._catch_up()
         if n == self._scanned:
             return
         for i in range(self._scanned, n):
@@ -247,6 +292,61 @@ class Timeline:
             self._births.extend(reversed(list(itertools.islice(reversed(born.values()), new))))
         self._scanned = n
 
+    def _catch_up(self):
+        """Index what the trace still holds of events forgotten before this timeline read them (a
+        long file opened, a window that polled late): the forgotten passes and optimizer steps,
+        by count, at the first unread position (any position before ``first()`` serves: none is
+        shown), and the nodes and tensors the trace kept, at the position they were born."""
+        trace, at = self.trace, self._scanned
+        end = trace.forgotten_before
+        kept_steps = sum(1 for e in trace.events[end:] if type(e) is ev.OptimizerStep)
+        self._step_pos += [at] * (len(trace.steps) - kept_steps - len(self._step_pos))
+        for j in range(len(self._pass_start), len(trace.passes)):
+            p = trace.passes[j]
+            if not p.forgotten:
+                break
+            self._pass_of[p.index] = j
+            self._pass_start.append(at)
+            self._pass_events.append([])
+        self._iteration_pos.append(at)
+        self._iterations_after.append(max(self._iterations_after[-1] if self._iterations_after else 0,
+                                          trace.forgotten_iterations))
+        born = trace.born
+        for nid, e in trace.nodes.items():
+            if nid not in self._nodes.by_id and born.get(node_key(nid), end) < end:
+                self._ops[nid] = _short(e.op)
+                if e.kind == "accumulate_grad" and e.output is not None:
+                    self._node_tensor[nid] = e.output
+                self._nodes.add(nid, born[node_key(nid)], e)
+        for tid, e in trace.tensors.items():  # (one described again later: its latest, from the start)
+            if tid not in self._tensors.by_id and min(trace._described_at.get(tid, end),
+                                                      born.get(f"t{tid}", end)) < end:
+                if e.name:
+                    self._names[tid] = e.name
+                self._tensors.add(tid, min(trace._described_at.get(tid, at), end - 1), e)
+        _sort_history(self._nodes)
+        _sort_history(self._tensors)
+        self._scanned = end
+
+    def _prune(self):
+        """Let go of what the indexes hold of forgotten iterations (gradviz.trace.forget): ids the
+        trace let go of, their older events, their marks."""
+        trace = self.trace
+        end = self._pruned = trace.forgotten_before
+        _prune_history(self._nodes, trace.nodes, end)
+        _prune_history(self._tensors, trace.tensors, end)
+        self._ops = {i: op for i, op in self._ops.items() if i in trace.nodes}
+        self._node_tensor = {i: t for i, t in self._node_tensor.items() if i in trace.nodes}
+        self._names = {i: name for i, name in self._names.items() if i in trace.tensors}
+        for j, p in enumerate(trace.passes[:len(self._pass_events)]):
+            if p.forgotten:
+                self._pass_events[j] = []
+                self._overlapped.discard(j)
+        i = bisect.bisect_right(self._marks, end, key=lambda m: m[0])
+        del self._marks[:i]
+        self._marks_dropped += i
+        self._births = list(trace.born.values())
+
     def _op(self, node):
         """The node's op; an AccumulateGrad with the leaf it feeds: ``AccumulateGrad (b)``."""
         op = self._ops.get(node, node_key(node))
@@ -259,6 +359,8 @@ class Timeline:
     def describe(self, k):
         """Event ``k-1`` (the last one the trace at ``k`` holds) in a user's words."""
         self._check(k)
+        if k < self.first():
+            return self.forgotten_message()
         if k == 0:
             return "start: nothing recorded yet"
         self._scan()
@@ -304,8 +406,9 @@ class Timeline:
         return t.__name__
 
     def mark_count(self):
+        """How many marks were ever made (those of forgotten iterations too: a count that only grows)."""
         self._scan()
-        return len(self._marks)
+        return self._marks_dropped + len(self._marks)
 
     def marks(self):
         """Positions worth a tick: iteration starts, backward pass starts and ends, the program's

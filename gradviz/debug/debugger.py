@@ -40,7 +40,7 @@ from gradviz.debug import protocol, remote
 from gradviz.debug.breakpoints import Breakpoint
 from gradviz.debug.check import MAX_EVALS, TIME_BUDGET, NodeCheck
 from gradviz.trace.explain import explain_node, unbroadcast
-from gradviz.trace.model import DEFAULT_BUDGET, Trace
+from gradviz.trace.model import DEFAULT_BUDGET, EVENT_BUDGET, Trace
 from gradviz.trace.gvz import StreamDecoder, TraceFormatError
 
 _children: set[subprocess.Popen] = set()
@@ -162,8 +162,8 @@ def _peer_is(conn, pid):
 
 
 class Debugger:
-    def __init__(self, values="full", budget_bytes=DEFAULT_BUDGET):
-        self.trace = Trace(budget_bytes)
+    def __init__(self, values="full", budget_bytes=DEFAULT_BUDGET, event_budget=EVENT_BUDGET):
+        self.trace = Trace(budget_bytes, event_budget=event_budget)
         self.values = values
         self.lock = threading.RLock()
         self.breakpoints = {}  # id -> Breakpoint
@@ -190,13 +190,13 @@ class Debugger:
     # -- launching ---------------------------------------------------------------------------------
     @classmethod
     def launch(cls, script=None, args=(), demo=None, *, values="full", budget_bytes=DEFAULT_BUDGET,
-               stop_on_entry=False, break_on_backward=False, break_on_forward=False, breakpoints=(),
-               cwd=None, start_timeout=30.0):
+               event_budget=EVENT_BUDGET, stop_on_entry=False, break_on_backward=False, break_on_forward=False,
+               breakpoints=(), cwd=None, start_timeout=30.0):
         """Start ``script`` (with ``args``) or a built-in ``demo`` in a child process. Breakpoints
         given here are in place before the program's first line runs."""
         if (script is None) == (demo is None):
             raise ValueError("give either script=PATH or demo=NAME")
-        dbg = cls(values=values, budget_bytes=budget_bytes)
+        dbg = cls(values=values, budget_bytes=budget_bytes, event_budget=event_budget)
         dbg.break_on_backward, dbg.break_on_forward = bool(break_on_backward), bool(break_on_forward)
         for spec in breakpoints:  # Breakpoints, add_breakpoint-style dicts, or op names
             dbg._new_breakpoint(spec if isinstance(spec, (Breakpoint, dict)) else {"op": spec})
@@ -212,7 +212,8 @@ class Debugger:
 
     @classmethod
     def attach(cls, address, secret=None, *, stop_on_entry=True, break_on_backward=None, break_on_forward=None,
-               breakpoints=(), budget_bytes=DEFAULT_BUDGET, timeout=10.0, reconnect_timeout=30.0):
+               breakpoints=(), budget_bytes=DEFAULT_BUDGET, event_budget=EVENT_BUDGET, timeout=10.0,
+               reconnect_timeout=30.0):
         """Attach to a program that ``gradviz serve`` runs, here or on another machine:
         ``address`` is the ``"HOST:PORT"`` it printed, ``secret`` the secret it printed (default:
         the ``GRADVIZ_SECRET`` environment variable). The same API as ``launch`` follows. The
@@ -224,7 +225,7 @@ class Debugger:
         if not secret:
             raise DebuggerError("attaching needs the secret that gradviz serve printed "
                                 f"(secret=, or ${remote.SECRET_ENV})")
-        dbg = cls(budget_bytes=budget_bytes)
+        dbg = cls(budget_bytes=budget_bytes, event_budget=event_budget)
         try:
             dbg._link = remote.RelayLink(address, secret, timeout=timeout, reconnect_timeout=reconnect_timeout,
                                          on_resync=dbg._resync)

@@ -179,14 +179,19 @@ def _what(trace, g, key):
 
 
 def _iterations(trace):
-    """The iterations with a graph (of a trace in the past: those begun by its moment)."""
-    return [i for i in sorted(trace.iteration_nodes) if i < max(trace.iterations, 1)]
+    """The iterations with a graph (of a trace in the past: those begun by its moment; not those
+    forgotten to bound memory, whose nodes that later iterations reach remain)."""
+    gone = getattr(trace, "forgotten_iterations", 0)
+    return [i for i in sorted(trace.iteration_nodes) if gone <= i < max(trace.iterations, 1)]
 
 
 def check_iteration(trace, iteration, which="A"):
     have = _iterations(trace)
     if not have:
         raise ValueError(f"recording {which} has no iteration with a graph")
+    if iteration not in have and 0 <= iteration < getattr(trace, "forgotten_iterations", 0):
+        raise ValueError(f"recording {which}'s iteration {iteration} was forgotten to bound memory (it keeps "
+                         f"{have[0]}..{have[-1]})")
     if iteration not in have:
         raise ValueError(f"recording {which} has no iteration {iteration} (it has {have[0]}..{have[-1]})")
 

@@ -6,16 +6,17 @@ import os
 
 from gradviz.trace.dot import load_dot
 from gradviz.trace.gvz import StreamDecoder, TraceFormatError, TraceHeaderError
-from gradviz.trace.model import DEFAULT_BUDGET, Trace
+from gradviz.trace.model import DEFAULT_BUDGET, EVENT_BUDGET, Trace
 
 
-def load(path, partial=False, budget_bytes=None) -> Trace:
+def load(path, partial=False, budget_bytes=None, event_budget=EVENT_BUDGET) -> Trace:
     """Open a trace file as a ``Trace``, streaming: it is decoded a chunk at a time and each event
     applied as it comes, so the arrays held are those within ``budget_bytes`` (the oldest dropped
     first, ``Trace.values`` counts them), never the whole file. With ``partial``, a cut or corrupt
     file gives the trace of its complete events before the first bad frame (a file that is not a
-    gradviz trace of a format version this reads still raises ``TraceFormatError``)."""
-    trace = Trace(DEFAULT_BUDGET if budget_bytes is None else budget_bytes)
+    gradviz trace of a format version this reads still raises ``TraceFormatError``). Past
+    ``event_budget`` events, the oldest whole iterations are forgotten (``Trace``; None: never)."""
+    trace = Trace(DEFAULT_BUDGET if budget_bytes is None else budget_bytes, event_budget=event_budget)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         dec = StreamDecoder(total_size=size, on_array=trace.values.add)
@@ -64,6 +65,6 @@ def is_dot(path) -> bool:
     return os.path.splitext(path)[1].lower() in (".dot", ".gv")
 
 
-def load_any(path) -> Trace:
+def load_any(path, event_budget=EVENT_BUDGET) -> Trace:
     """A trace file (.gvz), or a torchviz DOT drawing (.dot, .gv) as a graph without values."""
-    return load_dot(path) if is_dot(path) else load(path)
+    return load_dot(path) if is_dot(path) else load(path, event_budget=event_budget)

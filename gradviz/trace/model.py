@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gradviz import events as ev
 from gradviz.summary import HIST_BINS, Summary
+from gradviz.trace.forget import FORGOTTEN, forget_older
 from gradviz.trace.gvz import write_trace
 from gradviz.trace.notes import FileNotes, mib
 
@@ -20,6 +21,10 @@ ARRAY_OVERHEAD = 256
 # slim ones (shape, dtype, count, min, max, norm, NaN and Inf counts: what labels, anomaly marks and
 # the norm history read), their mean, std, mean |x|, zeros, histogram and full array dropped.
 DETAIL_EVENTS = 50_000
+# The third bound, whatever the run's length: past EVENT_BUDGET events in detail, the oldest whole
+# iterations are forgotten (gradviz.trace.forget): their events become FORGOTTEN, their graph
+# nodes, arrays and per-node gradients go; their passes stay as stubs with each tensor's .grad.
+EVENT_BUDGET = 1_000_000
 SLIM_HIST = tuple([0] * HIST_BINS)  # a slim summary's histogram (this very tuple: ``is_slim``)
 _NAN = float("nan")
 
@@ -30,6 +35,15 @@ def slim(s):
         return s
     return Summary(s.shape, s.dtype, s.numel, s.min, s.max, _NAN, _NAN, s.norm, s.nan, s.inf, SLIM_HIST, _NAN, _NAN,
                    s.sampled, _NAN, _NAN)
+
+
+def _range(n):
+    return "0" if n == 1 else f"0..{n - 1}"
+
+
+def forgotten_text(n):
+    """What a moment in the first ``n`` iterations, forgotten, is refused with."""
+    return f"iteration{'s' if n > 1 else ''} {_range(n)} {'were' if n > 1 else 'was'} forgotten"
 
 
 def is_slim(s):
@@ -82,6 +96,7 @@ class Pass:
     finished: bool = False
     buckets: list = field(default_factory=list)  # BucketReduced events (DDP), in launch order
     synchronized: dict = field(default_factory=dict)  # tensor id -> .grad after DDP's all-reduce
+    forgotten: bool = False  # a stub of a forgotten iteration's pass: ``accumulated`` .grad only
 
 
 class ValueStore:
@@ -152,10 +167,17 @@ def _values_of(e):
 
 
 class Trace:
-    def __init__(self, budget_bytes=DEFAULT_BUDGET, detail_events=DETAIL_EVENTS):
+    def __init__(self, budget_bytes=DEFAULT_BUDGET, detail_events=DETAIL_EVENTS, event_budget=EVENT_BUDGET):
         import networkx as nx
+        if event_budget is not None and event_budget < 1:
+            raise ValueError(f"event budget must be >= 1 event (or None: unbounded), got {event_budget}")
         self.events = []
         self.detail_events = detail_events  # None: every summary kept whole
+        self.event_budget = event_budget  # None: no iteration forgotten
+        self.forgotten_before = 0  # events before this position are FORGOTTEN
+        self.forgotten_iterations = 0  # iterations 0 .. this - 1 were forgotten
+        self._starts = []  # (position, index) of IterationStarted events not yet forgotten
+        self._described_at = {}  # tensor id -> position of its latest TensorDescribed
         self.slim_before = 0  # position of the first event whose values' summaries are whole
         self._iteration_starts = []  # positions of the IterationStarted events
         self._handlers = {}  # event type -> its handler (a function of the class), or None
@@ -187,6 +209,10 @@ class Trace:
             self.values.add(v)
         if type(e) is ev.IterationStarted:
             self._iteration_starts.append(len(self.events) - 1)
+            if self.event_budget is not None:
+                self._starts.append((len(self.events) - 1, e.index))
+                if len(self.events) - self.forgotten_before > self.event_budget:
+                    forget_older(self, _values_of, slim)
             if self.detail_events is not None and len(self.events) - self.slim_before > self.detail_events * 5 // 4:
                 self._slim_older()
         cls = type(e)
@@ -233,6 +259,7 @@ class Trace:
         if e.id not in self._tensor_rank:
             self._tensor_rank[e.id] = len(self._tensor_rank)
         self.tensors[e.id] = e
+        self._described_at[e.id] = len(self.events) - 1
         key = tensor_key(e.id)
         if key in self.graph:
             self.graph.nodes[key].update(label=e.name or key, kind=e.kind, name=e.name, nonfinite=nonfinite(e.value))
@@ -459,8 +486,13 @@ class Trace:
         budget, and the arrays dropped to stay within the memory budget (empty when nothing was)."""
         notes = getattr(self, "file_notes", None)  # (a trace in the past shares the live one's values)
         out = notes.lines() if notes is not None else []
+        gone = getattr(self, "forgotten_iterations", 0)
+        if gone:
+            out.append(f"{forgotten_text(gone)} to bound memory: {self.event_budget:,} events kept in detail "
+                       f"(their graph, values and per-node gradients are gone; each parameter's gradient norm "
+                       f"per iteration is kept)")
         slim_to = self.slim_iterations() if getattr(self, "slim_before", 0) else 0
-        if slim_to:
+        if slim_to > gone:
             out.append(f"iterations before {slim_to} keep slim summaries (shape, min, max, norm, NaN and Inf counts; "
                        f"no mean, std, histogram or full array), to bound memory: whole ones for the latest "
                        f"{self.detail_events:,} events")
@@ -474,8 +506,11 @@ class Trace:
         """``dropped_lines`` in a few words, for the status line ("" when nothing was dropped)."""
         notes = getattr(self, "file_notes", None)
         parts = notes.brief() if notes is not None else []
+        gone = getattr(self, "forgotten_iterations", 0)
+        if gone:
+            parts.append(f"iterations {_range(gone)} forgotten (memory bound)")
         slim_to = self.slim_iterations() if getattr(self, "slim_before", 0) else 0
-        if slim_to:
+        if slim_to > gone:
             parts.append(f"slim summaries before iteration {slim_to} (memory bound)")
         if self.values.dropped:
             parts.append(f"{self.values.dropped} oldest arrays dropped (memory budget)")
@@ -486,7 +521,7 @@ class Trace:
         return self.graph.number_of_nodes()
 
     def save(self, path):
-        write_trace(path, self.events)
+        write_trace(path, [e for e in self.events if e is not FORGOTTEN])
 
     def __repr__(self):
         return (f"<Trace: {len(self.events)} events, {self.graph.number_of_nodes()} graph nodes, "

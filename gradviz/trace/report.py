@@ -90,7 +90,13 @@ def info_text(trace, max_order=40):
     lines = [f"{g.number_of_nodes()} nodes ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), "
              f"{g.number_of_edges()} edges, {trace.iterations} iterations, {len(trace.passes)} backward passes, "
              f"{len(trace.steps)} optimizer steps", ""]
+    forgotten = [p for p in trace.passes if getattr(p, "forgotten", False)]
+    if forgotten:  # (the event budget's: said once, not a line each)
+        lines.append(f"passes {forgotten[0].index}..{forgotten[-1].index} (iterations {forgotten[0].iteration}.."
+                     f"{forgotten[-1].iteration}): forgotten to bound memory, their gradients' norms kept")
     for p in trace.passes:
+        if getattr(p, "forgotten", False):
+            continue
         ops = [trace.nodes[n].op if n in trace.nodes else f"n{n}" for n in p.order]
         shown = ", ".join(ops[:max_order]) + (f", ... ({len(ops) - max_order} more)" if len(ops) > max_order else "")
         lines.append(f"pass {p.index} (iteration {p.iteration}), {len(ops)} nodes: {shown}")
