@@ -169,6 +169,11 @@ def test_rank_selector_shows_the_chosen_ranks_graph_and_marks_the_nan_rank(job, 
     assert view.table.item(0, 2).text() != "NaN" and not view.table.item(0, 2).toolTip()
     assert "stands out elsewhere: rank 1 (iteration 1)" in view.summary.text()
     assert box.currentIndex() == 1  # the rank shown stays chosen
+    # the window's graph shows the iteration compared: its end, before iteration 1 starts
+    starts = [k for k, e in enumerate(state.live_trace.events) if type(e).__name__ == "IterationStarted"]
+    assert state.time == starts[1] and state.timeline.trace_at(state.time).iterations == 1
+    view.iteration.setCurrentIndex(view.iteration.count() - 1)  # the last: live again
+    assert state.time is None
 
 
 def test_stepping_one_rank_while_the_other_waits_at_its_collective(job, tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+
+from gradviz.app.ranks import iteration_end_moment
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
@@ -28,6 +30,7 @@ def _norm_text(x):
 
 class RankView(QWidget):
     rankChanged = Signal(int)
+    iterationChanged = Signal(int)
 
     def __init__(self, state, parent=None):
         super().__init__(parent)
@@ -177,6 +180,7 @@ class RankView(QWidget):
             return
         self.state.set_iteration(it)
         self.refresh()
+        self.iterationChanged.emit(it)
 
 
 def add_rank_view(window, state):
@@ -191,7 +195,12 @@ def add_rank_view(window, state):
         window.setWindowTitle(f"{window.windowTitle().split(' · rank')[0]} · rank {rank}")
         window.poll()
 
+    def show_iteration(iteration):  # the graph shows the iteration the dock compares
+        window.state.set_time(iteration_end_moment(window.state.live_trace, iteration))
+        window.poll()
+
     view.rankChanged.connect(show_rank)
+    view.iterationChanged.connect(show_iteration)
     window.setWindowTitle(f"{window.windowTitle()} · rank {state.selected}")
     window.rank_view = view
     return view

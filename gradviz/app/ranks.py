@@ -237,6 +237,17 @@ class RankState:
 BUCKET_BADGE = "#2f62b8"
 
 
+def iteration_end_moment(trace, iteration):
+    """The moment (``AppState.set_time``'s k) at the end of ``iteration``: just before the next one
+    starts; None (live, the trace's end) for the last. The window's graph then shows the iteration
+    the Ranks dock compares."""
+    from gradviz.events import IterationStarted
+    for k, e in enumerate(trace.events):
+        if type(e) is IterationStarted and e.index == iteration + 1:
+            return k
+    return None
+
+
 def bucket_badges(trace, graph, iteration):
     """key -> (text, colour): where DDP launched each bucket's all-reduce in the last backward
     pass of ``iteration`` (the one under way, while stepping): 'all-reduce bucket 0' on the
