@@ -44,6 +44,8 @@ _GRADVIZ_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 class SessionProducer(Producer):
     """A producer that tells the session where the program is, with the raw arrays in hand."""
 
+    acts_before_nodes = True  # (a pause before each node)
+
     def __init__(self, session, adapter, keep_arrays):
         super().__init__(adapter, session.write, keep_arrays)
         self.session = session

@@ -122,6 +122,10 @@ class Producer:
     every ``FLUSH_EVERY`` events, when recording stops and before a debugger pauses."""
 
     keep_forward = False  # keep what each node's forward read, to run it again (a debugger's gradient check)
+    # Something happens before a node's backward runs (a debugger pauses there): an adapter then
+    # tells node_entered from a hook that runs first; else it may tell node_entered and node_exited
+    # together once the node ran, with the same grad_outputs (one hook a node instead of two).
+    acts_before_nodes = False
 
     def __init__(self, adapter, sink, keep_arrays=True):
         self.adapter = adapter
