@@ -279,14 +279,8 @@ class Batch:
 
     def add(self, array, dtype=None):
         a = np.asarray(array)
-        pending = PendingSummary(a.shape, dtype or a.dtype.str, a.size)
-        group = self._by_size.get(a.size)
-        if group is None:
-            group = self._by_size[a.size] = ([], [])
-        group[0].append(a.astype(np.float64).reshape(-1))  # (a copy, always: astype's default)
-        group[1].append(pending)
-        self._count += 1
-        return pending
+        # (a copy, always: astype's default)
+        return self.add_flat(a.astype(np.float64).reshape(-1), a.shape, dtype or a.dtype.str, a.size)
 
     def add_sampled(self, sample, shape, dtype, numel, lo, hi, norm):
         """The pending summary of ``numel`` values, all finite, whose exact min, max and norm are
@@ -445,7 +439,7 @@ def summarize_into(batch, array, dtype=None):
         s = summarize(a)
         return s if dtype is None or s.dtype == dtype else s.with_dtype(dtype)
     if n <= EXACT_LIMIT:
-        return batch.add(a, dtype)
+        return batch.add_flat(a.astype(np.float64).reshape(-1), a.shape, dtype or a.dtype.str, n)
     x = a if a.dtype.kind == "f" and a.dtype != np.float16 else a.astype(np.float64)
     flat = _flat_view(x)
     if flat is None:
