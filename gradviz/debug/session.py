@@ -44,14 +44,14 @@ _GRADVIZ_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 class SessionProducer(Producer):
     """A producer that tells the session where the program is, with the raw arrays in hand."""
 
-    acts_before_nodes = True  # (a pause before each node)
-
     def __init__(self, session, adapter, keep_arrays):
         super().__init__(adapter, session.write, keep_arrays)
         self.session = session
         self.live = weakref.WeakValueDictionary()
         self.names = {}
         self.keep_forward = session.sock is not None  # under the debugger: nodes can be checked
+        # under the debugger: it may pause before each node (`gradviz record` has no one to pause for)
+        self.acts_before_nodes = session.sock is not None
 
     def sink(self, e):
         self.session.observe(e)  # (now: breakpoints need it; written once its summaries are made)
