@@ -382,6 +382,44 @@ def test_recording_spaces_the_collectors_passes_and_restores_them():
     before = gc.get_threshold()
     marker = type("Marker", (), {})()
     with gradviz.record(values="summaries"):
-        assert gc.get_threshold() == (10_000, *before[1:])
+        assert gc.get_threshold() == (10_000, before[1], 100)  # (a full collection after 100 middle ones)
         assert any(o is marker for o in gc.get_objects())  # nothing hidden from the program
     assert gc.get_threshold() == before
+
+
+def _events_and_hooks(monkeypatch, acts_before_nodes):
+    from gradviz.adapters.torch.hooks import TorchRecording
+    from gradviz.recording.producer import Producer
+    monkeypatch.setattr(Producer, "acts_before_nodes", acts_before_nodes)
+    hooked = []
+    original = TorchRecording.__dict__["_hook_graph"]
+
+    def counted(self, roots):
+        handles = original(self, roots)
+        hooked.append(len(handles))
+        return handles
+    monkeypatch.setattr(TorchRecording, "_hook_graph", counted)
+    model = _mlp(3)
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    got = []
+    with Recorder(values="summaries", sink=got.append):
+        model(x).relu().sum().backward()
+    monkeypatch.setattr(TorchRecording, "_hook_graph", original)
+    return got, hooked
+
+
+def test_a_recording_nothing_pauses_in_hooks_each_node_once_with_the_same_events(monkeypatch):
+    # one hook a grad_fn node (entry and exit told together) where nothing acts before a node runs
+    one, hooked_one = _events_and_hooks(monkeypatch, False)
+    two, hooked_two = _events_and_hooks(monkeypatch, True)
+    accumulators = 6  # (3 Linear layers: weight and bias; a pre hook and a post-accumulate hook each)
+    grad_fns = hooked_two[0] // 2 - accumulators
+    assert hooked_one == [grad_fns + 2 * accumulators] and grad_fns > 5
+    kinds = [type(e).__name__ for e in one]
+    assert kinds == [type(e).__name__ for e in two]
+    entered = [i for i, k in enumerate(kinds) if k == "NodeEntered"]
+    assert len(entered) == grad_fns + accumulators
+    assert all(kinds[i + 1] in ("NodeExited", "GradAccumulated") for i in entered)
+    for a, b in zip(one, two):
+        for va, vb in zip(_values_of(a), _values_of(b)):
+            _same(va.summary, vb.summary, norm_rtol=0)

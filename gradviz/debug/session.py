@@ -50,6 +50,8 @@ class SessionProducer(Producer):
         self.live = weakref.WeakValueDictionary()
         self.names = {}
         self.keep_forward = session.sock is not None  # under the debugger: nodes can be checked
+        # under the debugger: it may pause before each node (`gradviz record` has no one to pause for)
+        self.acts_before_nodes = session.sock is not None
 
     def sink(self, e):
         self.session.observe(e)  # (now: breakpoints need it; written once its summaries are made)

@@ -122,6 +122,10 @@ class Producer:
     every ``FLUSH_EVERY`` events, when recording stops and before a debugger pauses."""
 
     keep_forward = False  # keep what each node's forward read, to run it again (a debugger's gradient check)
+    # Something happens before a node's backward runs (a debugger pauses there): an adapter then
+    # tells node_entered from a hook that runs first; else it may tell node_entered and node_exited
+    # together once the node ran, with the same grad_outputs (one hook a node instead of two).
+    acts_before_nodes = False
 
     def __init__(self, adapter, sink, keep_arrays=True):
         self.adapter = adapter
@@ -403,25 +407,31 @@ class Producer:
         """The id of a node met as a next node or in backward; nodes made before recording began,
         and AccumulateGrad nodes (made lazily, once per leaf), are announced on first sight, with
         ``source`` the line that first used them."""
-        nid = self._lookup(node)
+        lookup = self._lookup
+        nid = lookup(node)
         if nid is not None:
             return nid
+        # Most nodes of a program of small ops are met here (those a framework's fused op makes
+        # inside itself, which no mode sees): each node's next nodes are asked for once.
         a = self.adapter
+        next_nodes = a.next_nodes
         # Iterative post-order: announce a node only after the nodes it sends gradients to.
-        stack, order = [(node, False)], []
+        stack, order = [(node, None)], []
         pending = set()
         while stack:
-            n, expanded = stack.pop()
-            if self._lookup(n) is not None or (not expanded and id(n) in pending):
+            n, nexts = stack.pop()
+            if lookup(n) is not None or (nexts is None and id(n) in pending):
                 continue
-            if expanded:
-                order.append(n)
+            if nexts is not None:
+                order.append((n, nexts))
                 self._assign(n)
                 continue
             pending.add(id(n))
-            stack.append((n, True))
-            stack.extend((m, False) for m in a.next_nodes(n) if m is not None and self._lookup(m) is None)
-        for n in order:
+            nexts = next_nodes(n)
+            stack.append((n, nexts))
+            stack.extend((m, None) for m in nexts if m is not None and lookup(m) is None)
+        scope = None
+        for n, nexts in order:
             var = a.accumulate_variable(n)
             if var is not None:
                 tid = self._tensor_id(var, None)
@@ -430,16 +440,18 @@ class Producer:
                     # PyTorch keeps a leaf's AccumulateGrad only while a graph holds it, and makes
                     # a new one for the next iteration's graph: the same node as far as the
                     # vocabulary goes (its id lives as long as the leaf), so no new announcement.
-                    self.adapter.set_tag(n, known)
+                    a.set_tag(n, known)
                     continue
-                self._accumulators.put(tid, var, self._lookup(n))
-                self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
+                self._accumulators.put(tid, var, lookup(n))
+                self.sink(ev.NodeCreated(lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
                                          tid, (), *a.tensor_meta(var)[:2], self._param_scope(var), source))
             else:
-                nexts = tuple(None if m is None else self._lookup(m) for m in a.next_nodes(n))
-                self.sink(ev.NodeCreated(self._lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None, nexts,
-                                         scope=self._scope(), source=source))
-        return self._lookup(node)
+                if scope is None:
+                    scope = self._scope()
+                self.sink(ev.NodeCreated(lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None,
+                                         tuple(None if m is None else lookup(m) for m in nexts),
+                                         scope=scope, source=source))
+        return lookup(node)
 
     def _param_scope(self, tensor):
         named = self._param_names.get(id(tensor))

@@ -227,6 +227,7 @@ class TorchRecording:
         off = self._torch_function_off
         entered, exited, accumulated = p.node_entered, p.node_exited, p.grad_accumulated
         ddp_ready = self.ddp.accumulated
+        apart = p.acts_before_nodes
         handles, seen, stack = [], set(), list(roots)
         pending = {}
         while stack:
@@ -235,7 +236,15 @@ class TorchRecording:
                 continue
             seen.add(node)
             var = getattr(node, "variable", None)
-            if var is None:
+            if var is None and not apart:
+                # Nothing acts before a node runs: its entry and exit told together once it ran
+                # (PyTorch hands a node's post hook its grad_outputs too), one hook a node, not two.
+                def both(gi, go, node=node):
+                    with off():
+                        entered(node, go)
+                        exited(node, gi)
+                handles.append(node.register_hook(both))
+            elif var is None:
                 # (A hook's return value would replace the gradients: these return None.)
                 def pre(go, node=node):
                     with off():

@@ -91,6 +91,8 @@ class TorchAdapter:
         # Small CPU tensors: copied when met, summarised together (summary.Batch)
         self.host_batch = _summary.Batch()
         self._torch_reduced = {torch.float32, torch.float64}
+        self._float_dtypes = {torch.float32, torch.float64, torch.float16}
+        self._strided = torch.strided
         self._batched_dtypes = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32,
                                 torch.int16, torch.int8, torch.uint8, torch.bool}
         # CPU tensors' summaries made through the device path too (the tests' way to exercise it
@@ -228,33 +230,47 @@ class TorchAdapter:
         is copied into ``host_batch``, a large one's exact part is read now and its sample copied
         there (``summary.summarize_into``); other kinds (sparse, quantized, complex, bfloat16)
         are summarised at once."""
-        torch_dot = self.torch.dot
         try:
-            if t.device.type == "cpu" and not self.defer_cpu:
-                t = t.detach()
-                if t.layout != self.torch.strided or t.is_quantized or t.dtype not in self._batched_dtypes:
-                    return self.summarize(t)
-                n = t.numel()
-                if n >= TORCH_REDUCE_MIN and t.dtype in self._torch_reduced and t.is_contiguous():
-                    # (torch's reductions use every core: see _summarize)
-                    flat = t.view(-1)
-                    sq = torch_dot(flat, flat).item()
-                    if math.isfinite(sq):
-                        lo, hi = self.torch.aminmax(flat)
-                        return self.host_batch.add_sampled(flat.numpy()[:: n // _summary.SAMPLE_SIZE], tuple(t.shape),
-                                                           _dtype_str(t.dtype), n, lo.item(), hi.item(), math.sqrt(sq))
-                    return self.summarize(t)
-                return _summary.summarize_into(self.host_batch, _numpy(t), _dtype_str(t.dtype))
-            t = t.detach()
-            if (t.layout != self.torch.strided or t.is_quantized or t.is_complex() or t.device.type == "meta"
-                    or t.numel() == 0):
-                return self.summarize(t)  # (their own ways, at once: rare on a device)
-            dtype = _dtype_str(t.dtype)
-            if dtype[0] not in "<|" and dtype != "bfloat16":  # no numpy dtype: as float64
-                return self.device_summaries.add(t.double(), dtype)
-            return self.device_summaries.add(t, dtype)
+            if t.is_cpu and not self.defer_cpu:
+                dtype = t.dtype
+                if dtype in self._float_dtypes and t.layout is self._strided:
+                    n = t.numel()
+                    if 0 < n <= _summary.EXACT_LIMIT:
+                        # The common case of a program of small ops, first: a float64 copy into
+                        # the batch, the rest of the checks in summarize_into all known true.
+                        # (A neg view, `z.conj().imag`, only flags its memory: _numpy resolves it.)
+                        copy = _numpy(t.detach() if t.requires_grad else t).astype(np.float64).reshape(-1)
+                        return self.host_batch.add_flat(copy, tuple(t.shape), _dtype_str(dtype), n)
+                return self._summarize_later_cpu(t)
+            return self._summarize_later_device(t)
         except _UNREADABLE:
             return self.summarize(t)
+
+    def _summarize_later_cpu(self, t):
+        t = t.detach()
+        if t.layout != self.torch.strided or t.is_quantized or t.dtype not in self._batched_dtypes:
+            return self.summarize(t)
+        n = t.numel()
+        if n >= TORCH_REDUCE_MIN and t.dtype in self._torch_reduced and t.is_contiguous():
+            # (torch's reductions use every core: see _summarize)
+            flat = t.view(-1)
+            sq = self.torch.dot(flat, flat).item()
+            if math.isfinite(sq):
+                lo, hi = self.torch.aminmax(flat)
+                return self.host_batch.add_sampled(flat.numpy()[:: n // _summary.SAMPLE_SIZE], tuple(t.shape),
+                                                   _dtype_str(t.dtype), n, lo.item(), hi.item(), math.sqrt(sq))
+            return self.summarize(t)
+        return _summary.summarize_into(self.host_batch, _numpy(t), _dtype_str(t.dtype))
+
+    def _summarize_later_device(self, t):
+        t = t.detach()
+        if (t.layout != self.torch.strided or t.is_quantized or t.is_complex() or t.device.type == "meta"
+                or t.numel() == 0):
+            return self.summarize(t)  # (their own ways, at once: rare on a device)
+        dtype = _dtype_str(t.dtype)
+        if dtype[0] not in "<|" and dtype != "bfloat16":  # no numpy dtype: as float64
+            return self.device_summaries.add(t.double(), dtype)
+        return self.device_summaries.add(t, dtype)
 
     def flush(self):
         """Resolve every pending summary: one copy to the host per device."""
