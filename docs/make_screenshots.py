@@ -231,16 +231,16 @@ def remote_attached(app, out_dir):
         relay.close()
 
 
-def wrong_backward(app, out_dir):
-    """The wrong-backward demo after "Check every node of this pass": ScaledMul's wrong backward
-    red in the graph, its error and its backward's line in the inspector, the others ticked."""
+def _checked(app, out_path, title, **launch):
+    """A program after "Check every node of this pass", its first failing node selected (its error
+    and its backward's line in the inspector), the others ticked."""
     from gradviz import Debugger
     from gradviz.app.state import AppState
     from gradviz.ui.main_window import MainWindow
 
     state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
-        demo="wrong-backward", **{"break_on_backward": True, **switches}))
-    w = MainWindow(state, "gradviz — wrong_backward.py, every node checked")
+        **launch, **{"break_on_backward": True, **switches}))
+    w = MainWindow(state, title)
     w.resize(1400, 900)
     w.show()
     _settle(app, w, lambda: state.pause is not None and state.current is not None and not state.laying_out)
@@ -252,9 +252,15 @@ def wrong_backward(app, out_dir):
     if failing:
         w.select(failing[0])
     _settle(app, w, lambda: True)
-    w.grab().save(os.path.join(out_dir, "wrong-backward.png"))
+    w.grab().save(out_path)
     w.close()
     state.close()
+
+
+def wrong_backward(app, out_dir):
+    """The wrong-backward demo checked: ScaledMul's wrong backward red in the graph."""
+    _checked(app, os.path.join(out_dir, "wrong-backward.png"), "gradviz — wrong_backward.py, every node checked",
+             demo="wrong-backward")
 
 
 TORCH_MLP_WRONG = """
@@ -284,36 +290,16 @@ loss.backward()
 
 
 def torch_mlp_checked(app, out_dir):
-    """A PyTorch MLP after "Check every node of this pass": nn.Linear's TBackward0 and
-    AddmmBackward0 and cross_entropy's two nodes ticked (checked as their aten calls), a wrong
-    custom Function red, selected, its error in the inspector."""
+    """A PyTorch MLP checked: nn.Linear's TBackward0 and AddmmBackward0 and cross_entropy's two
+    nodes ticked (checked as their aten calls), a wrong custom Function red."""
     import tempfile
-
-    from gradviz import Debugger
-    from gradviz.app.state import AppState
-    from gradviz.ui.main_window import MainWindow
 
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "torch_mlp.py")
         with open(script, "w") as f:
             f.write(TORCH_MLP_WRONG)
-        state = AppState(launch=lambda breakpoints=(), **switches: Debugger.launch(
-            script=script, **{"break_on_backward": True, **switches}))
-        w = MainWindow(state, "gradviz — torch_mlp.py, every node checked")
-        w.resize(1400, 900)
-        w.show()
-        _settle(app, w, lambda: state.pause is not None and state.current is not None and not state.laying_out)
-        w.check_pass()
-        _settle(app, w, lambda: state.pause is not None and state.pause.reason == "checked"
-                and state.checks.request is None)
-        failing = sorted(state.checks.failing())
-        w.view.fit()
-        if failing:
-            w.select(failing[0])
-        _settle(app, w, lambda: True)
-        w.grab().save(os.path.join(out_dir, "torch-mlp-checked.png"))
-        w.close()
-        state.close()
+        _checked(app, os.path.join(out_dir, "torch-mlp-checked.png"), "gradviz — torch_mlp.py, every node checked",
+                 script=script)
 
 
 def forgotten_iterations(app, out_dir):
