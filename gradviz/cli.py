@@ -360,8 +360,10 @@ def cmd_export(args):
 
 def cmd_demos(args):
     from gradviz import demos
-    for name, text in demos.describe():
-        print(f"{name:<14} {text}")
+    listed = list(demos.describe())
+    width = max(len(name) for name, _ in listed)
+    for name, text in listed:
+        print(f"{name:<{width}}  {text}")
     return 0
 
 

@@ -125,5 +125,9 @@ def test_export_dot(tmp_path, capsys):
 
 def test_demos_are_listed(capsys):
     assert cli.main(["demos"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines]
     assert names == list(demos.DEMOS)
+    # one column for the descriptions, however long a name is (torch-wrong-backward)
+    starts = {len(line) - len(line[len(name):].lstrip()) for line, name in zip(lines, names)}
+    assert len(starts) == 1
