@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from gradviz import events as ev
 from gradviz.summary import HIST_BINS, Summary
-from gradviz.trace.forget import FORGOTTEN, forget_older
+from gradviz.trace.forget import FORGOTTEN, STEPS_PER_ITERATION, forget_step
 from gradviz.trace.gvz import write_trace
 from gradviz.trace.notes import FileNotes, mib
 
@@ -177,6 +177,7 @@ class Trace:
         self.forgotten_before = 0  # events before this position are FORGOTTEN
         self.forgotten_iterations = 0  # iterations 0 .. this - 1 were forgotten
         self._starts = []  # (position, index) of IterationStarted events not yet forgotten
+        self._passes_forgotten = 0  # passes[:this] are ForgottenPass stubs
         self._described_at = {}  # tensor id -> position of its latest TensorDescribed
         self.slim_before = 0  # position of the first event whose values' summaries are whole
         self._iteration_starts = []  # positions of the IterationStarted events
@@ -211,8 +212,11 @@ class Trace:
             self._iteration_starts.append(len(self.events) - 1)
             if self.event_budget is not None:
                 self._starts.append((len(self.events) - 1, e.index))
-                if len(self.events) - self.forgotten_before > self.event_budget:
-                    forget_older(self, _values_of, slim)
+                for _ in range(STEPS_PER_ITERATION):  # one iteration a step (gradviz.trace.forget)
+                    if len(self.events) - self.forgotten_before <= self.event_budget:
+                        break
+                    if not forget_step(self, _values_of, slim, peer_signature):
+                        break
             if self.detail_events is not None and len(self.events) - self.slim_before > self.detail_events * 5 // 4:
                 self._slim_older()
         cls = type(e)
