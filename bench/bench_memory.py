@@ -9,6 +9,8 @@ arrays counted by their bytes alone. With ``--rss``, no tracemalloc (which slows
 times): the process's resident memory (VmRSS, VmHWM) at eight points of the run, side by side with
 the events held in detail, up to ``--events``; ``--event-budget N`` sets the Trace's event budget
 (default Trace's, 1,000,000; ``none``: unbounded), past which the oldest iterations are forgotten.
+It also prints the longest forgetting step and slimming call (reader thread), the longest cleanup
+of the timeline's indexes and the longest poll (GUI thread), in ms (issue 13, item 13).
 
 Run: python bench/bench_memory.py [--events 100000] [--top 12] [--before] [--rss] [--event-budget N]
 """
@@ -86,11 +88,12 @@ def _ms(times):
 
 
 def _time_calls():
-    """Time each forgetting step (the trace's, in the reader thread) and each cleanup of the
-    timeline's indexes (in the GUI thread): lists of seconds, filled as the run goes."""
+    """Time each forgetting step and each making of older summaries slim (the trace's, in the
+    reader thread) and each cleanup of the timeline's indexes (in the GUI thread): lists of
+    seconds, filled as the run goes."""
     from gradviz.app.timeline import Timeline
     from gradviz.trace import model
-    steps, prunes, polls = [], [], []
+    steps, prunes, polls, slims = [], [], [], []
 
     def timed(fn, into):
         def wrapper(*a, **k):
@@ -104,7 +107,8 @@ def _time_calls():
     name = "forget_step" if hasattr(model, "forget_step") else "forget_older"
     setattr(model, name, timed(getattr(model, name), steps))
     Timeline._prune = timed(Timeline._prune, prunes)
-    return steps, prunes, polls
+    model.Trace._slim_older = timed(model.Trace._slim_older, slims)
+    return steps, prunes, polls, slims
 
 
 def rss(args):
@@ -112,7 +116,7 @@ def rss(args):
     from gradviz.app.timeline import Timeline
     from gradviz.trace.model import FORGOTTEN
     budget = None if args.event_budget == "none" else int(args.event_budget)
-    steps, prunes, polls = _time_calls()
+    steps, prunes, polls, slims = _time_calls()
     points = [args.events * (i + 1) // 8 for i in range(8)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,7 +156,8 @@ def rss(args):
           f"before the run): {(now - start) * 2**20 / n:.0f} B per event streamed; arrays "
           f"{dbg.trace.values.stored_bytes / 2**20:.0f} MiB with their objects; summaries slim before event "
           f"{dbg.trace.slim_before}; iterations forgotten: {dbg.trace.forgotten_iterations}")
-    print(f"  forgetting steps (reader thread): {len(steps)}, longest {_ms(steps)}; the timeline's cleanups "
+    print(f"  slimming (reader thread): {len(slims)} calls, longest {_ms(slims)}; "
+          f"forgetting steps (reader thread): {len(steps)}, longest {_ms(steps)}; the timeline's cleanups "
           f"(GUI thread): {len(prunes)}, longest {_ms(prunes)}; polls (marks() under the lock): {len(polls)}, "
           f"longest {_ms(polls)}")
     print(f"  {'events':>9} {'in detail':>10} {'forgotten its':>14} {'RSS MiB':>8}")

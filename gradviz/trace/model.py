@@ -217,7 +217,7 @@ class Trace:
                         break
                     if not forget_step(self, _values_of, slim, peer_signature):
                         break
-            if self.detail_events is not None and len(self.events) - self.slim_before > self.detail_events * 5 // 4:
+            if self.detail_events is not None and len(self.events) - self.slim_before > self.detail_events:
                 self._slim_older()
         cls = type(e)
         handler = self._handlers.get(cls, _UNKNOWN)
@@ -234,20 +234,25 @@ class Trace:
         self.source_texts[(e.file, e.line)] = e.text
 
     def _slim_older(self):
-        """Keep whole summaries for the latest ``detail_events`` events, from an iteration's start:
-        the older ones are made slim (run once every quarter of that many events)."""
+        """Keep whole summaries for (at least) the latest ``detail_events`` events, from an
+        iteration's start: the older ones are made slim, one iteration a step, at most
+        ``STEPS_PER_ITERATION`` steps at an iteration's start (no long pause: issue 13, item 13)."""
         starts = self._iteration_starts
-        i = bisect.bisect_left(starts, len(self.events) - self.detail_events)
-        end = starts[i] if i < len(starts) else len(self.events) - 1
+        limit = len(self.events) - self.detail_events
         events = self.events
-        for k in range(self.slim_before, end):
-            for v in _values_of(events[k]):
-                if v is not None:
-                    v.summary = slim(v.summary)
-                    if v.array is not None:
-                        self.values.discard(v)
-        self.slim_before = max(self.slim_before, end)
-        del starts[:i]
+        for _ in range(STEPS_PER_ITERATION):
+            i = bisect.bisect_right(starts, self.slim_before)
+            if i >= len(starts) or starts[i] > limit:
+                break
+            end = starts[i]
+            for k in range(self.slim_before, end):
+                for v in _values_of(events[k]):
+                    if v is not None:
+                        v.summary = slim(v.summary)
+                        if v.array is not None:
+                            self.values.discard(v)
+            self.slim_before = end
+            del starts[:i]
 
     def slim_iterations(self):
         """The iterations whose values keep slim summaries only (all before this one), or 0."""
