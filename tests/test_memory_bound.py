@@ -379,3 +379,26 @@ def test_a_forgetting_step_forgets_one_iteration_and_an_iteration_start_at_most_
             assert tl._nodes.order == sorted(tl._nodes.by_id, key=lambda i: tl._nodes.by_id[i][0][0])
     assert len(t.events) - t.forgotten_before <= 4 * per + per
     assert t.forgotten_iterations >= 40 - 5  # (4 or 5 iterations kept, the current one with them)
+
+
+def test_a_forgotten_pass_keeps_each_gradient_as_a_compact_slim_summary():
+    from gradviz.trace.forget import SlimGrads
+    from gradviz.trace.model import slim
+    events = _training(30)
+    full = Trace(event_budget=None)
+    full.extend(events)
+    t, _, _ = _bounded(events, 6 * (len(events) // 30))
+    stubs = [p for p in t.passes if p.forgotten]
+    assert len(stubs) == t.forgotten_iterations > 20
+    for p in stubs:
+        whole = full.passes[p.index].accumulated
+        acc = p.accumulated
+        assert isinstance(acc, SlimGrads) and list(acc) == [tid for tid in whole if tid in t.tensors] != []
+        for tid, (contribution, grad) in acc.items():
+            assert contribution is None and grad.array is None and is_slim(grad.summary)
+            assert repr(grad.summary) == repr(slim(whole[tid][1].summary))  # (NaN fields: by repr)
+            assert tid in acc and acc.get(tid)[1].summary.norm == whole[tid][1].summary.norm
+        assert 10 ** 9 not in acc and acc.get(10 ** 9) is None
+        with pytest.raises(KeyError):
+            acc[10 ** 9]
+    assert len(t._grad_kinds) == 2  # one template per (shape, dtype): w and v (3,), b (1,)

@@ -178,6 +178,7 @@ class Trace:
         self.forgotten_iterations = 0  # iterations 0 .. this - 1 were forgotten
         self._starts = []  # (position, index) of IterationStarted events not yet forgotten
         self._passes_forgotten = 0  # passes[:this] are ForgottenPass stubs
+        self._grad_kinds, self._grad_kind_of = [], {}  # their gradients' (shape, dtype) (forget.SlimGrads)
         self._described_at = {}  # tensor id -> position of its latest TensorDescribed
         self.slim_before = 0  # position of the first event whose values' summaries are whole
         self._iteration_starts = []  # positions of the IterationStarted events
