@@ -9,6 +9,8 @@ arrays counted by their bytes alone. With ``--rss``, no tracemalloc (which slows
 times): the process's resident memory (VmRSS, VmHWM) at eight points of the run, side by side with
 the events held in detail, up to ``--events``; ``--event-budget N`` sets the Trace's event budget
 (default Trace's, 1,000,000; ``none``: unbounded), past which the oldest iterations are forgotten.
+It also prints the longest forgetting step and slimming call (reader thread), the longest cleanup
+of the timeline's indexes and the longest poll (GUI thread), in ms (issue 13, item 13).
 
 Run: python bench/bench_memory.py [--events 100000] [--top 12] [--before] [--rss] [--event-budget N]
 """
@@ -81,11 +83,40 @@ def _status(key):
         return int(next(line.split()[1] for line in f if line.startswith(key + ":"))) / 1024
 
 
+def _ms(times):
+    return f"{max(times) * 1000:.1f} ms" if times else "-"
+
+
+def _time_calls():
+    """Time each forgetting step and each making of older summaries slim (the trace's, in the
+    reader thread) and each cleanup of the timeline's indexes (in the GUI thread): lists of
+    seconds, filled as the run goes."""
+    from gradviz.app.timeline import Timeline
+    from gradviz.trace import model
+    steps, prunes, polls, slims = [], [], [], []
+
+    def timed(fn, into):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                into.append(time.perf_counter() - t0)
+        return wrapper
+
+    name = "forget_step" if hasattr(model, "forget_step") else "forget_older"
+    setattr(model, name, timed(getattr(model, name), steps))
+    Timeline._prune = timed(Timeline._prune, prunes)
+    model.Trace._slim_older = timed(model.Trace._slim_older, slims)
+    return steps, prunes, polls, slims
+
+
 def rss(args):
     from gradviz import Debugger
     from gradviz.app.timeline import Timeline
     from gradviz.trace.model import FORGOTTEN
     budget = None if args.event_budget == "none" else int(args.event_budget)
+    steps, prunes, polls, slims = _time_calls()
     points = [args.events * (i + 1) // 8 for i in range(8)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +133,9 @@ def rss(args):
             while len(dbg.trace.events) < args.events and dbg.state != "exited":
                 time.sleep(0.2)
                 with dbg.lock:
+                    t0 = time.perf_counter()
                     tl.marks()
+                    polls.append(time.perf_counter() - t0)
                     n = len(dbg.trace.events)
                     if points and n >= points[0]:
                         while points and n >= points[0]:
@@ -123,6 +156,10 @@ def rss(args):
           f"before the run): {(now - start) * 2**20 / n:.0f} B per event streamed; arrays "
           f"{dbg.trace.values.stored_bytes / 2**20:.0f} MiB with their objects; summaries slim before event "
           f"{dbg.trace.slim_before}; iterations forgotten: {dbg.trace.forgotten_iterations}")
+    print(f"  slimming (reader thread): {len(slims)} calls, longest {_ms(slims)}; "
+          f"forgetting steps (reader thread): {len(steps)}, longest {_ms(steps)}; the timeline's cleanups "
+          f"(GUI thread): {len(prunes)}, longest {_ms(prunes)}; polls (marks() under the lock): {len(polls)}, "
+          f"longest {_ms(polls)}")
     print(f"  {'events':>9} {'in detail':>10} {'forgotten its':>14} {'RSS MiB':>8}")
     for n, held, gone, mem in rows:
         print(f"  {n:>9} {held:>10} {gone:>14} {mem:>8.0f}")

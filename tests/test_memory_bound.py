@@ -343,3 +343,62 @@ def test_a_live_run_forgets_within_the_budget_launch_was_given(tmp_path):
         assert st.trace.iterations == t.forgotten_iterations + 1
     finally:
         st.close()
+
+
+def test_a_forgetting_step_forgets_one_iteration_and_an_iteration_start_at_most_two():
+    """Issue 13, item 13: forgetting is done in bounded steps (one iteration each), not down to a
+    fraction of the budget at once, and still comes back under the budget."""
+    from gradviz.app.timeline import Timeline
+    from gradviz.trace.forget import STEPS_PER_ITERATION, forget_step
+    from gradviz.trace.model import _values_of, peer_signature, slim
+    events = _training(40)
+    per = len(events) // 40
+    # one call, one iteration: the oldest, up to the next one's start; never the current one
+    t = Trace(event_budget=10 ** 9)
+    t.extend(events)
+    starts = [k for k, e in enumerate(events) if type(e) is ev.IterationStarted]
+    for i in range(39):
+        assert forget_step(t, _values_of, slim, peer_signature) == starts[i + 1] - (starts[i] if i else 0)
+        assert (t.forgotten_iterations, t.forgotten_before) == (i + 1, starts[i + 1])
+    assert forget_step(t, _values_of, slim, peer_signature) == 0 and t.forgotten_iterations == 39
+    # a budget lowered under a run's feet: at most two iterations forgotten at each start, back
+    # under the budget within the run; the timeline's indexes stay those of what the trace holds
+    t = Trace(event_budget=10 ** 9)
+    tl = Timeline(t)
+    t.extend(events[:starts[20]])
+    tl.marks()
+    t.event_budget = 4 * per
+    for e in events[starts[20]:]:
+        before = t.forgotten_iterations
+        t.apply(e)
+        assert t.forgotten_iterations - before <= STEPS_PER_ITERATION == 2
+        if type(e) is ev.IterationStarted:
+            tl.marks()
+            assert tl._births == list(t.born.values())
+            assert set(tl._nodes.by_id) <= set(t.nodes) and set(tl._tensors.by_id) <= set(t.tensors)
+            assert tl._nodes.order == sorted(tl._nodes.by_id, key=lambda i: tl._nodes.by_id[i][0][0])
+    assert len(t.events) - t.forgotten_before <= 4 * per + per
+    assert t.forgotten_iterations >= 40 - 5  # (4 or 5 iterations kept, the current one with them)
+
+
+def test_a_forgotten_pass_keeps_each_gradient_as_a_compact_slim_summary():
+    from gradviz.trace.forget import SlimGrads
+    from gradviz.trace.model import slim
+    events = _training(30)
+    full = Trace(event_budget=None)
+    full.extend(events)
+    t, _, _ = _bounded(events, 6 * (len(events) // 30))
+    stubs = [p for p in t.passes if p.forgotten]
+    assert len(stubs) == t.forgotten_iterations > 20
+    for p in stubs:
+        whole = full.passes[p.index].accumulated
+        acc = p.accumulated
+        assert isinstance(acc, SlimGrads) and list(acc) == [tid for tid in whole if tid in t.tensors] != []
+        for tid, (contribution, grad) in acc.items():
+            assert contribution is None and grad.array is None and is_slim(grad.summary)
+            assert repr(grad.summary) == repr(slim(whole[tid][1].summary))  # (NaN fields: by repr)
+            assert tid in acc and acc.get(tid)[1].summary.norm == whole[tid][1].summary.norm
+        assert 10 ** 9 not in acc and acc.get(10 ** 9) is None
+        with pytest.raises(KeyError):
+            acc[10 ** 9]
+    assert len(t._grad_kinds) == 2  # one template per (shape, dtype): w and v (3,), b (1,)

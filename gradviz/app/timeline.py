@@ -64,16 +64,26 @@ class _History:
 
 def _prune_history(history, kept, end):
     """Keep the ids of ``kept`` (a trace's nodes or tensors), each with its events from ``end`` on
-    and the last one before (the one in force at ``end``)."""
-    by_id = {}
-    for key, (positions, events) in history.by_id.items():
+    and the last one before (the one in force at ``end``); returns the ids let go of. Only the ids
+    first seen before ``end`` are looked at (they come first in ``order``): the work is
+    proportional to what was forgotten and to the older ids kept, not to all that is kept."""
+    order, order_pos, by_id = history.order, history.order_pos, history.by_id
+    m = bisect.bisect_left(order_pos, end)
+    keys, positions_kept, gone = [], [], []
+    for key, first in zip(order[:m], order_pos[:m]):
         if key in kept:
-            i = max(bisect.bisect_left(positions, end) - 1, 0)
-            by_id[key] = (positions[i:], events[i:])
-    order = [(p, key) for key, p in zip(history.order, history.order_pos) if key in by_id]
-    history.by_id = by_id
-    history.order = [key for _, key in order]
-    history.order_pos = [p for p, _ in order]
+            positions, events = by_id[key]
+            i = bisect.bisect_left(positions, end) - 1
+            if i > 0:
+                del positions[:i], events[:i]
+            keys.append(key)
+            positions_kept.append(first)
+        else:
+            del by_id[key]
+            gone.append(key)
+    order[:m] = keys
+    order_pos[:m] = positions_kept
+    return gone
 
 
 def _sort_history(history):
@@ -167,6 +177,7 @@ class Timeline:
         self._overlapped = set()  # places of passes that got an event after the next one started
         self._pruned = 0  # trace.forgotten_before when the indexes last let go of forgotten iterations
         self._marks_dropped = 0  # marks of forgotten iterations, let go
+        self._passes_pruned = 0  # _pass_events[:this] were let go of (their passes forgotten)
 
     def __len__(self):
         return len(self.trace.events)
@@ -333,19 +344,29 @@ class Timeline:
         trace let go of, their older events, their marks."""
         trace = self.trace
         end = self._pruned = trace.forgotten_before
-        _prune_history(self._nodes, trace.nodes, end)
-        _prune_history(self._tensors, trace.tensors, end)
-        self._ops = {i: op for i, op in self._ops.items() if i in trace.nodes}
-        self._node_tensor = {i: t for i, t in self._node_tensor.items() if i in trace.nodes}
-        self._names = {i: name for i, name in self._names.items() if i in trace.tensors}
-        for j, p in enumerate(trace.passes[:len(self._pass_events)]):
-            if p.forgotten:
-                self._pass_events[j] = []
-                self._overlapped.discard(j)
+        for nid in _prune_history(self._nodes, trace.nodes, end):
+            self._ops.pop(nid, None)
+            self._node_tensor.pop(nid, None)
+        for tid in _prune_history(self._tensors, trace.tensors, end):
+            self._names.pop(tid, None)
+        passes = trace.passes
+        j = self._passes_pruned
+        while j < len(self._pass_events) and passes[j].forgotten:
+            self._pass_events[j] = []
+            self._overlapped.discard(j)
+            j += 1
+        self._passes_pruned = j
         i = bisect.bisect_right(self._marks, end, key=lambda m: m[0])
         del self._marks[:i]
         self._marks_dropped += i
-        self._births = list(trace.born.values())
+        # Trace.born is in the order of positions: the entries before end that are still there
+        # come first; those from end on are unchanged.
+        old = []
+        for position in trace.born.values():
+            if position >= end:
+                break
+            old.append(position)
+        self._births[:bisect.bisect_left(self._births, end)] = old
 
     def _op(self, node):
         """The node's op; an AccumulateGrad with the leaf it feeds: ``AccumulateGrad (b)``."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from gradviz import events as ev
 from gradviz.summary import HIST_BINS, Summary
-from gradviz.trace.forget import FORGOTTEN, forget_older
+from gradviz.trace.forget import FORGOTTEN, STEPS_PER_ITERATION, forget_step
 from gradviz.trace.gvz import write_trace
 from gradviz.trace.notes import FileNotes, mib
 
@@ -177,6 +177,8 @@ class Trace:
         self.forgotten_before = 0  # events before this position are FORGOTTEN
         self.forgotten_iterations = 0  # iterations 0 .. this - 1 were forgotten
         self._starts = []  # (position, index) of IterationStarted events not yet forgotten
+        self._passes_forgotten = 0  # passes[:this] are ForgottenPass stubs
+        self._grad_kinds, self._grad_kind_of = [], {}  # their gradients' (shape, dtype) (forget.SlimGrads)
         self._described_at = {}  # tensor id -> position of its latest TensorDescribed
         self.slim_before = 0  # position of the first event whose values' summaries are whole
         self._iteration_starts = []  # positions of the IterationStarted events
@@ -211,9 +213,12 @@ class Trace:
             self._iteration_starts.append(len(self.events) - 1)
             if self.event_budget is not None:
                 self._starts.append((len(self.events) - 1, e.index))
-                if len(self.events) - self.forgotten_before > self.event_budget:
-                    forget_older(self, _values_of, slim)
-            if self.detail_events is not None and len(self.events) - self.slim_before > self.detail_events * 5 // 4:
+                for _ in range(STEPS_PER_ITERATION):  # one iteration a step (gradviz.trace.forget)
+                    if len(self.events) - self.forgotten_before <= self.event_budget:
+                        break
+                    if not forget_step(self, _values_of, slim, peer_signature):
+                        break
+            if self.detail_events is not None and len(self.events) - self.slim_before > self.detail_events:
                 self._slim_older()
         cls = type(e)
         handler = self._handlers.get(cls, _UNKNOWN)
@@ -230,20 +235,25 @@ class Trace:
         self.source_texts[(e.file, e.line)] = e.text
 
     def _slim_older(self):
-        """Keep whole summaries for the latest ``detail_events`` events, from an iteration's start:
-        the older ones are made slim (run once every quarter of that many events)."""
+        """Keep whole summaries for (at least) the latest ``detail_events`` events, from an
+        iteration's start: the older ones are made slim, one iteration a step, at most
+        ``STEPS_PER_ITERATION`` steps at an iteration's start (no long pause: issue 13, item 13)."""
         starts = self._iteration_starts
-        i = bisect.bisect_left(starts, len(self.events) - self.detail_events)
-        end = starts[i] if i < len(starts) else len(self.events) - 1
+        limit = len(self.events) - self.detail_events
         events = self.events
-        for k in range(self.slim_before, end):
-            for v in _values_of(events[k]):
-                if v is not None:
-                    v.summary = slim(v.summary)
-                    if v.array is not None:
-                        self.values.discard(v)
-        self.slim_before = max(self.slim_before, end)
-        del starts[:i]
+        for _ in range(STEPS_PER_ITERATION):
+            i = bisect.bisect_right(starts, self.slim_before)
+            if i >= len(starts) or starts[i] > limit:
+                break
+            end = starts[i]
+            for k in range(self.slim_before, end):
+                for v in _values_of(events[k]):
+                    if v is not None:
+                        v.summary = slim(v.summary)
+                        if v.array is not None:
+                            self.values.discard(v)
+            self.slim_before = end
+            del starts[:i]
 
     def slim_iterations(self):
         """The iterations whose values keep slim summaries only (all before this one), or 0."""
