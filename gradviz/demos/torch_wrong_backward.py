@@ -42,7 +42,7 @@ def main():
     y = ScaledMul.apply(h, Square.apply(gate), 0.5)
     loss = y.sum()
     loss.backward()
-    print("loss", float(loss))
+    print("loss", loss.item())
     print("|w.grad|", float(w.grad.norm()), "|gate.grad|", float(gate.grad.norm()))
     return loss
 
