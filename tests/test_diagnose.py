@@ -350,3 +350,25 @@ def test_pytorch_explosion():
     o = rec.trace.explosion_origin("x")
     assert _ops(rec.trace, o) == ["MulBackward0", "ExpBackward0", "AccumulateGrad", "x"]
     assert math.isclose(o.ratio, 500.0, rel_tol=1e-5)
+
+
+def test_zero_streaks_asked_as_a_run_grows_equal_those_of_the_whole_trace():
+    """The app asks at every poll while the trace grows: the finished passes folded in as they come
+    must give what a fresh look at the whole trace gives, at every moment."""
+    from gradviz.trace.model import Trace
+    with gradviz.record() as rec:
+        a = et.tensor([1.0, 2.0], requires_grad=True)
+        b = et.tensor([1.0, 1.0], requires_grad=True)
+        for it in range(4):
+            sign = 1.0 if it % 2 == 0 else -1.0
+            ((a * 3.0).sum() + (b * sign).relu().sum()).backward()
+            a.grad = b.grad = None
+    growing = Trace()
+    for i, e in enumerate(rec.trace.events):
+        growing.apply(e)
+        fresh = Trace()
+        fresh.extend(rec.trace.events[:i + 1])
+        got = {k: (s.last_nonzero, s.since) for k, s in growing.zero_grad_streaks().items()}
+        assert got == {k: (s.last_nonzero, s.since) for k, s in fresh.zero_grad_streaks().items()}, i
+    assert {s.name: (s.last_nonzero, s.since) for s in growing.zero_grad_streaks().values()} == \
+        {"a": (3, 0), "b": (2, 1)}

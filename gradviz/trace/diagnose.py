@@ -9,6 +9,7 @@ of PyTorch. ``Trace.nan_origin``, ``Trace.explosion_origin``, ``Trace.dead_units
 """
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from collections import deque
@@ -553,19 +554,49 @@ def zero_grad_streaks(trace) -> dict:
     cached = getattr(trace, "_zero_streaks", None)
     if cached is not None and cached[0] == len(trace.events):
         return cached[1]
-    iterations = sorted({p.iteration for p in trace.passes if p.finished})
-    nonzero = {}
-    for p in trace.passes:
-        for tid, (contribution, grad) in p.accumulated.items():
-            v = contribution if contribution is not None else grad
-            if v is not None and (v.summary.norm > 0 or not v.summary.finite):
-                nonzero[tid] = max(nonzero.get(tid, -1), p.iteration)
+    # Folded in once each: the finished passes at the front (a live run's poll walks only what came
+    # since, not every pass of the run); the unfinished tail is looked at afresh each time.
+    fold = getattr(trace, "_zero_fold", None)
+    if fold is None:
+        fold = trace._zero_fold = _ZeroFold()
+    passes = trace.passes
+    while fold.done < len(passes) and passes[fold.done].finished:
+        p = passes[fold.done]
+        fold.note(p, fold.nonzero)
+        if p.iteration not in fold.seen:
+            fold.seen.add(p.iteration)
+            bisect.insort(fold.iterations, p.iteration)
+        fold.done += 1
+    nonzero = fold.nonzero
+    if fold.done < len(passes):  # a pass under way, or one after it: what they gave so far
+        nonzero = dict(nonzero)
+        for p in passes[fold.done:]:
+            fold.note(p, nonzero)
+    iterations = fold.iterations
     out = {}
     for tid, t in trace.tensors.items():
         if not t.requires_grad or t.kind not in ("parameter", "leaf"):
             continue
         last = nonzero.get(tid)
-        since = sum(1 for it in iterations if last is None or it > last)
+        since = len(iterations) - (0 if last is None else bisect.bisect_right(iterations, last))
         out[tensor_key(tid)] = ZeroStreak(tensor_key(tid), t.name or tensor_key(tid), last, since)
     trace._zero_streaks = (len(trace.events), out)
     return out
+
+
+class _ZeroFold:
+    """``zero_grad_streaks``' running totals: the finished passes folded so far (``done``), the
+    latest iteration each tensor had a non-zero gradient in, the finished passes' iterations."""
+
+    def __init__(self):
+        self.done = 0
+        self.nonzero: dict = {}
+        self.iterations: list = []
+        self.seen: set = set()
+
+    @staticmethod
+    def note(p, nonzero):
+        for tid, (contribution, grad) in p.accumulated.items():
+            v = contribution if contribution is not None else grad
+            if v is not None and (v.summary.norm > 0 or not v.summary.finite) and nonzero.get(tid, -1) < p.iteration:
+                nonzero[tid] = p.iteration
