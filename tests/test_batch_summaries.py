@@ -84,3 +84,46 @@ def test_a_histogram_of_a_row_is_the_one_tuple_kept():
     batch.resolve()
     assert all(h.summary.hist is holders[0].summary.hist for h in holders)
     assert holders[0].summary.hist == summarize(np.arange(100.0)).hist
+
+
+def _three_passes(flat):
+    return float(np.dot(flat, flat)), float(flat.min()), float(flat.max())
+
+
+def test_exact_stats_of_a_large_array_read_in_chunks_equal_whole_array_passes():
+    step = S.CHUNK_BYTES // 4
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(5 * step + 123).astype(np.float32)  # several chunks and a short last one
+    x[4 * step + 7] = 1e3  # the maximum in a late chunk, the minimum in the short last one
+    x[-5] = -2e3
+    sq, lo, hi = S.exact_stats(x)
+    want_sq, want_lo, want_hi = _three_passes(x.astype(np.float64))
+    assert (lo, hi) == (-2e3, 1e3) == (want_lo, want_hi)
+    assert math.isclose(sq, want_sq, rel_tol=1e-6)
+    s = summarize(x[: 5 * step].reshape(5, step))  # 2-d: its flat view is read in the same chunks
+    assert (s.min, s.max) == (float(x[: 5 * step].min()), 1e3)
+
+
+def test_exact_stats_sees_a_nan_or_an_inf_in_any_chunk():
+    step = S.CHUNK_BYTES // 8
+    for bad in (math.nan, math.inf, -math.inf):
+        x = np.ones(3 * step, dtype=np.float64)
+        x[2 * step + 1] = bad
+        assert not math.isfinite(S.exact_stats(x)[0])
+        s = summarize(x)  # counted exactly, as before chunks
+        assert (s.nan, s.inf) == ((1, 0) if math.isnan(bad) else (0, 1))
+        assert (s.min, s.max, s.norm) == (1.0, 1.0, math.sqrt(3 * step - 1))
+
+
+def test_a_large_array_summarised_into_a_batch_has_its_exact_extremes():
+    step = S.CHUNK_BYTES // 4
+    x = np.linspace(-1.0, 1.0, 3 * step, dtype=np.float32)
+    x[step + 11] = 7.0
+    batch = Batch()
+    pending = S.summarize_into(batch, x)
+    holder = type("V", (), {"summary": pending})()
+    pending.attach(holder)
+    batch.resolve()
+    got = holder.summary
+    assert (got.min, got.max, got.numel, got.sampled) == (-1.0, 7.0, 3 * step, True)
+    assert math.isclose(got.norm, float(np.linalg.norm(x.astype(np.float64))), rel_tol=1e-6)
