@@ -27,7 +27,7 @@ from dataclasses import fields
 import numpy as np
 
 from gradviz import events as ev
-from gradviz.summary import HIST_BINS, Summary, interned
+from gradviz.summary import EXACT_LIMIT, HIST_BINS, Summary, interned
 
 MAGIC = b"GRADVIZ\x00"
 FORMAT_VERSION = 2
@@ -74,6 +74,7 @@ INLINE, SUMMARY_ONLY = -1, -2  # what ``place`` may say of a value besides an ar
 
 
 def _encode_value(v, arrays, place):
+    """A value as ``encode_event`` once built it for ``json.dumps`` (the reference: ``event_doc``)."""
     if v is None:
         return None
     index = None
@@ -89,24 +90,40 @@ def _encode_value(v, arrays, place):
 
 _VALUE_FIELDS = {"value", "contribution", "grad"}
 _VALUE_TUPLES = {"grads", "grad_outputs", "grad_inputs"}
+_VALUE, _VALUES, _SOURCE, _OTHER = range(4)
+_PLANS = {}  # event class -> (JSON text before its first field, ((field, its kind, '"field":'), ...))
+
+
+def _plan(cls):
+    """How ``cls``'s events are encoded: its fields in order, each with its kind and its JSON key,
+    worked out once per class (dataclasses.fields per event was a tenth of the encoding)."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        names = ev.event_fields(cls)
+        kinds = [_VALUE if n in _VALUE_FIELDS else _VALUES if n in _VALUE_TUPLES else _SOURCE if n == "source"
+                 else _OTHER for n in names]
+        head = '{"type":' + _dumps(cls.__name__) + ',"fields":{'
+        plan = _PLANS[cls] = (head, tuple((n, k, ("," if i else "") + _dumps(n) + ":")
+                                          for i, (n, k) in enumerate(zip(names, kinds))))
+    return plan
 
 
 def values_of(e):
     """The values an event carries (None where a value field is empty), in field order."""
     out = []
-    for name in ev.event_fields(type(e)):
-        if name in _VALUE_FIELDS:
+    for name, kind, _ in _plan(type(e))[1]:
+        if kind == _VALUE:
             out.append(getattr(e, name))
-        elif name in _VALUE_TUPLES:
+        elif kind == _VALUES:
             out.extend(getattr(e, name))
     return out
 
 
-def encode_event(e, place=None):
-    """One event's frame. ``place(value)``, for each value with an array, says where the array goes:
-    ``INLINE`` (in this frame, the default), ``SUMMARY_ONLY`` (nowhere), or a ref >= 0 (an array
-    frame of its own, version 2, written by ``encode_array`` before or after this one)."""
-    arrays = []
+def event_doc(e, place=None, arrays=None):
+    """An event's frame metadata as a dict, ``{"type": ..., "fields": {...}}``: what
+    ``encode_event``'s JSON text says, byte for byte once dumped with ``separators=(",", ":")``
+    (its reference, kept for the tests). ``arrays`` collects the inline arrays."""
+    arrays = [] if arrays is None else arrays
     out = {}
     for name in ev.event_fields(type(e)):
         x = getattr(e, name)
@@ -117,13 +134,175 @@ def encode_event(e, place=None):
         elif name == "source":
             x = None if x is None else [x.file, x.line, x.function]
         out[name] = x
-    meta = json.dumps({"type": type(e).__name__, "fields": out}, separators=(",", ":")).encode()
+    return {"type": type(e).__name__, "fields": out}
+
+
+# -- the metadata's JSON, written directly ---------------------------------------------------------
+# Byte for byte what json.dumps(event_doc(e), separators=(",", ":")) writes (the tests compare
+# them), at a fraction of its cost: a recording encodes every event, and a value's summary (16
+# fields, a 64-count histogram) took ~11 µs through to_dict and json.dumps, the bulk of
+# `gradviz record`'s own cost per event (docs/performance.md). Anything of a type not written here
+# goes through json itself, so nothing is written differently.
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_str_json = json.encoder.encode_basestring_ascii  # json.dumps's own (ensure_ascii)
+_float_repr = float.__repr__
+_copysign = math.copysign
+_COUNTS = {i: str(i) for i in range(EXACT_LIMIT + 1)}  # a histogram count's text (none exceeds a sample)
+_CACHE_MAX = 8192
+
+
+def _num(x):
+    """A number as json.dumps writes it."""
+    if type(x) is float:
+        if x - x == 0.0:  # finite
+            return _float_repr(x)
+        return "NaN" if x != x else "Infinity" if x > 0 else "-Infinity"
+    if type(x) is int:
+        return int.__repr__(x)
+    return _dumps(x)
+
+
+def _hist_json(h):
+    try:
+        return ",".join(map(_COUNTS.__getitem__, h)) if type(h) is tuple else _dumps(h)[1:-1]
+    except KeyError:  # a count beyond the table (or not an int): as json writes it
+        return _dumps(h)[1:-1]
+
+
+class _SummaryText:
+    """Each summary's JSON text, kept for the latest few thousand summaries by identity: a gradient's
+    summary is written twice (the NodeExited that made it, the NodeEntered that takes it), and a
+    training loop's histograms repeat (``summary.interned``). Summaries are never changed once
+    made (a slim one is a new object), and each entry holds its summary, so no id is reused while
+    it is kept."""
+
+    def __init__(self):
+        self._texts = {}  # id(summary) -> (summary, text)
+        self._hists = {}  # id(histogram tuple) -> (tuple, text)
+
+    def __call__(self, s):
+        got = self._texts.get(id(s))
+        if got is not None and got[0] is s:
+            return got[1]
+        text = self._make(s)
+        texts = self._texts
+        if len(texts) >= _CACHE_MAX:
+            texts.clear()
+        texts[id(s)] = (s, text)
+        return text
+
+    def _make(self, s):
+        if type(s) is not Summary:
+            return _dumps(s.to_dict())
+        h = s.hist
+        got = self._hists.get(id(h))
+        if got is not None and got[0] is h:
+            hist = got[1]
+        else:
+            hist = _hist_json(h)
+            if len(self._hists) >= _CACHE_MAX:
+                self._hists.clear()
+            self._hists[id(h)] = (h, hist)
+        shape = s.shape
+        lo, hi, zeros = s.min, s.max, s.zeros
+        # The usual summary: its histogram's range the very floats of its min and max, its fraction
+        # of zeros 0.0 (each written once), the floats finite (their sum is finite only then).
+        usual = type(zeros) is float and zeros == 0.0 and _copysign(1.0, zeros) == 1.0 and s.hist_lo is lo and \
+            s.hist_hi is hi
+        floats = (lo, hi, s.mean, s.std, s.norm, s.mean_abs) if usual else \
+            (lo, hi, s.mean, s.std, s.norm, s.mean_abs, s.hist_lo, s.hist_hi, zeros)
+        try:
+            total = sum(floats)
+            f = list(map(_float_repr, floats)) if total - total == 0.0 else list(map(_num, floats))
+        except TypeError:  # a number that is not a float: as json writes it
+            f = list(map(_num, floats))
+        if usual:
+            f += (f[0], f[1], "0.0")
+        numel, nan, inf = s.numel, s.nan, s.inf
+        return "".join(('{"shape":', "[" + ",".join(map(_num, shape)) + "]" if type(shape) is tuple else
+                        _dumps(shape), ',"dtype":', _str_json(s.dtype) if type(s.dtype) is str else _dumps(s.dtype),
+                        ',"numel":', int.__repr__(numel) if type(numel) is int else _dumps(numel),
+                        ',"min":', f[0], ',"max":', f[1], ',"mean":', f[2], ',"std":', f[3], ',"norm":', f[4],
+                        ',"nan":', int.__repr__(nan) if type(nan) is int else _dumps(nan),
+                        ',"inf":', int.__repr__(inf) if type(inf) is int else _dumps(inf),
+                        ',"hist":[', hist, '],"hist_lo":', f[6], ',"hist_hi":', f[7], ',"sampled":',
+                        "true" if s.sampled is True else "false" if s.sampled is False else _dumps(s.sampled),
+                        ',"mean_abs":', f[5], ',"zeros":', f[8], "}"))
+
+
+_summary_json = _SummaryText()
+
+
+def _value_json(v, arrays, place):
+    if v is None:
+        return "null"
+    s = _summary_json(v.summary)
+    if v.array is not None:
+        where = INLINE if place is None else place(v)
+        if where >= 0:
+            return '{"summary":' + s + ',"ref":' + _num(where) + "}"
+        if where == INLINE:
+            arrays.append(v.array)
+            return '{"summary":' + s + ',"array":' + int.__repr__(len(arrays) - 1) + "}"
+    return '{"summary":' + s + ',"array":null}'
+
+
+def _field_json(x):
+    t = type(x)
+    if t is int:
+        return int.__repr__(x)
+    if x is None:
+        return "null"
+    if t is str:
+        return _str_json(x)
+    return _dumps(x)
+
+
+_ENCODERS = {}  # event class -> its metadata's encoder, made once (see _encoder)
+
+
+def _encoder(cls):
+    """A function (e, arrays, place) -> the JSON text of ``cls``'s events, made for the class from
+    its fields (as dataclasses makes __init__): one expression, the field names and JSON keys
+    written into it, where walking a list of fields per event cost a third of the encoding."""
+    fn = _ENCODERS.get(cls)
+    if fn is None:
+        head, plan = _plan(cls)
+        terms = [repr(head)]
+        for name, kind, key in plan:
+            x = f"e.{name}"
+            terms.append(repr(key))
+            terms.append(f"_field_json({x})" if kind == _OTHER else
+                         f"'[' + ','.join([_value_json(v, arrays, place) for v in {x}]) + ']'" if kind == _VALUES else
+                         f"_value_json({x}, arrays, place)" if kind == _VALUE else
+                         f"('null' if {x} is None else _dumps([{x}.file, {x}.line, {x}.function]))")
+        terms.append("'}}'")
+        scope = {"_field_json": _field_json, "_value_json": _value_json, "_dumps": _dumps}
+        # the names are a dataclass's own fields, checked identifiers: nothing from outside the code
+        assert all(name.isidentifier() for name, _, _ in plan)
+        exec(f"def encode(e, arrays, place):\n    return ''.join(({', '.join(terms)}))\n", scope)  # noqa: S102
+        fn = _ENCODERS[cls] = scope["encode"]
+    return fn
+
+
+def event_meta(e, place=None, arrays=None):
+    """An event's frame metadata, as UTF-8 JSON (see ``event_doc``); ``arrays`` collects the
+    inline arrays, in the order their values name them."""
+    return _encoder(type(e))(e, [] if arrays is None else arrays, place).encode()
+
+
+def encode_event(e, place=None):
+    """One event's frame. ``place(value)``, for each value with an array, says where the array goes:
+    ``INLINE`` (in this frame, the default), ``SUMMARY_ONLY`` (nowhere), or a ref >= 0 (an array
+    frame of its own, version 2, written by ``encode_array`` before or after this one)."""
+    arrays = []
+    meta = event_meta(e, place, arrays)
     return _frame(FRAME_MAGIC, meta, arrays)
 
 
 def encode_array(ref, array):
     """An array frame (version 2): the array a value naming ``ref`` stands for."""
-    return _frame(ARRAY_MAGIC, json.dumps({"ref": ref}).encode(), [array])
+    return _frame(ARRAY_MAGIC, b'{"ref": ' + _num(ref).encode() + b"}", [array])
 
 
 def encode_note(note):
@@ -131,14 +310,21 @@ def encode_note(note):
     return _frame(NOTE_MAGIC, json.dumps(note, separators=(",", ":")).encode(), [])
 
 
+_ARRAY_HEAD = struct.Struct("<BB")
+_DIMS = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
+
+
 def _frame(magic, meta, arrays):
     parts = [meta]
     for a in arrays:
         a = np.asarray(a)
-        code = _CODES.get(a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype)
+        dtype = a.dtype
+        code = _CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
         if code is None:
             raise TypeError(f"cannot store an array of dtype {a.dtype} in a trace file")
-        parts.append(struct.pack("<BB", code, a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape))
+        ndim = a.ndim
+        parts.append(_ARRAY_HEAD.pack(code, ndim) + (_DIMS[ndim].pack(*a.shape) if ndim <= MAX_NDIM else
+                                                     struct.pack(f"<{ndim}Q", *a.shape)))
         parts.append(np.ascontiguousarray(a, dtype=_DTYPES[code]).tobytes())
     body = b"".join(parts)
     return _FRAME_HEADER.pack(magic, len(meta), len(arrays), zlib.crc32(body)) + body
