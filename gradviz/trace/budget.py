@@ -273,12 +273,17 @@ class BudgetedTraceWriter:
             self._accumulators[e.id] = e
         elif t is ev.TensorDescribed:
             self._described[e.id] = e
-        values = [v for v in values_of(e) if v is not None]
-        if not self._nonfinite and any(v.summary.nan or v.summary.inf for v in values):
-            self._nonfinite = True
-            if not self._prev_nonfinite and self._budget is not None:
-                self._onset()
-        if self._budget is None or not any(v.array is not None for v in values):
+        arrays = False
+        for v in values_of(e):
+            if v is None:
+                continue
+            if not self._nonfinite and (v.summary.nan or v.summary.inf):
+                self._nonfinite = True
+                if not self._prev_nonfinite and self._budget is not None:
+                    self._onset()
+            if v.array is not None:
+                arrays = True
+        if self._budget is None or not arrays:
             frame = encode_event(e)
         else:
             self._pending_inline = 0

@@ -108,15 +108,21 @@ def _plan(cls):
     return plan
 
 
+_GETTERS = {}  # event class -> a function of an event: its values (see values_of)
+
+
 def values_of(e):
     """The values an event carries (None where a value field is empty), in field order."""
-    out = []
-    for name, kind, _ in _plan(type(e))[1]:
-        if kind == _VALUE:
-            out.append(getattr(e, name))
-        elif kind == _VALUES:
-            out.extend(getattr(e, name))
-    return out
+    get = _GETTERS.get(type(e))
+    if get is None:
+        plan = _plan(type(e))[1]
+        assert all(name.isidentifier() for name, _, _ in plan)  # a dataclass's own fields
+        items = [f"e.{name}" if kind == _VALUE else f"*e.{name}" for name, kind, _ in plan
+                 if kind in (_VALUE, _VALUES)]
+        scope = {}
+        exec(f"def get(e):\n    return [{', '.join(items)}]\n", scope)  # noqa: S102 (made once a class)
+        get = _GETTERS[type(e)] = scope["get"]
+    return get(e)
 
 
 def event_doc(e, place=None, arrays=None):
@@ -311,6 +317,7 @@ def encode_note(note):
 
 
 _ARRAY_HEAD = struct.Struct("<BB")
+_LITTLE = {code: np.dtype(d) for code, d in _DTYPES.items()}
 _DIMS = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
 
 
@@ -325,7 +332,8 @@ def _frame(magic, meta, arrays):
         ndim = a.ndim
         parts.append(_ARRAY_HEAD.pack(code, ndim) + (_DIMS[ndim].pack(*a.shape) if ndim <= MAX_NDIM else
                                                      struct.pack(f"<{ndim}Q", *a.shape)))
-        parts.append(np.ascontiguousarray(a, dtype=_DTYPES[code]).tobytes())
+        want = _LITTLE[code]
+        parts.append((a if dtype == want else a.astype(want)).tobytes())  # (tobytes writes C order)
     body = b"".join(parts)
     return _FRAME_HEADER.pack(magic, len(meta), len(arrays), zlib.crc32(body)) + body
 
