@@ -8,6 +8,9 @@ Layout (all integers little-endian):
                   meta: UTF-8 JSON {"type": event name, "fields": {...}}
                   per array: u8 dtype code  u8 ndim  ndim x u64 dims  raw C-order bytes
 
+Version 2 adds array and note frames (gradviz.trace.budget); version 3 writes each value's summary
+as a binary record among its frame's arrays (``_RECORD``) instead of a JSON object (docs/events.md).
+
 Arrays are plain numbers of a fixed list of dtypes, and the metadata is JSON checked field by field:
 nothing in a file can run code. Every way a file can be wrong raises ``TraceFormatError`` (a
 ``ValueError``) naming what is wrong and where; no length field is trusted beyond the bytes that
@@ -30,11 +33,20 @@ from gradviz import events as ev
 from gradviz.summary import EXACT_LIMIT, HIST_BINS, Summary, interned
 
 MAGIC = b"GRADVIZ\x00"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FRAME_MAGIC = b"GVEV"
 ARRAY_MAGIC = b"GVAR"  # version 2: one array, named by a ref, that values of earlier or later events name
 NOTE_MAGIC = b"GVNT"  # version 2: a JSON note about the file (its value policy, what it dropped)
-_MAGICS = {1: (FRAME_MAGIC,), 2: (FRAME_MAGIC, ARRAY_MAGIC, NOTE_MAGIC)}
+_MAGICS = {1: (FRAME_MAGIC,), 2: (FRAME_MAGIC, ARRAY_MAGIC, NOTE_MAGIC), 3: (FRAME_MAGIC, ARRAY_MAGIC, NOTE_MAGIC)}
+# Version 3: a value's summary is a fixed binary record, an array of the frame (u8, RECORD_BYTES
+# long) that {"shape": [...], "dtype": "...", "record": k} names: numel, nan, inf (i64); min, max,
+# mean, std, norm, hist_lo, hist_hi, mean_abs, zeros (f64); sampled (u8, 0 or 1); the histogram's
+# counts (HIST_BINS x u32). Nine floats and 64 counts written as text took most of the encoding
+# (and of the reading). A summary that does not fit a record (a count of 2**32 or more) is written
+# as version 2 writes it, a JSON object, which version 3 reads too.
+_RECORD = struct.Struct(f"<3q9dB{HIST_BINS}I")
+RECORD_BYTES = _RECORD.size
+_RECORD_CODE = 8  # u8
 _CONSUMED = object()  # a frame that held no event (an array or a note)
 _FILE_HEADER = struct.Struct("<8sHH")
 _FRAME_HEADER = struct.Struct("<4sIII")
@@ -66,8 +78,8 @@ class TraceHeaderError(TraceFormatError):
 
 
 # -- encoding ------------------------------------------------------------------------------------
-def file_header():
-    return _FILE_HEADER.pack(MAGIC, FORMAT_VERSION, 0)
+def file_header(version=FORMAT_VERSION):
+    return _FILE_HEADER.pack(MAGIC, version, 0)
 
 
 INLINE, SUMMARY_ONLY = -1, -2  # what ``place`` may say of a value besides an array ref
@@ -126,9 +138,10 @@ def values_of(e):
 
 
 def event_doc(e, place=None, arrays=None):
-    """An event's frame metadata as a dict, ``{"type": ..., "fields": {...}}``: what
-    ``encode_event``'s JSON text says, byte for byte once dumped with ``separators=(",", ":")``
-    (its reference, kept for the tests). ``arrays`` collects the inline arrays."""
+    """An event's frame metadata as a dict, ``{"type": ..., "fields": {...}}``, as versions 1 and 2
+    write it (summaries as JSON objects): what ``event_meta(e, version=2)`` writes, byte for byte
+    once dumped with ``separators=(",", ":")`` (its reference, kept for the tests). ``arrays``
+    collects the inline arrays."""
     arrays = [] if arrays is None else arrays
     out = {}
     for name in ev.event_fields(type(e)):
@@ -144,8 +157,9 @@ def event_doc(e, place=None, arrays=None):
 
 
 # -- the metadata's JSON, written directly ---------------------------------------------------------
-# Byte for byte what json.dumps(event_doc(e), separators=(",", ":")) writes (the tests compare
-# them), at a fraction of its cost: a recording encodes every event, and a value's summary (16
+# In versions 1 and 2, byte for byte what json.dumps(event_doc(e), separators=(",", ":")) writes
+# (the tests compare them; version 3 writes the same but for summaries' records), at a fraction of
+# its cost: a recording encodes every event, and a value's summary (16
 # fields, a 64-count histogram) took ~11 µs through to_dict and json.dumps, the bulk of
 # `gradviz record`'s own cost per event (docs/performance.md). Anything of a type not written here
 # goes through json itself, so nothing is written differently.
@@ -239,10 +253,62 @@ class _SummaryText:
 _summary_json = _SummaryText()
 
 
+class _SummaryRecord:
+    """Each summary's record (version 3) and the JSON before its index, kept by identity as
+    ``_SummaryText`` keeps texts (None: it does not fit a record, and is written as JSON)."""
+
+    def __init__(self):
+        self._made = {}  # id(summary) -> (summary, (JSON head, record bytes) or None)
+
+    def __call__(self, s):
+        got = self._made.get(id(s))
+        if got is not None and got[0] is s:
+            return got[1]
+        made = self._make(s)
+        if len(self._made) >= _CACHE_MAX:
+            self._made.clear()
+        self._made[id(s)] = (s, made)
+        return made
+
+    @staticmethod
+    def _make(s):
+        if type(s) is not Summary or type(s.sampled) is not bool or type(s.hist) is not tuple:
+            return None
+        try:
+            record = _RECORD.pack(s.numel, s.nan, s.inf, s.min, s.max, s.mean, s.std, s.norm, s.hist_lo, s.hist_hi,
+                                  s.mean_abs, s.zeros, s.sampled, *s.hist)
+        except (struct.error, TypeError, OverflowError, ValueError):
+            return None
+        shape = s.shape
+        return ('{"shape":' + ("[" + ",".join(map(_num, shape)) + "]" if type(shape) is tuple else _dumps(shape)) +
+                ',"dtype":' + (_str_json(s.dtype) if type(s.dtype) is str else _dumps(s.dtype)) + ',"record":',
+                record)
+
+
+_summary_record = _SummaryRecord()
+
+
 def _value_json(v, arrays, place):
+    """A value as version 3 writes it: its summary a record among the frame's arrays."""
     if v is None:
         return "null"
-    s = _summary_json(v.summary)
+    r = _summary_record(v.summary)
+    if r is None:
+        s = _summary_json(v.summary)
+    else:
+        arrays.append(r[1])
+        s = r[0] + int.__repr__(len(arrays) - 1) + "}"
+    return _placed(v, s, arrays, place)
+
+
+def _value_json_v2(v, arrays, place):
+    """A value as versions 1 and 2 write it: its summary a JSON object."""
+    if v is None:
+        return "null"
+    return _placed(v, _summary_json(v.summary), arrays, place)
+
+
+def _placed(v, s, arrays, place):
     if v.array is not None:
         where = INLINE if place is None else place(v)
         if where >= 0:
@@ -267,11 +333,13 @@ def _field_json(x):
 _ENCODERS = {}  # event class -> its metadata's encoder, made once (see _encoder)
 
 
-def _encoder(cls):
+def _encoder(cls, version=FORMAT_VERSION):
     """A function (e, arrays, place) -> the JSON text of ``cls``'s events, made for the class from
     its fields (as dataclasses makes __init__): one expression, the field names and JSON keys
-    written into it, where walking a list of fields per event cost a third of the encoding."""
-    fn = _ENCODERS.get(cls)
+    written into it, where walking a list of fields per event cost a third of the encoding.
+    ``version`` 3 writes summaries as records, 1 and 2 as JSON objects."""
+    records = version >= 3
+    fn = _ENCODERS.get((cls, records))
     if fn is None:
         head, plan = _plan(cls)
         terms = [repr(head)]
@@ -283,26 +351,30 @@ def _encoder(cls):
                          f"_value_json({x}, arrays, place)" if kind == _VALUE else
                          f"('null' if {x} is None else _dumps([{x}.file, {x}.line, {x}.function]))")
         terms.append("'}}'")
-        scope = {"_field_json": _field_json, "_value_json": _value_json, "_dumps": _dumps}
+        scope = {"_field_json": _field_json, "_value_json": _value_json if records else _value_json_v2,
+                 "_dumps": _dumps}
         # the names are a dataclass's own fields, checked identifiers: nothing from outside the code
         assert all(name.isidentifier() for name, _, _ in plan)
         exec(f"def encode(e, arrays, place):\n    return ''.join(({', '.join(terms)}))\n", scope)  # noqa: S102
-        fn = _ENCODERS[cls] = scope["encode"]
+        fn = _ENCODERS[cls, records] = scope["encode"]
     return fn
 
 
-def event_meta(e, place=None, arrays=None):
-    """An event's frame metadata, as UTF-8 JSON (see ``event_doc``); ``arrays`` collects the
-    inline arrays, in the order their values name them."""
-    return _encoder(type(e))(e, [] if arrays is None else arrays, place).encode()
+def event_meta(e, place=None, arrays=None, version=FORMAT_VERSION):
+    """An event's frame metadata, as UTF-8 JSON; ``arrays`` collects the frame's arrays in the order
+    the metadata names them: the summaries' records (``version`` 3, as bytes) and the inline
+    arrays. In ``version`` 1 or 2, exactly what ``json.dumps(event_doc(e), separators=(",", ":"))``
+    writes."""
+    return _encoder(type(e), version)(e, [] if arrays is None else arrays, place).encode()
 
 
-def encode_event(e, place=None):
+def encode_event(e, place=None, version=FORMAT_VERSION):
     """One event's frame. ``place(value)``, for each value with an array, says where the array goes:
     ``INLINE`` (in this frame, the default), ``SUMMARY_ONLY`` (nowhere), or a ref >= 0 (an array
-    frame of its own, version 2, written by ``encode_array`` before or after this one)."""
+    frame of its own, version 2, written by ``encode_array`` before or after this one). ``version``:
+    the format version of the file it goes into (an older one only to write an older file)."""
     arrays = []
-    meta = event_meta(e, place, arrays)
+    meta = event_meta(e, place, arrays, version)
     return _frame(FRAME_MAGIC, meta, arrays)
 
 
@@ -324,6 +396,10 @@ _DIMS = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
 def _frame(magic, meta, arrays):
     parts = [meta]
     for a in arrays:
+        if type(a) is bytes:  # a summary's record (version 3): bytes, as an array of u8
+            parts.append(_ARRAY_HEAD.pack(_RECORD_CODE, 1) + _DIMS[1].pack(len(a)))
+            parts.append(a)
+            continue
         a = np.asarray(a)
         dtype = a.dtype
         code = _CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
@@ -437,7 +513,35 @@ _SUMMARY_FLOATS = ("min", "max", "mean", "std", "norm", "hist_lo", "hist_hi")
 _LATER = {"mean_abs", "zeros"}  # summary fields that older traces lack
 
 
-def _summary(d, off):
+_RECORD_KEYS = {"shape", "dtype", "record"}
+
+
+def _summary_of_record(d, arrays, used, off):
+    """A version 3 summary: {"shape", "dtype", "record": k}, its numbers in the frame's array k."""
+    k = _count(d["record"], "summary record", off)
+    if not k < len(arrays) or k in used:
+        _fail(f"summary record {k} does not name an unused array of this frame ({len(arrays)} arrays)", off)
+    a = arrays[k]
+    if a.dtype != np.uint8 or a.shape != (RECORD_BYTES,):
+        _fail(f"summary record {k} should be {RECORD_BYTES} bytes (u8), not {a.dtype} of shape {a.shape}", off)
+    used.add(k)
+    numel, nan, inf, lo, hi, mean, std, norm, hist_lo, hist_hi, mean_abs, zeros, sampled, *hist = \
+        _RECORD.unpack(a.tobytes())
+    if numel < 0 or nan < 0 or inf < 0:
+        _fail("a summary record has a negative count", off)
+    if sampled > 1:
+        _fail("summary 'sampled' should be 0 or 1 in a record", off)
+    return Summary(_shape(d["shape"], "summary shape", off), _str(d["dtype"], "summary dtype", off), numel, lo, hi,
+                   mean, std, norm, nan, inf, interned(tuple(hist)), hist_lo, hist_hi, sampled == 1, mean_abs, zeros)
+
+
+def _summary(d, off, arrays=None, used=None):
+    """A value's summary: a JSON object (every version) or, given the frame's ``arrays`` (version
+    3), a record among them."""
+    if arrays is not None and type(d) is dict and "record" in d:
+        if set(d) != _RECORD_KEYS:
+            _fail("a value summary has missing or unknown fields", off)
+        return _summary_of_record(d, arrays, used, off)
     if type(d) is not dict or set(d) - _LATER != set(Summary.__dataclass_fields__) - _LATER:
         _fail("a value summary has missing or unknown fields", off)  # (fields that came later are optional)
     hist = _list(d["hist"], "summary histogram", off)
@@ -458,12 +562,12 @@ def _summary(d, off):
                    _float(d.get("zeros", math.nan), "summary zeros", off))
 
 
-def _value(d, arrays, used, off, refs=None):
+def _value(d, arrays, used, off, refs=None, records=False):
     if d is None:
         return None
     if type(d) is not dict or (set(d) != {"summary", "array"} and (refs is None or set(d) != {"summary", "ref"})):
         _fail("a value should have exactly 'summary' and 'array'" + (" or 'ref'" if refs is not None else ""), off)
-    s = _summary(d["summary"], off)
+    s = _summary(d["summary"], off, arrays if records else None, used)
     if "ref" in d:  # version 2: the array is in an array frame of its own, before or after this one
         r = _count(d["ref"], "array ref", off)
         if r in refs:
@@ -509,7 +613,7 @@ _OPT_STR_FIELDS = {"name", "error", "traceback"}
 _INT_TUPLES = {"inputs", "params", "roots", "nodes"}
 
 
-def _field(name, x, arrays, used, off, refs=None):
+def _field(name, x, arrays, used, off, refs=None, records=False):
     what = f"field '{name}'"
     if name in _INT_FIELDS:
         return _int(x, what, off)
@@ -532,9 +636,9 @@ def _field(name, x, arrays, used, off, refs=None):
     if name == "source":
         return _source(x, off)
     if name in _VALUE_FIELDS:
-        return _value(x, arrays, used, off, refs)
+        return _value(x, arrays, used, off, refs, records)
     if name in _VALUE_TUPLES:
-        return tuple(_value(v, arrays, used, off, refs) for v in _list(x, what, off))
+        return tuple(_value(v, arrays, used, off, refs, records) for v in _list(x, what, off))
     if name == "update_norms":
         return tuple(_float(v, what, off) for v in _list(x, what, off))
     if name == "lr":
@@ -565,9 +669,10 @@ def _json(meta, what, off):
         _fail(f"{what} is not valid JSON: {exc}", off)
 
 
-def decode_event(meta, arrays, off, refs=None):
+def decode_event(meta, arrays, off, refs=None, records=False):
     """The event of one frame. ``refs`` (version 2) collects {array ref: Value} for the values
-    whose arrays come in array frames of their own; without it a value naming a ref is an error."""
+    whose arrays come in array frames of their own; without it a value naming a ref is an error.
+    ``records`` (version 3): a summary may be a record among the frame's arrays."""
     doc = _json(meta, "event metadata", off)
     if type(doc) is not dict or set(doc) != {"type", "fields"} or type(doc["fields"]) is not dict:
         _fail("event metadata should be {\"type\": ..., \"fields\": {...}}", off)
@@ -584,7 +689,7 @@ def decode_event(meta, arrays, off, refs=None):
         if given[n] is None and n not in optional:
             _fail(f"field {n!r} of a {doc['type']} event should not be null", off)
     used = set()
-    values = [_field(n, given[n], arrays, used, off, refs) for n in names]
+    values = [_field(n, given[n], arrays, used, off, refs, records) for n in names]
     if len(used) != len(arrays):
         _fail(f"{len(arrays) - len(used)} arrays of this frame belong to no value", off)
     return cls(*values)
@@ -697,7 +802,8 @@ class StreamDecoder:
                                 offset=start - _FRAME_HEADER.size).reshape(shape).copy()
                   if nbytes else np.zeros(shape, _DTYPES[code]) for code, shape, start, nbytes in specs]
         if magic == FRAME_MAGIC:
-            result = decode_event(body[:meta_len], arrays, off, self.refs if self.version >= 2 else None)
+            result = decode_event(body[:meta_len], arrays, off, self.refs if self.version >= 2 else None,
+                                  self.version >= 3)
         elif magic == ARRAY_MAGIC:
             self._array_frame(_json(body[:meta_len], "array frame metadata", off), arrays[0], off)
             result = _CONSUMED
