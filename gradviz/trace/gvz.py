@@ -501,6 +501,8 @@ def _list(x, what, off, limit=1 << 20):
 
 
 def _shape(x, what, off):
+    if type(x) is list and len(x) <= MAX_NDIM and all(type(n) is int and n >= 0 for n in x):
+        return interned(tuple(x))  # (the usual shape: what the checks below make of it)
     dims = interned(tuple(_int(n, what, off) for n in _list(x, what, off, MAX_NDIM)))
     if any(n < 0 for n in dims):
         _fail(f"{what} has a negative dimension", off)
@@ -614,6 +616,15 @@ _INT_TUPLES = {"inputs", "params", "roots", "nodes"}
 
 
 def _field(name, x, arrays, used, off, refs=None, records=False):
+    t = type(x)  # the usual fields, read as the checks below would read them, without naming them first
+    if name in _INT_FIELDS:
+        if t is int:
+            return x
+    elif name in _OPT_INT_FIELDS:
+        if t is int or x is None:
+            return x
+    elif name in _STR_FIELDS and t is str:
+        return sys.intern(x) if len(x) <= INTERN_CHARS else x
     what = f"field '{name}'"
     if name in _INT_FIELDS:
         return _int(x, what, off)
@@ -669,6 +680,17 @@ def _json(meta, what, off):
         _fail(f"{what} is not valid JSON: {exc}", off)
 
 
+_NAMES = {}  # event class -> (its field names, as a set)
+
+
+def _names(cls):
+    got = _NAMES.get(cls)
+    if got is None:
+        names = tuple(ev.event_fields(cls))
+        got = _NAMES[cls] = (names, frozenset(names))
+    return got
+
+
 def decode_event(meta, arrays, off, refs=None, records=False):
     """The event of one frame. ``refs`` (version 2) collects {array ref: Value} for the values
     whose arrays come in array frames of their own; without it a value naming a ref is an error.
@@ -679,9 +701,9 @@ def decode_event(meta, arrays, off, refs=None, records=False):
     cls = ev.EVENT_TYPES.get(doc["type"]) if type(doc["type"]) is str else None
     if cls is None:
         _fail(f"unknown event type {doc['type']!r}", off)
-    names = ev.event_fields(cls)
+    names, name_set = _names(cls)
     given = doc["fields"]
-    if set(given) != set(names):
+    if given.keys() != name_set:
         missing, extra = sorted(set(names) - set(given)), sorted(set(given) - set(names))
         _fail(f"{doc['type']} event has missing fields {missing} or unknown fields {extra}", off)
     optional = _optional_fields(cls)
