@@ -320,6 +320,7 @@ def _placed(v, s, arrays, place):
 
 
 def _field_json(x):
+    """A field's value as json.dumps writes it (a tuple item by item, as json writes a list)."""
     t = type(x)
     if t is int:
         return int.__repr__(x)
@@ -327,6 +328,8 @@ def _field_json(x):
         return "null"
     if t is str:
         return _str_json(x)
+    if t is tuple:  # ids, shapes, next nodes: json.dumps's call costs more than these few items
+        return "[" + ",".join([int.__repr__(v) if type(v) is int else _field_json(v) for v in x]) + "]"
     return _dumps(x)
 
 
@@ -349,7 +352,7 @@ def _encoder(cls, version=FORMAT_VERSION):
             terms.append(f"_field_json({x})" if kind == _OTHER else
                          f"'[' + ','.join([_value_json(v, arrays, place) for v in {x}]) + ']'" if kind == _VALUES else
                          f"_value_json({x}, arrays, place)" if kind == _VALUE else
-                         f"('null' if {x} is None else _dumps([{x}.file, {x}.line, {x}.function]))")
+                         f"('null' if {x} is None else _field_json(({x}.file, {x}.line, {x}.function)))")
         terms.append("'}}'")
         scope = {"_field_json": _field_json, "_value_json": _value_json if records else _value_json_v2,
                  "_dumps": _dumps}
