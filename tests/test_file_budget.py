@@ -124,7 +124,7 @@ def _reannounced(t):
 def test_old_format_files_still_load(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()), gradviz.record() as rec:
         train(2)
-    v1 = gvz._FILE_HEADER.pack(gvz.MAGIC, 1, 0) + b"".join(gvz.encode_event(e) for e in rec.trace.events)
+    v1 = gvz._FILE_HEADER.pack(gvz.MAGIC, 1, 0) + b"".join(gvz.encode_event(e, version=1) for e in rec.trace.events)
     path = tmp_path / "v1.gvz"
     path.write_bytes(v1)
     t = gradviz.load(path)

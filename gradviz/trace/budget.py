@@ -152,6 +152,7 @@ class BudgetedTraceWriter:
         self._anomaly_until = -1
         self._nonfinite = self._prev_nonfinite = False
         self._waiting = {}  # iteration -> _Waiting, oldest first
+        self._waiting_total = 0  # their bytes
         self._next_ref = 0
         self.array_bytes = 0  # full arrays' bytes in the file
         self._array_marks = []  # (offset, bytes) of arrays in the file, for compaction
@@ -183,7 +184,7 @@ class BudgetedTraceWriter:
         return int(self._budget * ARRAY_SHARE)
 
     def _waiting_bytes(self):
-        return sum(w.nbytes for w in self._waiting.values())
+        return self._waiting_total  # (kept as they come and go: this is asked three times an array)
 
     def _window(self):
         return max(self.policy.last - 1, self.policy.around)
@@ -201,12 +202,14 @@ class BudgetedTraceWriter:
 
     def _drop_waiting(self, i):
         w = self._waiting.pop(i)
+        self._waiting_total -= w.nbytes
         w.drop()
         if w.first_ref is not None:
             self._write(encode_note({"note": "arrays_dropped", "iteration": i, "refs": [w.first_ref, w.end_ref]}))
 
     def _flush_waiting(self, i):
         w = self._waiting.pop(i)
+        self._waiting_total -= w.nbytes
         start = self.size
         for chunk in w.frames():
             self._write(chunk)
@@ -236,10 +239,11 @@ class BudgetedTraceWriter:
             self._pending_inline += nbytes
             return INLINE
         frame = encode_array(self._next_ref, value.array)
-        for i in sorted(self._waiting):  # room for the newest: the oldest waiting iterations go
-            if self.array_bytes + self._waiting_bytes() + len(frame) <= self._array_cap() or i == self.iteration:
-                break
-            self._drop_waiting(i)
+        if self.array_bytes + self._waiting_total + len(frame) > self._array_cap():
+            for i in sorted(self._waiting):  # room for the newest: the oldest waiting iterations go
+                if self.array_bytes + self._waiting_bytes() + len(frame) <= self._array_cap() or i == self.iteration:
+                    break
+                self._drop_waiting(i)
         if self.array_bytes + self._waiting_bytes() + len(frame) > self._array_cap():
             self.over_budget += 1
             return SUMMARY_ONLY
@@ -249,6 +253,7 @@ class BudgetedTraceWriter:
         ref = self._next_ref
         self._next_ref += 1
         w.add(ref, frame)
+        self._waiting_total += len(frame)
         return ref
 
     # -- writing -----------------------------------------------------------------------------
@@ -268,12 +273,17 @@ class BudgetedTraceWriter:
             self._accumulators[e.id] = e
         elif t is ev.TensorDescribed:
             self._described[e.id] = e
-        values = [v for v in values_of(e) if v is not None]
-        if not self._nonfinite and any(v.summary.nan or v.summary.inf for v in values):
-            self._nonfinite = True
-            if not self._prev_nonfinite and self._budget is not None:
-                self._onset()
-        if self._budget is None or not any(v.array is not None for v in values):
+        arrays = False
+        for v in values_of(e):
+            if v is None:
+                continue
+            if not self._nonfinite and (v.summary.nan or v.summary.inf):
+                self._nonfinite = True
+                if not self._prev_nonfinite and self._budget is not None:
+                    self._onset()
+            if v.array is not None:
+                arrays = True
+        if self._budget is None or not arrays:
             frame = encode_event(e)
         else:
             self._pending_inline = 0

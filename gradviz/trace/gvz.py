@@ -8,6 +8,9 @@ Layout (all integers little-endian):
                   meta: UTF-8 JSON {"type": event name, "fields": {...}}
                   per array: u8 dtype code  u8 ndim  ndim x u64 dims  raw C-order bytes
 
+Version 2 adds array and note frames (gradviz.trace.budget); version 3 writes each value's summary
+as a binary record among its frame's arrays (``_RECORD``) instead of a JSON object (docs/events.md).
+
 Arrays are plain numbers of a fixed list of dtypes, and the metadata is JSON checked field by field:
 nothing in a file can run code. Every way a file can be wrong raises ``TraceFormatError`` (a
 ``ValueError``) naming what is wrong and where; no length field is trusted beyond the bytes that
@@ -27,14 +30,23 @@ from dataclasses import fields
 import numpy as np
 
 from gradviz import events as ev
-from gradviz.summary import HIST_BINS, Summary, interned
+from gradviz.summary import EXACT_LIMIT, HIST_BINS, Summary, interned
 
 MAGIC = b"GRADVIZ\x00"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FRAME_MAGIC = b"GVEV"
 ARRAY_MAGIC = b"GVAR"  # version 2: one array, named by a ref, that values of earlier or later events name
 NOTE_MAGIC = b"GVNT"  # version 2: a JSON note about the file (its value policy, what it dropped)
-_MAGICS = {1: (FRAME_MAGIC,), 2: (FRAME_MAGIC, ARRAY_MAGIC, NOTE_MAGIC)}
+_MAGICS = {1: (FRAME_MAGIC,), 2: (FRAME_MAGIC, ARRAY_MAGIC, NOTE_MAGIC), 3: (FRAME_MAGIC, ARRAY_MAGIC, NOTE_MAGIC)}
+# Version 3: a value's summary is a fixed binary record, an array of the frame (u8, RECORD_BYTES
+# long) that {"shape": [...], "dtype": "...", "record": k} names: numel, nan, inf (i64); min, max,
+# mean, std, norm, hist_lo, hist_hi, mean_abs, zeros (f64); sampled (u8, 0 or 1); the histogram's
+# counts (HIST_BINS x u32). Nine floats and 64 counts written as text took most of the encoding
+# (and of the reading). A summary that does not fit a record (a count of 2**32 or more) is written
+# as version 2 writes it, a JSON object, which version 3 reads too.
+_RECORD = struct.Struct(f"<3q9dB{HIST_BINS}I")
+RECORD_BYTES = _RECORD.size
+_RECORD_CODE = 8  # u8
 _CONSUMED = object()  # a frame that held no event (an array or a note)
 _FILE_HEADER = struct.Struct("<8sHH")
 _FRAME_HEADER = struct.Struct("<4sIII")
@@ -66,14 +78,15 @@ class TraceHeaderError(TraceFormatError):
 
 
 # -- encoding ------------------------------------------------------------------------------------
-def file_header():
-    return _FILE_HEADER.pack(MAGIC, FORMAT_VERSION, 0)
+def file_header(version=FORMAT_VERSION):
+    return _FILE_HEADER.pack(MAGIC, version, 0)
 
 
 INLINE, SUMMARY_ONLY = -1, -2  # what ``place`` may say of a value besides an array ref
 
 
 def _encode_value(v, arrays, place):
+    """A value as ``encode_event`` once built it for ``json.dumps`` (the reference: ``event_doc``)."""
     if v is None:
         return None
     index = None
@@ -89,24 +102,47 @@ def _encode_value(v, arrays, place):
 
 _VALUE_FIELDS = {"value", "contribution", "grad"}
 _VALUE_TUPLES = {"grads", "grad_outputs", "grad_inputs"}
+_VALUE, _VALUES, _SOURCE, _OTHER = range(4)
+_PLANS = {}  # event class -> (JSON text before its first field, ((field, its kind, '"field":'), ...))
+
+
+def _plan(cls):
+    """How ``cls``'s events are encoded: its fields in order, each with its kind and its JSON key,
+    worked out once per class (dataclasses.fields per event was a tenth of the encoding)."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        names = ev.event_fields(cls)
+        kinds = [_VALUE if n in _VALUE_FIELDS else _VALUES if n in _VALUE_TUPLES else _SOURCE if n == "source"
+                 else _OTHER for n in names]
+        head = '{"type":' + _dumps(cls.__name__) + ',"fields":{'
+        plan = _PLANS[cls] = (head, tuple((n, k, ("," if i else "") + _dumps(n) + ":")
+                                          for i, (n, k) in enumerate(zip(names, kinds))))
+    return plan
+
+
+_GETTERS = {}  # event class -> a function of an event: its values (see values_of)
 
 
 def values_of(e):
     """The values an event carries (None where a value field is empty), in field order."""
-    out = []
-    for name in ev.event_fields(type(e)):
-        if name in _VALUE_FIELDS:
-            out.append(getattr(e, name))
-        elif name in _VALUE_TUPLES:
-            out.extend(getattr(e, name))
-    return out
+    get = _GETTERS.get(type(e))
+    if get is None:
+        plan = _plan(type(e))[1]
+        assert all(name.isidentifier() for name, _, _ in plan)  # a dataclass's own fields
+        items = [f"e.{name}" if kind == _VALUE else f"*e.{name}" for name, kind, _ in plan
+                 if kind in (_VALUE, _VALUES)]
+        scope = {}
+        exec(f"def get(e):\n    return [{', '.join(items)}]\n", scope)  # noqa: S102 (made once a class)
+        get = _GETTERS[type(e)] = scope["get"]
+    return get(e)
 
 
-def encode_event(e, place=None):
-    """One event's frame. ``place(value)``, for each value with an array, says where the array goes:
-    ``INLINE`` (in this frame, the default), ``SUMMARY_ONLY`` (nowhere), or a ref >= 0 (an array
-    frame of its own, version 2, written by ``encode_array`` before or after this one)."""
-    arrays = []
+def event_doc(e, place=None, arrays=None):
+    """An event's frame metadata as a dict, ``{"type": ..., "fields": {...}}``, as versions 1 and 2
+    write it (summaries as JSON objects): what ``event_meta(e, version=2)`` writes, byte for byte
+    once dumped with ``separators=(",", ":")`` (its reference, kept for the tests). ``arrays``
+    collects the inline arrays."""
+    arrays = [] if arrays is None else arrays
     out = {}
     for name in ev.event_fields(type(e)):
         x = getattr(e, name)
@@ -117,13 +153,237 @@ def encode_event(e, place=None):
         elif name == "source":
             x = None if x is None else [x.file, x.line, x.function]
         out[name] = x
-    meta = json.dumps({"type": type(e).__name__, "fields": out}, separators=(",", ":")).encode()
+    return {"type": type(e).__name__, "fields": out}
+
+
+# -- the metadata's JSON, written directly ---------------------------------------------------------
+# In versions 1 and 2, byte for byte what json.dumps(event_doc(e), separators=(",", ":")) writes
+# (the tests compare them; version 3 writes the same but for summaries' records), at a fraction of
+# its cost: a recording encodes every event, and a value's summary (16
+# fields, a 64-count histogram) took ~11 µs through to_dict and json.dumps, the bulk of
+# `gradviz record`'s own cost per event (docs/performance.md). Anything of a type not written here
+# goes through json itself, so nothing is written differently.
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_str_json = json.encoder.encode_basestring_ascii  # json.dumps's own (ensure_ascii)
+_float_repr = float.__repr__
+_copysign = math.copysign
+_COUNTS = {i: str(i) for i in range(EXACT_LIMIT + 1)}  # a histogram count's text (none exceeds a sample)
+_CACHE_MAX = 8192
+
+
+def _num(x):
+    """A number as json.dumps writes it."""
+    if type(x) is float:
+        if x - x == 0.0:  # finite
+            return _float_repr(x)
+        return "NaN" if x != x else "Infinity" if x > 0 else "-Infinity"
+    if type(x) is int:
+        return int.__repr__(x)
+    return _dumps(x)
+
+
+def _hist_json(h):
+    try:
+        return ",".join(map(_COUNTS.__getitem__, h)) if type(h) is tuple else _dumps(h)[1:-1]
+    except KeyError:  # a count beyond the table (or not an int): as json writes it
+        return _dumps(h)[1:-1]
+
+
+class _SummaryText:
+    """Each summary's JSON text, kept for the latest few thousand summaries by identity: a gradient's
+    summary is written twice (the NodeExited that made it, the NodeEntered that takes it), and a
+    training loop's histograms repeat (``summary.interned``). Summaries are never changed once
+    made (a slim one is a new object), and each entry holds its summary, so no id is reused while
+    it is kept."""
+
+    def __init__(self):
+        self._texts = {}  # id(summary) -> (summary, text)
+        self._hists = {}  # id(histogram tuple) -> (tuple, text)
+
+    def __call__(self, s):
+        got = self._texts.get(id(s))
+        if got is not None and got[0] is s:
+            return got[1]
+        text = self._make(s)
+        texts = self._texts
+        if len(texts) >= _CACHE_MAX:
+            texts.clear()
+        texts[id(s)] = (s, text)
+        return text
+
+    def _make(self, s):
+        if type(s) is not Summary:
+            return _dumps(s.to_dict())
+        h = s.hist
+        got = self._hists.get(id(h))
+        if got is not None and got[0] is h:
+            hist = got[1]
+        else:
+            hist = _hist_json(h)
+            if len(self._hists) >= _CACHE_MAX:
+                self._hists.clear()
+            self._hists[id(h)] = (h, hist)
+        shape = s.shape
+        lo, hi, zeros = s.min, s.max, s.zeros
+        # The usual summary: its histogram's range the very floats of its min and max, its fraction
+        # of zeros 0.0 (each written once), the floats finite (their sum is finite only then).
+        usual = type(zeros) is float and zeros == 0.0 and _copysign(1.0, zeros) == 1.0 and s.hist_lo is lo and \
+            s.hist_hi is hi
+        floats = (lo, hi, s.mean, s.std, s.norm, s.mean_abs) if usual else \
+            (lo, hi, s.mean, s.std, s.norm, s.mean_abs, s.hist_lo, s.hist_hi, zeros)
+        try:
+            total = sum(floats)
+            f = list(map(_float_repr, floats)) if total - total == 0.0 else list(map(_num, floats))
+        except TypeError:  # a number that is not a float: as json writes it
+            f = list(map(_num, floats))
+        if usual:
+            f += (f[0], f[1], "0.0")
+        numel, nan, inf = s.numel, s.nan, s.inf
+        return "".join(('{"shape":', "[" + ",".join(map(_num, shape)) + "]" if type(shape) is tuple else
+                        _dumps(shape), ',"dtype":', _str_json(s.dtype) if type(s.dtype) is str else _dumps(s.dtype),
+                        ',"numel":', int.__repr__(numel) if type(numel) is int else _dumps(numel),
+                        ',"min":', f[0], ',"max":', f[1], ',"mean":', f[2], ',"std":', f[3], ',"norm":', f[4],
+                        ',"nan":', int.__repr__(nan) if type(nan) is int else _dumps(nan),
+                        ',"inf":', int.__repr__(inf) if type(inf) is int else _dumps(inf),
+                        ',"hist":[', hist, '],"hist_lo":', f[6], ',"hist_hi":', f[7], ',"sampled":',
+                        "true" if s.sampled is True else "false" if s.sampled is False else _dumps(s.sampled),
+                        ',"mean_abs":', f[5], ',"zeros":', f[8], "}"))
+
+
+_summary_json = _SummaryText()
+
+
+class _SummaryRecord:
+    """Each summary's record (version 3) and the JSON before its index, kept by identity as
+    ``_SummaryText`` keeps texts (None: it does not fit a record, and is written as JSON)."""
+
+    def __init__(self):
+        self._made = {}  # id(summary) -> (summary, (JSON head, record bytes) or None)
+
+    def __call__(self, s):
+        got = self._made.get(id(s))
+        if got is not None and got[0] is s:
+            return got[1]
+        made = self._make(s)
+        if len(self._made) >= _CACHE_MAX:
+            self._made.clear()
+        self._made[id(s)] = (s, made)
+        return made
+
+    @staticmethod
+    def _make(s):
+        if type(s) is not Summary or type(s.sampled) is not bool or type(s.hist) is not tuple:
+            return None
+        try:
+            record = _RECORD.pack(s.numel, s.nan, s.inf, s.min, s.max, s.mean, s.std, s.norm, s.hist_lo, s.hist_hi,
+                                  s.mean_abs, s.zeros, s.sampled, *s.hist)
+        except (struct.error, TypeError, OverflowError, ValueError):
+            return None
+        shape = s.shape
+        return ('{"shape":' + ("[" + ",".join(map(_num, shape)) + "]" if type(shape) is tuple else _dumps(shape)) +
+                ',"dtype":' + (_str_json(s.dtype) if type(s.dtype) is str else _dumps(s.dtype)) + ',"record":',
+                record)
+
+
+_summary_record = _SummaryRecord()
+
+
+def _value_json(v, arrays, place):
+    """A value as version 3 writes it: its summary a record among the frame's arrays."""
+    if v is None:
+        return "null"
+    r = _summary_record(v.summary)
+    if r is None:
+        s = _summary_json(v.summary)
+    else:
+        arrays.append(r[1])
+        s = r[0] + int.__repr__(len(arrays) - 1) + "}"
+    return _placed(v, s, arrays, place)
+
+
+def _value_json_v2(v, arrays, place):
+    """A value as versions 1 and 2 write it: its summary a JSON object."""
+    if v is None:
+        return "null"
+    return _placed(v, _summary_json(v.summary), arrays, place)
+
+
+def _placed(v, s, arrays, place):
+    if v.array is not None:
+        where = INLINE if place is None else place(v)
+        if where >= 0:
+            return '{"summary":' + s + ',"ref":' + _num(where) + "}"
+        if where == INLINE:
+            arrays.append(v.array)
+            return '{"summary":' + s + ',"array":' + int.__repr__(len(arrays) - 1) + "}"
+    return '{"summary":' + s + ',"array":null}'
+
+
+def _field_json(x):
+    """A field's value as json.dumps writes it (a tuple item by item, as json writes a list)."""
+    t = type(x)
+    if t is int:
+        return int.__repr__(x)
+    if x is None:
+        return "null"
+    if t is str:
+        return _str_json(x)
+    if t is tuple:  # ids, shapes, next nodes: json.dumps's call costs more than these few items
+        return "[" + ",".join([int.__repr__(v) if type(v) is int else _field_json(v) for v in x]) + "]"
+    return _dumps(x)
+
+
+_ENCODERS = {}  # event class -> its metadata's encoder, made once (see _encoder)
+
+
+def _encoder(cls, version=FORMAT_VERSION):
+    """A function (e, arrays, place) -> the JSON text of ``cls``'s events, made for the class from
+    its fields (as dataclasses makes __init__): one expression, the field names and JSON keys
+    written into it, where walking a list of fields per event cost a third of the encoding.
+    ``version`` 3 writes summaries as records, 1 and 2 as JSON objects."""
+    records = version >= 3
+    fn = _ENCODERS.get((cls, records))
+    if fn is None:
+        head, plan = _plan(cls)
+        terms = [repr(head)]
+        for name, kind, key in plan:
+            x = f"e.{name}"
+            terms.append(repr(key))
+            terms.append(f"_field_json({x})" if kind == _OTHER else
+                         f"'[' + ','.join([_value_json(v, arrays, place) for v in {x}]) + ']'" if kind == _VALUES else
+                         f"_value_json({x}, arrays, place)" if kind == _VALUE else
+                         f"('null' if {x} is None else _field_json(({x}.file, {x}.line, {x}.function)))")
+        terms.append("'}}'")
+        scope = {"_field_json": _field_json, "_value_json": _value_json if records else _value_json_v2,
+                 "_dumps": _dumps}
+        # the names are a dataclass's own fields, checked identifiers: nothing from outside the code
+        assert all(name.isidentifier() for name, _, _ in plan)
+        exec(f"def encode(e, arrays, place):\n    return ''.join(({', '.join(terms)}))\n", scope)  # noqa: S102
+        fn = _ENCODERS[cls, records] = scope["encode"]
+    return fn
+
+
+def event_meta(e, place=None, arrays=None, version=FORMAT_VERSION):
+    """An event's frame metadata, as UTF-8 JSON; ``arrays`` collects the frame's arrays in the order
+    the metadata names them: the summaries' records (``version`` 3, as bytes) and the inline
+    arrays. In ``version`` 1 or 2, exactly what ``json.dumps(event_doc(e), separators=(",", ":"))``
+    writes."""
+    return _encoder(type(e), version)(e, [] if arrays is None else arrays, place).encode()
+
+
+def encode_event(e, place=None, version=FORMAT_VERSION):
+    """One event's frame. ``place(value)``, for each value with an array, says where the array goes:
+    ``INLINE`` (in this frame, the default), ``SUMMARY_ONLY`` (nowhere), or a ref >= 0 (an array
+    frame of its own, version 2, written by ``encode_array`` before or after this one). ``version``:
+    the format version of the file it goes into (an older one only to write an older file)."""
+    arrays = []
+    meta = event_meta(e, place, arrays, version)
     return _frame(FRAME_MAGIC, meta, arrays)
 
 
 def encode_array(ref, array):
     """An array frame (version 2): the array a value naming ``ref`` stands for."""
-    return _frame(ARRAY_MAGIC, json.dumps({"ref": ref}).encode(), [array])
+    return _frame(ARRAY_MAGIC, b'{"ref": ' + _num(ref).encode() + b"}", [array])
 
 
 def encode_note(note):
@@ -131,15 +391,28 @@ def encode_note(note):
     return _frame(NOTE_MAGIC, json.dumps(note, separators=(",", ":")).encode(), [])
 
 
+_ARRAY_HEAD = struct.Struct("<BB")
+_LITTLE = {code: np.dtype(d) for code, d in _DTYPES.items()}
+_DIMS = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
+
+
 def _frame(magic, meta, arrays):
     parts = [meta]
     for a in arrays:
+        if type(a) is bytes:  # a summary's record (version 3): bytes, as an array of u8
+            parts.append(_ARRAY_HEAD.pack(_RECORD_CODE, 1) + _DIMS[1].pack(len(a)))
+            parts.append(a)
+            continue
         a = np.asarray(a)
-        code = _CODES.get(a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype)
+        dtype = a.dtype
+        code = _CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
         if code is None:
             raise TypeError(f"cannot store an array of dtype {a.dtype} in a trace file")
-        parts.append(struct.pack("<BB", code, a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape))
-        parts.append(np.ascontiguousarray(a, dtype=_DTYPES[code]).tobytes())
+        ndim = a.ndim
+        parts.append(_ARRAY_HEAD.pack(code, ndim) + (_DIMS[ndim].pack(*a.shape) if ndim <= MAX_NDIM else
+                                                     struct.pack(f"<{ndim}Q", *a.shape)))
+        want = _LITTLE[code]
+        parts.append((a if dtype == want else a.astype(want)).tobytes())  # (tobytes writes C order)
     body = b"".join(parts)
     return _FRAME_HEADER.pack(magic, len(meta), len(arrays), zlib.crc32(body)) + body
 
@@ -231,6 +504,8 @@ def _list(x, what, off, limit=1 << 20):
 
 
 def _shape(x, what, off):
+    if type(x) is list and len(x) <= MAX_NDIM and all(type(n) is int and n >= 0 for n in x):
+        return interned(tuple(x))  # (the usual shape: what the checks below make of it)
     dims = interned(tuple(_int(n, what, off) for n in _list(x, what, off, MAX_NDIM)))
     if any(n < 0 for n in dims):
         _fail(f"{what} has a negative dimension", off)
@@ -243,7 +518,35 @@ _SUMMARY_FLOATS = ("min", "max", "mean", "std", "norm", "hist_lo", "hist_hi")
 _LATER = {"mean_abs", "zeros"}  # summary fields that older traces lack
 
 
-def _summary(d, off):
+_RECORD_KEYS = {"shape", "dtype", "record"}
+
+
+def _summary_of_record(d, arrays, used, off):
+    """A version 3 summary: {"shape", "dtype", "record": k}, its numbers in the frame's array k."""
+    k = _count(d["record"], "summary record", off)
+    if not k < len(arrays) or k in used:
+        _fail(f"summary record {k} does not name an unused array of this frame ({len(arrays)} arrays)", off)
+    a = arrays[k]
+    if a.dtype != np.uint8 or a.shape != (RECORD_BYTES,):
+        _fail(f"summary record {k} should be {RECORD_BYTES} bytes (u8), not {a.dtype} of shape {a.shape}", off)
+    used.add(k)
+    numel, nan, inf, lo, hi, mean, std, norm, hist_lo, hist_hi, mean_abs, zeros, sampled, *hist = \
+        _RECORD.unpack(a.tobytes())
+    if numel < 0 or nan < 0 or inf < 0:
+        _fail("a summary record has a negative count", off)
+    if sampled > 1:
+        _fail("summary 'sampled' should be 0 or 1 in a record", off)
+    return Summary(_shape(d["shape"], "summary shape", off), _str(d["dtype"], "summary dtype", off), numel, lo, hi,
+                   mean, std, norm, nan, inf, interned(tuple(hist)), hist_lo, hist_hi, sampled == 1, mean_abs, zeros)
+
+
+def _summary(d, off, arrays=None, used=None):
+    """A value's summary: a JSON object (every version) or, given the frame's ``arrays`` (version
+    3), a record among them."""
+    if arrays is not None and type(d) is dict and "record" in d:
+        if set(d) != _RECORD_KEYS:
+            _fail("a value summary has missing or unknown fields", off)
+        return _summary_of_record(d, arrays, used, off)
     if type(d) is not dict or set(d) - _LATER != set(Summary.__dataclass_fields__) - _LATER:
         _fail("a value summary has missing or unknown fields", off)  # (fields that came later are optional)
     hist = _list(d["hist"], "summary histogram", off)
@@ -264,12 +567,12 @@ def _summary(d, off):
                    _float(d.get("zeros", math.nan), "summary zeros", off))
 
 
-def _value(d, arrays, used, off, refs=None):
+def _value(d, arrays, used, off, refs=None, records=False):
     if d is None:
         return None
     if type(d) is not dict or (set(d) != {"summary", "array"} and (refs is None or set(d) != {"summary", "ref"})):
         _fail("a value should have exactly 'summary' and 'array'" + (" or 'ref'" if refs is not None else ""), off)
-    s = _summary(d["summary"], off)
+    s = _summary(d["summary"], off, arrays if records else None, used)
     if "ref" in d:  # version 2: the array is in an array frame of its own, before or after this one
         r = _count(d["ref"], "array ref", off)
         if r in refs:
@@ -315,7 +618,16 @@ _OPT_STR_FIELDS = {"name", "error", "traceback"}
 _INT_TUPLES = {"inputs", "params", "roots", "nodes"}
 
 
-def _field(name, x, arrays, used, off, refs=None):
+def _field(name, x, arrays, used, off, refs=None, records=False):
+    t = type(x)  # the usual fields, read as the checks below would read them, without naming them first
+    if name in _INT_FIELDS:
+        if t is int:
+            return x
+    elif name in _OPT_INT_FIELDS:
+        if t is int or x is None:
+            return x
+    elif name in _STR_FIELDS and t is str:
+        return sys.intern(x) if len(x) <= INTERN_CHARS else x
     what = f"field '{name}'"
     if name in _INT_FIELDS:
         return _int(x, what, off)
@@ -338,9 +650,9 @@ def _field(name, x, arrays, used, off, refs=None):
     if name == "source":
         return _source(x, off)
     if name in _VALUE_FIELDS:
-        return _value(x, arrays, used, off, refs)
+        return _value(x, arrays, used, off, refs, records)
     if name in _VALUE_TUPLES:
-        return tuple(_value(v, arrays, used, off, refs) for v in _list(x, what, off))
+        return tuple(_value(v, arrays, used, off, refs, records) for v in _list(x, what, off))
     if name == "update_norms":
         return tuple(_float(v, what, off) for v in _list(x, what, off))
     if name == "lr":
@@ -371,18 +683,30 @@ def _json(meta, what, off):
         _fail(f"{what} is not valid JSON: {exc}", off)
 
 
-def decode_event(meta, arrays, off, refs=None):
+_NAMES = {}  # event class -> (its field names, as a set)
+
+
+def _names(cls):
+    got = _NAMES.get(cls)
+    if got is None:
+        names = tuple(ev.event_fields(cls))
+        got = _NAMES[cls] = (names, frozenset(names))
+    return got
+
+
+def decode_event(meta, arrays, off, refs=None, records=False):
     """The event of one frame. ``refs`` (version 2) collects {array ref: Value} for the values
-    whose arrays come in array frames of their own; without it a value naming a ref is an error."""
+    whose arrays come in array frames of their own; without it a value naming a ref is an error.
+    ``records`` (version 3): a summary may be a record among the frame's arrays."""
     doc = _json(meta, "event metadata", off)
     if type(doc) is not dict or set(doc) != {"type", "fields"} or type(doc["fields"]) is not dict:
         _fail("event metadata should be {\"type\": ..., \"fields\": {...}}", off)
     cls = ev.EVENT_TYPES.get(doc["type"]) if type(doc["type"]) is str else None
     if cls is None:
         _fail(f"unknown event type {doc['type']!r}", off)
-    names = ev.event_fields(cls)
+    names, name_set = _names(cls)
     given = doc["fields"]
-    if set(given) != set(names):
+    if given.keys() != name_set:
         missing, extra = sorted(set(names) - set(given)), sorted(set(given) - set(names))
         _fail(f"{doc['type']} event has missing fields {missing} or unknown fields {extra}", off)
     optional = _optional_fields(cls)
@@ -390,7 +714,7 @@ def decode_event(meta, arrays, off, refs=None):
         if given[n] is None and n not in optional:
             _fail(f"field {n!r} of a {doc['type']} event should not be null", off)
     used = set()
-    values = [_field(n, given[n], arrays, used, off, refs) for n in names]
+    values = [_field(n, given[n], arrays, used, off, refs, records) for n in names]
     if len(used) != len(arrays):
         _fail(f"{len(arrays) - len(used)} arrays of this frame belong to no value", off)
     return cls(*values)
@@ -503,7 +827,8 @@ class StreamDecoder:
                                 offset=start - _FRAME_HEADER.size).reshape(shape).copy()
                   if nbytes else np.zeros(shape, _DTYPES[code]) for code, shape, start, nbytes in specs]
         if magic == FRAME_MAGIC:
-            result = decode_event(body[:meta_len], arrays, off, self.refs if self.version >= 2 else None)
+            result = decode_event(body[:meta_len], arrays, off, self.refs if self.version >= 2 else None,
+                                  self.version >= 3)
         elif magic == ARRAY_MAGIC:
             self._array_frame(_json(body[:meta_len], "array frame metadata", off), arrays[0], off)
             result = _CONSUMED
