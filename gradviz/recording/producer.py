@@ -154,6 +154,9 @@ class Producer:
         self._param_by_name = {}  # a parameter's name -> the parameter
         self._user_code = (_DEMOS_DIR,)  # gradviz's demos are user programs
         self._rank = None  # the RankInfo last told
+        cls = type(self)
+        if cls.node_entered is not Producer.node_entered or cls.node_exited is not Producer.node_exited:
+            self.node_ran = self._node_ran_apart  # (a subclass that acts on each: told through them)
         self.refresh_skip_dirs()
 
     def refresh_skip_dirs(self):
@@ -198,11 +201,24 @@ class Producer:
         # not in a method: this runs for every tensor and node met.
         self._adapter = adapter
         self._lookup = adapter.get_tag
+        # The adapter that answers for a value of each type (MultiAdapter: the engine's or
+        # PyTorch's), resolved once per type: ``value`` runs for every gradient of a pass.
+        self._value_owners = {}
+        self._value_owner_of = getattr(adapter, "value_owner", None)
+        self._node_types = {}  # type of graph node -> (its tag getter, its adapter): _node_ops
 
     def _assign(self, obj):
-        i = self._new_id()
-        self.adapter.set_tag(obj, i)
+        self._next_id += 1
+        i = self._next_id
+        self._adapter.set_tag(obj, i)
         return i
+
+    def _value_adapter(self, x):
+        """The adapter whose ``memory``, ``summarize_later`` and ``to_numpy`` take ``x``."""
+        cls = type(x)
+        owner_of = self._value_owner_of
+        a = self._value_owners[cls] = self._adapter if owner_of is None else owner_of(cls)
+        return a
 
     # -- values --------------------------------------------------------------------------------
     def value(self, x, copy=False):
@@ -211,7 +227,9 @@ class Producer:
         transpose)."""
         if x is None:
             return None
-        a = self.adapter
+        a = self._value_owners.get(type(x))
+        if a is None:
+            a = self._value_adapter(x)
         owner, owner_numel, numel, shape, version = a.memory(x)
         key = id(owner)
         hit = self._values.get(key)
@@ -366,7 +384,7 @@ class Producer:
         if tid is None:
             tid = self._assign(tensor)
             self.tensor_seen(tid, tensor)
-        if not self.adapter.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
+        if not self._adapter.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
             self._described[tid] = self.iteration
             self.sink(self._describe(tensor, tid, frame))
         return tid
@@ -384,12 +402,12 @@ class Producer:
                                   self.value(a.array(tensor), copy=True))
 
     def node_created(self, node, inputs, output):
-        a = self.adapter
+        a = self._adapter
         self._start_iteration_if_due()
         frame = self._user_frame()
-        input_ids = tuple(self._tensor_id(t, frame) for t in inputs)
+        input_ids = tuple([self._tensor_id(t, frame) for t in inputs])
         source = self._source(frame)
-        next_ids = tuple(None if n is None else self._node_id(n, source) for n in a.next_nodes(node))
+        next_ids = tuple([None if n is None else self._node_id(n, source) for n in a.next_nodes(node)])
         nid = self._assign(node)
         out_id = self._assign(output)
         self.tensor_seen(out_id, output)
@@ -400,38 +418,52 @@ class Producer:
     def _output_value(self, output):
         """A forward output that is a view (a weight's transpose, say) is copied when kept: the
         memory it shows may change in place later (an optimizer step), and the record must not."""
-        x = self.adapter.array(output)
-        return self.value(x, copy=self.keep_arrays and self.adapter.is_view(x))
+        a = self._adapter
+        x = a.array(output)
+        return self.value(x, copy=self.keep_arrays and a.is_view(x))
+
+    def _node_ops(self, cls):
+        """(the tag getter, the adapter) for graph nodes of type ``cls``, resolved once per type."""
+        a = self._adapter
+        owner = getattr(a, "node_owner", None)
+        ops = self._node_types[cls] = (a.get_tag, a) if owner is None else (a.tag_getter(cls), owner(cls))
+        return ops
 
     def _node_id(self, node, source=None):
         """The id of a node met as a next node or in backward; nodes made before recording began,
         and AccumulateGrad nodes (made lazily, once per leaf), are announced on first sight, with
         ``source`` the line that first used them."""
-        lookup = self._lookup
-        nid = lookup(node)
-        if nid is not None:
-            return nid
+        ops = self._node_types.get(type(node))
+        if ops is None:
+            ops = self._node_ops(type(node))
+        nid = ops[0](node)
+        return self._announce(node, source) if nid is None else nid
+
+    def _announce(self, node, source):
         # Most nodes of a program of small ops are met here (those a framework's fused op makes
         # inside itself, which no mode sees): each node's next nodes are asked for once.
-        a = self.adapter
-        next_nodes = a.next_nodes
+        types, node_ops = self._node_types, self._node_ops
         # Iterative post-order: announce a node only after the nodes it sends gradients to.
         stack, order = [(node, None)], []
         pending = set()
         while stack:
             n, nexts = stack.pop()
-            if lookup(n) is not None or (nexts is None and id(n) in pending):
+            ops = types.get(type(n)) or node_ops(type(n))
+            if ops[0](n) is not None or (nexts is None and id(n) in pending):
                 continue
             if nexts is not None:
-                order.append((n, nexts))
+                order.append((n, ops[1], nexts))
                 self._assign(n)
                 continue
             pending.add(id(n))
-            nexts = next_nodes(n)
+            nexts = ops[1].next_nodes(n)
             stack.append((n, nexts))
-            stack.extend((m, None) for m in nexts if m is not None and lookup(m) is None)
+            for m in nexts:
+                if m is not None and (types.get(type(m)) or node_ops(type(m)))[0](m) is None:
+                    stack.append((m, None))
+        lookup = self._lookup
         scope = None
-        for n, nexts in order:
+        for n, a, nexts in order:
             var = a.accumulate_variable(n)
             if var is not None:
                 tid = self._tensor_id(var, None)
@@ -444,12 +476,13 @@ class Producer:
                     continue
                 self._accumulators.put(tid, var, lookup(n))
                 self.sink(ev.NodeCreated(lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
-                                         tid, (), *a.tensor_meta(var)[:2], self._param_scope(var), source))
+                                         tid, (), *self._adapter.tensor_meta(var)[:2], self._param_scope(var),
+                                         source))
             else:
                 if scope is None:
                     scope = self._scope()
                 self.sink(ev.NodeCreated(lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None,
-                                         tuple(None if m is None else lookup(m) for m in nexts),
+                                         tuple([None if m is None else lookup(m) for m in nexts]),
                                          scope=scope, source=source))
         return lookup(node)
 
@@ -472,12 +505,28 @@ class Producer:
         """Returns the gradients' Values (a hook that needs them later keeps these, not the
         tensors: PyTorch copies a gradient into ``.grad`` instead of taking it while anyone else
         holds it). Not a hook itself: a PyTorch pre-hook's return value replaces the gradients."""
-        values = tuple(self.value(g) for g in grad_outputs)
+        values = tuple(map(self.value, grad_outputs))
         self.sink(ev.NodeEntered(self.pass_index, self._node_id(node), values))
         return values
 
     def node_exited(self, node, grad_inputs):
-        self.sink(ev.NodeExited(self.pass_index, self._node_id(node), tuple(self.value(g) for g in grad_inputs)))
+        self.sink(ev.NodeExited(self.pass_index, self._node_id(node), tuple(map(self.value, grad_inputs))))
+
+    def node_ran(self, node, grad_outputs, grad_inputs):
+        """``node_entered`` and ``node_exited`` told together once the node ran (where nothing acts
+        before a node runs: ``acts_before_nodes`` false), the same events in the same order, with
+        one lookup of its id. A subclass that overrides either of the two gets them called."""
+        value = self.value
+        values = tuple(map(value, grad_outputs))
+        nid = self._node_id(node)
+        sink = self.sink
+        sink(ev.NodeEntered(self.pass_index, nid, values))
+        values = tuple(map(value, grad_inputs))
+        sink(ev.NodeExited(self.pass_index, nid, values))
+
+    def _node_ran_apart(self, node, grad_outputs, grad_inputs):
+        self.node_entered(node, grad_outputs)
+        self.node_exited(node, grad_inputs)
 
     def grad_accumulated(self, node, tensor, contribution, grad, fresh=False):
         """``contribution``: the gradient accumulated, or its Value when the caller has that.

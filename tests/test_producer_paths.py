@@ -1,0 +1,114 @@
+"""The producer's fast paths tell what its general paths tell: the same events, in the same order,
+with the same values, whichever way a node's backward is told (``node_ran`` or ``node_entered``
+and ``node_exited``) and whichever adapter answers for an object."""
+import numpy as np
+import pytest
+
+import gradviz.engine as gt
+from gradviz import events as ev
+from gradviz.adapters.engine import EngineAdapter
+from gradviz.recording.attach import attach
+from gradviz.recording.producer import Producer
+
+torch = pytest.importorskip("torch")
+
+
+class _Apart(Producer):
+    """A producer that acts on each node's entry and exit (as the debugger's does): it must be told
+    of each through them, never past them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def node_entered(self, node, grad_outputs):
+        values = super().node_entered(node, grad_outputs)
+        self.calls.append(("entered", self._lookup(node)))
+        return values
+
+    def node_exited(self, node, grad_inputs):
+        super().node_exited(node, grad_inputs)
+        self.calls.append(("exited", self._lookup(node)))
+
+
+def _canon(e):
+    """An event as comparable plain data: its kind, its ids and its values' exact statistics."""
+    def val(v):
+        return None if v is None else (v.summary.shape, v.summary.min, v.summary.max, v.summary.norm)
+    if isinstance(e, (ev.NodeEntered, ev.NodeExited)):
+        grads = e.grad_outputs if isinstance(e, ev.NodeEntered) else e.grad_inputs
+        return type(e).__name__, e.pass_index, e.node, tuple(val(v) for v in grads)
+    if isinstance(e, ev.NodeCreated):
+        return "NodeCreated", e.id, e.op, e.inputs, e.output, e.next_nodes, e.scope, val(e.value)
+    if isinstance(e, ev.GradAccumulated):
+        return "GradAccumulated", e.node, e.tensor, val(e.contribution), val(e.grad)
+    return (type(e).__name__,)
+
+
+def _record_torch(cls, program):
+    events = []
+    producer = cls(EngineAdapter(), events.append, keep_arrays=False)
+    attachment = attach(producer)
+    try:
+        program()
+    finally:
+        attachment.stop()
+    return producer, [_canon(e) for e in events]
+
+
+def _torch_program():
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(3, 4)
+    w = torch.randn(4, 4, requires_grad=True)
+    h = c = torch.zeros(2, 4)
+    for x in torch.randn(3, 2, 3):
+        h, c = cell(x, (h, c))
+        h = torch.tanh(h @ w) + h  # a gradient summed from two branches
+    (h * h).sum().backward()
+
+
+def test_a_producer_that_acts_on_entries_and_exits_is_told_through_them_with_the_same_events():
+    _, fast = _record_torch(Producer, _torch_program)
+    apart, told = _record_torch(_Apart, _torch_program)
+    assert told == fast
+    ran = [e[2] for e in fast if e[0] == "NodeExited"]
+    assert len(ran) > 20
+    # every node that ran: its entry, then its exit, in the order PyTorch ran them
+    assert apart.calls == [(k, n) for n in ran for k in ("entered", "exited")]
+
+
+def test_node_ran_tells_entry_and_exit_as_the_two_calls_do():
+    a = gt.tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    y = (a * a).sum()
+    out = []
+    p = Producer(EngineAdapter(), out.append, keep_arrays=False)
+    g_out, g_in = np.array(1.0), np.array([2.0, -4.0, 6.0])
+    p.node_ran(y.grad_fn, (g_out,), (g_in,))
+    p.flush()  # (events wait for their summaries)
+    apart = []
+    q = _Apart(EngineAdapter(), apart.append, keep_arrays=False)
+    q.node_ran(y.grad_fn, (g_out,), (g_in,))
+    q.flush()
+    assert [_canon(e) for e in out] == [_canon(e) for e in apart]
+    entered, exited = out[-2:]
+    assert isinstance(entered, ev.NodeEntered) and isinstance(exited, ev.NodeExited)
+    assert entered.node == exited.node
+    assert entered.grad_outputs[0].summary.max == 1.0 and exited.grad_inputs[0].summary.min == -4.0
+    assert q.calls == [("entered", entered.node), ("exited", entered.node)]
+
+
+def test_the_multi_adapters_owners_are_those_its_methods_dispatch_to():
+    from gradviz.adapters.torch import MultiAdapter, TorchAdapter
+    engine, ta = EngineAdapter(), TorchAdapter(torch)
+    m = MultiAdapter(engine, ta)
+    t = torch.randn(3, requires_grad=True)
+    tnode = (t * 2).grad_fn
+    e = gt.tensor(np.ones(3), requires_grad=True)
+    enode = (e * 2).grad_fn
+    for obj, tag in ((t, 1), (tnode, 2), (e, 3), (enode, 4)):
+        m.set_tag(obj, tag)
+        assert m.tag_getter(type(obj))(obj) == m.get_tag(obj) == tag
+    assert m.node_owner(type(tnode)) is ta and m.node_owner(type(enode)) is engine
+    assert m.value_owner(torch.Tensor) is ta and m.value_owner(np.ndarray) is engine
+    assert m.node_owner(type(tnode)).op_name(tnode) == m.op_name(tnode) == "MulBackward0"
+    assert m.node_owner(type(enode)).op_name(enode) == m.op_name(enode)
