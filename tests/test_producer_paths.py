@@ -112,3 +112,27 @@ def test_the_multi_adapters_owners_are_those_its_methods_dispatch_to():
     assert m.value_owner(torch.Tensor) is ta and m.value_owner(np.ndarray) is engine
     assert m.node_owner(type(tnode)).op_name(tnode) == m.op_name(tnode) == "MulBackward0"
     assert m.node_owner(type(enode)).op_name(enode) == m.op_name(enode)
+
+
+def test_events_are_made_as_their_dataclasses_make_them():
+    import dataclasses
+    import inspect
+    for name, cls in ev.EVENT_TYPES.items():
+        fs = dataclasses.fields(cls)
+        params = list(inspect.signature(cls).parameters.values())
+        # the dataclass's parameters, in order, with its defaults
+        assert [p.name for p in params] == [f.name for f in fs], name
+        assert [p.default for p in params] == [inspect.Parameter.empty if f.default is dataclasses.MISSING
+                                               else f.default for f in fs], name
+        given = {f.name: object() for f in fs}
+        e = cls(**given)
+        assert all(getattr(e, k) is v for k, v in given.items()), name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(e, fs[0].name, 1)
+        with pytest.raises(TypeError):
+            cls(*given.values(), 1)  # one too many
+    e = ev.NodeCreated(3, "MulBackward0", "grad_fn", 0, (1, 2), 4, (None,))
+    assert (e.id, e.output, e.next_nodes, e.scope, e.source, e.value) == (3, 4, (None,), "", None, None)
+    assert dataclasses.replace(e, id=7).id == 7 and dataclasses.replace(e, id=7).inputs == (1, 2)
+    with pytest.raises(TypeError):
+        ev.NodeEntered(1)  # a field without a default is required

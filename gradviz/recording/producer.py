@@ -452,8 +452,7 @@ class Producer:
             if ops[0](n) is not None or (nexts is None and id(n) in pending):
                 continue
             if nexts is not None:
-                order.append((n, ops[1], nexts))
-                self._assign(n)
+                order.append((n, ops[1], nexts, self._assign(n)))
                 continue
             pending.add(id(n))
             nexts = ops[1].next_nodes(n)
@@ -461,9 +460,8 @@ class Producer:
             for m in nexts:
                 if m is not None and (types.get(type(m)) or node_ops(type(m)))[0](m) is None:
                     stack.append((m, None))
-        lookup = self._lookup
         scope = None
-        for n, a, nexts in order:
+        for n, a, nexts, nid in order:
             var = a.accumulate_variable(n)
             if var is not None:
                 tid = self._tensor_id(var, None)
@@ -474,17 +472,19 @@ class Producer:
                     # vocabulary goes (its id lives as long as the leaf), so no new announcement.
                     a.set_tag(n, known)
                     continue
-                self._accumulators.put(tid, var, lookup(n))
-                self.sink(ev.NodeCreated(lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
+                self._accumulators.put(tid, var, nid)
+                self.sink(ev.NodeCreated(nid, a.op_name(n), "accumulate_grad", self.iteration, (tid,),
                                          tid, (), *self._adapter.tensor_meta(var)[:2], self._param_scope(var),
                                          source))
             else:
                 if scope is None:
                     scope = self._scope()
-                self.sink(ev.NodeCreated(lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None,
-                                         tuple([None if m is None else lookup(m) for m in nexts]),
+                # (each next node has its id by now: it was announced before, or just above)
+                self.sink(ev.NodeCreated(nid, a.op_name(n), "grad_fn", self.iteration, (), None,
+                                         tuple([None if m is None else (types.get(type(m)) or node_ops(type(m)))[0](m)
+                                                for m in nexts]),
                                          scope=scope, source=source))
-        return lookup(node)
+        return (types.get(type(node)) or node_ops(type(node)))[0](node)
 
     def _param_scope(self, tensor):
         named = self._param_names.get(id(tensor))

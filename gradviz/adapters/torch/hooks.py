@@ -276,7 +276,7 @@ class TorchRecording:
 
                 handles.append(node.register_prehook(before))
                 handles.append(var.register_post_accumulate_grad_hook(after))
-            stack.extend(fn for fn, _ in node.next_functions)
+            stack.extend([fn for fn, _ in node.next_functions])
         return handles
 
     # -- optimizers -----------------------------------------------------------------------------
