@@ -380,11 +380,12 @@ class Producer:
         tells cheaply and surely that a tensor is unchanged (PyTorch's version counter misses
         fused optimizers' steps and writes through ``.data``, which sparse updates and EMA
         teachers use), and a stale value would be a lie in a debugger."""
-        tid = self._lookup(tensor)
+        get, a = self._node_types.get(type(tensor)) or self._node_ops(type(tensor))
+        tid = get(tensor)
         if tid is None:
             tid = self._assign(tensor)
             self.tensor_seen(tid, tensor)
-        if not self._adapter.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
+        if not a.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
             self._described[tid] = self.iteration
             self.sink(self._describe(tensor, tid, frame))
         return tid
@@ -402,28 +403,34 @@ class Producer:
                                   self.value(a.array(tensor), copy=True))
 
     def node_created(self, node, inputs, output):
-        a = self._adapter
-        self._start_iteration_if_due()
+        if self._new_iteration:
+            self._start_iteration_if_due()
+        # (a node and the tensor it made are one framework's: its adapter answers for both)
+        a = (self._node_types.get(type(node)) or self._node_ops(type(node)))[1]
         frame = self._user_frame()
-        input_ids = tuple([self._tensor_id(t, frame) for t in inputs])
+        tensor_id = self._tensor_id
+        input_ids = tuple([tensor_id(t, frame) for t in inputs])
         source = self._source(frame)
-        next_ids = tuple([None if n is None else self._node_id(n, source) for n in a.next_nodes(node)])
+        node_id = self._node_id
+        next_ids = tuple([None if n is None else node_id(n, source) for n in a.next_nodes(node)])
         nid = self._assign(node)
         out_id = self._assign(output)
         self.tensor_seen(out_id, output)
         shape, dtype, _ = a.tensor_meta(output)
         self.sink(ev.NodeCreated(nid, a.op_name(node), "grad_fn", self.iteration, input_ids, out_id, next_ids,
-                                 shape, dtype, self._scope(), source, self._output_value(output)))
+                                 shape, dtype, self._scope(), source, self._output_value(output, a)))
 
-    def _output_value(self, output):
+    def _output_value(self, output, a=None):
         """A forward output that is a view (a weight's transpose, say) is copied when kept: the
         memory it shows may change in place later (an optimizer step), and the record must not."""
-        a = self._adapter
+        if a is None:
+            a = self._adapter
         x = a.array(output)
         return self.value(x, copy=self.keep_arrays and a.is_view(x))
 
     def _node_ops(self, cls):
-        """(the tag getter, the adapter) for graph nodes of type ``cls``, resolved once per type."""
+        """(the tag getter, the adapter) for graph nodes, and the tensors they take and make, of
+        type ``cls``, resolved once per type."""
         a = self._adapter
         owner = getattr(a, "node_owner", None)
         ops = self._node_types[cls] = (a.get_tag, a) if owner is None else (a.tag_getter(cls), owner(cls))
