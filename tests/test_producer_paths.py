@@ -136,3 +136,43 @@ def test_events_are_made_as_their_dataclasses_make_them():
     assert dataclasses.replace(e, id=7).id == 7 and dataclasses.replace(e, id=7).inputs == (1, 2)
     with pytest.raises(TypeError):
         ev.NodeEntered(1)  # a field without a default is required
+
+
+def _line_of(mark):
+    with open(__file__) as f:
+        return next(i for i, line in enumerate(f, 1) if line.rstrip().endswith(mark))
+
+
+def _scaled(x, k):
+    y = x * k  # (scaled-1)
+    return y + x  # (scaled-2)
+
+
+def test_sources_are_each_nodes_own_line_from_every_call_site_and_every_iteration():
+    import gradviz
+    a = gt.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with gradviz.record(values="summaries") as rec:
+        for _ in range(2):
+            b = _scaled(a, 3.0)  # (site-1)
+            c = _scaled(b, 4.0)  # (site-2)
+            d = c * 5.0  # (site-3)
+            e = (d
+                 * 6.0)  # (site-4: a call over two lines, at the line of its operator)
+            e.sum().backward()  # (site-5)
+    made = [e for e in rec.trace.events if isinstance(e, ev.NodeCreated) and e.kind == "grad_fn"]
+    lines = [(e.op, e.source.line, e.source.function) for e in made]
+    one = [("MulBackward0", _line_of("(scaled-1)"), "_scaled"), ("AddBackward0", _line_of("(scaled-2)"), "_scaled")] * 2
+    one += [("MulBackward0", _line_of("(site-3)"), "test_sources_are_each_nodes_own_line_from_every_call_site_and_"
+             "every_iteration"), ("MulBackward0", None, None), ("SumBackward0", _line_of("(site-5)"), None)]
+    assert len(lines) == 2 * len(one)
+    for got, want in zip(lines, one * 2):
+        assert got[0] == want[0] and (want[1] is None or got[1] == want[1]), (got, want)
+    site4 = lines[5][1]
+    assert site4 in (_line_of("(site-4: a call over two lines, at the line of its operator)"),
+                     _line_of("(site-4: a call over two lines, at the line of its operator)") - 1)
+    # one Source object a line, across iterations and call sites
+    by_line = {}
+    for e in made:
+        assert by_line.setdefault((e.source.file, e.source.line), e.source) is e.source
+    texts = [e for e in rec.trace.events if isinstance(e, ev.SourceText)]
+    assert len(texts) == len({(t.file, t.line) for t in texts}) == len(by_line)  # each line's text told once
