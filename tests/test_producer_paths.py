@@ -176,3 +176,23 @@ def test_sources_are_each_nodes_own_line_from_every_call_site_and_every_iteratio
         assert by_line.setdefault((e.source.file, e.source.line), e.source) is e.source
     texts = [e for e in rec.trace.events if isinstance(e, ev.SourceText)]
     assert len(texts) == len({(t.file, t.line) for t in texts}) == len(by_line)  # each line's text told once
+
+
+@pytest.mark.parametrize("lib", ["engine", "torch"])
+def test_a_modules_frozen_parameters_are_described_once_an_iteration_with_their_value_then(lib):
+    import gradviz
+    nn = gt.nn if lib == "engine" else torch.nn
+    layer = nn.Linear(3, 2)
+    layer.weight.requires_grad_(False)
+    x = (gt if lib == "engine" else torch).ones(4, 3)
+    with gradviz.record(values="summaries") as rec:
+        for _ in range(3):
+            with (gt if lib == "engine" else torch).no_grad():
+                layer.weight.mul_(2.0)  # changed between iterations: each iteration's value is its own
+            layer(x).sum().backward()
+            layer(x).sum().backward()  # without an optimizer, each backward pass is an iteration
+    frozen = [e for e in rec.trace.events if isinstance(e, ev.TensorDescribed) and e.kind == "frozen"]
+    w = np.asarray(layer.weight.detach().numpy() if lib == "torch" else layer.weight.numpy())
+    assert len(frozen) == 6  # one an iteration: here, an iteration a backward pass
+    assert [round(e.value.summary.max, 6) for e in frozen[-2:]] == [round(float(w.max()), 6)] * 2
+    assert frozen[0].value.summary.max * 4 == pytest.approx(frozen[-1].value.summary.max)

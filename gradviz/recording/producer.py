@@ -310,9 +310,12 @@ class Producer:
         if module not in self._module_names:
             self._name_modules(module)
         self._module_stack.append(module)
-        # Frozen parameters make no graph nodes; describe them anyway, once an iteration.
-        for _, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+        # Frozen parameters make no graph nodes; describe them anyway, once an iteration. (A
+        # module's own, from its ``_parameters`` where it has that dict, as PyTorch's modules and
+        # the engine's do: named_parameters(recurse=False) costs eight times that, each call.)
+        own = getattr(module, "_parameters", None)
+        for p in (own.values() if isinstance(own, dict) else (q for _, q in module.named_parameters(recurse=False))):
+            if p is not None and not p.requires_grad:
                 self._start_iteration_if_due()
                 self._tensor_id(p, None)
 
