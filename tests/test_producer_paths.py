@@ -108,6 +108,8 @@ def test_the_multi_adapters_owners_are_those_its_methods_dispatch_to():
     for obj, tag in ((t, 1), (tnode, 2), (e, 3), (enode, 4)):
         m.set_tag(obj, tag)
         assert m.tag_getter(type(obj))(obj) == m.get_tag(obj) == tag
+        m.tag_setter(type(obj))(obj, tag + 10)
+        assert m.get_tag(obj) == tag + 10 and m.tag_getter(type(obj))(obj) == tag + 10
     assert m.node_owner(type(tnode)) is ta and m.node_owner(type(enode)) is engine
     assert m.value_owner(torch.Tensor) is ta and m.value_owner(np.ndarray) is engine
     assert m.node_owner(type(tnode)).op_name(tnode) == m.op_name(tnode) == "MulBackward0"

@@ -210,7 +210,7 @@ class Producer:
         # PyTorch's), resolved once per type: ``value`` runs for every gradient of a pass.
         self._value_owners = {}
         self._value_owner_of = getattr(adapter, "value_owner", None)
-        self._node_types = {}  # type of graph node -> (its tag getter, its adapter): _node_ops
+        self._node_types = {}  # type of graph node or tensor -> (tag getter, adapter, tag setter): _node_ops
 
     def _assign(self, obj):
         self._next_id += 1
@@ -394,10 +394,11 @@ class Producer:
         tells cheaply and surely that a tensor is unchanged (PyTorch's version counter misses
         fused optimizers' steps and writes through ``.data``, which sparse updates and EMA
         teachers use), and a stale value would be a lie in a debugger."""
-        get, a = self._node_types.get(type(tensor)) or self._node_ops(type(tensor))
+        get, a, set_tag = self._node_types.get(type(tensor)) or self._node_ops(type(tensor))
         tid = get(tensor)
         if tid is None:
-            tid = self._assign(tensor)
+            self._next_id = tid = self._next_id + 1
+            set_tag(tensor, tid)
             self.tensor_seen(tid, tensor)
         if not a.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
             self._described[tid] = self.iteration
@@ -420,14 +421,15 @@ class Producer:
         if self._new_iteration:
             self._start_iteration_if_due()
         # (a node and the tensor it made are one framework's: its adapter answers for both)
-        a = (self._node_types.get(type(node)) or self._node_ops(type(node)))[1]
+        _, a, set_tag = self._node_types.get(type(node)) or self._node_ops(type(node))
         frame = self._user_frame()
         tensor_id = self._tensor_id
         input_ids = tuple([tensor_id(t, frame) for t in inputs])
         source = self._source(frame)
         node_id = self._node_id
         next_ids = tuple([None if n is None else node_id(n, source) for n in a.next_nodes(node)])
-        nid = self._assign(node)
+        self._next_id = nid = self._next_id + 1
+        set_tag(node, nid)
         out_id = self._assign(output)
         self.tensor_seen(out_id, output)
         shape, dtype, _ = a.tensor_meta(output)
@@ -443,11 +445,12 @@ class Producer:
         return self.value(x, copy=self.keep_arrays and a.is_view(x))
 
     def _node_ops(self, cls):
-        """(the tag getter, the adapter) for graph nodes, and the tensors they take and make, of
-        type ``cls``, resolved once per type."""
+        """(the tag getter, the adapter, the tag setter) for graph nodes, and the tensors they take
+        and make, of type ``cls``, resolved once per type."""
         a = self._adapter
         owner = getattr(a, "node_owner", None)
-        ops = self._node_types[cls] = (a.get_tag, a) if owner is None else (a.tag_getter(cls), owner(cls))
+        ops = self._node_types[cls] = ((a.get_tag, a, a.set_tag) if owner is None else
+                                       (a.tag_getter(cls), owner(cls), a.tag_setter(cls)))
         return ops
 
     def _node_id(self, node, source=None):
@@ -470,10 +473,12 @@ class Producer:
         while stack:
             n, nexts = stack.pop()
             ops = types.get(type(n)) or node_ops(type(n))
-            if ops[0](n) is not None or (nexts is None and id(n) in pending):
+            if nexts is not None:  # its next nodes announced: its turn (met once: see pending)
+                self._next_id = nid = self._next_id + 1
+                ops[2](n, nid)
+                order.append((n, ops[1], nexts, nid))
                 continue
-            if nexts is not None:
-                order.append((n, ops[1], nexts, self._assign(n)))
+            if id(n) in pending or ops[0](n) is not None:
                 continue
             pending.add(id(n))
             nexts = ops[1].next_nodes(n)

@@ -23,6 +23,10 @@ class MultiAdapter:
             return (engine.get_tag if issubclass(cls, engine_types) else torch_adapter.tensor_tag
                     if issubclass(cls, torch.Tensor) else torch_adapter.node_tag)
 
+        def tag_setter(cls):
+            return (engine.set_tag if issubclass(cls, engine_types) else torch_adapter.set_tensor_tag
+                    if issubclass(cls, torch.Tensor) else torch_adapter.set_node_tag)
+
         def node_owner(cls):
             return engine if issubclass(cls, engine_types) else torch_adapter
 
@@ -30,7 +34,8 @@ class MultiAdapter:
             return torch_adapter if issubclass(cls, tensor_types) else engine
         # For callers that resolve a type once and then call the owner's methods directly (the
         # producer, on its hottest paths): the same choices as the methods below make.
-        self.tag_getter, self.node_owner, self.value_owner = tag_getter, node_owner, value_owner
+        self.tag_getter, self.tag_setter = tag_getter, tag_setter
+        self.node_owner, self.value_owner = node_owner, value_owner
         self.get_tag = _dispatch_by(tag_getter)
         for name in ("set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
                      "tensor_meta", "array", "is_parameter", "given_name", "saved", "vjp", "replay", "release_forward"):

@@ -112,6 +112,12 @@ class TorchAdapter:
         else:
             obj.metadata[self._key] = tag
 
+    def set_node_tag(self, node, tag):
+        node.metadata[self._key] = tag
+
+    def set_tensor_tag(self, t, tag):
+        self._tags.set(t, tag)
+
     def tensor_tag(self, t):
         return self._tags.get(t)  # (replaced in __init__ by the table's own method: one call less)
 
