@@ -198,3 +198,19 @@ def test_a_modules_frozen_parameters_are_described_once_an_iteration_with_their_
     assert len(frozen) == 6  # one an iteration: here, an iteration a backward pass
     assert [round(e.value.summary.max, 6) for e in frozen[-2:]] == [round(float(w.max()), 6)] * 2
     assert frozen[0].value.summary.max * 4 == pytest.approx(frozen[-1].value.summary.max)
+
+
+def test_a_cell_run_again_edited_gets_the_lines_of_its_new_code():
+    # A notebook runs a cell's code under one file name; run again after an edit, the same name
+    # holds other code, its op on another line: each node gets the line its own code ran.
+    import gradviz
+    first = "def cell(a):\n    return a * 2.0\n"
+    edited = "def cell(a):\n    b = a + 0.0\n    return b * 2.0\n"
+    a = gt.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with gradviz.record(values="summaries") as rec:
+        for text in (first, edited, first):
+            scope = {}
+            exec(compile(text, "<cell-7>", "exec"), scope)
+            scope["cell"](a).sum().backward()
+    muls = [e.source.line for e in rec.trace.events if isinstance(e, ev.NodeCreated) and e.op == "MulBackward0"]
+    assert muls == [2, 3, 2]
