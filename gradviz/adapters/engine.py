@@ -230,6 +230,10 @@ class EngineRecording:
 
     def attach(self):
         if self._handle is None:
+            # The moments the producer takes with the engine's own arguments go to its methods
+            # straight, with no call of this object's between (thousands of nodes a step).
+            for name in ("node_created", "node_exited", "module_entered", "module_exited"):
+                setattr(self, name, getattr(self.p, name))
             self._handle = hooks.register_observer(self)
             adapter = getattr(self.p.adapter, "engine", self.p.adapter)
             if getattr(self.p, "keep_forward", False) and isinstance(adapter, EngineAdapter):

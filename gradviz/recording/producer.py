@@ -148,12 +148,20 @@ class Producer:
         self._values = {}
         self._module_stack = []
         self._sources = {}  # (code, line) -> Source
+        # (id(code), instruction offset) -> (code, Source): a frame's line is found by decoding
+        # its code's line table, which costs more the further into the code (20 µs at line 2,000
+        # of a flat script), each node made; an instruction's line never changes. The code is
+        # held, so its id is not another's while the entry lives.
+        self._sources_at = {}
         self._texts_told = set()  # (file, line) of the lines whose text has been told (SourceText)
         self._module_names = {}
         self._param_names = {}  # id(parameter) -> (parameter, its name)
         self._param_by_name = {}  # a parameter's name -> the parameter
         self._user_code = (_DEMOS_DIR,)  # gradviz's demos are user programs
         self._rank = None  # the RankInfo last told
+        cls = type(self)
+        if cls.node_entered is not Producer.node_entered or cls.node_exited is not Producer.node_exited:
+            self.node_ran = self._node_ran_apart  # (a subclass that acts on each: told through them)
         self.refresh_skip_dirs()
 
     def refresh_skip_dirs(self):
@@ -198,11 +206,24 @@ class Producer:
         # not in a method: this runs for every tensor and node met.
         self._adapter = adapter
         self._lookup = adapter.get_tag
+        # The adapter that answers for a value of each type (MultiAdapter: the engine's or
+        # PyTorch's), resolved once per type: ``value`` runs for every gradient of a pass.
+        self._value_owners = {}
+        self._value_owner_of = getattr(adapter, "value_owner", None)
+        self._node_types = {}  # type of graph node or tensor -> (tag getter, adapter, tag setter): _node_ops
 
     def _assign(self, obj):
-        i = self._new_id()
-        self.adapter.set_tag(obj, i)
+        self._next_id += 1
+        i = self._next_id
+        self._adapter.set_tag(obj, i)
         return i
+
+    def _value_adapter(self, x):
+        """The adapter whose ``memory``, ``summarize_later`` and ``to_numpy`` take ``x``."""
+        cls = type(x)
+        owner_of = self._value_owner_of
+        a = self._value_owners[cls] = self._adapter if owner_of is None else owner_of(cls)
+        return a
 
     # -- values --------------------------------------------------------------------------------
     def value(self, x, copy=False):
@@ -211,7 +232,9 @@ class Producer:
         transpose)."""
         if x is None:
             return None
-        a = self.adapter
+        a = self._value_owners.get(type(x))
+        if a is None:
+            a = self._value_adapter(x)
         owner, owner_numel, numel, shape, version = a.memory(x)
         key = id(owner)
         hit = self._values.get(key)
@@ -260,11 +283,17 @@ class Producer:
         """The Source of ``frame``'s line; one object per line, reused each iteration."""
         if frame is None:
             return None
-        key = (frame.f_code, frame.f_lineno)
-        src = self._sources.get(key)
+        code = frame.f_code
+        at = (id(code), frame.f_lasti)
+        hit = self._sources_at.get(at)
+        if hit is not None and hit[0] is code:
+            return hit[1]
+        line = frame.f_lineno
+        src = self._sources.get((code, line))
         if src is None:
-            src = self._sources[key] = ev.Source(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+            src = self._sources[(code, line)] = ev.Source(code.co_filename, line, code.co_name)
             self._tell_text(src)
+        self._sources_at[at] = (code, src)
         return src
 
     def _tell_text(self, src):
@@ -281,9 +310,12 @@ class Producer:
         if module not in self._module_names:
             self._name_modules(module)
         self._module_stack.append(module)
-        # Frozen parameters make no graph nodes; describe them anyway, once an iteration.
-        for _, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+        # Frozen parameters make no graph nodes; describe them anyway, once an iteration. (A
+        # module's own, from its ``_parameters`` where it has that dict, as PyTorch's modules and
+        # the engine's do: named_parameters(recurse=False) costs eight times that, each call.)
+        own = getattr(module, "_parameters", None)
+        for p in (own.values() if isinstance(own, dict) else (q for _, q in module.named_parameters(recurse=False))):
+            if p is not None and not p.requires_grad:
                 self._start_iteration_if_due()
                 self._tensor_id(p, None)
 
@@ -362,11 +394,13 @@ class Producer:
         tells cheaply and surely that a tensor is unchanged (PyTorch's version counter misses
         fused optimizers' steps and writes through ``.data``, which sparse updates and EMA
         teachers use), and a stale value would be a lie in a debugger."""
-        tid = self._lookup(tensor)
+        get, a, set_tag = self._node_types.get(type(tensor)) or self._node_ops(type(tensor))
+        tid = get(tensor)
         if tid is None:
-            tid = self._assign(tensor)
+            self._next_id = tid = self._next_id + 1
+            set_tag(tensor, tid)
             self.tensor_seen(tid, tensor)
-        if not self.adapter.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
+        if not a.has_grad_fn(tensor) and self._described.get(tid) != self.iteration:
             self._described[tid] = self.iteration
             self.sink(self._describe(tensor, tid, frame))
         return tid
@@ -384,54 +418,76 @@ class Producer:
                                   self.value(a.array(tensor), copy=True))
 
     def node_created(self, node, inputs, output):
-        a = self.adapter
-        self._start_iteration_if_due()
+        if self._new_iteration:
+            self._start_iteration_if_due()
+        # (a node and the tensor it made are one framework's: its adapter answers for both)
+        _, a, set_tag = self._node_types.get(type(node)) or self._node_ops(type(node))
         frame = self._user_frame()
-        input_ids = tuple(self._tensor_id(t, frame) for t in inputs)
+        tensor_id = self._tensor_id
+        input_ids = tuple([tensor_id(t, frame) for t in inputs])
         source = self._source(frame)
-        next_ids = tuple(None if n is None else self._node_id(n, source) for n in a.next_nodes(node))
-        nid = self._assign(node)
+        node_id = self._node_id
+        next_ids = tuple([None if n is None else node_id(n, source) for n in a.next_nodes(node)])
+        self._next_id = nid = self._next_id + 1
+        set_tag(node, nid)
         out_id = self._assign(output)
         self.tensor_seen(out_id, output)
         shape, dtype, _ = a.tensor_meta(output)
         self.sink(ev.NodeCreated(nid, a.op_name(node), "grad_fn", self.iteration, input_ids, out_id, next_ids,
-                                 shape, dtype, self._scope(), source, self._output_value(output)))
+                                 shape, dtype, self._scope(), source, self._output_value(output, a)))
 
-    def _output_value(self, output):
+    def _output_value(self, output, a=None):
         """A forward output that is a view (a weight's transpose, say) is copied when kept: the
         memory it shows may change in place later (an optimizer step), and the record must not."""
-        x = self.adapter.array(output)
-        return self.value(x, copy=self.keep_arrays and self.adapter.is_view(x))
+        if a is None:
+            a = self._adapter
+        x = a.array(output)
+        return self.value(x, copy=self.keep_arrays and a.is_view(x))
+
+    def _node_ops(self, cls):
+        """(the tag getter, the adapter, the tag setter) for graph nodes, and the tensors they take
+        and make, of type ``cls``, resolved once per type."""
+        a = self._adapter
+        owner = getattr(a, "node_owner", None)
+        ops = self._node_types[cls] = ((a.get_tag, a, a.set_tag) if owner is None else
+                                       (a.tag_getter(cls), owner(cls), a.tag_setter(cls)))
+        return ops
 
     def _node_id(self, node, source=None):
         """The id of a node met as a next node or in backward; nodes made before recording began,
         and AccumulateGrad nodes (made lazily, once per leaf), are announced on first sight, with
         ``source`` the line that first used them."""
-        lookup = self._lookup
-        nid = lookup(node)
-        if nid is not None:
-            return nid
+        ops = self._node_types.get(type(node))
+        if ops is None:
+            ops = self._node_ops(type(node))
+        nid = ops[0](node)
+        return self._announce(node, source) if nid is None else nid
+
+    def _announce(self, node, source):
         # Most nodes of a program of small ops are met here (those a framework's fused op makes
         # inside itself, which no mode sees): each node's next nodes are asked for once.
-        a = self.adapter
-        next_nodes = a.next_nodes
+        types, node_ops = self._node_types, self._node_ops
         # Iterative post-order: announce a node only after the nodes it sends gradients to.
         stack, order = [(node, None)], []
         pending = set()
         while stack:
             n, nexts = stack.pop()
-            if lookup(n) is not None or (nexts is None and id(n) in pending):
+            ops = types.get(type(n)) or node_ops(type(n))
+            if nexts is not None:  # its next nodes announced: its turn (met once: see pending)
+                self._next_id = nid = self._next_id + 1
+                ops[2](n, nid)
+                order.append((n, ops[1], nexts, nid))
                 continue
-            if nexts is not None:
-                order.append((n, nexts))
-                self._assign(n)
+            if id(n) in pending or ops[0](n) is not None:
                 continue
             pending.add(id(n))
-            nexts = next_nodes(n)
+            nexts = ops[1].next_nodes(n)
             stack.append((n, nexts))
-            stack.extend((m, None) for m in nexts if m is not None and lookup(m) is None)
+            for m in nexts:
+                if m is not None and (types.get(type(m)) or node_ops(type(m)))[0](m) is None:
+                    stack.append((m, None))
         scope = None
-        for n, nexts in order:
+        for n, a, nexts, nid in order:
             var = a.accumulate_variable(n)
             if var is not None:
                 tid = self._tensor_id(var, None)
@@ -442,16 +498,19 @@ class Producer:
                     # vocabulary goes (its id lives as long as the leaf), so no new announcement.
                     a.set_tag(n, known)
                     continue
-                self._accumulators.put(tid, var, lookup(n))
-                self.sink(ev.NodeCreated(lookup(n), a.op_name(n), "accumulate_grad", self.iteration, (tid,),
-                                         tid, (), *a.tensor_meta(var)[:2], self._param_scope(var), source))
+                self._accumulators.put(tid, var, nid)
+                self.sink(ev.NodeCreated(nid, a.op_name(n), "accumulate_grad", self.iteration, (tid,),
+                                         tid, (), *self._adapter.tensor_meta(var)[:2], self._param_scope(var),
+                                         source))
             else:
                 if scope is None:
                     scope = self._scope()
-                self.sink(ev.NodeCreated(lookup(n), a.op_name(n), "grad_fn", self.iteration, (), None,
-                                         tuple(None if m is None else lookup(m) for m in nexts),
+                # (each next node has its id by now: it was announced before, or just above)
+                self.sink(ev.NodeCreated(nid, a.op_name(n), "grad_fn", self.iteration, (), None,
+                                         tuple([None if m is None else (types.get(type(m)) or node_ops(type(m)))[0](m)
+                                                for m in nexts]),
                                          scope=scope, source=source))
-        return lookup(node)
+        return (types.get(type(node)) or node_ops(type(node)))[0](node)
 
     def _param_scope(self, tensor):
         named = self._param_names.get(id(tensor))
@@ -472,12 +531,28 @@ class Producer:
         """Returns the gradients' Values (a hook that needs them later keeps these, not the
         tensors: PyTorch copies a gradient into ``.grad`` instead of taking it while anyone else
         holds it). Not a hook itself: a PyTorch pre-hook's return value replaces the gradients."""
-        values = tuple(self.value(g) for g in grad_outputs)
+        values = tuple(map(self.value, grad_outputs))
         self.sink(ev.NodeEntered(self.pass_index, self._node_id(node), values))
         return values
 
     def node_exited(self, node, grad_inputs):
-        self.sink(ev.NodeExited(self.pass_index, self._node_id(node), tuple(self.value(g) for g in grad_inputs)))
+        self.sink(ev.NodeExited(self.pass_index, self._node_id(node), tuple(map(self.value, grad_inputs))))
+
+    def node_ran(self, node, grad_outputs, grad_inputs):
+        """``node_entered`` and ``node_exited`` told together once the node ran (where nothing acts
+        before a node runs: ``acts_before_nodes`` false), the same events in the same order, with
+        one lookup of its id. A subclass that overrides either of the two gets them called."""
+        value = self.value
+        values = tuple(map(value, grad_outputs))
+        nid = self._node_id(node)
+        sink = self.sink
+        sink(ev.NodeEntered(self.pass_index, nid, values))
+        values = tuple(map(value, grad_inputs))
+        sink(ev.NodeExited(self.pass_index, nid, values))
+
+    def _node_ran_apart(self, node, grad_outputs, grad_inputs):
+        self.node_entered(node, grad_outputs)
+        self.node_exited(node, grad_inputs)
 
     def grad_accumulated(self, node, tensor, contribution, grad, fresh=False):
         """``contribution``: the gradient accumulated, or its Value when the caller has that.

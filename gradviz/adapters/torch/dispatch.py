@@ -19,9 +19,24 @@ class MultiAdapter:
         # tensor's tag is in a weak table, a torch node's in its metadata. Whatever is not the
         # engine's is torch's: not every torch graph node is a torch.autograd.graph.Node (the
         # generic CppFunction of foreach ops, TorchScript and forward-mode AD is not).
-        self.get_tag = _dispatch_by(lambda cls: engine.get_tag if issubclass(cls, engine_types)
-                                    else torch_adapter.tensor_tag if issubclass(cls, torch.Tensor)
-                                    else torch_adapter.node_tag)
+        def tag_getter(cls):
+            return (engine.get_tag if issubclass(cls, engine_types) else torch_adapter.tensor_tag
+                    if issubclass(cls, torch.Tensor) else torch_adapter.node_tag)
+
+        def tag_setter(cls):
+            return (engine.set_tag if issubclass(cls, engine_types) else torch_adapter.set_tensor_tag
+                    if issubclass(cls, torch.Tensor) else torch_adapter.set_node_tag)
+
+        def node_owner(cls):
+            return engine if issubclass(cls, engine_types) else torch_adapter
+
+        def value_owner(cls):
+            return torch_adapter if issubclass(cls, tensor_types) else engine
+        # For callers that resolve a type once and then call the owner's methods directly (the
+        # producer, on its hottest paths): the same choices as the methods below make.
+        self.tag_getter, self.tag_setter = tag_getter, tag_setter
+        self.node_owner, self.value_owner = node_owner, value_owner
+        self.get_tag = _dispatch_by(tag_getter)
         for name in ("set_tag", "op_name", "next_nodes", "accumulate_variable", "has_grad_fn",
                      "tensor_meta", "array", "is_parameter", "given_name", "saved", "vjp", "replay", "release_forward"):
             setattr(self, name, _dispatch(engine_types, getattr(engine, name), getattr(torch_adapter, name)))

@@ -226,6 +226,7 @@ class TorchRecording:
         # recorded step's time on CUDA, where a summary makes ~8 calls).
         off = self._torch_function_off
         entered, exited, accumulated = p.node_entered, p.node_exited, p.grad_accumulated
+        ran = p.node_ran
         ddp_ready = self.ddp.accumulated
         apart = p.acts_before_nodes
         handles, seen, stack = [], set(), list(roots)
@@ -241,8 +242,7 @@ class TorchRecording:
                 # (PyTorch hands a node's post hook its grad_outputs too), one hook a node, not two.
                 def both(gi, go, node=node):
                     with off():
-                        entered(node, go)
-                        exited(node, gi)
+                        ran(node, go, gi)
                 handles.append(node.register_hook(both))
             elif var is None:
                 # (A hook's return value would replace the gradients: these return None.)
@@ -276,7 +276,7 @@ class TorchRecording:
 
                 handles.append(node.register_prehook(before))
                 handles.append(var.register_post_accumulate_grad_hook(after))
-            stack.extend(fn for fn, _ in node.next_functions)
+            stack.extend([fn for fn, _ in node.next_functions])
         return handles
 
     # -- optimizers -----------------------------------------------------------------------------

@@ -112,6 +112,12 @@ class TorchAdapter:
         else:
             obj.metadata[self._key] = tag
 
+    def set_node_tag(self, node, tag):
+        node.metadata[self._key] = tag
+
+    def set_tensor_tag(self, t, tag):
+        self._tags.set(t, tag)
+
     def tensor_tag(self, t):
         return self._tags.get(t)  # (replaced in __init__ by the table's own method: one call less)
 
@@ -193,7 +199,14 @@ class TorchAdapter:
     @staticmethod
     def memory(t):
         try:
-            owner = t._base if t._base is not None else t
+            owner = t._base
+            if owner is None:  # the common case first (a gradient, an op's output): no view
+                n = t.numel()
+                shape = tuple(t.shape)
+                try:
+                    return t, n, n, shape, t._version
+                except RuntimeError:  # an inference tensor keeps no version counter (nor gets written)
+                    return t, n, n, shape, None
             sizes = owner.numel(), t.numel(), tuple(t.shape)
         except _UNREADABLE:  # no memory to speak of (a nested tensor, say)
             return t, 0, 0, _shape_of(t), None
