@@ -1,5 +1,6 @@
 """The PyTorch adapter's overhead: resnet18 (plain torch) forward + backward on an 8x3x64x64 batch,
-plain versus recorded with summaries, side by side in one run. Target: ratio at most 1.5 on the CPU.
+plain versus recorded with summaries, side by side in one run. Target (issue 18): ratio at most 1.3
+(goal 1.1), on the CPU and on a GPU.
 Also, for comparison, the same with an SGD step after the backward pass (a training step), and
 forward + backward on larger inputs (128x128, and 224x224: resnet18's own).
 Runs on CUDA too when it is available (--device cuda).
@@ -66,7 +67,7 @@ def main():
     # fixed per step (a summary per value, an event per node), so the ratio falls as the work grows.
     larger = [(f"... input 8x3x{size}x{size}", functools.partial(forward_backward, inputs[size]), None)
               for size in (128, 224)]
-    for name, fn, target in [("forward + backward", step, 1.5), ("... + SGD step", training_step, None)] + larger:
+    for name, fn, target in [("forward + backward", step, 1.3), ("... + SGD step", training_step, None)] + larger:
         pairs = args.pairs if "input" not in name else max(4, args.pairs // 5)  # (their steps are long)
         p, r, ratio, (lo, hi), total = summary(*paired(fn, gradviz.record(values="summaries"), args.warmup, pairs))
         verdict = "" if target is None else "ok" if ratio <= target else "MISS"
