@@ -41,8 +41,10 @@ def _slot_init(cls):
     events a second (measured: 0.38 against 0.25 µs for a 3-field event, 1.15 against 0.6 for
     ``NodeCreated``)."""
     names, params, env = [], [], {}
+    if hasattr(cls, "__post_init__"):  # (none today: kept as the dataclass made it)
+        return cls.__init__
     for f in fields(cls):
-        if f.default_factory is not MISSING:  # (none today: kept as the dataclass made it)
+        if f.default_factory is not MISSING or not f.init or f.kw_only:  # (likewise)
             return cls.__init__
         names.append(f.name)
         if f.default is MISSING:

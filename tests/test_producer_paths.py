@@ -214,3 +214,88 @@ def test_a_cell_run_again_edited_gets_the_lines_of_its_new_code():
             scope["cell"](a).sum().backward()
     muls = [e.source.line for e in rec.trace.events if isinstance(e, ev.NodeCreated) and e.op == "MulBackward0"]
     assert muls == [2, 3, 2]
+
+
+def _import_file(path, name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_same_code_in_two_files_is_each_files_own(tmp_path):
+    # Code objects compare equal whatever their file: two copies of one module must still each
+    # name their own file, and each file's line be told.
+    import gradviz
+    text = "def block(x):\n    return (x * 2.0).relu()\n"
+    paths = [tmp_path / "enc.py", tmp_path / "dec.py"]
+    for p in paths:
+        p.write_text(text)
+    enc, dec = (_import_file(str(p), p.stem + "_copy") for p in paths)
+    a = gt.tensor(np.array([1.0, -2.0]), requires_grad=True)
+    with gradviz.record(values="summaries") as rec:
+        dec.block(enc.block(a)).sum().backward()
+    relus = [e.source for e in rec.trace.events if isinstance(e, ev.NodeCreated) and e.op == "ReluBackward0"]
+    assert [(s.file, s.line) for s in relus] == [(str(paths[0]), 2), (str(paths[1]), 2)]
+    told = {(e.file, e.line) for e in rec.trace.events if isinstance(e, ev.SourceText)}
+    assert {(str(p), 2) for p in paths} <= told
+
+
+def test_a_module_reloaded_after_an_edit_has_its_new_line_told(tmp_path):
+    import os
+
+    import gradviz
+    path = tmp_path / "helper.py"
+    path.write_text("def f(a):\n    return a * 2.0\n")
+    helper = _import_file(str(path), "helper_reloaded")
+    a = gt.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with gradviz.record(values="summaries") as rec:
+        helper.f(a).sum().backward()
+        path.write_text("def f(a):\n    return a.exp()  # edited\n")
+        os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime + 5))  # (a new mtime: a real edit)
+        helper = _import_file(str(path), "helper_reloaded")
+        helper.f(a).sum().backward()
+    texts = [e.text for e in rec.trace.events if isinstance(e, ev.SourceText) and e.file == str(path)]
+    assert texts == ["    return a * 2.0", "    return a.exp()  # edited"]
+    assert rec.trace.source_text(str(path), 2) == "    return a.exp()  # edited"
+
+
+def test_a_module_that_overrides_named_parameters_is_asked_through_it():
+    import gradviz
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.randn(3, 3), requires_grad=False)
+            self.extra = torch.nn.Parameter(torch.randn(3), requires_grad=False)
+            self.w = torch.nn.Parameter(torch.randn(3))
+
+        def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):  # hides the table
+            return ((n, p) for n, p in super().named_parameters(prefix, recurse, remove_duplicate)
+                    if n != prefix + ("." if prefix else "") + "table")
+
+        def forward(self, x):
+            return x * self.w
+
+    h = Hidden()
+    with gradviz.record(values="summaries") as rec:
+        h(torch.randn(2, 3)).sum().backward()
+    frozen = [e for e in rec.trace.events if isinstance(e, ev.TensorDescribed) and e.kind == "frozen"]
+    assert [e.shape for e in frozen] == [(3,)]  # the extra one it shows, not the table it hides
+
+
+def test_event_classes_with_what_a_slot_init_cannot_do_keep_the_dataclass_init():
+    import dataclasses
+
+    from gradviz.events import _slot_init
+
+    def made(body):
+        return dataclasses.dataclass(frozen=True, slots=True, eq=False)(type("E", (), body))
+
+    plain = made({"__annotations__": {"a": int}})
+    assert _slot_init(plain) is not plain.__init__
+    for cls in (made({"__annotations__": {"a": int}, "__post_init__": lambda self: None}),
+                made({"__annotations__": {"a": int, "b": int}, "b": dataclasses.field(default=0, init=False)}),
+                made({"__annotations__": {"a": int, "b": int}, "b": dataclasses.field(default=0, kw_only=True)})):
+        assert _slot_init(cls) is cls.__init__

@@ -68,6 +68,10 @@ def _path_in_frame(module, frame):
     return None, False
 
 
+# Where the frameworks' Module.named_parameters live: a module class whose method comes from
+# elsewhere overrides it, and its parameters are asked for through it.
+_FRAMEWORK_MODULES = ("torch.nn.modules.module", "gradviz.engine.nn.module")
+
 # Events held back for pending summaries are let go at least this often (a forward-only program,
 # inference, has no pass end): the device's rows and the held events stay bounded.
 FLUSH_EVERY = 4096
@@ -147,14 +151,15 @@ class Producer:
         # held arrays make every later allocation fresh memory, which costs more than the summaries.
         self._values = {}
         self._module_stack = []
-        self._sources = {}  # (code, line) -> Source
+        self._sources = {}  # (file, code, line) -> Source (code objects compare equal across files)
         # (id(code), instruction offset) -> (code, Source): a frame's line is found by decoding
         # its code's line table, which costs more the further into the code (20 µs at line 2,000
         # of a flat script), each node made; an instruction's line never changes. The code is
         # held, so its id is not another's while the entry lives.
         self._sources_at = {}
-        self._texts_told = set()  # (file, line) of the lines whose text has been told (SourceText)
+        self._texts_told = {}  # (file, line) -> the text last told of that line (SourceText)
         self._module_names = {}
+        self._plain_params = {}  # a module class -> whether its named_parameters is its framework's own
         self._param_names = {}  # id(parameter) -> (parameter, its name)
         self._param_by_name = {}  # a parameter's name -> the parameter
         self._user_code = (_DEMOS_DIR,)  # gradviz's demos are user programs
@@ -289,9 +294,10 @@ class Producer:
         if hit is not None and hit[0] is code:
             return hit[1]
         line = frame.f_lineno
-        src = self._sources.get((code, line))
+        key = (code.co_filename, code, line)
+        src = self._sources.get(key)
         if src is None:
-            src = self._sources[(code, line)] = ev.Source(code.co_filename, line, code.co_name)
+            src = self._sources[key] = ev.Source(code.co_filename, line, code.co_name)
             self._tell_text(src)
         self._sources_at[at] = (code, src)
         return src
@@ -300,11 +306,13 @@ class Producer:
         """The text of ``src``'s line, told once before the first event that names it: the trace
         then shows the code wherever it is opened, without the file."""
         where = (src.file, src.line)
-        if where not in self._texts_told:
-            self._texts_told.add(where)
-            text = read_line(src.file, src.line)
-            if text:
-                self.sink(ev.SourceText(src.file, src.line, text))
+        told = self._texts_told.get(where)
+        # A line told already and met again in new code: its module was reloaded (a notebook's
+        # autoreload), perhaps edited: read afresh, and told again if its text changed.
+        text = read_line(src.file, src.line, fresh=told is not None)
+        if text and text != told:
+            self._texts_told[where] = text
+            self.sink(ev.SourceText(src.file, src.line, text))
 
     def module_entered(self, module):
         if module not in self._module_names:
@@ -312,9 +320,16 @@ class Producer:
         self._module_stack.append(module)
         # Frozen parameters make no graph nodes; describe them anyway, once an iteration. (A
         # module's own, from its ``_parameters`` where it has that dict, as PyTorch's modules and
-        # the engine's do: named_parameters(recurse=False) costs eight times that, each call.)
+        # the engine's do: named_parameters(recurse=False) costs eight times that, each call;
+        # through named_parameters where a class of the program's overrides it.)
         own = getattr(module, "_parameters", None)
-        for p in (own.values() if isinstance(own, dict) else (q for _, q in module.named_parameters(recurse=False))):
+        cls = type(module)
+        plain = self._plain_params.get(cls)
+        if plain is None:
+            plain = self._plain_params[cls] = getattr(getattr(cls, "named_parameters", None), "__module__", None) \
+                in _FRAMEWORK_MODULES
+        for p in (own.values() if plain and isinstance(own, dict) else
+                  (q for _, q in module.named_parameters(recurse=False))):
             if p is not None and not p.requires_grad:
                 self._start_iteration_if_due()
                 self._tensor_id(p, None)

@@ -51,7 +51,10 @@ _CONSUMED = object()  # a frame that held no event (an array or a note)
 _FILE_HEADER = struct.Struct("<8sHH")
 _FRAME_HEADER = struct.Struct("<4sIII")
 MAX_META_BYTES = 64 * 2**20
-MAX_ARRAYS = 4096
+# Arrays in one frame: a sanity bound on a header's count (each array's own header and bytes are
+# checked as they come). Every value of an event may hold two (its summary's record and its array),
+# and one event may carry thousands of values (the backward node of a cat of 2,000 tensors).
+MAX_ARRAYS = 1 << 24
 MAX_NDIM = 32
 _MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # no array, even an empty one, may claim more
 MAX_FRAME_BYTES = 2**31  # one event in a file, arrays and all: a claim beyond fails before allocating
@@ -397,6 +400,8 @@ _DIMS = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
 
 
 def _frame(magic, meta, arrays):
+    if len(arrays) > MAX_ARRAYS:  # (what a reader would refuse is not written)
+        raise ValueError(f"an event with {len(arrays)} arrays is more than a trace frame holds ({MAX_ARRAYS})")
     parts = [meta]
     for a in arrays:
         if type(a) is bytes:  # a summary's record (version 3): bytes, as an array of u8
@@ -543,7 +548,10 @@ def _summary_of_record(d, arrays, used, off):
 def _summary(d, off, arrays=None, used=None):
     """A value's summary: a JSON object (every version) or, given the frame's ``arrays`` (version
     3), a record among them."""
-    if arrays is not None and type(d) is dict and "record" in d:
+    if type(d) is dict and "record" in d:
+        if arrays is None:
+            _fail("a value summary is a binary record, which only format version 3 has, in a file of an "
+                  "earlier version", off)
         if set(d) != _RECORD_KEYS:
             _fail("a value summary has missing or unknown fields", off)
         return _summary_of_record(d, arrays, used, off)

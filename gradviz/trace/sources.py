@@ -12,12 +12,15 @@ SOURCE_MAX_BYTES = 8 * 2**20  # a source file larger than this is not read for i
 LINE_MAX_CHARS = 1_000  # a longer line (minified code, a data literal) is cut to this
 
 
-def read_line(file: str, line: int) -> str:
+def read_line(file: str, line: int, fresh: bool = False) -> str:
     """The text of ``file``'s line ``line`` without its line break, or "" where there is none to
     read: code Python already holds in ``linecache`` (a notebook cell, code registered for exec),
-    else a regular file of at most ``SOURCE_MAX_BYTES``."""
+    else a regular file of at most ``SOURCE_MAX_BYTES``. ``fresh``: a file read before is read
+    again if it changed since (``linecache.checkcache``; code registered for exec stays)."""
     if type(line) is not int or line < 1:
         return ""
+    if fresh:
+        linecache.checkcache(file)
     if file not in linecache.cache:
         try:
             st = os.stat(file)
