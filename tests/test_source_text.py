@@ -161,3 +161,28 @@ def test_a_debugged_program_streams_its_source_text(tmp_path):
             texts = dict(dbg.trace.source_texts)
     assert texts == {(str(script), 7): "        h = w * 3  # the product ✓",
                      (str(script), 8): "        loss = (h - 1).sum()"}
+
+
+def test_a_node_whose_output_was_never_seen_claims_no_shape(qtbot):
+    # lstm_cell makes its inner nodes where no mode sees them: their output's shape is unknown,
+    # and "()" would say a scalar.
+    torch = pytest.importorskip("torch")
+    import gradviz
+    from gradviz.app.state import AppState
+    from gradviz.trace.model import node_key
+    from gradviz.ui.inspector import Inspector
+
+    cell = torch.nn.LSTMCell(2, 3)
+    with gradviz.record(values="summaries") as rec:
+        h, c = cell(torch.randn(4, 2))
+        h.sum().backward()
+    made = {e.op: e for e in rec.trace.events if type(e) is ev.NodeCreated and e.kind == "grad_fn"}
+    ins = Inspector(AppState(trace=rec.trace))
+    qtbot.addWidget(ins)
+    ins.show_key(node_key(made["SigmoidBackward0"].id))
+    text = ins.toPlainText()
+    head = text.split("made at")[0]
+    assert "output\nnot seen (made inside another op" in head and "shape" not in head
+    ins.show_key(node_key(made["SumBackward0"].id))  # made under the mode: its output was seen
+    head = ins.toPlainText().split("made at")[0]
+    assert "shape\n()\ndtype\nfloat32" in head and "not seen" not in head

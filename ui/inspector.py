@@ -250,8 +250,11 @@ class Inspector(QTextBrowser):
             return
         d = trace.graph.nodes[key]
         title = st.labels.get(key, key).replace("\n", " ")
-        rows = [("kind", d.get("kind", "")), ("scope", d.get("scope") or "(top level)"),
-                ("shape", str(tuple(d.get("shape", ())))), ("dtype", dtype_name(d.get("dtype", "")))]
+        rows = [("kind", d.get("kind", "")), ("scope", d.get("scope") or "(top level)")]
+        if d.get("dtype"):
+            rows += [("shape", str(tuple(d.get("shape", ())))), ("dtype", dtype_name(d["dtype"]))]
+        else:  # made where no hook saw its output: inside a fused op (lstm_cell), or before recording
+            rows.append(("output", "not seen (made inside another op, or before recording began)"))
         parts = [f"<h3 style='margin:2px'>{_esc(title)}</h3>",
                  "<table cellspacing=2>" + "".join(f"<tr><td style='color:#666'>{k}</td><td>{_esc(v)}</td></tr>"
                                                    for k, v in rows) + "</table>"]
