@@ -10,6 +10,7 @@ from ._device import CPU, NO_CUDA, check_device
 from .autograd import grad_mode
 from .autograd.backward import backward as _backward
 from .autograd.function import AccumulateGrad, TensorBase
+from . import hooks as _hooks
 from .hooks import RemovableHandle
 from .ops import linalg, pointwise as pw, reduction as red, shape as sh, transformer as tf
 
@@ -789,6 +790,8 @@ class Tensor(TensorBase):
         self._check_inplace()
         if isinstance(key, Tensor):
             key = key._np
+        if _hooks.array_writing:
+            _hooks.writing(self._np)
         self._np[key] = value._np if isinstance(value, Tensor) else value
         self._vc[0] += 1
 
@@ -802,6 +805,8 @@ class Tensor(TensorBase):
 
     def _set(self, values):
         self._check_inplace()
+        if _hooks.array_writing:
+            _hooks.writing(self._np)
         self._np[...] = values
         self._vc[0] += 1
         return self

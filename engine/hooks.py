@@ -20,6 +20,7 @@ backward_finished   (root,)                                      the pass is ove
 module_entered      (module,)                                    ``Module.__call__`` begins
 module_exited       (module,)                                    ``Module.__call__`` ends
 optimizer_step      (optimizer, updates)                         ``Optimizer.step`` has updated
+array_writing       (array,)                                     ``array`` is about to be written in place
 =================== ============================================ ==============================
 
 Arrays are numpy arrays (``grad``: the summed gradient flowing into the node; ``grad_inputs``: one
@@ -28,6 +29,11 @@ array or None per ``next_functions`` entry); ``updates``: (parameter, L2 norm of
 None.
 ``node_forward`` hands over the arguments ``forward`` was called with, as given (tensors and any
 other argument), before ``node_created``: enough to run that forward again (a gradient check does).
+``array_writing`` comes before every write the engine makes into an array it has handed out (an
+in-place op or item assignment, an optimizer's update, ``load_state_dict``, gradient clipping, a
+batch norm's running statistics, accumulation into ``.grad``): whoever holds that array, or a view
+of its memory, and needs its values as they were, copies it then. (Writes a program makes through
+``Tensor.numpy()``'s array are its own and not told.)
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ from typing import Any
 
 __all__ = ["HookList", "RemovableHandle", "MOMENTS", "register_observer", "node_forward", "node_created",
            "backward_started", "node_entered", "grad_accumulated", "node_exited", "backward_finished",
-           "module_entered", "module_exited", "optimizer_step"]
+           "module_entered", "module_exited", "optimizer_step", "array_writing", "writing"]
 
 
 class RemovableHandle:
@@ -92,10 +98,18 @@ backward_finished = HookList("backward_finished")
 module_entered = HookList("module_entered")
 module_exited = HookList("module_exited")
 optimizer_step = HookList("optimizer_step")
+array_writing = HookList("array_writing")
 
 MOMENTS: dict[str, HookList] = {h.name: h for h in (
     node_forward, node_created, backward_started, node_entered, grad_accumulated, node_exited, backward_finished,
-    module_entered, module_exited, optimizer_step)}
+    module_entered, module_exited, optimizer_step, array_writing)}
+
+
+def writing(array: Any) -> None:
+    """Tell ``array_writing``'s hooks that ``array`` is about to be written in place (the engine's
+    writers call this only when a hook is registered: ``if hooks.array_writing: hooks.writing(a)``)."""
+    for hook in array_writing:
+        hook(array)
 
 
 class _Handles:

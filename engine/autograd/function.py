@@ -217,6 +217,8 @@ class AccumulateGrad(Node):
             order = "C" if var._np.flags.c_contiguous else "K"
             var.grad = var._result(np.array(grad, dtype=var._np.dtype, order=order, copy=True))
         else:
+            if _hooks.array_writing:
+                _hooks.writing(var.grad._np)
             var.grad._np += grad
 
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from itertools import chain, islice
 
-from .. import _factory
+from .. import _factory, hooks as _hooks
 from . import functional as F, init
 from .module import Module, _addindent
 from .parameter import Parameter
@@ -158,6 +158,9 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self):
         if self.track_running_stats:
+            if _hooks.array_writing:
+                for t in (self.running_mean, self.running_var, self.num_batches_tracked):
+                    _hooks.writing(t._np)
             self.running_mean._np[...] = 0
             self.running_var._np[...] = 1
             self.num_batches_tracked._np[...] = 0
@@ -176,6 +179,8 @@ class _BatchNorm(Module):
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            if _hooks.array_writing:
+                _hooks.writing(self.num_batches_tracked._np)
             self.num_batches_tracked._np += 1
             self.num_batches_tracked._vc[0] += 1
             factor = 1.0 / float(self.num_batches_tracked._np) if self.momentum is None else self.momentum

@@ -508,6 +508,8 @@ class Module:
                         value = src if isinstance(src, Tensor) else Tensor._wrap(new)
                     setattr(self, name, value)
                 else:
+                    if _hooks.array_writing:
+                        _hooks.writing(param._np)
                     param._np[...] = arr
                     param._vc[0] += 1  # PyTorch copies in place
             except Exception as ex:  # noqa: BLE001 - reported as torch reports it

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from .. import hooks as _hooks
 from .._tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "get_total_norm", "clip_grads_with_norm_"]
@@ -45,6 +46,8 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     # max_norm / (total + 1e-6) as PyTorch evaluates it: a reciprocal, then a product, in the norm's dtype
     coef = np.minimum(np.reciprocal(total + total.dtype.type(1e-6)) * total.dtype.type(max_norm), 1).astype(total.dtype)
     for g in grads:
+        if _hooks.array_writing:
+            _hooks.writing(g._np)
         g._np *= coef
         g._vc[0] += 1
 
@@ -62,5 +65,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 def clip_grad_value_(parameters, clip_value, foreach=None):
     clip_value = float(clip_value)
     for g in _grads(parameters):
+        if _hooks.array_writing:
+            _hooks.writing(g._np)
         np.clip(g._np, -clip_value, clip_value, out=g._np)
         g._vc[0] += 1

@@ -4,6 +4,7 @@ elements or spatial positions."""
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import hooks as _hooks
 from ..autograd.function import Function
 from .pointwise import unbroadcast
 
@@ -186,9 +187,13 @@ class NativeBatchNormBackward0(Function):
             xc = x - mean
             var = np.mean(xc * xc, axis=axes, keepdims=True)
             if running_mean is not None:
+                if _hooks.array_writing:
+                    _hooks.writing(running_mean)
                 running_mean *= 1 - momentum
                 running_mean += momentum * mean.reshape(-1)
             if running_var is not None:
+                if _hooks.array_writing:
+                    _hooks.writing(running_var)
                 running_var *= 1 - momentum
                 running_var += momentum * var.reshape(-1) * (count / (count - 1))
         else:

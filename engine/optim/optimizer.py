@@ -100,6 +100,8 @@ class Optimizer:
                 if p._grad is None:
                     continue
                 before = p._np.copy() if listening and not one_delta else None
+                if _hooks.array_writing:
+                    _hooks.writing(p._np)
                 delta = self._update(p, p._grad._np, group, self.state[p])
                 p._vc[0] += 1  # an in-place write, as PyTorch's: a graph built before it can no longer backward
                 if listening:

@@ -3,6 +3,7 @@
 (``gradviz.engine.hooks``: node creation, the backward executor's loop, module calls, optimizer
 steps) and tells a ``Producer`` in the engine's terms. The engine knows nothing of gradviz."""
 import os
+import weakref
 
 import numpy as np
 
@@ -52,6 +53,11 @@ class EngineAdapter:
         self.get_tag = self._tags.get
         self.set_tag = self._tags.set
         self._forward = WeakTable()  # node -> the arguments its forward had (keep_forward)
+        # id(memory owner) -> its entry: the Values holding it or a view of it (no copy), i.e.
+        # the arrays a recording keeps as the program's own (``kept``), copied before the engine
+        # writes into them (``writing``). Only what is written gets copied, only then.
+        self._kept = {}  # id(owner) -> [weak reference to it, Value, Value...]
+        self._kept_purge_at = 1024
 
     def keep_forward(self, node, args, kwargs):
         """Keep what ``node``'s forward was called with, until it runs in backward: the input
@@ -201,6 +207,36 @@ class EngineAdapter:
     def to_numpy(array, copy):
         return array.copy() if copy else array
 
+    def kept(self, value):
+        """``value.array`` is the program's own array (``to_numpy`` made no copy): keep it right
+        if the engine writes into its memory later (an in-place op under ``no_grad``, through
+        ``.data``, an optimizer's step, clipping): ``writing`` copies it first."""
+        a = value.array
+        if type(a) is not np.ndarray:  # a numpy scalar (some reductions make one): never written
+            return
+        owner = a.base if isinstance(a.base, np.ndarray) else a
+        kept = self._kept
+        entry = kept.get(id(owner))
+        if entry is not None and entry[0]() is owner:
+            entry.append(value)
+            return
+        if len(kept) >= self._kept_purge_at:  # entries of arrays that died since, let go
+            kept = self._kept = {k: e for k, e in kept.items() if e[0]() is not None}
+            self._kept_purge_at = 2 * len(kept) + 1024
+        kept[id(owner)] = [weakref.ref(owner), value]
+
+    def writing(self, array):
+        """The engine is about to write into ``array`` (the ``array_writing`` moment): every kept
+        Value that holds its memory gets a copy of its values as they are now."""
+        owner = array.base if isinstance(array.base, np.ndarray) else array
+        entry = self._kept.pop(id(owner), None)
+        if entry is None or entry[0]() is not owner:
+            return
+        for v in entry[1:]:
+            a = v.array
+            if a is not None and (a is owner or a.base is owner):
+                v.array = a.copy()
+
     @staticmethod
     def is_parameter(tensor):
         return isinstance(tensor, Parameter)
@@ -227,6 +263,7 @@ class EngineRecording:
         self.p = producer
         self._handle = None
         self._forward_handle = None
+        self._writing_handle = None
 
     def attach(self):
         if self._handle is None:
@@ -238,6 +275,9 @@ class EngineRecording:
             adapter = getattr(self.p.adapter, "engine", self.p.adapter)
             if getattr(self.p, "keep_forward", False) and isinstance(adapter, EngineAdapter):
                 self._forward_handle = hooks.node_forward.register(adapter.keep_forward)
+            if getattr(self.p, "keep_arrays", False) and isinstance(adapter, EngineAdapter):
+                # (full values: arrays kept as the program's own are copied before it writes into them)
+                self._writing_handle = hooks.array_writing.register(adapter.writing)
         return self
 
     def detach(self):
@@ -247,6 +287,9 @@ class EngineRecording:
         if self._forward_handle is not None:
             self._forward_handle.remove()
             self._forward_handle = None
+        if self._writing_handle is not None:
+            self._writing_handle.remove()
+            self._writing_handle = None
 
     # Function.apply
     def node_created(self, node, inputs, output):

@@ -257,6 +257,8 @@ class Producer:
         if array is None and self.keep_arrays:
             array = a.to_numpy(x, copy)
         v = ev.Value(summary, array)
+        if array is x:  # the program's own array, no copy: kept right if it is written later
+            a.kept(v)
         if type(summary) is PendingSummary:
             summary.attach(v)
             self._pending = True

@@ -47,6 +47,10 @@ class MultiAdapter:
         self.engine.flush()
         self.torch.flush()
 
+    def kept(self, value):
+        """(Only the engine's arrays are kept as the program's own: PyTorch's are always copied.)"""
+        self.engine.kept(value)
+
 
 def _dispatch(types, if_types, otherwise):
     """The adapter method for ``obj``'s framework, decided once per type (this runs thousands of

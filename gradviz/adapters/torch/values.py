@@ -377,6 +377,9 @@ class TorchAdapter:
     def is_view(t):
         return False  # to_numpy copies torch values always
 
+    def kept(self, value):
+        """Nothing to do: ``to_numpy`` always copies (the producer tells only of arrays it did not)."""
+
     def to_numpy(self, t, copy):
         """Always a copy: PyTorch programs change tensors in place (ReLU(inplace=True), optimizer
         steps), and a view on their memory would change the record with them. None for a tensor
