@@ -52,13 +52,28 @@ def test_an_array_nobody_writes_is_kept_without_a_copy():
     assert mul.value.array is y._np
 
 
-def test_the_write_moment_is_listened_to_only_while_full_values_are_recorded():
+def test_the_write_moment_is_listened_to_only_while_recording():
     assert not hooks.array_writing
-    with gradviz.record(values="summaries"):
-        assert not hooks.array_writing  # (summaries are made when met: nothing to keep right)
-    with gradviz.record(values="full"):
-        assert len(hooks.array_writing) == 1
-    assert not hooks.array_writing
+    for values in ("summaries", "full"):
+        with gradviz.record(values=values):
+            assert len(hooks.array_writing) == 1
+        assert not hooks.array_writing
+
+
+def test_a_summary_made_before_a_write_does_not_serve_the_memory_after_it():
+    # Within a pass one summary serves every view of the same memory (a transpose, say), unless
+    # the program wrote into it between the two.
+    x = gt.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    with gradviz.record(values="summaries") as rec:
+        y = x * 2
+        with gt.no_grad():
+            y.add_(100)
+        y.t()
+        u = x * 3
+        u.t()  # (no write: the transpose shares u's summary, in its own shape)
+    (mul2, mul3), (t_y, t_u) = _made(rec, "MulBackward0"), _made(rec, "TBackward0")
+    assert (mul2.value.summary.max, t_y.value.summary.max, t_y.value.summary.shape) == (10.0, 110.0, (3, 2))
+    assert t_u.value.summary.max == mul3.value.summary.max == 15.0 and t_u.value.summary.shape == (3, 2)
 
 
 def test_every_engine_writer_tells_before_it_writes():

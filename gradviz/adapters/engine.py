@@ -185,8 +185,9 @@ class EngineAdapter:
 
     @staticmethod
     def memory(array):
-        """(owner of the memory, its size, the array's size, the array's shape, its version: the
-        engine never writes into an array it has handed out, so None)."""
+        """(owner of the memory, its size, the array's size, the array's shape, its version: None,
+        numpy arrays have none; the engine tells of its writes instead, ``hooks.array_writing``,
+        and the producer then forgets the summary it made of that memory)."""
         owner = array.base if isinstance(array.base, np.ndarray) else array
         return owner, owner.size, array.size, array.shape, None
 
@@ -275,9 +276,18 @@ class EngineRecording:
             adapter = getattr(self.p.adapter, "engine", self.p.adapter)
             if getattr(self.p, "keep_forward", False) and isinstance(adapter, EngineAdapter):
                 self._forward_handle = hooks.node_forward.register(adapter.keep_forward)
-            if getattr(self.p, "keep_arrays", False) and isinstance(adapter, EngineAdapter):
-                # (full values: arrays kept as the program's own are copied before it writes into them)
-                self._writing_handle = hooks.array_writing.register(adapter.writing)
+            # A write into an array: its summary made before no longer serves (the producer's
+            # cache), and with full values the arrays kept as the program's own are copied first.
+            keeps = getattr(self.p, "keep_arrays", False) and isinstance(adapter, EngineAdapter)
+            forget = self.p.memory_written
+            if keeps:
+                def written(array, forget=forget, copy_kept=adapter.writing):
+                    forget(array.base if isinstance(array.base, np.ndarray) else array)
+                    copy_kept(array)
+            else:
+                def written(array, forget=forget):
+                    forget(array.base if isinstance(array.base, np.ndarray) else array)
+            self._writing_handle = hooks.array_writing.register(written)
         return self
 
     def detach(self):

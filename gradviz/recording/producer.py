@@ -272,6 +272,12 @@ class Producer:
                 pass
         return v
 
+    def memory_written(self, owner):
+        """The program is about to write into ``owner``'s memory: a summary made of it before does
+        not serve what is read of it next (a framework without version counters on its arrays,
+        gradviz's engine, tells this)."""
+        self._values.pop(id(owner), None)
+
     # -- where the user is ---------------------------------------------------------------------
     def _user_frame(self):
         f = sys._getframe(2)
