@@ -582,8 +582,9 @@ class Producer:
         ``fresh``: ``.grad`` was None before, so it now holds exactly ``contribution``, and one
         Value serves both. (PyTorch's ``.grad`` may then be that very tensor, written in place
         later by the next accumulation or a clipping: the record stays right because a kept
-        torch value is always a copy, ``TorchAdapter.to_numpy``, and the engine hands over an
-        array nobody writes to.)"""
+        torch value is always a copy, ``TorchAdapter.to_numpy``, and the engine's ``.grad`` is a
+        copy of the gradient it hands over; a kept engine array is copied before any write
+        into it, ``EngineAdapter.kept``.)"""
         given = contribution if type(contribution) is ev.Value else self.value(contribution)
         self.sink(ev.GradAccumulated(self.pass_index, self._node_id(node), self._tensor_id(tensor, None),
                                      given, given if fresh else self.value(grad, copy=True)))
