@@ -309,7 +309,15 @@ def test_the_relay_sends_what_the_window_lacks_from_the_count_it_gives(serve):
 
 def test_a_link_dropped_while_events_flow_loses_none(serve):
     relay = serve("mlp", on_detach="continue")
-    with Debugger.attach(relay.address, secret=relay.secret, stop_on_entry=False) as dbg:
+    with Debugger.attach(relay.address, secret=relay.secret) as dbg:
+        # Dropped once for sure (the demo may end within the first 50 ms once it runs), then as
+        # often as it can be while the events flow.
+        assert dbg.wait_paused(10).reason == "entry"
+        dbg._link.drop()
+        deadline = time.monotonic() + 10
+        while dbg._link.reconnects < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        dbg.resume()
         while dbg.state != "exited":
             time.sleep(0.05)
             dbg._link.drop()
