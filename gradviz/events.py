@@ -8,6 +8,7 @@ for as long as the tensor lives, so a parameter can be followed across iteration
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -250,8 +251,11 @@ class GradSynchronized:
     grad: Value | None = None
 
 
+@functools.cache
 def event_fields(cls):
-    return [f.name for f in fields(cls)]
+    """An event class's field names, in order (worked out once per class: the trace files read
+    them for every event)."""
+    return tuple(f.name for f in fields(cls))
 
 
 

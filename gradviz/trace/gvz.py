@@ -19,6 +19,7 @@ cut exactly between two frames reads as a shorter trace; a cut anywhere else is 
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -192,40 +193,43 @@ def _hist_json(h):
         return _dumps(h)[1:-1]
 
 
-class _SummaryText:
-    """Each summary's JSON text, kept for the latest few thousand summaries by identity: a gradient's
-    summary is written twice (the NodeExited that made it, the NodeEntered that takes it), and a
-    training loop's histograms repeat (``summary.interned``). Summaries are never changed once
-    made (a slim one is a new object), and each entry holds its summary, so no id is reused while
-    it is kept."""
+class _ByIdentity:
+    """What ``_make`` makes of an object, kept for the latest ``_CACHE_MAX`` objects by identity: a
+    gradient's summary is written twice (the NodeExited that made it, the NodeEntered that takes
+    it), and a training loop's histograms repeat (``summary.interned``). Summaries are never
+    changed once made (a slim one is a new object), and each entry holds its object, so no id is
+    reused while it is kept."""
 
-    def __init__(self):
-        self._texts = {}  # id(summary) -> (summary, text)
-        self._hists = {}  # id(histogram tuple) -> (tuple, text)
+    def __init__(self, make=None):
+        self._made = {}  # id(object) -> (object, what was made of it)
+        if make is not None:
+            self._make = make
 
     def __call__(self, s):
-        got = self._texts.get(id(s))
+        got = self._made.get(id(s))
         if got is not None and got[0] is s:
             return got[1]
-        text = self._make(s)
-        texts = self._texts
-        if len(texts) >= _CACHE_MAX:
-            texts.clear()
-        texts[id(s)] = (s, text)
-        return text
+        made = self._make(s)
+        if len(self._made) >= _CACHE_MAX:
+            self._made.clear()
+        self._made[id(s)] = (s, made)
+        return made
+
+    def _make(self, s):
+        raise NotImplementedError
+
+
+class _SummaryText(_ByIdentity):
+    """Each summary's JSON text (versions 1 and 2, and a summary no record fits)."""
+
+    def __init__(self):
+        super().__init__()
+        self._hist = _ByIdentity(_hist_json)  # each histogram tuple's text
 
     def _make(self, s):
         if type(s) is not Summary:
             return _dumps(s.to_dict())
-        h = s.hist
-        got = self._hists.get(id(h))
-        if got is not None and got[0] is h:
-            hist = got[1]
-        else:
-            hist = _hist_json(h)
-            if len(self._hists) >= _CACHE_MAX:
-                self._hists.clear()
-            self._hists[id(h)] = (h, hist)
+        hist = self._hist(s.hist)
         shape = s.shape
         lo, hi, zeros = s.min, s.max, s.zeros
         # The usual summary: its histogram's range the very floats of its min and max, its fraction
@@ -256,22 +260,9 @@ class _SummaryText:
 _summary_json = _SummaryText()
 
 
-class _SummaryRecord:
-    """Each summary's record (version 3) and the JSON before its index, kept by identity as
-    ``_SummaryText`` keeps texts (None: it does not fit a record, and is written as JSON)."""
-
-    def __init__(self):
-        self._made = {}  # id(summary) -> (summary, (JSON head, record bytes) or None)
-
-    def __call__(self, s):
-        got = self._made.get(id(s))
-        if got is not None and got[0] is s:
-            return got[1]
-        made = self._make(s)
-        if len(self._made) >= _CACHE_MAX:
-            self._made.clear()
-        self._made[id(s)] = (s, made)
-        return made
+class _SummaryRecord(_ByIdentity):
+    """Each summary's record (version 3) and the JSON before its index (None: it does not fit a
+    record, and is written as JSON)."""
 
     @staticmethod
     def _make(s):
@@ -691,15 +682,9 @@ def _json(meta, what, off):
         _fail(f"{what} is not valid JSON: {exc}", off)
 
 
-_NAMES = {}  # event class -> (its field names, as a set)
-
-
-def _names(cls):
-    got = _NAMES.get(cls)
-    if got is None:
-        names = tuple(ev.event_fields(cls))
-        got = _NAMES[cls] = (names, frozenset(names))
-    return got
+@functools.cache
+def _field_set(cls):
+    return frozenset(ev.event_fields(cls))
 
 
 def decode_event(meta, arrays, off, refs=None, records=False):
@@ -712,9 +697,9 @@ def decode_event(meta, arrays, off, refs=None, records=False):
     cls = ev.EVENT_TYPES.get(doc["type"]) if type(doc["type"]) is str else None
     if cls is None:
         _fail(f"unknown event type {doc['type']!r}", off)
-    names, name_set = _names(cls)
+    names = ev.event_fields(cls)
     given = doc["fields"]
-    if given.keys() != name_set:
+    if given.keys() != _field_set(cls):
         missing, extra = sorted(set(names) - set(given)), sorted(set(given) - set(names))
         _fail(f"{doc['type']} event has missing fields {missing} or unknown fields {extra}", off)
     optional = _optional_fields(cls)
