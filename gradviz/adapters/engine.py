@@ -226,10 +226,10 @@ class EngineAdapter:
             self._kept_purge_at = 2 * len(kept) + 1024
         kept[id(owner)] = [weakref.ref(owner), value]
 
-    def writing(self, array):
-        """The engine is about to write into ``array`` (the ``array_writing`` moment): every kept
-        Value that holds its memory gets a copy of its values as they are now."""
-        owner = array.base if isinstance(array.base, np.ndarray) else array
+    def writing(self, owner):
+        """The engine is about to write into ``owner``'s memory (the ``array_writing`` moment, of
+        that array or a view of it): every kept Value that holds it gets a copy of its values as
+        they are now."""
         entry = self._kept.pop(id(owner), None)
         if entry is None or entry[0]() is not owner:
             return
@@ -279,14 +279,12 @@ class EngineRecording:
             # A write into an array: its summary made before no longer serves (the producer's
             # cache), and with full values the arrays kept as the program's own are copied first.
             keeps = getattr(self.p, "keep_arrays", False) and isinstance(adapter, EngineAdapter)
-            forget = self.p.memory_written
-            if keeps:
-                def written(array, forget=forget, copy_kept=adapter.writing):
-                    forget(array.base if isinstance(array.base, np.ndarray) else array)
-                    copy_kept(array)
-            else:
-                def written(array, forget=forget):
-                    forget(array.base if isinstance(array.base, np.ndarray) else array)
+            told = (self.p.memory_written, adapter.writing) if keeps else (self.p.memory_written,)
+
+            def written(array, told=told):
+                owner = array.base if isinstance(array.base, np.ndarray) else array
+                for tell in told:
+                    tell(owner)
             self._writing_handle = hooks.array_writing.register(written)
         return self
 
