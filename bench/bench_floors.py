@@ -19,7 +19,6 @@ Run: python bench/bench_floors.py [--pairs N] [--no-torch]
 import argparse
 import os
 import platform
-import statistics
 import sys
 import threading
 import time
@@ -27,6 +26,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+
+from _paired import summary  # noqa: E402
 
 from gradviz.summary import EXACT_LIMIT, exact_stats  # noqa: E402
 
@@ -44,16 +45,15 @@ def _pairs(plain, other, pairs, warmup=2):
         t0 = time.perf_counter()
         other()
         o.append(time.perf_counter() - t0)
-    ratios = sorted(b / a for a, b in zip(p, o))
-    q = len(ratios) // 4
-    return statistics.median(ratios), (ratios[q], ratios[-1 - q]), statistics.median(p) * 1e3
+    plain_median, _, ratio, middle, _ = summary(p, o)
+    return ratio, middle, plain_median * 1e3
 
 
 def _line(name, ratio, mid, plain_ms, target):
     print(f"{name:<52} {plain_ms:>9.1f} {ratio:>7.2f} {mid[0]:>6.2f}-{mid[1]:<6.2f} {target:>8}")
 
 
-def _large_arrays(step, lib_is_torch):
+def _large_arrays(step):
     """The large arrays one recorded step summarises: their full values from a recording."""
     import gradviz
     step()
@@ -137,7 +137,7 @@ def main():
     import gradviz.engine as gt
     from bench_engine import mlp_step
     step = mlp_step(gt)
-    arrays = _large_arrays(step, False)
+    arrays = _large_arrays(step)
     mb = sum(a.nbytes for a in arrays) / 1e6
     for name, fn in [(f"engine MLP: exact reads, 3 passes ({len(arrays)} arrays, {mb:.0f} MB)",
                       _then(step, _three_passes(arrays))),
@@ -184,7 +184,7 @@ def main():
     from bench_engine import plain_torch_resnet18, resnet_step
     torch.manual_seed(0)
     rstep = resnet_step(torch, plain_torch_resnet18(torch))
-    tarrays = _large_arrays(rstep, True)
+    tarrays = _large_arrays(rstep)
     mb = sum(a.nbytes for a in tarrays) / 1e6
     for name, fn in [(f"resnet18 CPU: exact reads, aminmax + dot ({len(tarrays)}, {mb:.0f} MB)",
                       _then(rstep, _torch_reads(tarrays))),
